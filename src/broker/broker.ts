@@ -1,0 +1,41 @@
+/**
+ * Cross-node fan-out. The hub talks to a Broker only through this interface;
+ * MemoryBroker (one process) and RedisBroker (many nodes) implement it, and
+ * test/helpers/broker-contract.ts is the suite both must pass.
+ *
+ * Payloads are final frame texts: the broker moves strings and never parses them.
+ */
+export type BrokerStatus = 'connecting' | 'ready' | 'down';
+
+/** A node-to-node control message (e.g. /v1/disconnect on every node). */
+export type ControlMessage = { readonly kind: 'disconnect'; readonly user: string };
+
+export interface BrokerHandlers {
+  /** A message for a channel this node is subscribed to. Called in publish order per channel. */
+  onMessage(channel: string, frame: string): void;
+  /** Status transitions ('ready' means connected and every subscription live). */
+  onStatus(status: BrokerStatus): void;
+  /** A control message published by any node (this one included). */
+  onControl(msg: ControlMessage): void;
+}
+
+export interface Broker {
+  readonly kind: 'memory' | 'redis' | 'redis-cluster';
+  readonly status: BrokerStatus;
+  /** Connects; resolves once the first connection attempt settled (the broker may still be 'down'). */
+  start(handlers: BrokerHandlers): Promise<void>;
+  /**
+   * Publishes a frame to every node subscribed to the channel. Resolves once the
+   * broker accepted it; rejects with GatewayError('unavailable') when it cannot.
+   */
+  publish(channel: string, frame: string): Promise<void>;
+  /** Subscribes this node to a channel; resolves when the broker confirmed it. Idempotent. */
+  subscribe(channel: string): Promise<void>;
+  /** Releases the channel. Idempotent. */
+  unsubscribe(channel: string): Promise<void>;
+  /** Sends a control message to every node, this one included. */
+  publishControl(msg: ControlMessage): Promise<void>;
+  /** Channels this node is subscribed to at the broker (for metrics and tests). */
+  subscribedCount(): number;
+  close(): Promise<void>;
+}

@@ -1,0 +1,67 @@
+/**
+ * The embedded broker: one process, no network. Delivery is synchronous, so
+ * order per channel is publish order and nothing is ever queued.
+ */
+import { GatewayError } from '../errors.js';
+import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from './broker.js';
+
+export function createMemoryBroker(): Broker {
+  let handlers: BrokerHandlers | undefined;
+  let status: BrokerStatus = 'connecting';
+  const channels = new Set<string>();
+
+  function live(): BrokerHandlers {
+    if (!handlers || status !== 'ready') throw new GatewayError('unavailable', 'broker is closed');
+    return handlers;
+  }
+
+  return {
+    kind: 'memory',
+    get status() {
+      return status;
+    },
+    start(h) {
+      handlers = h;
+      status = 'ready';
+      h.onStatus(status);
+      return Promise.resolve();
+    },
+    publish(channel, frame) {
+      try {
+        const h = live();
+        if (channels.has(channel)) h.onMessage(channel, frame);
+        return Promise.resolve();
+      } catch (e) {
+        return Promise.reject(e as Error);
+      }
+    },
+    subscribe(channel) {
+      if (status !== 'ready') return Promise.reject(new GatewayError('unavailable', 'broker is closed'));
+      channels.add(channel);
+      return Promise.resolve();
+    },
+    unsubscribe(channel) {
+      channels.delete(channel);
+      return Promise.resolve();
+    },
+    publishControl(msg: ControlMessage) {
+      try {
+        live().onControl(msg);
+        return Promise.resolve();
+      } catch (e) {
+        return Promise.reject(e as Error);
+      }
+    },
+    subscribedCount() {
+      return channels.size;
+    },
+    close() {
+      if (status !== 'down') {
+        status = 'down';
+        channels.clear();
+        handlers?.onStatus(status);
+      }
+      return Promise.resolve();
+    },
+  };
+}

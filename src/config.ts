@@ -1,0 +1,374 @@
+/**
+ * Configuration: defaults, an optional JSON file (named by PUBGATE_CONFIG),
+ * environment overrides. Every problem is collected and reported at once.
+ *
+ * Each setting has one environment variable `PUBGATE_<NAME>` and one JSON key,
+ * the camelCase of `<NAME>` (`PUBGATE_JWT_CLOCK_TOLERANCE` ↔ `jwtClockTolerance`).
+ * config/example.env lists every variable; a test keeps the two in sync.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { parseCidr, type Cidr } from './net/cidr.js';
+
+export const JWT_ALGORITHMS = [
+  'HS256', 'HS384', 'HS512',
+  'RS256', 'RS384', 'RS512',
+  'PS256', 'PS384', 'PS512',
+  'ES256', 'ES384', 'ES512',
+  'EdDSA',
+] as const;
+export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface HmacSecret {
+  /** `kid` this secret is selected by, or undefined for a secret without one. */
+  readonly kid: string | undefined;
+  readonly secret: string;
+}
+
+export interface Config {
+  readonly port: number;
+  readonly adminPort: number;
+  readonly host: string;
+  readonly tlsCert: string | undefined;
+  readonly tlsKey: string | undefined;
+  readonly compression: 'off' | 'shared';
+  readonly nodeId: string;
+  readonly redisUrl: string | undefined;
+  readonly redisCluster: readonly string[];
+  readonly jwtAlgorithms: readonly JwtAlgorithm[];
+  readonly jwtSecrets: readonly HmacSecret[];
+  readonly jwtPublicKeys: string | undefined;
+  readonly jwtJwksUrl: string | undefined;
+  readonly jwtIssuer: string | undefined;
+  readonly jwtAudience: string | undefined;
+  readonly jwtClockTolerance: number;
+  readonly apiKeys: readonly string[];
+  readonly allowedOrigins: readonly string[];
+  readonly requireOrigin: boolean;
+  readonly allowAnonymous: boolean;
+  readonly anonymousChannels: readonly string[];
+  readonly maxConnections: number;
+  readonly maxSubscriptions: number;
+  readonly ipHandshakeRate: number;
+  readonly clientFrameRate: number;
+  readonly apiRate: number;
+  readonly trustedProxies: readonly Cidr[];
+  readonly maxPayloadLength: number;
+  readonly maxPublishBytes: number;
+  readonly maxBackpressure: number;
+  readonly slowConsumerPolicy: 'close' | 'drop';
+  readonly pingInterval: number;
+  readonly historyChannels: readonly string[];
+  readonly historySize: number;
+  readonly historyTtl: number;
+  readonly drainSeconds: number;
+  readonly logLevel: LogLevel;
+}
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(problems.join('\n'));
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+/**
+ * Values shipped in config/development.json. A node started with
+ * NODE_ENV=production refuses them, so the quick-start secrets never guard a
+ * real deployment.
+ */
+export const DEVELOPMENT_SECRETS: readonly string[] = [
+  'pubgate-development-secret-not-for-production',
+  'pubgate-development-api-key',
+];
+
+type Raw = string | number | boolean | readonly unknown[] | undefined;
+type Parser<T> = (raw: Exclude<Raw, undefined>) => T;
+
+class Invalid extends Error {}
+
+function listOf(raw: Exclude<Raw, undefined>): string[] {
+  if (Array.isArray(raw)) {
+    return raw.map((v) => {
+      if (typeof v !== 'string') throw new Invalid('list entries must be strings');
+      return v.trim();
+    }).filter((v) => v !== '');
+  }
+  if (typeof raw !== 'string') throw new Invalid('must be a comma-separated string or an array of strings');
+  return raw.split(',').map((v) => v.trim()).filter((v) => v !== '');
+}
+
+function str(raw: Exclude<Raw, undefined>): string {
+  if (typeof raw !== 'string') throw new Invalid('must be a string');
+  return raw;
+}
+
+function int(min: number, max: number): Parser<number> {
+  return (raw) => {
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isInteger(n)) throw new Invalid(`must be a whole number, got ${JSON.stringify(raw)}`);
+    if (n < min || n > max) throw new Invalid(`must be between ${min} and ${max}, got ${n}`);
+    return n;
+  };
+}
+
+function num(min: number, max: number): Parser<number> {
+  return (raw) => {
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
+    if (!Number.isFinite(n)) throw new Invalid(`must be a number, got ${JSON.stringify(raw)}`);
+    if (n < min || n > max) throw new Invalid(`must be between ${min} and ${max}, got ${n}`);
+    return n;
+  };
+}
+
+function bool(raw: Exclude<Raw, undefined>): boolean {
+  if (typeof raw === 'boolean') return raw;
+  if (raw === 'true' || raw === '1') return true;
+  if (raw === 'false' || raw === '0') return false;
+  throw new Invalid(`must be true or false, got ${JSON.stringify(raw)}`);
+}
+
+function oneOf<T extends string>(values: readonly T[]): Parser<T> {
+  return (raw) => {
+    if (typeof raw === 'string' && (values as readonly string[]).includes(raw)) return raw as T;
+    throw new Invalid(`must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
+  };
+}
+
+function optional<T>(p: Parser<T>): Parser<T | undefined> {
+  return (raw) => (raw === '' ? undefined : p(raw));
+}
+
+function port(raw: Exclude<Raw, undefined>): number {
+  return int(0, 65535)(raw);
+}
+
+function url(protocols: readonly string[]): Parser<string | undefined> {
+  return (raw) => {
+    const s = str(raw).trim();
+    if (s === '') return undefined;
+    let u: URL;
+    try {
+      u = new URL(s);
+    } catch {
+      throw new Invalid('must be a URL');
+    }
+    if (!protocols.includes(u.protocol)) throw new Invalid(`must be a ${protocols.join(' or ')} URL`);
+    return s;
+  };
+}
+
+function algorithms(raw: Exclude<Raw, undefined>): JwtAlgorithm[] {
+  const list = listOf(raw);
+  if (list.length === 0) throw new Invalid('must name at least one algorithm');
+  for (const a of list) {
+    if (!(JWT_ALGORITHMS as readonly string[]).includes(a)) {
+      throw new Invalid(`unknown algorithm ${JSON.stringify(a)}; allowed: ${JWT_ALGORITHMS.join(', ')}`);
+    }
+  }
+  return list as JwtAlgorithm[];
+}
+
+function secrets(raw: Exclude<Raw, undefined>): HmacSecret[] {
+  const out: HmacSecret[] = [];
+  const kids = new Set<string>();
+  for (const entry of listOf(raw)) {
+    const colon = entry.indexOf(':');
+    const kid = colon > 0 ? entry.slice(0, colon) : undefined;
+    const secret = colon > 0 ? entry.slice(colon + 1) : entry;
+    if (secret === '') throw new Invalid(`secret for kid ${JSON.stringify(kid)} is empty`);
+    if (kid !== undefined) {
+      if (kids.has(kid)) throw new Invalid(`kid ${JSON.stringify(kid)} is given twice`);
+      kids.add(kid);
+    }
+    out.push({ kid, secret });
+  }
+  return out;
+}
+
+function seeds(raw: Exclude<Raw, undefined>): string[] {
+  const list = listOf(raw);
+  for (const s of list) {
+    if (!/^[^:\s]+:\d{1,5}$/.test(s)) throw new Invalid(`seed ${JSON.stringify(s)} is not host:port`);
+  }
+  return list;
+}
+
+function cidrs(raw: Exclude<Raw, undefined>): Cidr[] {
+  return listOf(raw).map((s) => {
+    const c = parseCidr(s);
+    if (!c) throw new Invalid(`${JSON.stringify(s)} is not an IP address or CIDR`);
+    return c;
+  });
+}
+
+function origins(raw: Exclude<Raw, undefined>): string[] {
+  return listOf(raw).map((o) => {
+    if (o === '*') return o;
+    const m = /^(https?):\/\/(\*\.)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$/.exec(o);
+    if (!m) throw new Invalid(`${JSON.stringify(o)} is not an origin (scheme://host[:port], optionally https://*.domain)`);
+    return o.toLowerCase();
+  });
+}
+
+function channelPatterns(raw: Exclude<Raw, undefined>): string[] {
+  const list = listOf(raw);
+  for (const p of list) {
+    if (!/^[A-Za-z0-9_:.@/=-]{0,200}\*?$/.test(p) || p === '') {
+      throw new Invalid(`${JSON.stringify(p)} is not a channel pattern (a channel name, or a prefix ending in *)`);
+    }
+  }
+  return list;
+}
+
+interface Setting {
+  readonly key: keyof Config;
+  readonly parse: Parser<unknown>;
+  readonly def: unknown;
+}
+
+function s<K extends keyof Config>(key: K, parse: Parser<Config[K]>, def: Config[K]): Setting {
+  return { key, parse, def };
+}
+
+/** Every setting, in the order of the contract's Configuration table. */
+export const SETTINGS: readonly Setting[] = [
+  s('port', port, 8080),
+  s('adminPort', port, 9091),
+  s('host', str, '0.0.0.0'),
+  s('tlsCert', optional(str), undefined),
+  s('tlsKey', optional(str), undefined),
+  s('compression', oneOf(['off', 'shared'] as const), 'off'),
+  s('nodeId', (raw) => {
+    const v = str(raw);
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(v)) throw new Invalid('must be 1-64 characters of A-Z a-z 0-9 _ . -');
+    return v;
+  }, `${hostname()}-${process.pid}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64)),
+  s('redisUrl', url(['redis:', 'rediss:']), undefined),
+  s('redisCluster', seeds, []),
+  s('jwtAlgorithms', algorithms, ['HS256']),
+  s('jwtSecrets', secrets, []),
+  s('jwtPublicKeys', optional(str), undefined),
+  s('jwtJwksUrl', url(['http:', 'https:']), undefined),
+  s('jwtIssuer', optional(str), undefined),
+  s('jwtAudience', optional(str), undefined),
+  s('jwtClockTolerance', int(0, 3600), 5),
+  s('apiKeys', listOf, []),
+  s('allowedOrigins', origins, []),
+  s('requireOrigin', bool, false),
+  s('allowAnonymous', bool, false),
+  s('anonymousChannels', channelPatterns, []),
+  s('maxConnections', int(1, 10_000_000), 100_000),
+  s('maxSubscriptions', int(1, 100_000), 100),
+  s('ipHandshakeRate', num(0, 1_000_000), 0),
+  s('clientFrameRate', num(0, 1_000_000), 50),
+  s('apiRate', num(0, 10_000_000), 0),
+  s('trustedProxies', cidrs, []),
+  s('maxPayloadLength', int(256, 16 * 1024 * 1024), 16_384),
+  s('maxPublishBytes', int(256, 64 * 1024 * 1024), 65_536),
+  s('maxBackpressure', int(1024, 1024 * 1024 * 1024), 1_048_576),
+  s('slowConsumerPolicy', oneOf(['close', 'drop'] as const), 'close'),
+  s('pingInterval', num(0.1, 3600), 25),
+  s('historyChannels', channelPatterns, []),
+  s('historySize', int(1, 1_000_000), 100),
+  s('historyTtl', int(1, 30 * 24 * 3600), 300),
+  s('drainSeconds', num(0, 3600), 10),
+  s('logLevel', oneOf(LOG_LEVELS), 'info'),
+];
+
+/** `jwtClockTolerance` → `PUBGATE_JWT_CLOCK_TOLERANCE`. */
+export function envName(key: string): string {
+  return 'PUBGATE_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
+}
+
+/** Variables that are not settings but are understood. */
+const META_VARIABLES = new Set(['PUBGATE_CONFIG']);
+
+/**
+ * Builds the configuration from the environment and, when PUBGATE_CONFIG names
+ * one, a JSON file. Throws ConfigError listing every problem.
+ */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+  const problems: string[] = [];
+  let file: Record<string, unknown> = {};
+  const fileName = env.PUBGATE_CONFIG;
+  if (fileName !== undefined && fileName !== '') {
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(fileName, 'utf8'));
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+        problems.push(`PUBGATE_CONFIG: ${fileName} must hold a JSON object`);
+      } else {
+        file = parsed as Record<string, unknown>;
+      }
+    } catch (e) {
+      problems.push(`PUBGATE_CONFIG: cannot read ${fileName}: ${(e as Error).message}`);
+    }
+  }
+
+  const known = new Map(SETTINGS.map((st) => [envName(st.key), st]));
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('PUBGATE_') && !known.has(name) && !META_VARIABLES.has(name)) {
+      problems.push(`${name}: unknown variable (see config/example.env for the list)`);
+    }
+  }
+  const keys = new Set(SETTINGS.map((st) => st.key as string));
+  for (const k of Object.keys(file)) {
+    if (!keys.has(k)) problems.push(`${k}: unknown key in ${fileName}`);
+  }
+
+  const out: Record<string, unknown> = {};
+  for (const st of SETTINGS) {
+    const name = envName(st.key);
+    const fromEnv = env[name];
+    const raw: Raw = fromEnv !== undefined ? fromEnv : (file[st.key] as Raw);
+    const where = fromEnv !== undefined ? name : `${name} (${st.key} in ${fileName})`;
+    if (raw === undefined || raw === null) {
+      out[st.key] = st.def;
+      continue;
+    }
+    try {
+      const v = st.parse(raw);
+      out[st.key] = v === undefined ? st.def : v;
+    } catch (e) {
+      if (!(e instanceof Invalid)) throw e;
+      problems.push(`${where}: ${e.message}`);
+    }
+  }
+
+  if (problems.length === 0) checkCombinations(out as unknown as Config, env.NODE_ENV, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(out) as unknown as Config;
+}
+
+function checkCombinations(c: Config, nodeEnv: string | undefined, problems: string[]): void {
+  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
+    problems.push('PUBGATE_TLS_CERT: PUBGATE_TLS_CERT and PUBGATE_TLS_KEY must be set together');
+  }
+  if (c.redisUrl !== undefined && c.redisCluster.length > 0) {
+    problems.push('PUBGATE_REDIS_CLUSTER: set either PUBGATE_REDIS_URL or PUBGATE_REDIS_CLUSTER, not both');
+  }
+  const asym = c.jwtAlgorithms.some((a) => !a.startsWith('HS'));
+  if (asym && c.jwtPublicKeys === undefined && c.jwtJwksUrl === undefined) {
+    problems.push('PUBGATE_JWT_PUBLIC_KEYS: public-key algorithms need PUBGATE_JWT_PUBLIC_KEYS or PUBGATE_JWT_JWKS_URL');
+  }
+  if (c.port !== 0 && c.port === c.adminPort) {
+    problems.push('PUBGATE_ADMIN_PORT: must differ from PUBGATE_PORT');
+  }
+  if (nodeEnv === 'production') {
+    for (const sec of c.jwtSecrets) {
+      if (DEVELOPMENT_SECRETS.includes(sec.secret)) {
+        problems.push('PUBGATE_JWT_SECRETS: the development secret from config/development.json is refused when NODE_ENV=production');
+      }
+    }
+    for (const k of c.apiKeys) {
+      if (DEVELOPMENT_SECRETS.includes(k)) {
+        problems.push('PUBGATE_API_KEYS: the development API key from config/development.json is refused when NODE_ENV=production');
+      }
+    }
+  }
+}
