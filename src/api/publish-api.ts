@@ -1,0 +1,197 @@
+/**
+ * The HTTP publish API: /v1/publish, /v1/publish/batch, /v1/disconnect.
+ * Transport-agnostic: the transport copies the request head, asks `preflight`
+ * whether to read the body, reads at most `maxPublishBytes`, then calls `handle`.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { GatewayError, HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
+import type { ApiEndpoint } from '../observability/metrics.js';
+import { isValidChannel } from '../protocol/channel.js';
+import { encodeMessage } from '../protocol/frames.js';
+import { arrayElements, objectMembers, type Span } from '../protocol/json-scan.js';
+import { createKeyedLimiter } from '../limits/rate.js';
+
+export const MAX_BATCH = 1000;
+
+export interface ApiRequestHead {
+  readonly method: string; // lower case, as uWS gives it
+  readonly path: string;
+  readonly authorization: string;
+  readonly contentType: string;
+  readonly contentLength: string;
+}
+
+export interface ApiResponse {
+  readonly status: number;
+  readonly body: string;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export type Preflight =
+  | { readonly ok: true; readonly endpoint: ApiEndpoint; readonly key: string }
+  | { readonly ok: false; readonly endpoint: ApiEndpoint; readonly response: ApiResponse };
+
+export interface PublishSink {
+  /** Publishes a final frame text; rejects with GatewayError('unavailable') when the broker cannot. */
+  publish(channel: string, frame: string): Promise<void>;
+  disconnectUser(user: string): Promise<void>;
+}
+
+export interface PublishApiOptions {
+  readonly apiKeys: readonly string[];
+  readonly maxPublishBytes: number;
+  readonly apiRate: number;
+  readonly sink: PublishSink;
+  readonly published: (count: number) => void;
+  readonly nowMs?: () => number;
+}
+
+const ROUTES: Readonly<Record<string, ApiEndpoint>> = {
+  '/v1/publish': 'publish',
+  '/v1/publish/batch': 'batch',
+  '/v1/disconnect': 'disconnect',
+};
+
+export function errorResponse(code: ErrorCode, message: string, status = HTTP_STATUS[code], headers?: Record<string, string>): ApiResponse {
+  return headers ? { status, body: errorBody(code, message), headers } : { status, body: errorBody(code, message) };
+}
+
+function fromError(e: unknown): ApiResponse {
+  if (isGatewayError(e)) {
+    const headers = e.retryAfterSec !== undefined || e.code === 'unavailable' ? { 'Retry-After': String(e.retryAfterSec ?? 1) } : undefined;
+    return errorResponse(e.code, e.message, HTTP_STATUS[e.code], headers);
+  }
+  return errorResponse('internal', 'internal error');
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+export interface PublishApi {
+  preflight(head: ApiRequestHead): Preflight;
+  handle(endpoint: ApiEndpoint, body: string): Promise<ApiResponse>;
+}
+
+export function createPublishApi(opts: PublishApiOptions): PublishApi {
+  // Keys are compared as SHA-256 digests with timingSafeEqual: equal lengths,
+  // constant time, and every configured key is checked (no early exit).
+  const keyDigests = opts.apiKeys.map((k) => ({ key: k, d: digest(k) }));
+  const limiter = createKeyedLimiter(opts.apiRate, Math.max(1, opts.apiRate * 2), Math.max(1, opts.apiKeys.length));
+  const now = opts.nowMs ?? (() => performance.now());
+
+  function authenticate(authorization: string): string | undefined {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    if (!m || keyDigests.length === 0) return undefined;
+    const d = digest(m[1] ?? '');
+    let found: string | undefined;
+    for (const k of keyDigests) if (timingSafeEqual(k.d, d)) found = k.key;
+    return found;
+  }
+
+  function parseBody(body: string): unknown {
+    try {
+      return JSON.parse(body);
+    } catch {
+      throw new GatewayError('bad_request', 'body is not valid JSON');
+    }
+  }
+
+  /** Validates one `{channel, data}` object and returns its frame. */
+  function messageFrame(v: unknown, text: string, span: Span, where: string): { channel: string; frame: string } {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new GatewayError('bad_request', `${where} must be an object`);
+    const o = v as Record<string, unknown>;
+    if (!isValidChannel(o.channel)) throw new GatewayError('bad_request', `${where}.channel is not a valid channel name`);
+    const dataSpan = objectMembers(text, span).get('data');
+    if (!('data' in o) || !dataSpan) throw new GatewayError('bad_request', `${where}.data is required`);
+    return { channel: o.channel, frame: encodeMessage(o.channel, text.slice(dataSpan.start, dataSpan.end)) };
+  }
+
+  async function publishOne(body: string): Promise<ApiResponse> {
+    const v = parseBody(body);
+    const { channel, frame } = messageFrame(v, body, { start: 0, end: body.length }, 'body');
+    await opts.sink.publish(channel, frame);
+    opts.published(1);
+    return { status: 200, body: JSON.stringify({ channel }) };
+  }
+
+  async function publishBatch(body: string): Promise<ApiResponse> {
+    const v = parseBody(body);
+    const msgs = v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>).messages : undefined;
+    if (!Array.isArray(msgs)) throw new GatewayError('bad_request', 'body.messages must be an array');
+    if (msgs.length === 0 || msgs.length > MAX_BATCH) {
+      throw new GatewayError('bad_request', `body.messages must hold 1 to ${MAX_BATCH} messages, got ${msgs.length}`);
+    }
+    const listSpan = objectMembers(body).get('messages');
+    const spans = listSpan ? arrayElements(body, listSpan) : [];
+    // Validate everything before publishing anything: a bad batch publishes nothing.
+    const frames = msgs.map((m, i) => messageFrame(m, body, spans[i] ?? { start: 0, end: 0 }, `messages[${i}]`));
+    // Publish in order; stop at the first refusal so nothing after it is reported.
+    const results: { channel: string }[] = [];
+    for (const f of frames) {
+      try {
+        await opts.sink.publish(f.channel, f.frame);
+      } catch (e) {
+        opts.published(results.length);
+        if (results.length === 0) throw e;
+        // Part of the batch went out: say exactly which part.
+        const err = isGatewayError(e) ? e : new GatewayError('internal', 'publish failed');
+        return {
+          status: HTTP_STATUS[err.code],
+          body: JSON.stringify({ error: { code: err.code, message: `${err.message}; the first ${results.length} messages were published` }, results }),
+          headers: { 'Retry-After': String(err.retryAfterSec ?? 1) },
+        };
+      }
+      results.push({ channel: f.channel });
+    }
+    opts.published(results.length);
+    return { status: 200, body: JSON.stringify({ results }) };
+  }
+
+  async function disconnect(body: string): Promise<ApiResponse> {
+    const v = parseBody(body);
+    const user = v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>).user : undefined;
+    if (typeof user !== 'string' || user === '' || user.length > 1024) throw new GatewayError('bad_request', 'body.user must be a non-empty string');
+    await opts.sink.disconnectUser(user);
+    return { status: 200, body: '{}' };
+  }
+
+  return {
+    preflight(head) {
+      const endpoint = ROUTES[head.path];
+      if (!endpoint) return { ok: false, endpoint: 'other', response: errorResponse('not_found', `no route for ${head.path}`) };
+      if (head.method !== 'post') {
+        return { ok: false, endpoint, response: errorResponse('method_not_allowed', `${head.path} accepts POST only`, 405, { Allow: 'POST' }) };
+      }
+      const key = authenticate(head.authorization);
+      if (key === undefined) {
+        const message = keyDigests.length === 0 ? 'the publish API is disabled: no API keys are configured' : 'missing or unknown API key';
+        return { ok: false, endpoint, response: errorResponse('unauthorized', message, 401, { 'WWW-Authenticate': 'Bearer' }) };
+      }
+      if (!limiter.take(key, now())) {
+        return {
+          ok: false,
+          endpoint,
+          response: errorResponse('rate_limited', 'API key over its request rate', 429, { 'Retry-After': String(limiter.retryAfterSec(key)) }),
+        };
+      }
+      const mediaType = head.contentType.split(';')[0]?.trim().toLowerCase();
+      if (mediaType !== 'application/json') {
+        return { ok: false, endpoint, response: errorResponse('unsupported_media_type', 'Content-Type must be application/json', 415) };
+      }
+      const len = head.contentLength === '' ? 0 : Number(head.contentLength);
+      if (len > opts.maxPublishBytes) {
+        return { ok: false, endpoint, response: errorResponse('too_large', `body over ${opts.maxPublishBytes} bytes`, 413) };
+      }
+      return { ok: true, endpoint, key };
+    },
+    async handle(endpoint, body) {
+      try {
+        if (endpoint === 'publish') return await publishOne(body);
+        if (endpoint === 'batch') return await publishBatch(body);
+        if (endpoint === 'disconnect') return await disconnect(body);
+        return errorResponse('not_found', 'no such route');
+      } catch (e) {
+        return fromError(e);
+      }
+    },
+  };
+}

@@ -1,0 +1,129 @@
+/**
+ * Composition root: builds every part, wires them, and owns the lifecycle
+ * (start, and the drain order on SIGTERM). The only module that knows them all.
+ */
+import { createPublishApi } from './api/publish-api.js';
+import { createVerifier } from './auth/verifier.js';
+import type { Broker, BrokerStatus } from './broker/broker.js';
+import { createMemoryBroker } from './broker/memory-broker.js';
+import type { Config } from './config.js';
+import { createHub } from './hub/hub.js';
+import type { Socket } from './hub/session.js';
+import type { Log } from './observability/logger.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
+import { CLOSE } from './protocol/close-codes.js';
+import { createTransport, type Transport } from './transport/server.js';
+
+export interface Gateway {
+  start(): Promise<{ port: number; adminPort: number }>;
+  /** Drains (readiness 503, 1001 closes spread over drainSeconds) and stops. */
+  drain(): Promise<void>;
+  readonly metrics: Metrics;
+}
+
+export interface GatewayOptions {
+  /** Replaces the broker chosen from config (tests). */
+  readonly broker?: Broker;
+}
+
+function chooseBroker(config: Config): Broker {
+  if (config.redisUrl !== undefined || config.redisCluster.length > 0) {
+    throw new Error('PUBGATE_REDIS_URL: the Redis broker is not built into this version yet');
+  }
+  return createMemoryBroker();
+}
+
+export async function createGateway(config: Config, log: Log, opts: GatewayOptions = {}): Promise<Gateway> {
+  const metrics = createMetrics(config.nodeId);
+  const broker = opts.broker ?? chooseBroker(config);
+  const verifier = await createVerifier(config);
+  let draining = false;
+  let brokerStatus: BrokerStatus = 'connecting';
+
+  // The hub and the transport need each other: the hub fans out through the
+  // transport's topics, the transport hands sockets to the hub.
+  let transport: Transport | undefined;
+  const hub = createHub({
+    broker,
+    topics: { publish: (topic, frame) => transport?.publish(topic, frame) ?? 0 },
+    metrics,
+    log,
+    closeForDisconnect: (ws: Socket) => transport?.closeSocket(ws, CLOSE.FORBIDDEN),
+  });
+  const api = createPublishApi({
+    apiKeys: config.apiKeys,
+    maxPublishBytes: config.maxPublishBytes,
+    apiRate: config.apiRate,
+    sink: hub,
+    published: (n) => metrics.published(n),
+  });
+  const t = createTransport({
+    config,
+    hub,
+    verifier,
+    api,
+    metrics,
+    log,
+    isReady: () => !draining && brokerStatus === 'ready',
+    isDraining: () => draining,
+  });
+  transport = t;
+
+  if (config.jwtAlgorithms.some((a) => a.startsWith('HS')) && config.jwtSecrets.length === 0 && !config.jwtAlgorithms.some((a) => !a.startsWith('HS'))) {
+    log.warn({}, 'no JWT secrets configured (PUBGATE_JWT_SECRETS): every token will be rejected');
+  }
+  if (config.apiKeys.length === 0) log.warn({}, 'no API keys configured (PUBGATE_API_KEYS): the publish API answers 401');
+
+  return {
+    metrics,
+    async start() {
+      await broker.start({
+        onMessage: (channel, frame) => hub.deliver(channel, frame),
+        onStatus: (status) => {
+          if (status !== brokerStatus) log.info({ broker: broker.kind, status }, 'broker status');
+          brokerStatus = status;
+          metrics.brokerStatus(status);
+          metrics.brokerChannels(broker.subscribedCount());
+        },
+        onControl: (msg) => hub.control(msg),
+      });
+      const ports = await t.listen();
+      log.info({ ...ports, host: config.host, broker: broker.kind, tls: config.tlsCert !== undefined }, 'listening');
+      return ports;
+    },
+    async drain() {
+      if (draining) return;
+      draining = true;
+      const sockets: Socket[] = [];
+      hub.forEach((ws) => sockets.push(ws));
+      const windowMs = config.drainSeconds * 1000;
+      log.info({ connections: sockets.length, drainSeconds: config.drainSeconds }, 'draining');
+      // Spread the 1001 closes evenly over 90% of the window, so clients do not
+      // reconnect to the other nodes all at once; the rest is for stragglers.
+      const spreadMs = windowMs * 0.9;
+      const t0 = performance.now();
+      let closed = 0;
+      await new Promise<void>((resolve) => {
+        const tick = (): void => {
+          const elapsed = performance.now() - t0;
+          const due = spreadMs <= 0 ? sockets.length : Math.min(sockets.length, Math.ceil((sockets.length * elapsed) / spreadMs));
+          while (closed < due) {
+            const ws = sockets[closed++];
+            if (ws && ws.getUserData().open) t.closeSocket(ws, CLOSE.GOING_AWAY);
+          }
+          if (closed >= sockets.length) resolve();
+          else setTimeout(tick, Math.min(50, Math.max(1, spreadMs / sockets.length)));
+        };
+        tick();
+      });
+      // In-flight publish requests finish (bounded by the rest of the window plus 4 s).
+      const deadline = t0 + windowMs + 4000;
+      while (t.inflightRequests() > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      t.closePublicListener();
+      t.stopTimers();
+      await broker.close();
+      t.closeAdminListener();
+      log.info({ closed }, 'drained');
+    },
+  };
+}

@@ -1,0 +1,41 @@
+/**
+ * Per-connection state, kept in uWS's typed user data (`WebSocket<Session>`).
+ * Sized for many connections: plain fields, one Set, no per-session timers.
+ */
+export type ChannelMatcher = (channel: string) => boolean;
+
+export interface Session {
+  /** Connection id, as sent in `welcome`. */
+  readonly conn: string;
+  /** Token `sub`, or `anonymous`. */
+  readonly user: string;
+  readonly anonymous: boolean;
+  /** Client IP (after trusted-proxy resolution), for logs. */
+  readonly ip: string;
+  /** Token expiry, unix seconds; 0 for connections without one (anonymous). */
+  exp: number;
+  canSubscribe: ChannelMatcher;
+  canPublish: ChannelMatcher;
+  /** Channels subscribed (or being subscribed) on this connection. */
+  readonly channels: Set<string>;
+  /** False once the socket closed: nothing may be sent to it any more. */
+  open: boolean;
+  /** Last time (ms, monotonic clock) the client sent anything, a pong included. */
+  lastSeenMs: number;
+  /** Token bucket for client frames. */
+  frameTokens: number;
+  frameRefillMs: number;
+  /** Consecutive frames refused by the rate limit. */
+  strikes: number;
+}
+
+/** The socket surface the hub uses; uWS's WebSocket<Session> satisfies it. */
+export interface Socket {
+  getUserData(): Session;
+  subscribe(topic: string): boolean;
+  unsubscribe(topic: string): boolean;
+  send(message: string, isBinary?: boolean, compress?: boolean): number;
+  end(code?: number, shortMessage?: string): void;
+  ping(message?: string): number;
+  getBufferedAmount(): number;
+}

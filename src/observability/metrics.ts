@@ -1,0 +1,144 @@
+/**
+ * Prometheus metrics (prom-client), exposed as domain verbs so no other module
+ * imports prom-client. Label values come from fixed sets only (error codes,
+ * close codes, endpoint names): never channel or user names.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BrokerStatus } from '../broker/broker.js';
+
+export type HandshakeResult = 'accepted' | 'rejected';
+export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'other';
+
+export interface Metrics {
+  connectionOpened(): void;
+  connectionClosed(code: number): void;
+  handshake(result: HandshakeResult, reason: string): void;
+  subscriptionsChanged(delta: number): void;
+  channelsChanged(delta: number): void;
+  published(count: number): void;
+  delivered(count: number): void;
+  dropped(reason: 'slow_consumer' | 'closed', count: number): void;
+  slowConsumerClosed(): void;
+  clientFrame(type: string): void;
+  frameRejected(code: string): void;
+  apiRequest(endpoint: ApiEndpoint, status: number, seconds: number): void;
+  brokerStatus(status: BrokerStatus): void;
+  brokerReconnect(): void;
+  brokerPublishError(reason: string): void;
+  brokerChannels(count: number): void;
+  brokerProbe(rttSec: number | undefined): void;
+  tokenRefreshed(ok: boolean): void;
+  render(): Promise<string>;
+  readonly contentType: string;
+}
+
+export function createMetrics(nodeId: string): Metrics {
+  const registry = new Registry();
+  registry.setDefaultLabels({ node: nodeId });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 10 });
+
+  const connections = new Gauge({ name: 'pubgate_connections', help: 'Open WebSocket connections', registers: [registry] });
+  const handshakes = new Counter({
+    name: 'pubgate_handshakes_total',
+    help: 'WebSocket upgrades by result and reason (the error code, or "ok")',
+    labelNames: ['result', 'reason'],
+    registers: [registry],
+  });
+  const subscriptions = new Gauge({ name: 'pubgate_subscriptions', help: 'Channel subscriptions on this node', registers: [registry] });
+  const channels = new Gauge({ name: 'pubgate_channels', help: 'Channels with at least one local subscriber', registers: [registry] });
+  const published = new Counter({ name: 'pubgate_messages_published_total', help: 'Messages accepted for publishing on this node', registers: [registry] });
+  const delivered = new Counter({ name: 'pubgate_messages_delivered_total', help: 'Messages handed to subscriber sockets (one per subscriber)', registers: [registry] });
+  const dropped = new Counter({
+    name: 'pubgate_messages_dropped_total',
+    help: 'Messages not delivered to a subscriber, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const slowCloses = new Counter({ name: 'pubgate_slow_consumer_closes_total', help: 'Connections closed with 4008', registers: [registry] });
+  const disconnects = new Counter({
+    name: 'pubgate_disconnects_total',
+    help: 'Connections closed, by close code',
+    labelNames: ['code'],
+    registers: [registry],
+  });
+  const frames = new Counter({ name: 'pubgate_client_frames_total', help: 'Client frames received, by type', labelNames: ['type'], registers: [registry] });
+  const frameRejects = new Counter({
+    name: 'pubgate_client_frames_rejected_total',
+    help: 'Client frames answered with an error reply or a close, by error code',
+    labelNames: ['code'],
+    registers: [registry],
+  });
+  const apiRequests = new Counter({
+    name: 'pubgate_api_requests_total',
+    help: 'Publish API requests by endpoint and HTTP status',
+    labelNames: ['endpoint', 'status'],
+    registers: [registry],
+  });
+  const apiDuration = new Histogram({
+    name: 'pubgate_publish_duration_seconds',
+    help: 'Publish API request duration, from request to response',
+    labelNames: ['endpoint'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const brokerUp = new Gauge({ name: 'pubgate_broker_up', help: '1 when the broker is connected and its subscriptions are live', registers: [registry] });
+  const brokerState = new Gauge({ name: 'pubgate_broker_status', help: 'Broker status (1 for the current one)', labelNames: ['status'], registers: [registry] });
+  const brokerReconnects = new Counter({ name: 'pubgate_broker_reconnects_total', help: 'Broker reconnections', registers: [registry] });
+  const brokerErrors = new Counter({
+    name: 'pubgate_broker_publish_errors_total',
+    help: 'Publishes the broker did not accept, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const brokerChannels = new Gauge({ name: 'pubgate_broker_channels', help: 'Channels this node is subscribed to at the broker', registers: [registry] });
+  const probeRtt = new Histogram({
+    name: 'pubgate_broker_probe_rtt_seconds',
+    help: 'Round trip of the pub/sub self-probe',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [registry],
+  });
+  const probeLost = new Counter({ name: 'pubgate_broker_probe_lost_total', help: 'Self-probes that did not come back in time', registers: [registry] });
+  const refreshes = new Counter({ name: 'pubgate_token_refreshes_total', help: 'Token refresh frames by result', labelNames: ['result'], registers: [registry] });
+
+  for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === 'connecting' ? 1 : 0);
+  brokerUp.set(0);
+  dropped.inc({ reason: 'slow_consumer' }, 0);
+  handshakes.inc({ result: 'accepted', reason: 'ok' }, 0);
+
+  return {
+    connectionOpened: () => connections.inc(),
+    connectionClosed: (code) => {
+      connections.dec();
+      disconnects.inc({ code: String(code) });
+    },
+    handshake: (result, reason) => handshakes.inc({ result, reason }),
+    subscriptionsChanged: (d) => subscriptions.inc(d),
+    channelsChanged: (d) => channels.inc(d),
+    published: (n) => published.inc(n),
+    delivered: (n) => {
+      if (n > 0) delivered.inc(n);
+    },
+    dropped: (reason, n) => dropped.inc({ reason }, n),
+    slowConsumerClosed: () => slowCloses.inc(),
+    clientFrame: (type) => frames.inc({ type }),
+    frameRejected: (code) => frameRejects.inc({ code }),
+    apiRequest: (endpoint, status, seconds) => {
+      apiRequests.inc({ endpoint, status: String(status) });
+      apiDuration.observe({ endpoint }, seconds);
+    },
+    brokerStatus: (status) => {
+      brokerUp.set(status === 'ready' ? 1 : 0);
+      for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === status ? 1 : 0);
+    },
+    brokerReconnect: () => brokerReconnects.inc(),
+    brokerPublishError: (reason) => brokerErrors.inc({ reason }),
+    brokerChannels: (n) => brokerChannels.set(n),
+    brokerProbe: (rtt) => {
+      if (rtt === undefined) probeLost.inc();
+      else probeRtt.observe(rtt);
+    },
+    tokenRefreshed: (ok) => refreshes.inc({ result: ok ? 'ok' : 'rejected' }),
+    render: () => registry.metrics(),
+    contentType: registry.contentType,
+  };
+}

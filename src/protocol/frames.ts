@@ -1,0 +1,142 @@
+/**
+ * The frames of the wire contract: types, parsing of client frames and encoding
+ * of server frames. Pure: no I/O. The client SDK shares these types.
+ */
+import type { ErrorCode } from '../errors.js';
+import { isValidChannel } from './channel.js';
+import { objectMembers } from './json-scan.js';
+
+export interface SinceOffset {
+  readonly offset: number;
+  readonly epoch: string;
+}
+
+export type ClientFrame =
+  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset }
+  | { readonly type: 'unsubscribe'; readonly id: number; readonly channel: string }
+  /** `data` is the raw JSON text of the value, forwarded byte-for-byte. */
+  | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: string }
+  | { readonly type: 'ping'; readonly id: number | undefined }
+  | { readonly type: 'refresh'; readonly id: number; readonly token: string };
+
+export type ClientFrameType = ClientFrame['type'];
+
+export interface WelcomeFrame {
+  readonly type: 'welcome';
+  readonly node: string;
+  readonly conn: string;
+  readonly user: string;
+  readonly expiresIn: number | null;
+  readonly ping: number;
+}
+
+export interface ReplyFrame {
+  readonly type: 'reply';
+  readonly id: number;
+  readonly recovered?: boolean;
+  readonly offset?: number;
+  readonly epoch?: string;
+  readonly error?: { readonly code: ErrorCode; readonly message: string };
+}
+
+export interface MessageFrame {
+  readonly type: 'message';
+  readonly channel: string;
+  readonly offset?: number;
+  readonly epoch?: string;
+  readonly data: unknown;
+}
+
+export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame;
+
+/** Result of parsing one client text frame. */
+export type ParseResult =
+  | { readonly ok: true; readonly frame: ClientFrame }
+  /** Invalid but answerable: reply `bad_request` to `id`. */
+  | { readonly ok: false; readonly id: number; readonly message: string }
+  /** Unanswerable: close the connection with 4500. */
+  | { readonly ok: false; readonly id: undefined; readonly message: string };
+
+function isId(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
+}
+
+/**
+ * Parses a client frame. A frame that is not JSON, or is invalid and carries no
+ * usable id, yields `id: undefined` (the caller closes with 4500).
+ */
+export function parseClientFrame(text: string): ParseResult {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return { ok: false, id: undefined, message: 'frame is not valid JSON' };
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    return { ok: false, id: undefined, message: 'frame must be a JSON object' };
+  }
+  const o = v as Record<string, unknown>;
+  const id = isId(o.id) ? o.id : undefined;
+  const bad = (message: string): ParseResult =>
+    id === undefined ? { ok: false, id: undefined, message } : { ok: false, id, message };
+
+  if (o.id !== undefined && id === undefined) return bad('id must be a positive integer');
+  switch (o.type) {
+    case 'ping':
+      return { ok: true, frame: { type: 'ping', id } };
+    case 'subscribe': {
+      if (id === undefined) return bad('subscribe needs an id');
+      if (!isValidChannel(o.channel)) return bad('invalid channel name');
+      if (o.since === undefined) return { ok: true, frame: { type: 'subscribe', id, channel: o.channel } };
+      const since = o.since as Record<string, unknown> | null;
+      if (
+        since === null || typeof since !== 'object' ||
+        typeof since.offset !== 'number' || !Number.isSafeInteger(since.offset) || since.offset < 0 ||
+        typeof since.epoch !== 'string' || since.epoch.length > 64
+      ) {
+        return bad('since must be {"offset": integer >= 0, "epoch": string}');
+      }
+      return { ok: true, frame: { type: 'subscribe', id, channel: o.channel, since: { offset: since.offset, epoch: since.epoch } } };
+    }
+    case 'unsubscribe':
+      if (id === undefined) return bad('unsubscribe needs an id');
+      if (!isValidChannel(o.channel)) return bad('invalid channel name');
+      return { ok: true, frame: { type: 'unsubscribe', id, channel: o.channel } };
+    case 'publish': {
+      if (id === undefined) return bad('publish needs an id');
+      if (!isValidChannel(o.channel)) return bad('invalid channel name');
+      if (!('data' in o)) return bad('publish needs data');
+      const span = objectMembers(text).get('data');
+      if (!span) return bad('publish needs data');
+      return { ok: true, frame: { type: 'publish', id, channel: o.channel, data: text.slice(span.start, span.end) } };
+    }
+    case 'refresh':
+      if (id === undefined) return bad('refresh needs an id');
+      if (typeof o.token !== 'string' || o.token === '') return bad('refresh needs a token');
+      return { ok: true, frame: { type: 'refresh', id, token: o.token } };
+    default:
+      return bad(o.type === undefined ? 'frame has no type' : 'unknown frame type');
+  }
+}
+
+/**
+ * The `message` frame text for a publish, built once per publish and fanned out
+ * as bytes. `rawData` is JSON text; channel names need no escaping (their
+ * alphabet has no quote or backslash).
+ */
+export function encodeMessage(channel: string, rawData: string, offset?: number, epoch?: string): string {
+  const pos = offset === undefined ? '' : `,"offset":${offset},"epoch":${JSON.stringify(epoch ?? '')}`;
+  return `{"type":"message","channel":"${channel}"${pos},"data":${rawData}}`;
+}
+
+export function encodeReply(id: number, extra?: Omit<ReplyFrame, 'type' | 'id' | 'error'>): string {
+  return JSON.stringify({ type: 'reply', id, ...extra });
+}
+
+export function encodeErrorReply(id: number, code: ErrorCode, message: string): string {
+  return JSON.stringify({ type: 'reply', id, error: { code, message } });
+}
+
+export function encodeWelcome(w: Omit<WelcomeFrame, 'type'>): string {
+  return JSON.stringify({ type: 'welcome', ...w });
+}

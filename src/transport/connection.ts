@@ -1,0 +1,227 @@
+/**
+ * What happens on an open connection: client frames, replies, token refresh,
+ * heartbeats and expiry. One reply per client frame `id`, always.
+ */
+import type { Verifier } from '../auth/verifier.js';
+import { compilePatterns } from '../auth/permissions.js';
+import type { Config } from '../config.js';
+import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js';
+import type { Hub } from '../hub/hub.js';
+import type { Session, Socket } from '../hub/session.js';
+import type { Log } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { CLOSE, CLOSE_REASON, type CloseCode } from '../protocol/close-codes.js';
+import { encodeErrorReply, encodeMessage, encodeReply, parseClientFrame, type ClientFrame } from '../protocol/frames.js';
+import { take } from '../limits/rate.js';
+import { createExpiryWheel } from './expiry.js';
+
+/** Consecutive rate-limited frames after which a client is closed with 1008. */
+export const MAX_RATE_STRIKES = 50;
+/** Burst of the per-connection frame bucket, as the contract gives it. */
+export const FRAME_BURST = 200;
+
+export interface ConnectionDeps {
+  readonly config: Config;
+  readonly hub: Hub;
+  readonly verifier: Verifier;
+  readonly metrics: Metrics;
+  readonly log: Log;
+  readonly nowMs: () => number;
+}
+
+export interface Connections {
+  opened(ws: Socket): void;
+  message(ws: Socket, data: ArrayBuffer, isBinary: boolean): void;
+  pong(ws: Socket): void;
+  closed(ws: Socket, code: number): void;
+  /** Closes with a catalog code and its reason, once. */
+  close(ws: Socket, code: CloseCode): void;
+  stop(): void;
+}
+
+export function createConnections(deps: ConnectionDeps): Connections {
+  const { config, hub, verifier, metrics, log, nowMs } = deps;
+  const frameRate = config.clientFrameRate;
+  const expiry = createExpiryWheel<Socket>((ws) => {
+    const s = ws.getUserData();
+    if (s.open && s.exp > 0 && s.exp <= Date.now() / 1000) close(ws, CLOSE.TOKEN_EXPIRED);
+  }, () => Date.now() / 1000);
+
+  function close(ws: Socket, code: CloseCode): void {
+    const s = ws.getUserData();
+    if (!s.open) return;
+    s.open = false; // nothing more is sent; the close handler does the bookkeeping
+    if (code === CLOSE.SLOW_CONSUMER) metrics.slowConsumerClosed();
+    ws.end(code, CLOSE_REASON[code]);
+  }
+
+  // After an await the socket may be closed, and uWS throws on any access to a
+  // closed socket: callers pass the Session they read before awaiting.
+  function send(ws: Socket, s: Session, text: string): void {
+    if (s.open) ws.send(text, false);
+  }
+
+  function replyError(ws: Socket, s: Session, id: number, code: ErrorCode, message: string): void {
+    metrics.frameRejected(code);
+    send(ws, s, encodeErrorReply(id, code, message));
+  }
+
+  function fail(ws: Socket, s: Session, id: number, e: unknown, what: string): void {
+    if (isGatewayError(e)) {
+      replyError(ws, s, id, e.code, e.message);
+      return;
+    }
+    log.error({ err: e, conn: s.conn }, `${what} failed`);
+    replyError(ws, s, id, 'internal', `${what} failed`);
+  }
+
+  // Heartbeat: ping every interval; close what has been silent for two.
+  const pingMs = config.pingInterval * 1000;
+  const heartbeat = setInterval(() => {
+    const now = nowMs();
+    hub.forEach((ws) => {
+      const s = ws.getUserData();
+      if (!s.open) return;
+      if (now - s.lastSeenMs > 2 * pingMs) close(ws, CLOSE.PING_TIMEOUT);
+      else ws.ping();
+    });
+  }, pingMs);
+  heartbeat.unref();
+
+  async function subscribe(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'subscribe' }>): Promise<void> {
+    if (!s.canSubscribe(f.channel)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
+    if (!s.channels.has(f.channel) && s.channels.size >= config.maxSubscriptions) {
+      return replyError(ws, s, f.id, 'limit_exceeded', `at most ${config.maxSubscriptions} subscriptions per connection`);
+    }
+    try {
+      await hub.subscribe(ws, f.channel);
+      send(ws, s, encodeReply(f.id));
+    } catch (e) {
+      fail(ws, s, f.id, e, 'subscribe');
+    }
+  }
+
+  async function publish(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'publish' }>): Promise<void> {
+    if (!s.canPublish(f.channel)) return replyError(ws, s, f.id, 'forbidden', `not allowed to publish to ${f.channel}`);
+    try {
+      await hub.publish(f.channel, encodeMessage(f.channel, f.data));
+      metrics.published(1);
+      send(ws, s, encodeReply(f.id));
+    } catch (e) {
+      fail(ws, s, f.id, e, 'publish');
+    }
+  }
+
+  async function refresh(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'refresh' }>): Promise<void> {
+    try {
+      const claims = await verifier.verify(f.token);
+      if (claims.sub !== s.user) throw new GatewayError('forbidden', 'a refresh token must carry the same sub');
+      if (!s.open) return;
+      expiry.remove(ws, s.exp);
+      s.exp = claims.exp;
+      expiry.add(ws, s.exp);
+      s.canSubscribe = compilePatterns(claims.channels, claims.sub);
+      s.canPublish = compilePatterns(claims.publish, claims.sub);
+      metrics.tokenRefreshed(true);
+      send(ws, s, encodeReply(f.id));
+    } catch (e) {
+      metrics.tokenRefreshed(false);
+      fail(ws, s, f.id, e, 'refresh');
+    }
+  }
+
+  function dispatch(ws: Socket, s: Session, f: ClientFrame): void {
+    metrics.clientFrame(f.type);
+    switch (f.type) {
+      case 'ping':
+        if (f.id !== undefined) send(ws, s, encodeReply(f.id));
+        return;
+      case 'subscribe':
+        void subscribe(ws, s, f);
+        return;
+      case 'unsubscribe':
+        hub.unsubscribe(ws, f.channel);
+        send(ws, s, encodeReply(f.id));
+        return;
+      case 'publish':
+        void publish(ws, s, f);
+        return;
+      case 'refresh':
+        if (s.anonymous) return replyError(ws, s, f.id, 'bad_request', 'anonymous connections have no token to refresh');
+        void refresh(ws, s, f);
+        return;
+    }
+  }
+
+  return {
+    opened(ws) {
+      hub.add(ws);
+      const s = ws.getUserData();
+      expiry.add(ws, s.exp);
+      metrics.connectionOpened();
+    },
+    message(ws, data, isBinary) {
+      const s = ws.getUserData();
+      if (!s.open) return;
+      s.lastSeenMs = nowMs();
+      if (isBinary) {
+        metrics.frameRejected('binary');
+        return close(ws, CLOSE.UNSUPPORTED_DATA);
+      }
+      if (data.byteLength > config.maxPayloadLength) {
+        metrics.frameRejected('too_large');
+        return close(ws, CLOSE.TOO_LARGE);
+      }
+      // Parse at once: the ArrayBuffer is only valid until this handler returns.
+      const parsed = parseClientFrame(Buffer.from(data).toString('utf8'));
+      if (frameRate > 0 && !takeFrameToken(s, frameRate, nowMs())) {
+        s.strikes++;
+        if (s.strikes >= MAX_RATE_STRIKES) {
+          metrics.frameRejected('rate_limited');
+          return close(ws, CLOSE.POLICY_VIOLATION);
+        }
+        if (parsed.ok ? parsed.frame.id !== undefined : parsed.id !== undefined) {
+          const id = parsed.ok ? (parsed.frame.id as number) : (parsed.id as number);
+          replyError(ws, s, id, 'rate_limited', `over ${frameRate} frames per second`);
+        } else {
+          metrics.frameRejected('rate_limited');
+        }
+        return;
+      }
+      s.strikes = 0;
+      if (!parsed.ok) {
+        if (parsed.id === undefined) {
+          metrics.frameRejected('malformed');
+          log.debug({ conn: s.conn, reason: parsed.message }, 'malformed frame');
+          return close(ws, CLOSE.MALFORMED);
+        }
+        return replyError(ws, s, parsed.id, 'bad_request', parsed.message);
+      }
+      dispatch(ws, s, parsed.frame);
+    },
+    pong(ws) {
+      ws.getUserData().lastSeenMs = nowMs();
+    },
+    closed(ws, code) {
+      const s = ws.getUserData();
+      s.open = false;
+      expiry.remove(ws, s.exp);
+      hub.remove(ws);
+      metrics.connectionClosed(code);
+      log.debug({ conn: s.conn, user: s.user, code }, 'connection closed');
+    },
+    close,
+    stop() {
+      clearInterval(heartbeat);
+      expiry.stop();
+    },
+  };
+}
+
+function takeFrameToken(s: Session, rate: number, now: number): boolean {
+  const b = { tokens: s.frameTokens, updatedMs: s.frameRefillMs };
+  const ok = take(b, rate, FRAME_BURST, now);
+  s.frameTokens = b.tokens;
+  s.frameRefillMs = b.updatedMs;
+  return ok;
+}

@@ -1,0 +1,73 @@
+/** Small helpers for uWS HTTP responses: corked JSON writes and bounded body reads. */
+import type { HttpResponse } from './uws.js';
+
+const STATUS_TEXT: Readonly<Record<number, string>> = {
+  200: 'OK', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
+  405: 'Method Not Allowed', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 426: 'Upgrade Required',
+  429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
+};
+
+export function statusLine(status: number): string {
+  return `${status} ${STATUS_TEXT[status] ?? 'Unknown'}`;
+}
+
+/** Tracks whether the client went away, so nothing is written to a dead response. */
+export interface ResponseState {
+  aborted: boolean;
+  done: boolean;
+}
+
+export function watch(res: HttpResponse, onAbort?: () => void): ResponseState {
+  const st: ResponseState = { aborted: false, done: false };
+  res.onAborted(() => {
+    st.aborted = true;
+    onAbort?.();
+  });
+  return st;
+}
+
+export function send(
+  res: HttpResponse,
+  st: ResponseState,
+  status: number,
+  body: string,
+  headers?: Readonly<Record<string, string>>,
+  contentType = 'application/json',
+  closeConnection = false,
+): void {
+  if (st.aborted || st.done) return;
+  st.done = true;
+  res.cork(() => {
+    res.writeStatus(statusLine(status));
+    res.writeHeader('Content-Type', contentType);
+    if (headers) for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+    res.end(body, closeConnection);
+  });
+}
+
+/**
+ * Reads a request body of at most `limit` bytes. Resolves with the text, or
+ * with undefined once the body grew past the limit (the caller answers 413 and
+ * closes). Rejects never: an aborted request leaves the promise pending and
+ * `st.aborted` set, and uWS frees the response.
+ */
+export function readBody(res: HttpResponse, st: ResponseState, limit: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    res.onData((ab, isLast) => {
+      if (over || st.aborted) return;
+      size += ab.byteLength;
+      if (size > limit) {
+        over = true;
+        chunks.length = 0;
+        resolve(undefined);
+        return;
+      }
+      // The ArrayBuffer is reused by uWS after this callback: copy it.
+      chunks.push(Buffer.from(new Uint8Array(ab).slice()));
+      if (isLast) resolve(Buffer.concat(chunks, size).toString('utf8'));
+    });
+  });
+}

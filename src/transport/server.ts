@@ -1,0 +1,208 @@
+/**
+ * The public port (WebSocket on /ws, publish API on /v1/*) and the admin port
+ * (/healthz, /readyz, /metrics). The only module that builds uWS apps.
+ */
+import type { PublishApi } from '../api/publish-api.js';
+import type { Verifier } from '../auth/verifier.js';
+import type { Config } from '../config.js';
+import { errorBody } from '../errors.js';
+import type { Hub } from '../hub/hub.js';
+import type { Session, Socket } from '../hub/session.js';
+import type { Log } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
+import { encodeWelcome } from '../protocol/frames.js';
+import { createClientIpResolver } from './client-ip.js';
+import { createConnections } from './connection.js';
+import { readBody, send, watch } from './http.js';
+import { createUpgradeHandler } from './upgrade.js';
+import {
+  App, COMPRESSION_DISABLED, COMPRESSION_SHARED, SSLApp, us_listen_socket_close, us_socket_local_port,
+  type TemplatedApp, type us_listen_socket,
+} from './uws.js';
+
+export interface TransportDeps {
+  readonly config: Config;
+  readonly hub: Hub;
+  readonly verifier: Verifier;
+  readonly api: PublishApi;
+  readonly metrics: Metrics;
+  readonly log: Log;
+  readonly isReady: () => boolean;
+  readonly isDraining: () => boolean;
+}
+
+export interface Transport {
+  /** Fans a frame out to a topic's sockets in native code; returns how many it reached. */
+  publish(topic: string, frame: string): number;
+  listen(): Promise<{ port: number; adminPort: number }>;
+  /** Closes one socket with a catalog code. */
+  closeSocket(ws: Socket, code: CloseCode): void;
+  /** Stops listening on the public port (existing sockets stay open). */
+  closePublicListener(): void;
+  closeAdminListener(): void;
+  /** Public API requests still being answered. */
+  inflightRequests(): number;
+  stopTimers(): void;
+}
+
+/**
+ * uWS closes the TCP connection (the client sees 1006) for frames over its own
+ * limit. It gets more room than the contract's, so frames between the two get
+ * the contract's 1009; beyond it uWS cuts the connection.
+ */
+export function uwsPayloadLimit(maxPayloadLength: number): number {
+  return Math.max(maxPayloadLength * 4, maxPayloadLength + 64 * 1024);
+}
+
+export function createTransport(deps: TransportDeps): Transport {
+  const { config, metrics, log, api } = deps;
+  const app: TemplatedApp = config.tlsCert && config.tlsKey
+    ? SSLApp({ cert_file_name: config.tlsCert, key_file_name: config.tlsKey })
+    : App();
+  const admin: TemplatedApp = App();
+  let publicListener: us_listen_socket | undefined;
+  let adminListener: us_listen_socket | undefined;
+  let inflight = 0;
+  const nowMs = (): number => performance.now();
+
+  const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs });
+  const upgrade = createUpgradeHandler({
+    config,
+    verifier: deps.verifier,
+    metrics,
+    log,
+    clientIp: createClientIpResolver(config.trustedProxies),
+    connectionCount: () => deps.hub.size,
+    isDraining: deps.isDraining,
+    nowMs,
+  });
+
+  app.ws<Session>('/ws', {
+    compression: config.compression === 'shared' ? COMPRESSION_SHARED : COMPRESSION_DISABLED,
+    maxPayloadLength: uwsPayloadLimit(config.maxPayloadLength),
+    maxBackpressure: config.maxBackpressure,
+    closeOnBackpressureLimit: false,
+    idleTimeout: 0, // heartbeats are ours (connection.ts): uWS's timer has a 4 s granularity
+    sendPingsAutomatically: false,
+    upgrade,
+    open: (ws) => {
+      const s = ws.getUserData();
+      conns.opened(ws);
+      ws.send(encodeWelcome({
+        node: config.nodeId,
+        conn: s.conn,
+        user: s.user,
+        expiresIn: s.exp > 0 ? Math.max(0, Math.round(s.exp - Date.now() / 1000)) : null,
+        ping: config.pingInterval,
+      }), false);
+      log.debug({ conn: s.conn, user: s.user, ip: s.ip }, 'connection open');
+    },
+    message: (ws, message, isBinary) => conns.message(ws, message, isBinary),
+    pong: (ws) => conns.pong(ws),
+    dropped: (ws) => {
+      metrics.dropped('slow_consumer', 1);
+      if (config.slowConsumerPolicy === 'close') conns.close(ws, CLOSE.SLOW_CONSUMER);
+    },
+    close: (ws, code) => conns.closed(ws, code),
+  });
+
+  // A plain GET on /ws (no upgrade headers: a proxy that strips them, or a typo).
+  app.get('/ws', (res) => {
+    const st = watch(res);
+    metrics.handshake('rejected', 'bad_request');
+    send(res, st, 426, errorBody('bad_request', 'this endpoint needs a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)'), {
+      Upgrade: 'websocket',
+    });
+  });
+
+  app.any('/*', (res, req) => {
+    const t0 = performance.now();
+    const head = {
+      method: req.getMethod(),
+      path: req.getUrl(),
+      authorization: req.getHeader('authorization'),
+      contentType: req.getHeader('content-type'),
+      contentLength: req.getHeader('content-length'),
+    };
+    const st = watch(res);
+    const pre = api.preflight(head);
+    const respond = (status: number, body: string, headers?: Readonly<Record<string, string>>, closeConn = false): void => {
+      send(res, st, status, body, headers, 'application/json', closeConn);
+      metrics.apiRequest(pre.endpoint, status, (performance.now() - t0) / 1000);
+      if (status >= 400) log.warn({ path: head.path, status, endpoint: pre.endpoint }, 'api request rejected');
+    };
+    if (!pre.ok) {
+      // Answer before reading a body we will not use; close the connection so
+      // an unread body cannot be taken for the next request.
+      const closeConn = head.method !== 'get' && head.method !== 'head';
+      return respond(pre.response.status, pre.response.body, pre.response.headers, closeConn);
+    }
+    inflight++;
+    void readBody(res, st, config.maxPublishBytes)
+      .then(async (body) => {
+        if (body === undefined) {
+          return respond(413, errorBody('too_large', `body over ${config.maxPublishBytes} bytes`), undefined, true);
+        }
+        const r = await api.handle(pre.endpoint, body);
+        respond(r.status, r.body, r.headers);
+      })
+      .catch((e: unknown) => {
+        log.error({ err: e, path: head.path }, 'api request failed');
+        respond(500, errorBody('internal', 'internal error'));
+      })
+      .finally(() => {
+        inflight--;
+      });
+  });
+
+  admin.get('/healthz', (res) => send(res, watch(res), 200, '{"status":"ok"}'));
+  admin.get('/readyz', (res) => {
+    const ready = deps.isReady();
+    send(res, watch(res), ready ? 200 : 503, JSON.stringify({ status: ready ? 'ready' : deps.isDraining() ? 'draining' : 'not_ready' }));
+  });
+  admin.get('/metrics', (res) => {
+    const st = watch(res);
+    metrics.render().then(
+      (text) => send(res, st, 200, text, undefined, metrics.contentType),
+      (e: unknown) => {
+        log.error({ err: e }, 'metrics render failed');
+        send(res, st, 500, errorBody('internal', 'metrics render failed'));
+      },
+    );
+  });
+  admin.any('/*', (res, req) => send(res, watch(res), 404, errorBody('not_found', `no route for ${req.getUrl()}`)));
+
+  function listenOn(a: TemplatedApp, port: number, what: string): Promise<us_listen_socket> {
+    return new Promise((resolve, reject) => {
+      a.listen(config.host, port, (ls) => {
+        if (ls) resolve(ls);
+        else reject(new Error(`cannot listen on ${config.host}:${port} (${what} port): address in use or not available`));
+      });
+    });
+  }
+
+  return {
+    publish: (topic, frame) => {
+      const n = app.numSubscribers(topic);
+      if (n > 0) app.publish(topic, frame, false);
+      return n;
+    },
+    async listen() {
+      publicListener = await listenOn(app, config.port, 'public');
+      adminListener = await listenOn(admin, config.adminPort, 'admin');
+      return { port: us_socket_local_port(publicListener), adminPort: us_socket_local_port(adminListener) };
+    },
+    closeSocket: (ws, code) => conns.close(ws, code),
+    closePublicListener() {
+      if (publicListener) us_listen_socket_close(publicListener);
+      publicListener = undefined;
+    },
+    closeAdminListener() {
+      if (adminListener) us_listen_socket_close(adminListener);
+      adminListener = undefined;
+    },
+    inflightRequests: () => inflight,
+    stopTimers: () => conns.stop(),
+  };
+}

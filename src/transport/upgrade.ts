@@ -1,0 +1,125 @@
+/**
+ * The WebSocket handshake, in the contract's order: Origin, token, verification,
+ * capacity, subprotocol. A rejected upgrade is a plain HTTP status with the
+ * JSON error body; the upgrade never happens.
+ */
+import { randomBytes } from 'node:crypto';
+import { extractToken, selectSubprotocol } from '../auth/token.js';
+import { compilePatterns } from '../auth/permissions.js';
+import type { Verifier } from '../auth/verifier.js';
+import type { Config } from '../config.js';
+import { HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
+import type { Session } from '../hub/session.js';
+import { createKeyedLimiter } from '../limits/rate.js';
+import type { Log } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { matchesAny } from '../protocol/channel.js';
+import type { ClientIpResolver } from './client-ip.js';
+import { send, watch } from './http.js';
+import { compileOrigins } from './origin.js';
+import type { HttpRequest, HttpResponse } from './uws.js';
+
+type Context = Parameters<HttpResponse['upgrade']>[4];
+
+export interface UpgradeDeps {
+  readonly config: Config;
+  readonly verifier: Verifier;
+  readonly metrics: Metrics;
+  readonly log: Log;
+  readonly clientIp: ClientIpResolver;
+  readonly connectionCount: () => number;
+  readonly isDraining: () => boolean;
+  readonly nowMs: () => number;
+}
+
+const NONE = (): boolean => false;
+const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
+
+export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req: HttpRequest, context: Context) => void {
+  const { config, verifier, metrics, log, nowMs } = deps;
+  const originAllowed = compileOrigins(config.allowedOrigins, config.requireOrigin);
+  const ipLimiter = createKeyedLimiter(config.ipHandshakeRate, config.ipHandshakeRate * 2);
+  const anonymousChannels = (ch: string): boolean => matchesAny(config.anonymousChannels, ch);
+  let seq = 0;
+  const connPrefix = randomBytes(3).toString('hex');
+
+  return (res, req, context) => {
+    // Copy everything synchronously: req is invalid after the first await.
+    const origin = req.getHeader('origin');
+    const authorization = req.getHeader('authorization');
+    const protocols = req.getHeader('sec-websocket-protocol');
+    const key = req.getHeader('sec-websocket-key');
+    const extensions = req.getHeader('sec-websocket-extensions');
+    const version = req.getHeader('sec-websocket-version');
+    const query = req.getQuery() ?? '';
+    const ip = deps.clientIp(Buffer.from(res.getRemoteAddressAsText()).toString(), req.getHeader('x-forwarded-for'));
+    const st = watch(res);
+    // Every attempt takes from the IP's bucket, so a flood of bad tokens is limited too.
+    const ipAllowed = ipLimiter.take(ip, nowMs());
+
+    const reject = (code: ErrorCode, message: string, reason: string, headers?: Record<string, string>, status = HTTP_STATUS[code]): void => {
+      metrics.handshake('rejected', code);
+      log.warn({ ip, code, reason, origin: origin || undefined }, 'handshake rejected');
+      send(res, st, status, errorBody(code, message), headers);
+    };
+
+    if (version !== '13') {
+      return reject('bad_request', 'Sec-WebSocket-Version must be 13', 'bad_version', { 'Sec-WebSocket-Version': '13' }, 426);
+    }
+    if (!KEY_RE.test(key)) return reject('bad_request', 'missing or invalid Sec-WebSocket-Key', 'bad_key');
+    if (!originAllowed(origin)) {
+      return reject('origin_not_allowed', origin ? `origin ${origin.slice(0, 200)} is not allowed` : 'an Origin header is required', 'origin');
+    }
+
+    const finish = (user: string, exp: number, canSubscribe: Session['canSubscribe'], canPublish: Session['canPublish']): void => {
+      if (st.aborted) {
+        metrics.handshake('rejected', 'aborted');
+        return;
+      }
+      if (deps.isDraining()) return reject('draining', 'node is draining; connect to another node', 'draining', { 'Retry-After': '1' });
+      if (deps.connectionCount() >= config.maxConnections) {
+        return reject('overloaded', 'node is at its connection limit', 'overloaded', { 'Retry-After': '5' });
+      }
+      if (!ipAllowed) {
+        return reject('rate_limited', 'too many handshakes from this address', 'ip_rate', { 'Retry-After': String(ipLimiter.retryAfterSec(ip)) });
+      }
+      const now = nowMs();
+      const session: Session = {
+        conn: `${connPrefix}${(seq++).toString(36)}`,
+        user,
+        anonymous: exp === 0,
+        ip,
+        exp,
+        canSubscribe,
+        canPublish,
+        channels: new Set(),
+        open: true,
+        lastSeenMs: now,
+        frameTokens: 200,
+        frameRefillMs: now,
+        strikes: 0,
+      };
+      st.done = true;
+      metrics.handshake('accepted', 'ok');
+      res.cork(() => res.upgrade(session, key, selectSubprotocol(protocols) ?? '', extensions, context));
+    };
+
+    const token = extractToken({ authorization, protocols, query });
+    if (!token) {
+      if (!config.allowAnonymous) return reject('unauthorized', 'a token is required', 'missing', { 'WWW-Authenticate': 'Bearer' });
+      return finish('anonymous', 0, anonymousChannels, NONE);
+    }
+    verifier.verify(token.token).then(
+      (claims) => finish(claims.sub, claims.exp, compilePatterns(claims.channels, claims.sub), compilePatterns(claims.publish, claims.sub)),
+      (e: unknown) => {
+        if (isGatewayError(e)) {
+          const reason = (e as { reason?: string }).reason ?? e.code;
+          const headers: Record<string, string> = e.code === 'unavailable' ? { 'Retry-After': '5' } : { 'WWW-Authenticate': 'Bearer' };
+          return reject(e.code, e.message, reason, headers);
+        }
+        log.error({ err: e, ip }, 'token verification failed unexpectedly');
+        return reject('internal', 'token verification failed', 'internal');
+      },
+    );
+  };
+}
