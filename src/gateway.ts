@@ -42,13 +42,13 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
 
   // The hub and the transport need each other: the hub fans out through the
   // transport's topics, the transport hands sockets to the hub.
-  let transport: Transport | undefined;
+  const late: { transport?: Transport } = {};
   const hub = createHub({
     broker,
-    topics: { publish: (topic, frame) => transport?.publish(topic, frame) ?? 0 },
+    topics: { publish: (topic, frame) => late.transport?.publish(topic, frame) ?? 0 },
     metrics,
     log,
-    closeForDisconnect: (ws: Socket) => transport?.closeSocket(ws, CLOSE.FORBIDDEN),
+    closeForDisconnect: (ws: Socket) => late.transport?.closeSocket(ws, CLOSE.FORBIDDEN),
   });
   const api = createPublishApi({
     apiKeys: config.apiKeys,
@@ -67,7 +67,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     isReady: () => !draining && brokerStatus === 'ready',
     isDraining: () => draining,
   });
-  transport = t;
+  late.transport = t;
 
   if (config.jwtAlgorithms.some((a) => a.startsWith('HS')) && config.jwtSecrets.length === 0 && !config.jwtAlgorithms.some((a) => !a.startsWith('HS'))) {
     log.warn({}, 'no JWT secrets configured (PUBGATE_JWT_SECRETS): every token will be rejected');

@@ -17,7 +17,7 @@ import { createConnections } from './connection.js';
 import { readBody, send, watch } from './http.js';
 import { createUpgradeHandler } from './upgrade.js';
 import {
-  App, COMPRESSION_DISABLED, COMPRESSION_SHARED, SSLApp, us_listen_socket_close, us_socket_local_port,
+  App, COMPRESSION_DISABLED, listenExclusive, COMPRESSION_SHARED, SSLApp, us_listen_socket_close, us_socket_local_port,
   type TemplatedApp, type us_listen_socket,
 } from './uws.js';
 
@@ -175,7 +175,7 @@ export function createTransport(deps: TransportDeps): Transport {
 
   function listenOn(a: TemplatedApp, port: number, what: string): Promise<us_listen_socket> {
     return new Promise((resolve, reject) => {
-      a.listen(config.host, port, (ls) => {
+      listenExclusive(a, config.host, port, (ls) => {
         if (ls) resolve(ls);
         else reject(new Error(`cannot listen on ${config.host}:${port} (${what} port): address in use or not available`));
       });

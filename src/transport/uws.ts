@@ -19,3 +19,15 @@ export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, WebSocketBehav
 const runtime = uws as unknown as { DISABLED: number; SHARED_COMPRESSOR: number; SHARED_DECOMPRESSOR: number };
 export const COMPRESSION_DISABLED: uws.CompressOptions = runtime.DISABLED as uws.CompressOptions;
 export const COMPRESSION_SHARED: uws.CompressOptions = (runtime.SHARED_COMPRESSOR | runtime.SHARED_DECOMPRESSOR) as uws.CompressOptions;
+
+/**
+ * Listens on host:port without SO_REUSEPORT (uWS's default), so a port that is
+ * already taken fails instead of being shared with another process. The native
+ * binding accepts (host, port, options, cb); the repack's typings omit it.
+ */
+export function listenExclusive(app: uws.TemplatedApp, host: string, port: number, cb: (ls: uws.us_listen_socket | false) => void): void {
+  const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
+  (app.listen as unknown as (h: string, p: number, o: number, c: (ls: uws.us_listen_socket | false) => void) => void)(
+    host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, cb,
+  );
+}

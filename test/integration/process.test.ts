@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { connect, token } from '../helpers/client.js';
+import { TEST_API_KEY, TEST_SECRET, freePort, publish, runGateway, startGateway } from '../helpers/gateway.js';
+
+describe('node dist/main.js', () => {
+  it('runs configured by environment variables only, with no config file', async () => {
+    const gw = await startGateway(
+      { PUBGATE_HOST: '127.0.0.1', PUBGATE_JWT_SECRETS: TEST_SECRET, PUBGATE_API_KEYS: TEST_API_KEY, PUBGATE_NODE_ID: 'env-node' },
+      { bare: true },
+    );
+    try {
+      const c = await connect(gw.url, { token: await token({ sub: 'env', channels: ['e'] }) });
+      expect(c.welcome.node).toBe('env-node');
+      expect(await c.request({ type: 'subscribe', id: 1, channel: 'e' })).toEqual({ type: 'reply', id: 1 });
+      expect((await publish(gw, { channel: 'e', data: 'x' })).status).toBe(200);
+      expect((await c.next((f) => f.type === 'message')).data).toBe('x');
+      expect((await fetch(`${gw.admin}/healthz`)).status).toBe(200);
+      expect((await fetch(`${gw.admin}/readyz`)).status).toBe(200);
+      await c.close();
+    } finally {
+      expect(await gw.stop()).toBe(0);
+    }
+  });
+
+  it('exits 1 on invalid configuration, one stderr line per problem naming the variable', async () => {
+    const r = await runGateway({ PUBGATE_PORT: '99999', PUBGATE_MAX_CONNECTIONS: 'lots', PUBGATE_TYPO: 'x' });
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toHaveLength(3);
+    expect(lines.some((l) => l.includes('PUBGATE_PORT'))).toBe(true);
+    expect(lines.some((l) => l.includes('PUBGATE_MAX_CONNECTIONS'))).toBe(true);
+    expect(lines.some((l) => l.includes('PUBGATE_TYPO'))).toBe(true);
+  });
+
+  it('exits 1 with a clear message when its port is taken', async () => {
+    const gw = await startGateway();
+    try {
+      const r = await runGateway({ PUBGATE_LOG_LEVEL: "silent", PUBGATE_HOST: '127.0.0.1', PUBGATE_PORT: String(gw.port), PUBGATE_ADMIN_PORT: String(await freePort()) });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/cannot listen on 127\.0\.0\.1:\d+ \(public port\)/);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('refuses the development secrets with NODE_ENV=production', async () => {
+    const r = await runGateway({ NODE_ENV: 'production', PUBGATE_CONFIG: 'config/development.json' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/PUBGATE_JWT_SECRETS: the development secret/);
+    expect(r.stderr).toMatch(/PUBGATE_API_KEYS: the development API key/);
+  });
+});
