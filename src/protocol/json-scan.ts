@@ -61,9 +61,8 @@ function skipValue(s: string, i: number): number {
 }
 
 /**
- * Spans of the members of the object at `span` (the last occurrence wins for
- * duplicate keys, as in JSON.parse). Keys are compared on their raw text,
- * which is fine for the ASCII keys the protocol uses.
+ * Spans of the members of the object at `span`, by unescaped key; the last
+ * occurrence wins for duplicate keys, as in JSON.parse.
  */
 export function objectMembers(s: string, span: Span = { start: 0, end: s.length }): Map<string, Span> {
   const out = new Map<string, Span>();
@@ -72,7 +71,9 @@ export function objectMembers(s: string, span: Span = { start: 0, end: s.length 
   i = skipWs(s, i + 1);
   while (i < span.end && s.charCodeAt(i) === 0x22) {
     const keyEnd = skipString(s, i);
-    const key = s.slice(i + 1, keyEnd - 1);
+    const rawKey = s.slice(i + 1, keyEnd - 1);
+    // Compare keys as JSON.parse sees them: "d\u0061ta" is `data`.
+    const key = rawKey.includes('\\') ? (JSON.parse(`"${rawKey}"`) as string) : rawKey;
     i = skipWs(s, keyEnd);
     i = skipWs(s, i + 1); // ':'
     const vEnd = skipValue(s, i);
