@@ -6,6 +6,7 @@ import { createPublishApi } from './api/publish-api.js';
 import { createVerifier } from './auth/verifier.js';
 import type { Broker, BrokerStatus } from './broker/broker.js';
 import { createMemoryBroker } from './broker/memory-broker.js';
+import { createRedisBroker } from './broker/redis-broker.js';
 import type { Config } from './config.js';
 import { createHub } from './hub/hub.js';
 import type { Socket } from './hub/session.js';
@@ -26,22 +27,32 @@ export interface GatewayOptions {
   readonly broker?: Broker;
 }
 
-function chooseBroker(config: Config): Broker {
-  if (config.redisUrl !== undefined || config.redisCluster.length > 0) {
-    throw new Error('PUBGATE_REDIS_URL: the Redis broker is not built into this version yet');
-  }
-  return createMemoryBroker();
+function chooseBroker(config: Config, log: Log, metrics: Metrics): Broker {
+  if (config.redisUrl === undefined && config.redisCluster.length === 0) return createMemoryBroker();
+  return createRedisBroker({
+    ...(config.redisUrl !== undefined ? { url: config.redisUrl } : { cluster: config.redisCluster }),
+    nodeId: config.nodeId,
+    log,
+    events: {
+      onReconnect: () => metrics.brokerReconnect(),
+      onPublishError: (reason) => metrics.brokerPublishError(reason),
+      onProbe: (rtt) => metrics.brokerProbe(rtt),
+      onResubscribed: (count) => log.info({ channels: count }, 'broker subscriptions restored'),
+      onInvalidControl: () => metrics.frameRejected('invalid_control'),
+    },
+  });
 }
 
 export async function createGateway(config: Config, log: Log, opts: GatewayOptions = {}): Promise<Gateway> {
   const metrics = createMetrics(config.nodeId);
-  const broker = opts.broker ?? chooseBroker(config);
+  const broker = opts.broker ?? chooseBroker(config, log, metrics);
   const verifier = await createVerifier(config);
   let draining = false;
   let brokerStatus: BrokerStatus = 'connecting';
 
   // The hub and the transport need each other: the hub fans out through the
   // transport's topics, the transport hands sockets to the hub.
+  metrics.observeBrokerChannels(() => broker.subscribedCount());
   const late: { transport?: Transport } = {};
   const hub = createHub({
     broker,
@@ -83,7 +94,6 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
           if (status !== brokerStatus) log.info({ broker: broker.kind, status }, 'broker status');
           brokerStatus = status;
           metrics.brokerStatus(status);
-          metrics.brokerChannels(broker.subscribedCount());
         },
         onControl: (msg) => hub.control(msg),
       });

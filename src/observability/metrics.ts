@@ -25,7 +25,8 @@ export interface Metrics {
   brokerStatus(status: BrokerStatus): void;
   brokerReconnect(): void;
   brokerPublishError(reason: string): void;
-  brokerChannels(count: number): void;
+  /** Samples the broker's confirmed channel count at each scrape. */
+  observeBrokerChannels(count: () => number): void;
   brokerProbe(rttSec: number | undefined): void;
   tokenRefreshed(ok: boolean): void;
   render(): Promise<string>;
@@ -90,7 +91,15 @@ export function createMetrics(nodeId: string): Metrics {
     labelNames: ['reason'],
     registers: [registry],
   });
-  const brokerChannels = new Gauge({ name: 'pubgate_broker_channels', help: 'Channels this node is subscribed to at the broker', registers: [registry] });
+  let brokerChannelsSource: () => number = () => 0;
+  new Gauge({
+    name: 'pubgate_broker_channels',
+    help: 'Channels this node is subscribed to at the broker (confirmed)',
+    registers: [registry],
+    collect() {
+      this.set(brokerChannelsSource());
+    },
+  });
   const probeRtt = new Histogram({
     name: 'pubgate_broker_probe_rtt_seconds',
     help: 'Round trip of the pub/sub self-probe',
@@ -132,7 +141,9 @@ export function createMetrics(nodeId: string): Metrics {
     },
     brokerReconnect: () => brokerReconnects.inc(),
     brokerPublishError: (reason) => brokerErrors.inc({ reason }),
-    brokerChannels: (n) => brokerChannels.set(n),
+    observeBrokerChannels: (count) => {
+      brokerChannelsSource = count;
+    },
     brokerProbe: (rtt) => {
       if (rtt === undefined) probeLost.inc();
       else probeRtt.observe(rtt);

@@ -1,0 +1,329 @@
+/**
+ * The Redis broker: fan-out between nodes through Redis pub/sub.
+ *
+ * - One Redis channel per pubgate channel, `<prefix>ch:<channel>`; a node holds
+ *   exactly the channels it has local listeners for. Payloads are frame texts,
+ *   passed through untouched.
+ * - Standalone (`url`): PUBLISH/SUBSCRIBE on one publishing and one subscriber
+ *   connection. Cluster (`cluster` seeds): SPUBLISH/SSUBSCRIBE, one subscriber
+ *   connection per master, so a message only travels inside its shard.
+ * - Nothing is queued while Redis is unreachable: publish rejects at once with
+ *   GatewayError('unavailable'), and settles within publishTimeoutMs in any case.
+ * - 'ready' means: publisher connected, every wanted channel confirmed by Redis
+ *   on a connected subscriber, and the self-probe (`<prefix>probe:<nodeId>`)
+ *   coming back. After a reconnect, status returns to 'ready' only once every
+ *   subscription is confirmed again.
+ * - Control messages (`<prefix>control`) are JSON, validated before use.
+ */
+import { GatewayError } from '../errors.js';
+import type { Log } from '../observability/logger.js';
+import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from './broker.js';
+import { ClusterTransport } from './redis-cluster.js';
+import {
+  DEFAULT_TUNING,
+  errorText,
+  publishErrorReason,
+  unavailable,
+  type ConnTuning,
+  type PublishErrorReason,
+  type Publisher,
+  type SubRouter,
+  type TransportEvents,
+} from './redis-conn.js';
+import { SelfProbe } from './redis-probe.js';
+import { StandalonePublisher, StandaloneRouter } from './redis-standalone.js';
+
+export type { PublishErrorReason } from './redis-conn.js';
+
+/** Optional callbacks for metrics; every one is called synchronously and must not throw. */
+export interface RedisBrokerEvents {
+  /** A connection came back after a drop. */
+  onReconnect?(conn: 'publisher' | 'subscriber'): void;
+  /** A publish (or control publish) was rejected; `reason` is a bounded label. */
+  onPublishError?(reason: PublishErrorReason): void;
+  /** A probe came back after `rttSec`, or `undefined` for a probe that did not come back within one interval. */
+  onProbe?(rttSec: number | undefined): void;
+  /** Status went back to 'ready' after a reconnect; `count` channels were resubscribed. */
+  onResubscribed?(count: number): void;
+  /** A control message that is not a valid ControlMessage was ignored. */
+  onInvalidControl?(): void;
+}
+
+export interface RedisBrokerOptions {
+  /** redis:// or rediss:// URL of a standalone Redis. Exactly one of url and cluster. */
+  readonly url?: string;
+  /** `host:port` seeds of a Redis Cluster (sharded pub/sub, Redis >= 7). */
+  readonly cluster?: readonly string[];
+  /** Prefix of every Redis channel name; default 'pubgate:'. */
+  readonly keyPrefix?: string;
+  readonly nodeId: string;
+  readonly log: Log;
+  /** Self-probe period; default 1000. Three missed probes in a row mark the broker 'down'. */
+  readonly probeIntervalMs?: number;
+  /** A publish settles (accepted or 'unavailable') within this many ms; default 2000. */
+  readonly publishTimeoutMs?: number;
+  /** Per-command reply timeout; default 1000. */
+  readonly commandTimeoutMs?: number;
+  /** TCP connect timeout; default 2000. */
+  readonly connectTimeoutMs?: number;
+  readonly events?: RedisBrokerEvents;
+}
+
+export function createRedisBroker(opts: RedisBrokerOptions): Broker {
+  const clusterMode = (opts.cluster?.length ?? 0) > 0;
+  if (clusterMode === (opts.url !== undefined && opts.url !== '')) {
+    throw new TypeError('createRedisBroker needs exactly one of url and cluster');
+  }
+  const prefix = opts.keyPrefix ?? 'pubgate:';
+  const chPrefix = `${prefix}ch:`;
+  const controlCh = `${prefix}control`;
+  const probeCh = `${prefix}probe:${opts.nodeId}`;
+  const log = opts.log.child({ component: 'broker', broker: clusterMode ? 'redis-cluster' : 'redis' });
+  const ev = opts.events ?? {};
+  const probeIntervalMs = Math.max(10, opts.probeIntervalMs ?? 1000);
+  const publishTimeoutMs = opts.publishTimeoutMs ?? 2000;
+  const tuning: ConnTuning = {
+    commandTimeoutMs: opts.commandTimeoutMs ?? DEFAULT_TUNING.commandTimeoutMs,
+    connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_TUNING.connectTimeoutMs,
+    keepAliveMs: DEFAULT_TUNING.keepAliveMs,
+  };
+  const connName = `pubgate-${opts.nodeId.replace(/[^A-Za-z0-9_.:-]/g, '_')}`;
+
+  let handlers: BrokerHandlers | undefined;
+  let status: BrokerStatus = 'connecting';
+  let startPromise: Promise<void> | undefined;
+  let settled = false;
+  let settleStart: () => void = () => undefined;
+  let closed = false;
+  let reconnected = false;
+  /** User channels (pubgate names) this node wants. */
+  const desired = new Set<string>();
+  /** Channel → token of the subscribe call that added it, while that call is pending. */
+  const adding = new Map<string, object>();
+
+  const transportEvents: TransportEvents = {
+    message: onRedisMessage,
+    change: () => refresh(),
+    failure: (conn, reason) => {
+      if (!settled) {
+        log.warn({ conn, err: reason }, 'redis unreachable at start; staying down until it appears');
+        settleStart();
+      }
+    },
+    reconnected: (conn) => {
+      reconnected = true;
+      safely(() => ev.onReconnect?.(conn), 'onReconnect');
+    },
+  };
+
+  let publisher: Publisher;
+  let router: SubRouter;
+  if (clusterMode) {
+    const t = new ClusterTransport(opts.cluster ?? [], tuning, connName, log, transportEvents);
+    publisher = t;
+    router = t;
+  } else {
+    const url = opts.url ?? '';
+    publisher = new StandalonePublisher(url, tuning, `${connName}-pub`, log, transportEvents);
+    router = new StandaloneRouter(url, tuning, `${connName}-sub`, log, transportEvents);
+  }
+
+  // ---- status -------------------------------------------------------------
+
+  function downReason(): string {
+    if (!publisher.ready()) return 'publisher connection down';
+    if (!router.live()) return 'subscriptions not confirmed';
+    return 'probe not coming back';
+  }
+
+  function refresh(): void {
+    let next: BrokerStatus;
+    if (closed) next = 'down';
+    else if (publisher.ready() && router.live() && !probe.stale) next = 'ready';
+    else next = settled ? 'down' : 'connecting';
+    if (next === status) return;
+    status = next;
+    if (next === 'ready') {
+      log.info({ channels: desired.size }, 'broker ready');
+      if (reconnected) safely(() => ev.onResubscribed?.(desired.size), 'onResubscribed');
+      reconnected = false;
+      settleStart();
+    } else if (next === 'down' && !closed) {
+      log.warn({ reason: downReason() }, 'broker down');
+    }
+    safely(() => handlers?.onStatus(next), 'onStatus');
+  }
+
+  function safely(fn: () => void, what: string): void {
+    try {
+      fn();
+    } catch (e) {
+      log.error({ err: errorText(e), handler: what }, 'broker handler threw');
+    }
+  }
+
+  // ---- incoming -----------------------------------------------------------
+
+  function onRedisMessage(redisChannel: string, payload: string): void {
+    if (closed || !handlers) return;
+    const h = handlers;
+    if (redisChannel.startsWith(chPrefix)) {
+      const channel = redisChannel.slice(chPrefix.length);
+      if (desired.has(channel)) safely(() => h.onMessage(channel, payload), 'onMessage');
+    } else if (redisChannel === controlCh) {
+      const msg = parseControl(payload);
+      if (msg) safely(() => h.onControl(msg), 'onControl');
+      else {
+        log.warn({ bytes: payload.length }, 'ignored an invalid control message');
+        safely(() => ev.onInvalidControl?.(), 'onInvalidControl');
+      }
+    } else if (redisChannel === probeCh) {
+      probe.received(payload);
+    }
+  }
+
+  const probe = new SelfProbe({
+    channel: probeCh,
+    intervalMs: probeIntervalMs,
+    publisher,
+    router,
+    log,
+    onProbe: (rtt) => safely(() => ev.onProbe?.(rtt), 'onProbe'),
+    onChange: () => refresh(),
+  });
+
+  // ---- outgoing -----------------------------------------------------------
+
+  function send(redisChannel: string, payload: string): Promise<void> {
+    const fail = (reason: PublishErrorReason, message: string): GatewayError => {
+      safely(() => ev.onPublishError?.(reason), 'onPublishError');
+      return unavailable(message, publisher.retryAfterSec());
+    };
+    if (closed) return Promise.reject(fail('closed', 'broker is closed'));
+    if (status !== 'ready') return Promise.reject(fail('not_ready', 'broker is not connected'));
+    // No await before this call: publishes leave in call order.
+    const sent = publisher.publish(redisChannel, payload);
+    return new Promise<void>((resolve, reject) => {
+      let done = false;
+      const timer = setTimeout(() => {
+        done = true;
+        reject(fail('timeout', 'broker did not accept the publish in time'));
+      }, publishTimeoutMs);
+      sent.then(
+        () => {
+          clearTimeout(timer);
+          if (!done) resolve();
+          done = true;
+        },
+        (e: unknown) => {
+          clearTimeout(timer);
+          log.debug({ err: errorText(e) }, 'publish failed');
+          if (!done) reject(fail(publishErrorReason(e), 'broker did not accept the publish'));
+          done = true;
+        },
+      );
+    });
+  }
+
+  return {
+    kind: clusterMode ? 'redis-cluster' : 'redis',
+    get status() {
+      return status;
+    },
+
+    start(h) {
+      if (startPromise) return startPromise;
+      if (closed) return Promise.resolve();
+      handlers = h;
+      startPromise = new Promise<void>((resolve) => {
+        const guard = setTimeout(() => settleStart(), tuning.connectTimeoutMs * 2 + 1000);
+        guard.unref();
+        settleStart = () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(guard);
+          resolve();
+          refresh();
+        };
+      });
+      router.pin(controlCh);
+      router.pin(probeCh);
+      publisher.start();
+      router.start();
+      probe.start();
+      return startPromise;
+    },
+
+    publish(channel, frame) {
+      return send(chPrefix + channel, frame);
+    },
+
+    subscribe(channel) {
+      if (closed || !handlers) return Promise.reject(unavailable(closed ? 'broker is closed' : 'broker is not started'));
+      const rc = chPrefix + channel;
+      // Already wanted: confirm (or join the pending subscribe); a rejection changes nothing.
+      if (desired.has(channel)) return router.add(rc);
+      desired.add(channel);
+      const token = {};
+      adding.set(channel, token);
+      return router.add(rc).then(
+        () => {
+          if (adding.get(channel) === token) adding.delete(channel);
+        },
+        (e: unknown) => {
+          // A subscribe that fails leaves no trace, unless a later call took over the channel.
+          if (adding.get(channel) === token) {
+            adding.delete(channel);
+            desired.delete(channel);
+            void router.remove(rc);
+          }
+          throw e instanceof GatewayError ? e : unavailable('broker did not confirm the subscription');
+        },
+      );
+    },
+
+    unsubscribe(channel) {
+      adding.delete(channel);
+      if (!desired.delete(channel) || closed) return Promise.resolve();
+      return router.remove(chPrefix + channel);
+    },
+
+    publishControl(msg: ControlMessage) {
+      return send(controlCh, JSON.stringify({ kind: msg.kind, user: msg.user }));
+    },
+
+    subscribedCount() {
+      let n = 0;
+      for (const ch of desired) if (router.confirmed(chPrefix + ch)) n += 1;
+      return n;
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      probe.stop();
+      settleStart();
+      refresh();
+      desired.clear();
+      adding.clear();
+      await Promise.all([publisher.close(), router.close()]);
+      log.info({}, 'broker closed');
+    },
+  };
+}
+
+/** A control message from the wire, or undefined when it is not a valid one. */
+export function parseControl(text: string): ControlMessage | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined; // not JSON: the caller logs and counts it
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  const o = v as Record<string, unknown>;
+  if (o['kind'] === 'disconnect' && typeof o['user'] === 'string' && o['user'].length > 0 && o['user'].length <= 1024) {
+    return { kind: 'disconnect', user: o['user'] };
+  }
+  return undefined;
+}

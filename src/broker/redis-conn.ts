@@ -1,0 +1,100 @@
+/**
+ * Pieces shared by the Redis broker files: connection options, the backoff,
+ * and the two roles a transport plays (publisher, subscriber router).
+ */
+import type { RedisOptions } from 'ioredis';
+import { GatewayError } from '../errors.js';
+
+/** Reconnect delay: 100 ms doubling to a 2 s cap, with ±20 % jitter; never a tight loop, never gives up. */
+export function backoffMs(attempt: number): number {
+  const base = Math.min(100 * 2 ** Math.max(0, Math.min(attempt - 1, 10)), 2000);
+  return Math.max(50, Math.round(base * (0.8 + Math.random() * 0.4)));
+}
+
+export interface ConnTuning {
+  /** Reject a command that got no reply within this many ms (hung connection, paused server). */
+  readonly commandTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  /** TCP keepalive initial delay, so a dead path without FIN is noticed. */
+  readonly keepAliveMs: number;
+}
+
+export const DEFAULT_TUNING: ConnTuning = { commandTimeoutMs: 1000, connectTimeoutMs: 2000, keepAliveMs: 5000 };
+
+/**
+ * Options for every connection we open ourselves. Nothing is queued while a
+ * connection is down (enableOfflineQueue false), nothing in flight survives a
+ * drop (maxRetriesPerRequest 0 rejects it at once, no resend after reconnect),
+ * and we resubscribe ourselves so readiness can wait for Redis' confirmation.
+ */
+export function connOptions(t: ConnTuning, onRetry: (delayMs: number) => void): RedisOptions {
+  return {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    autoResubscribe: false,
+    autoResendUnfulfilledCommands: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: t.commandTimeoutMs,
+    connectTimeout: t.connectTimeoutMs,
+    keepAlive: t.keepAliveMs,
+    retryStrategy: (times: number) => {
+      const d = backoffMs(times);
+      onRetry(d);
+      return d;
+    },
+  };
+}
+
+export function unavailable(message: string, retryAfterSec = 1): GatewayError {
+  return new GatewayError('unavailable', message, retryAfterSec);
+}
+
+export function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Bounded reasons reported to RedisBrokerEvents.onPublishError (metric labels). */
+export type PublishErrorReason = 'not_ready' | 'closed' | 'timeout' | 'connection' | 'error';
+
+export function publishErrorReason(e: unknown): PublishErrorReason {
+  const m = errorText(e);
+  if (/timed? ?out/i.test(m)) return 'timeout';
+  if (/closed|writeable|isn't ready|not ready|max retries|ECONN|EPIPE|disconnect|None of startup/i.test(m)) return 'connection';
+  return 'error';
+}
+
+/** The sending side: PUBLISH (standalone) or SPUBLISH (cluster). */
+export interface Publisher {
+  ready(): boolean;
+  /** Seconds a client should wait before retrying while this side is down. */
+  retryAfterSec(): number;
+  publish(redisChannel: string, payload: string): Promise<void>;
+  start(): void;
+  close(): Promise<void>;
+}
+
+/** The receiving side: confirmed subscriptions on one or more subscriber connections. */
+export interface SubRouter {
+  /** A user channel: resolves when Redis confirmed it; rejects with 'unavailable' when it cannot. */
+  add(redisChannel: string): Promise<void>;
+  /** An internal channel (control, probe): kept subscribed across reconnects, no promise. */
+  pin(redisChannel: string): void;
+  /** Resolves once Redis confirmed the release (or at once when the connection is down). Never rejects. */
+  remove(redisChannel: string): Promise<void>;
+  confirmed(redisChannel: string): boolean;
+  /** Every wanted channel is confirmed on a connected subscriber connection. */
+  live(): boolean;
+  start(): void;
+  close(): Promise<void>;
+}
+
+/** What the transports report back to the broker core. */
+export interface TransportEvents {
+  message(redisChannel: string, payload: string): void;
+  /** Something that may change the status happened. */
+  change(): void;
+  /** A connection attempt failed or an established connection dropped. */
+  failure(conn: 'publisher' | 'subscriber', reason: string): void;
+  /** A connection came back after having been ready before. */
+  reconnected(conn: 'publisher' | 'subscriber'): void;
+}

@@ -1,0 +1,115 @@
+/**
+ * Standalone Redis: one publishing connection (PUBLISH, fails fast while down)
+ * and one subscriber connection (SubLink) holding every channel of this node.
+ */
+import { Redis } from 'ioredis';
+import type { Log } from '../observability/logger.js';
+import { SubLink } from './redis-link.js';
+import { connOptions, errorText, type ConnTuning, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
+
+export class StandalonePublisher implements Publisher {
+  private readonly redis: Redis;
+  private lastDelayMs = 0;
+  private everReady = false;
+  private errorLogged = false;
+  private closed = false;
+
+  constructor(url: string, tuning: ConnTuning, connectionName: string, private readonly log: Log, private readonly events: TransportEvents) {
+    this.redis = new Redis(url, {
+      ...connOptions(tuning, (d) => {
+        this.lastDelayMs = d;
+      }),
+      connectionName,
+    });
+    this.redis.on('ready', () => {
+      if (this.closed) return;
+      if (this.everReady) events.reconnected('publisher');
+      this.everReady = true;
+      this.errorLogged = false;
+      this.lastDelayMs = 0;
+      events.change();
+    });
+    this.redis.on('close', () => {
+      if (this.closed) return;
+      events.failure('publisher', 'connection closed');
+      events.change();
+    });
+    this.redis.on('error', (err: Error) => {
+      if (this.closed) return;
+      const msg = errorText(err);
+      if (!this.errorLogged) log.warn({ conn: 'publisher', err: msg }, 'redis publisher connection error');
+      else log.debug({ conn: 'publisher', err: msg }, 'redis publisher connection error');
+      this.errorLogged = true;
+      events.failure('publisher', msg);
+    });
+  }
+
+  ready(): boolean {
+    return !this.closed && this.redis.status === 'ready';
+  }
+
+  retryAfterSec(): number {
+    return Math.max(1, Math.ceil(this.lastDelayMs / 1000));
+  }
+
+  publish(redisChannel: string, payload: string): Promise<void> {
+    return this.redis.publish(redisChannel, payload).then(() => undefined);
+  }
+
+  start(): void {
+    this.redis.connect().catch((err: unknown) => {
+      this.log.debug({ conn: 'publisher', err: errorText(err) }, 'redis publisher connect attempt failed');
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const r = this.redis;
+    if (r.status === 'end') return;
+    const ended = new Promise<void>((resolve) => {
+      r.once('end', () => resolve());
+      setTimeout(resolve, 1000).unref();
+    });
+    r.disconnect();
+    await ended;
+  }
+}
+
+/** Every channel on the one subscriber connection. */
+export class StandaloneRouter implements SubRouter {
+  private readonly link: SubLink;
+
+  constructor(url: string, tuning: ConnTuning, connectionName: string, log: Log, events: TransportEvents) {
+    this.link = new SubLink({
+      name: 'subscriber',
+      url,
+      redisOptions: { ...connOptions(tuning, () => undefined), connectionName },
+      sharded: false,
+      log,
+      events,
+    });
+  }
+
+  add(redisChannel: string): Promise<void> {
+    return this.link.add(redisChannel);
+  }
+  pin(redisChannel: string): void {
+    this.link.pin(redisChannel);
+  }
+  remove(redisChannel: string): Promise<void> {
+    return this.link.remove(redisChannel);
+  }
+  confirmed(redisChannel: string): boolean {
+    return this.link.isConfirmed(redisChannel);
+  }
+  live(): boolean {
+    return this.link.live();
+  }
+  start(): void {
+    this.link.start();
+  }
+  close(): Promise<void> {
+    return this.link.close();
+  }
+}

@@ -1,0 +1,358 @@
+/**
+ * The behaviour every Broker must have. Run it with
+ * `runBrokerContract({ name, newBroker, sharedBackend })` from a test file.
+ *
+ * Everything waits for events (handler calls); nothing sleeps. Absence is
+ * proven with a sentinel: after the message that must not arrive, a sentinel
+ * is published on a channel that is still subscribed, and once the sentinel
+ * arrived the earlier message would have arrived too (order per connection).
+ */
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from '../../src/broker/broker.js';
+import { GatewayError } from '../../src/errors.js';
+import type { Log } from '../../src/observability/logger.js';
+
+/** Records what a broker hands to its handlers and lets a test wait for it. */
+export class Recorder implements BrokerHandlers {
+  readonly statuses: BrokerStatus[] = [];
+  readonly controls: ControlMessage[] = [];
+  private readonly byChannel = new Map<string, string[]>();
+  private readonly waiters = new Set<() => void>();
+  total = 0;
+
+  onMessage(channel: string, frame: string): void {
+    let list = this.byChannel.get(channel);
+    if (!list) this.byChannel.set(channel, (list = []));
+    list.push(frame);
+    this.total += 1;
+    this.poke();
+  }
+  onStatus(status: BrokerStatus): void {
+    this.statuses.push(status);
+    this.poke();
+  }
+  onControl(msg: ControlMessage): void {
+    this.controls.push(msg);
+    this.poke();
+  }
+
+  got(channel: string): readonly string[] {
+    return this.byChannel.get(channel) ?? [];
+  }
+  get lastStatus(): BrokerStatus | undefined {
+    return this.statuses.at(-1);
+  }
+
+  /**
+   * Resolves once `check()` holds, re-checked after every handler call. `guardMs`
+   * only turns a hang into a readable failure; it is not a timing expectation.
+   */
+  until(check: () => boolean, what: string, guardMs = 45_000): Promise<void> {
+    if (check()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(waiter);
+        reject(new Error(`gave up waiting for ${what}`));
+      }, guardMs);
+      const waiter = (): void => {
+        if (!check()) return;
+        clearTimeout(timer);
+        this.waiters.delete(waiter);
+        resolve();
+      };
+      this.waiters.add(waiter);
+    });
+  }
+  untilStatus(status: BrokerStatus, guardMs?: number): Promise<void> {
+    return this.until(() => this.lastStatus === status, `status '${status}'`, guardMs);
+  }
+  /** Waits for the next transition to `status` after the ones seen so far. */
+  nextStatus(status: BrokerStatus, guardMs?: number): Promise<void> {
+    const seen = this.statuses.length;
+    return this.until(() => this.statuses.slice(seen).includes(status), `a transition to '${status}'`, guardMs);
+  }
+  untilReceived(channel: string, frame: string): Promise<void> {
+    return this.until(() => this.got(channel).includes(frame), `'${frame}' on ${channel}`);
+  }
+
+  /** Re-checks the waiters; call it from other event sinks (e.g. metrics callbacks) a test waits on. */
+  notify(): void {
+    this.poke();
+  }
+
+  private poke(): void {
+    for (const w of [...this.waiters]) w();
+  }
+}
+
+/** A Log that keeps its lines, for asserting on warnings. */
+export interface MemoryLog extends Log {
+  readonly lines: Array<{ level: string; msg: string; obj: object }>;
+}
+
+export function memoryLog(): MemoryLog {
+  const lines: Array<{ level: string; msg: string; obj: object }> = [];
+  const make = (bindings: Record<string, unknown>): MemoryLog => {
+    const at =
+      (level: string) =>
+      (obj: object, msg: string): void => {
+        lines.push({ level, msg, obj: { ...bindings, ...obj } });
+      };
+    return {
+      lines,
+      fatal: at('fatal'),
+      error: at('error'),
+      warn: at('warn'),
+      info: at('info'),
+      debug: at('debug'),
+      child: (b) => make({ ...bindings, ...b }),
+      isLevelEnabled: () => true,
+    };
+  };
+  return make({});
+}
+
+export async function expectUnavailable(p: Promise<unknown>): Promise<GatewayError> {
+  const err = await p.then(
+    () => {
+      throw new Error('expected a rejection with code unavailable, but the call was accepted');
+    },
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(GatewayError);
+  expect((err as GatewayError).code).toBe('unavailable');
+  return err as GatewayError;
+}
+
+export interface BrokerContractOptions {
+  readonly name: string;
+  /** A new, unstarted broker. With sharedBackend, all instances talk to one backend. */
+  readonly newBroker: () => Broker;
+  /** True for multi-node brokers: the cross-instance cases run. */
+  readonly sharedBackend: boolean;
+}
+
+export function runBrokerContract(opts: BrokerContractOptions): void {
+  describe(`Broker contract: ${opts.name}`, () => {
+    const open: Broker[] = [];
+
+    afterEach(async () => {
+      await Promise.all(open.splice(0).map((b) => b.close()));
+    });
+
+    /** A started broker that is ready, with its recorder. */
+    async function ready(): Promise<{ b: Broker; r: Recorder }> {
+      const b = opts.newBroker();
+      open.push(b);
+      const r = new Recorder();
+      await b.start(r);
+      await r.untilStatus('ready');
+      return { b, r };
+    }
+
+    const names = (): ((s: string) => string) => {
+      const tag = randomUUID().slice(0, 8);
+      return (s) => `t${tag}:${s}`;
+    };
+
+    it('reports ready through onStatus after start', async () => {
+      const b = opts.newBroker();
+      open.push(b);
+      const r = new Recorder();
+      await b.start(r);
+      await r.untilStatus('ready');
+      expect(b.status).toBe('ready');
+      expect(b.subscribedCount()).toBe(0);
+    });
+
+    it('delivers each channel in publish order, without duplicates', async () => {
+      const ch = names();
+      const { b, r } = await ready();
+      const channels = [ch('a'), ch('b'), ch('c')];
+      for (const c of channels) await b.subscribe(c);
+      const perChannel = 300;
+      const sends: Array<Promise<void>> = [];
+      for (let i = 0; i < perChannel; i++) for (const c of channels) sends.push(b.publish(c, `${c}#${i}`));
+      await Promise.all(sends);
+      await r.until(() => channels.every((c) => r.got(c).length >= perChannel), 'every message');
+      for (const c of channels) expect(r.got(c)).toEqual(Array.from({ length: perChannel }, (_, i) => `${c}#${i}`));
+    });
+
+    it('hands frames over untouched', async () => {
+      const ch = names();
+      const { b, r } = await ready();
+      await b.subscribe(ch('raw'));
+      const frames = [
+        '{"type":"message","channel":"x","data":{"k":[1,2,3]}}',
+        'not json at all',
+        '{"emoji":"\u{1F600}","accents":"é à ü","cjk":"漢字"}',
+        ' leading and trailing spaces ',
+        'x'.repeat(60_000),
+        '',
+      ];
+      for (const f of frames) await b.publish(ch('raw'), f);
+      await r.until(() => r.got(ch('raw')).length >= frames.length, 'every frame');
+      expect(r.got(ch('raw'))).toEqual(frames);
+    });
+
+    it('delivers nothing for a channel it never subscribed to', async () => {
+      const ch = names();
+      const { b, r } = await ready();
+      await b.subscribe(ch('sentinel'));
+      await b.publish(ch('other'), 'must not arrive');
+      await b.publish(ch('sentinel'), 'done');
+      await r.untilReceived(ch('sentinel'), 'done');
+      expect(r.got(ch('other'))).toEqual([]);
+    });
+
+    it('stops delivering a channel once it is unsubscribed', async () => {
+      const ch = names();
+      const { b, r } = await ready();
+      await b.subscribe(ch('a'));
+      await b.subscribe(ch('sentinel'));
+      await b.publish(ch('a'), 'before');
+      await r.untilReceived(ch('a'), 'before');
+      await b.unsubscribe(ch('a'));
+      await b.publish(ch('a'), 'after');
+      await b.publish(ch('sentinel'), 'done');
+      await r.untilReceived(ch('sentinel'), 'done');
+      expect(r.got(ch('a'))).toEqual(['before']);
+      expect(b.subscribedCount()).toBe(1);
+    });
+
+    it('treats repeated and concurrent subscribes as one subscription', async () => {
+      const ch = names();
+      const { b, r } = await ready();
+      await Promise.all([b.subscribe(ch('a')), b.subscribe(ch('a')), b.subscribe(ch('a'))]);
+      await b.subscribe(ch('a'));
+      expect(b.subscribedCount()).toBe(1);
+      await b.publish(ch('a'), 'once');
+      await b.subscribe(ch('sentinel'));
+      await b.publish(ch('sentinel'), 'done');
+      await r.untilReceived(ch('sentinel'), 'done');
+      expect(r.got(ch('a'))).toEqual(['once']);
+      // One unsubscribe releases it, however many subscribes there were.
+      await b.unsubscribe(ch('a'));
+      await b.unsubscribe(ch('a'));
+      expect(b.subscribedCount()).toBe(1);
+      await b.publish(ch('a'), 'after');
+      await b.publish(ch('sentinel'), 'done2');
+      await r.untilReceived(ch('sentinel'), 'done2');
+      expect(r.got(ch('a'))).toEqual(['once']);
+    });
+
+    it('ends in the state of the last call when subscribe and unsubscribe race', async () => {
+      const ch = names();
+      const { b, r } = await ready();
+      await b.subscribe(ch('sentinel'));
+      // subscribe then unsubscribe, issued back to back: ends unsubscribed.
+      await Promise.allSettled([b.subscribe(ch('x')), b.unsubscribe(ch('x'))]);
+      // subscribe, unsubscribe, subscribe: ends subscribed.
+      await Promise.allSettled([b.subscribe(ch('y')), b.unsubscribe(ch('y')), b.subscribe(ch('y'))]);
+      expect(b.subscribedCount()).toBe(2);
+      await b.publish(ch('x'), 'x must not arrive');
+      await b.publish(ch('y'), 'y arrives');
+      await b.publish(ch('sentinel'), 'done');
+      await r.untilReceived(ch('sentinel'), 'done');
+      expect(r.got(ch('x'))).toEqual([]);
+      expect(r.got(ch('y'))).toEqual(['y arrives']);
+    });
+
+    it('counts the channels it is subscribed to', async () => {
+      const ch = names();
+      const { b } = await ready();
+      expect(b.subscribedCount()).toBe(0);
+      await b.subscribe(ch('a'));
+      await b.subscribe(ch('b'));
+      await b.subscribe(ch('c'));
+      expect(b.subscribedCount()).toBe(3);
+      await b.unsubscribe(ch('b'));
+      expect(b.subscribedCount()).toBe(2);
+      await b.unsubscribe(ch('never'));
+      expect(b.subscribedCount()).toBe(2);
+    });
+
+    it('delivers a control message to onControl on the publishing instance', async () => {
+      const { b, r } = await ready();
+      const user = `u-${randomUUID()}`;
+      await b.publishControl({ kind: 'disconnect', user });
+      await r.until(() => r.controls.some((c) => c.user === user), 'the control message');
+      expect(r.controls.filter((c) => c.user === user)).toEqual([{ kind: 'disconnect', user }]);
+    });
+
+    it('rejects publish, publishControl and subscribe with unavailable once closed', async () => {
+      const ch = names();
+      const { b, r } = await ready();
+      await b.subscribe(ch('a'));
+      await b.close();
+      expect(b.status).toBe('down');
+      expect(r.lastStatus).toBe('down');
+      await expectUnavailable(b.publish(ch('a'), 'late'));
+      await expectUnavailable(b.publishControl({ kind: 'disconnect', user: 'u' }));
+      await expectUnavailable(b.subscribe(ch('b')));
+      await b.unsubscribe(ch('a'));
+      await b.close();
+      expect(r.got(ch('a'))).toEqual([]);
+    });
+
+    if (!opts.sharedBackend) return;
+
+    describe('across instances', () => {
+      it('delivers a publish on one instance to a subscriber on another', async () => {
+        const ch = names();
+        const a = await ready();
+        const b = await ready();
+        await b.b.subscribe(ch('news'));
+        await a.b.publish(ch('news'), 'hello from a');
+        await b.r.untilReceived(ch('news'), 'hello from a');
+        expect(b.r.got(ch('news'))).toEqual(['hello from a']);
+      });
+
+      it('delivers only to instances subscribed to the channel', async () => {
+        const ch = names();
+        const a = await ready();
+        const b = await ready();
+        await b.b.subscribe(ch('x'));
+        await a.b.subscribe(ch('sentinel'));
+        await a.b.publish(ch('x'), 'for b only');
+        await a.b.publish(ch('sentinel'), 'done');
+        await b.r.untilReceived(ch('x'), 'for b only');
+        await a.r.untilReceived(ch('sentinel'), 'done');
+        expect(a.r.got(ch('x'))).toEqual([]);
+      });
+
+      it('delivers control messages to every instance', async () => {
+        const a = await ready();
+        const b = await ready();
+        const user = `u-${randomUUID()}`;
+        await a.b.publishControl({ kind: 'disconnect', user });
+        for (const x of [a, b]) await x.r.until(() => x.r.controls.some((c) => c.user === user), 'the control message');
+        for (const x of [a, b]) expect(x.r.controls.filter((c) => c.user === user)).toHaveLength(1);
+      });
+
+      it('delivers 10 000 messages over 20 channels between two instances in order, without duplicates', async () => {
+        const ch = names();
+        const a = await ready();
+        const b = await ready();
+        const channels = Array.from({ length: 20 }, (_, i) => ch(`bulk${i}`));
+        await Promise.all(channels.map((c) => b.b.subscribe(c)));
+        const total = 10_000;
+        for (let start = 0; start < total; start += 1000) {
+          const sends: Array<Promise<void>> = [];
+          for (let i = start; i < start + 1000; i++) {
+            const c = channels[i % channels.length] ?? '';
+            sends.push(a.b.publish(c, `${c}#${Math.floor(i / channels.length)}`));
+          }
+          await Promise.all(sends);
+        }
+        await b.r.until(() => b.r.total >= total, `${total} messages`);
+        const perChannel = total / channels.length;
+        for (const c of channels) {
+          expect(b.r.got(c)).toEqual(Array.from({ length: perChannel }, (_, i) => `${c}#${i}`));
+        }
+        expect(b.r.total).toBe(total);
+      });
+    });
+  });
+}

@@ -1,0 +1,182 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Broker } from '../../src/broker/broker.js';
+import { createRedisBroker } from '../../src/broker/redis-broker.js';
+import { keySlot } from '../../src/broker/redis-cluster.js';
+import { expectUnavailable, memoryLog, Recorder, runBrokerContract } from '../helpers/broker-contract.js';
+import { startRedisCluster, type RedisCluster } from '../helpers/redis.js';
+
+let cluster: RedisCluster | undefined;
+
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+}, 180_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+function seeds(): readonly string[] {
+  if (!cluster) throw new Error('the Redis cluster did not start');
+  return cluster.seeds;
+}
+
+function newBroker(): Broker {
+  return createRedisBroker({ cluster: seeds(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog() });
+}
+
+runBrokerContract({ name: 'redis-cluster', newBroker, sharedBackend: true });
+
+describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster', () => {
+  const open: Broker[] = [];
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((b) => b.close()));
+  });
+
+  async function readyNode(): Promise<{ b: Broker; r: Recorder }> {
+    const b = newBroker();
+    open.push(b);
+    const r = new Recorder();
+    await b.start(r);
+    await r.untilStatus('ready');
+    return { b, r };
+  }
+
+  function liveCluster(): RedisCluster {
+    if (!cluster) throw new Error('the Redis cluster did not start');
+    return cluster;
+  }
+
+  it('reports kind redis-cluster', () => {
+    expect(newBroker().kind).toBe('redis-cluster');
+  });
+
+  it('computes the same slot as CLUSTER KEYSLOT', async () => {
+    const c = liveCluster();
+    const keys = ['pubgate:ch:news', 'a', '', 'user:{42}:feed', '{}x', '{a}{b}', 'x{}{y}', 'é漢字', ...Array.from({ length: 30 }, (_, i) => `pubgate:ch:k${i}`)];
+    const port = c.nodes.find((n) => n.running)?.port ?? 0;
+    for (const k of keys) {
+      const expected = Number((await c.nodes.find((n) => n.port === port)?.cli('CLUSTER', 'KEYSLOT', k))?.[0]);
+      expect(keySlot(k), k).toBe(expected);
+    }
+  });
+
+  it('subscribes each channel only on the master that owns its slot (SSUBSCRIBE)', async () => {
+    const c = liveCluster();
+    const { b } = await readyNode();
+    const tag = randomUUID().slice(0, 8);
+    const channels = Array.from({ length: 30 }, (_, i) => `s${tag}:${i}`);
+    await Promise.all(channels.map((ch) => b.subscribe(ch)));
+    const masters = await c.masters();
+    const where = new Map<string, number[]>();
+    for (const m of masters) {
+      const node = c.nodes.find((n) => n.port === m.port);
+      const held = (await node?.cli('PUBSUB', 'SHARDCHANNELS', `pubgate:ch:s${tag}:*`)) ?? [];
+      // Classic pub/sub holds nothing: no cluster-wide broadcast.
+      expect(await node?.cli('PUBSUB', 'CHANNELS', `pubgate:ch:s${tag}:*`)).toEqual([]);
+      for (const rc of held) where.set(rc, [...(where.get(rc) ?? []), m.port]);
+    }
+    expect([...where.keys()].sort()).toEqual(channels.map((ch) => `pubgate:ch:${ch}`).sort());
+    const usedMasters = new Set<number>();
+    for (const ch of channels) {
+      const owner = await c.ownerOf(`pubgate:ch:${ch}`);
+      expect(where.get(`pubgate:ch:${ch}`)).toEqual([owner]);
+      usedMasters.add(owner);
+    }
+    expect(usedMasters.size).toBe(3);
+
+    await Promise.all(channels.slice(0, 10).map((ch) => b.unsubscribe(ch)));
+    let remaining = 0;
+    for (const m of masters) {
+      const node = c.nodes.find((n) => n.port === m.port);
+      remaining += ((await node?.cli('PUBSUB', 'SHARDCHANNELS', `pubgate:ch:s${tag}:*`)) ?? []).length;
+    }
+    expect(remaining).toBe(20);
+  });
+
+  it('recovers when the masters drop its publishing and subscriber connections (CLIENT KILL)', async () => {
+    const c = liveCluster();
+    const a = await readyNode();
+    const b = await readyNode();
+    const ch = `k${randomUUID().slice(0, 8)}`;
+    await b.b.subscribe(ch);
+    const aBack = a.r.nextStatus('ready');
+    const bBack = b.r.nextStatus('ready');
+    for (const m of await c.masters()) {
+      const node = c.nodes.find((n) => n.port === m.port);
+      await node?.cli('CLIENT', 'KILL', 'TYPE', 'normal');
+      await node?.cli('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    }
+    await aBack;
+    await bBack;
+    await a.b.publish(ch, 'after kill');
+    await b.r.untilReceived(ch, 'after kill');
+    expect(b.r.got(ch)).toEqual(['after kill']);
+  });
+
+  // Kills a master: keep these two last in this file.
+  it('resumes delivery after a master is killed and its replica takes over', async () => {
+    const c = liveCluster();
+    const a = await readyNode();
+    const b = await readyNode();
+    const tag = randomUUID().slice(0, 8);
+    const channels = Array.from({ length: 20 }, (_, i) => `f${tag}:${i}`);
+    await Promise.all(channels.map((ch) => b.b.subscribe(ch)));
+    for (const ch of channels) await a.b.publish(ch, 'before');
+    await b.r.until(() => channels.every((ch) => b.r.got(ch).includes('before')), 'every channel before the failover');
+
+    const victim = await c.ownerOf(`pubgate:ch:${channels[0] ?? ''}`);
+    const aDown = a.r.nextStatus('down');
+    const bDown = b.r.nextStatus('down');
+    const failover = c.killMaster(victim);
+    await aDown;
+    // While a shard is without its master, the node refuses publishes instead of queueing them.
+    await expectUnavailable(a.b.publish(channels[0] ?? '', 'during'));
+    await bDown;
+    const { promoted } = await failover;
+    await a.r.untilStatus('ready');
+    await b.r.untilStatus('ready');
+    expect(b.b.subscribedCount()).toBe(channels.length);
+
+    for (const ch of channels) await a.b.publish(ch, 'after');
+    await b.r.until(() => channels.every((ch) => b.r.got(ch).includes('after')), 'every channel after the failover');
+    for (const ch of channels) expect(b.r.got(ch)).toEqual(['before', 'after']);
+
+    // The channels of the killed master now live on the promoted replica.
+    const moved = (await c.nodes.find((n) => n.port === promoted)?.cli('PUBSUB', 'SHARDCHANNELS', `pubgate:ch:f${tag}:*`)) ?? [];
+    expect(moved).toContain(`pubgate:ch:${channels[0] ?? ''}`);
+
+    // A broker started after the failover works too.
+    const late = await readyNode();
+    await late.b.subscribe(channels[0] ?? '');
+    await a.b.publish(channels[0] ?? '', 'late');
+    await late.r.untilReceived(channels[0] ?? '', 'late');
+  });
+
+  it('survives a restart of the whole cluster, and a broker started while it is down becomes ready', async () => {
+    const c = liveCluster();
+    const a = await readyNode();
+    const b = await readyNode();
+    const ch = `w${randomUUID().slice(0, 8)}`;
+    await b.b.subscribe(ch);
+    const aBack = a.r.nextStatus('ready');
+    const bBack = b.r.nextStatus('ready');
+    await Promise.all(c.nodes.map((n) => n.kill9()));
+    await a.r.untilStatus('down');
+
+    const late = newBroker();
+    open.push(late);
+    const lateRec = new Recorder();
+    await late.start(lateRec); // resolves although no node answers
+    expect(late.status).toBe('down');
+
+    // Same ports, same nodes.conf: the cluster re-forms (empty, which pub/sub does not mind).
+    await Promise.all(c.nodes.map((n) => n.start()));
+    await aBack;
+    await bBack;
+    await lateRec.untilStatus('ready');
+    await late.subscribe(ch);
+    await a.b.publish(ch, 'after restart');
+    await b.r.untilReceived(ch, 'after restart');
+    await lateRec.untilReceived(ch, 'after restart');
+  });
+});
