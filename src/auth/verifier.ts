@@ -16,7 +16,6 @@
 import type { KeyObject } from 'node:crypto';
 import {
   createRemoteJWKSet,
-  decodeProtectedHeader,
   errors,
   jwtVerify,
   type JWTPayload,
@@ -28,6 +27,7 @@ import { JWT_ALGORITHMS } from '../config.js';
 import { AuthError, JwksFetchError, toAuthError } from './auth-error.js';
 import { HmacKeyring, isHmacAlgorithm, keyFitsAlgorithm, loadPublicKeys } from './keys.js';
 import { MAX_TOKEN_LENGTH } from './token.js';
+import { checkClaims, decodeJws, signatureValid, type DecodedJws } from './jws-sync.js';
 
 export { AuthError, classifyJoseError, AUTH_REASONS, type AuthReason } from './auth-error.js';
 
@@ -44,6 +44,12 @@ export interface Claims {
 export interface Verifier {
   /** Resolves the token's claims, or rejects with an AuthError (401; 503 when the JWKS cannot be fetched). */
   verify(token: string): Promise<Claims>;
+  /**
+   * Decides without I/O when local keys (HMAC secrets, PEM keys) can: returns
+   * the claims or throws an AuthError. Returns undefined when only the JWKS
+   * can decide; then call verify().
+   */
+  verifySync(token: string): Claims | undefined;
 }
 
 /** What createVerifier returns: a Verifier that also tells which algorithms it can verify (for a startup log line). */
@@ -99,78 +105,67 @@ export async function createVerifier(cfg: VerifierConfig, opts: VerifierOptions 
     ...(cfg.jwtIssuer !== undefined ? { issuer: cfg.jwtIssuer } : {}),
     ...(cfg.jwtAudience !== undefined ? { audience: cfg.jwtAudience } : {}),
   });
-  const hmacOptions = baseOptions(hmacAlgorithms);
+  // jose verifies only tokens whose key comes from the JWKS; local keys are checked in jws-sync.ts.
   const asymmetricOptions = baseOptions(asymmetricAlgorithms);
 
-  async function verifyPayload(token: string): Promise<JWTPayload> {
-    const { alg, kid } = readHeader(token);
-    if (!allowed.has(alg)) throw new AuthError('alg_not_allowed');
-    const at = now();
-    if (isHmacAlgorithm(alg as JwtAlgorithm)) {
-      const keys = hmac.candidates(kid);
-      if (keys.length === 0) throw new AuthError('unknown_kid');
-      return tryKeys(token, keys, { ...hmacOptions, currentDate: at });
-    }
-    const options = { ...asymmetricOptions, currentDate: at };
-    // PEM keys first (no I/O, and they work while the JWKS endpoint is down); they carry no kid.
-    const local = pemKeys.filter((k) => keyFitsAlgorithm(alg as JwtAlgorithm, k));
-    if (jwks === undefined) return tryKeys(token, local, options);
-    if (local.length > 0) {
+  const rules = { clockToleranceSec: cfg.jwtClockTolerance, issuer: cfg.jwtIssuer, audience: cfg.jwtAudience };
+
+  const validWith = (jws: DecodedJws, alg: JwtAlgorithm, keys: readonly KeyObject[]): boolean =>
+    keys.some((k) => {
       try {
-        return await tryKeys(token, local, options);
-      } catch (e) {
-        if (!(e instanceof AuthError && e.reason === 'bad_signature')) throw e;
+        return signatureValid(jws, alg, k);
+      } catch {
+        return false; // a signature node:crypto cannot even parse is simply not valid
       }
+    });
+
+  /** The payload when local keys decide; undefined when the JWKS must; throws AuthError otherwise. */
+  function verifyLocally(token: string): JWTPayload | undefined {
+    if (typeof token !== 'string' || token === '') throw new AuthError('missing');
+    if (token.length > MAX_TOKEN_LENGTH) throw new AuthError('too_long');
+    if (!COMPACT_JWS.test(token)) throw new AuthError('malformed');
+    const jws = decodeJws(token);
+    if (!ALGORITHM_NAMES.has(jws.alg) || !allowed.has(jws.alg)) throw new AuthError('alg_not_allowed');
+    const alg = jws.alg as JwtAlgorithm;
+    const nowSec = now().getTime() / 1000;
+    if (isHmacAlgorithm(alg)) {
+      const keys = hmac.candidates(jws.kid);
+      if (keys.length === 0) throw new AuthError('unknown_kid');
+      if (!validWith(jws, alg, keys)) throw new AuthError('bad_signature');
+      return checkClaims(jws.payloadPart, rules, nowSec) as JWTPayload;
     }
-    return verifyWithJwks(token, jwks, options);
+    // PEM keys first (no I/O, and they work while the JWKS endpoint is down); they carry no kid.
+    const local = pemKeys.filter((k) => keyFitsAlgorithm(alg, k));
+    if (validWith(jws, alg, local)) return checkClaims(jws.payloadPart, rules, nowSec) as JWTPayload;
+    if (jwks === undefined) throw new AuthError(local.length === 0 ? 'unknown_kid' : 'bad_signature');
+    return undefined;
   }
 
   return {
     algorithms: [...allowed] as JwtAlgorithm[],
-    async verify(token: string): Promise<Claims> {
-      if (typeof token !== 'string' || token === '') throw new AuthError('missing');
-      if (token.length > MAX_TOKEN_LENGTH) throw new AuthError('too_long');
-      if (!COMPACT_JWS.test(token)) throw new AuthError('malformed');
-      let payload: JWTPayload;
+    verifySync(token: string): Claims | undefined {
+      let payload: JWTPayload | undefined;
       try {
-        payload = await verifyPayload(token);
+        payload = verifyLocally(token);
       } catch (e) {
         throw toAuthError(e);
       }
+      return payload === undefined ? undefined : toClaims(payload);
+    },
+    async verify(token: string): Promise<Claims> {
+      let payload: JWTPayload | undefined;
+      try {
+        payload = verifyLocally(token);
+        if (payload === undefined && jwks !== undefined) {
+          payload = await verifyWithJwks(token, jwks, { ...asymmetricOptions, currentDate: now() });
+        }
+      } catch (e) {
+        throw toAuthError(e);
+      }
+      if (payload === undefined) throw new AuthError('internal');
       return toClaims(payload);
     },
   };
-}
-
-function readHeader(token: string): { alg: string; kid: string | undefined } {
-  let header: ReturnType<typeof decodeProtectedHeader>;
-  try {
-    header = decodeProtectedHeader(token);
-  } catch (e) {
-    if (e instanceof TypeError) throw new AuthError('malformed');
-    throw e;
-  }
-  const { alg, kid } = header;
-  if (typeof alg !== 'string' || alg === '') throw new AuthError('malformed');
-  if (kid !== undefined && typeof kid !== 'string') throw new AuthError('malformed');
-  if (!ALGORITHM_NAMES.has(alg)) throw new AuthError('alg_not_allowed');
-  return { alg, kid };
-}
-
-/**
- * Verifies against each key in turn. A signature mismatch moves on to the next
- * key; any other failure means the signature was fine (or the token is bad
- * regardless of key) and is final.
- */
-async function tryKeys(token: string, keys: readonly KeyObject[], options: JWTVerifyOptions): Promise<JWTPayload> {
-  for (const key of keys) {
-    try {
-      return (await jwtVerify(token, key, options)).payload;
-    } catch (e) {
-      if (!(e instanceof errors.JWSSignatureVerificationFailed)) throw e;
-    }
-  }
-  throw new AuthError(keys.length === 0 ? 'unknown_kid' : 'bad_signature');
 }
 
 async function verifyWithJwks(token: string, getKey: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<JWTPayload> {

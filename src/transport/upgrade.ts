@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { extractToken, selectSubprotocol } from '../auth/token.js';
 import { compilePatterns } from '../auth/permissions.js';
-import type { Verifier } from '../auth/verifier.js';
+import { AuthError, type Claims, type Verifier } from '../auth/verifier.js';
 import type { Config } from '../config.js';
 import { HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
 import type { Session } from '../hub/session.js';
@@ -35,6 +35,11 @@ export interface UpgradeDeps {
 const NONE = (): boolean => false;
 const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
 
+/** Whether a comma-separated header value (`Connection`, `Upgrade`) lists `token`, case-insensitively. */
+function listsToken(header: string, token: string): boolean {
+  return header.split(',').some((t) => t.trim().toLowerCase() === token);
+}
+
 export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req: HttpRequest, context: Context) => void {
   const { config, verifier, metrics, log, nowMs } = deps;
   const originAllowed = compileOrigins(config.allowedOrigins, config.requireOrigin);
@@ -51,9 +56,13 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
     const key = req.getHeader('sec-websocket-key');
     const extensions = req.getHeader('sec-websocket-extensions');
     const version = req.getHeader('sec-websocket-version');
+    const upgradeHeader = req.getHeader('upgrade');
+    const connectionHeader = req.getHeader('connection');
     const query = req.getQuery() ?? '';
     const ip = deps.clientIp(Buffer.from(res.getRemoteAddressAsText()).toString(), req.getHeader('x-forwarded-for'));
     const st = watch(res);
+    /** True while this handler runs; false once the verification went asynchronous. */
+    let sync = true;
     // Every attempt takes from the IP's bucket, so a flood of bad tokens is limited too.
     const ipAllowed = ipLimiter.take(ip, nowMs());
 
@@ -63,6 +72,15 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
       send(res, st, status, errorBody(code, message), headers);
     };
 
+    // uWS calls this handler for any GET with a Sec-WebSocket-Key, even without
+    // `Upgrade: websocket` / `Connection: Upgrade` (RFC 6455 §4.2.1 requires
+    // both): a proxy that strips those hop-by-hop headers must get the same 426
+    // as a plain GET, not a 101 it cannot relay.
+    if (!listsToken(upgradeHeader, 'websocket') || !listsToken(connectionHeader, 'upgrade')) {
+      return reject('bad_request', 'this endpoint needs a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)', 'not_upgrade', {
+        Upgrade: 'websocket',
+      }, 426);
+    }
     if (version !== '13') {
       return reject('bad_request', 'Sec-WebSocket-Version must be 13', 'bad_version', { 'Sec-WebSocket-Version': '13' }, 426);
     }
@@ -101,7 +119,10 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
       };
       st.done = true;
       metrics.handshake('accepted', 'ok');
-      res.cork(() => res.upgrade(session, key, selectSubprotocol(protocols) ?? '', extensions, context));
+      const upgrade = (): void => res.upgrade(session, key, selectSubprotocol(protocols) ?? '', extensions, context);
+      // Inside the handler the response is already corked; after an await it must be corked again.
+      if (sync) upgrade();
+      else res.cork(upgrade);
     };
 
     const token = extractToken({ authorization, protocols, query });
@@ -109,17 +130,27 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
       if (!config.allowAnonymous) return reject('unauthorized', 'a token is required', 'missing', { 'WWW-Authenticate': 'Bearer' });
       return finish('anonymous', 0, anonymousChannels, NONE);
     }
-    verifier.verify(token.token).then(
-      (claims) => finish(claims.sub, claims.exp, compilePatterns(claims.channels, claims.sub), compilePatterns(claims.publish, claims.sub)),
-      (e: unknown) => {
-        if (isGatewayError(e)) {
-          const reason = (e as { reason?: string }).reason ?? e.code;
-          const headers: Record<string, string> = e.code === 'unavailable' ? { 'Retry-After': '5' } : { 'WWW-Authenticate': 'Bearer' };
-          return reject(e.code, e.message, reason, headers);
-        }
-        log.error({ err: e, ip }, 'token verification failed unexpectedly');
-        return reject('internal', 'token verification failed', 'internal');
-      },
-    );
+    const accept = (claims: Claims): void =>
+      finish(claims.sub, claims.exp, compilePatterns(claims.channels, claims.sub), compilePatterns(claims.publish, claims.sub));
+    const refuse = (e: unknown): void => {
+      if (isGatewayError(e)) {
+        const reason = e instanceof AuthError ? e.reason : e.code;
+        const headers: Record<string, string> = e.code === 'unavailable' ? { 'Retry-After': '5' } : { 'WWW-Authenticate': 'Bearer' };
+        return reject(e.code, e.message, reason, headers);
+      }
+      log.error({ err: e, ip }, 'token verification failed unexpectedly');
+      return reject('internal', 'token verification failed', 'internal');
+    };
+    // Local keys decide synchronously, so the upgrade completes inside this
+    // handler: uWS's synchronous upgrade path. Only a JWKS lookup goes async.
+    let claims: Claims | undefined;
+    try {
+      claims = verifier.verifySync(token.token);
+    } catch (e) {
+      return refuse(e);
+    }
+    if (claims) return accept(claims);
+    sync = false;
+    verifier.verify(token.token).then(accept, refuse);
   };
 }
