@@ -63,9 +63,9 @@ function cleanEnv(): Record<string, string> {
 
 /** Runs the gateway with `env` (on top of BASE_ENV unless `bare`), waits until it listens. */
 export async function startGateway(env: Record<string, string> = {}, opts: { bare?: boolean } = {}): Promise<GatewayProcess> {
-  const port = await freePort();
-  const adminPort = await freePort();
-  const fullEnv = { ...cleanEnv(), ...(opts.bare ? {} : BASE_ENV), PUBGATE_PORT: String(port), PUBGATE_ADMIN_PORT: String(adminPort), ...env };
+  // Port 0: the gateway binds free ports itself (no window in which another
+  // process can take a port picked here) and logs them in its `listening` line.
+  const fullEnv = { ...cleanEnv(), ...(opts.bare ? {} : BASE_ENV), PUBGATE_PORT: '0', PUBGATE_ADMIN_PORT: '0', ...env };
   const proc = spawn(process.execPath, [MAIN], { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: LogLine[] = [];
   const stderr: string[] = [];
@@ -114,6 +114,8 @@ export async function startGateway(env: Record<string, string> = {}, opts: { bar
   if ('exitCode' in result) {
     throw new Error(`gateway exited with ${String(result.exitCode)} before listening: ${stderr.join('\n')}`);
   }
+  const port = Number(result.port);
+  const adminPort = Number(result.adminPort);
   return {
     port,
     adminPort,

@@ -8,23 +8,6 @@ import { request, type IncomingHttpHeaders } from 'node:http';
 import { expect } from 'vitest';
 import { startGateway, type GatewayProcess, type LogLine } from './gateway.js';
 
-/**
- * startGateway, tried again (up to 3 times) when the gateway could not bind the
- * port freePort() handed out: between freePort() closing its probe socket and
- * the gateway listening, another process on this busy machine can take the
- * port (an outgoing connection's ephemeral port is enough). Any other start
- * failure is thrown at once.
- */
-export async function startGatewayRetrying(env: Record<string, string> = {}): Promise<GatewayProcess> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startGateway(env);
-    } catch (e) {
-      if (attempt >= 3 || !/address in use/.test(String(e))) throw e;
-    }
-  }
-}
-
 export interface RawAnswer {
   readonly status: number;
   readonly headers: IncomingHttpHeaders;
@@ -66,13 +49,13 @@ export function rawUpgrade(url: string, headers: Record<string, string | undefin
 }
 
 /**
- * Starts several gateways at once (startGatewayRetrying each); if one cannot
+ * Starts several gateways at once; if one cannot
  * start, stops the others before throwing, so no process outlives the file.
  */
 export async function startGateways<const T extends readonly Record<string, string>[]>(
   envs: T,
 ): Promise<{ -readonly [K in keyof T]: GatewayProcess }> {
-  const results = await Promise.allSettled(envs.map((env) => startGatewayRetrying(env)));
+  const results = await Promise.allSettled(envs.map((env) => startGateway(env)));
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
     await Promise.all(results.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
