@@ -37,6 +37,17 @@ export interface Hub {
   readonly size: number;
   forEach(fn: (ws: Socket) => void): void;
   channelCount(): number;
+  /**
+   * A slow consumer: from now on every message on its channels counts as
+   * dropped for it. Pure bookkeeping, safe to call from inside app.publish().
+   */
+  markSlow(ws: Socket): void;
+  /** Takes a slow socket out of the transport's topics (never from inside app.publish()). */
+  detach(ws: Socket): void;
+  /** A slow socket caught up: it receives its channels' messages again. */
+  reattach(ws: Socket): void;
+  /** Slow sockets currently detached. */
+  slowCount(): number;
 }
 
 export interface HubDeps {
@@ -60,6 +71,16 @@ export function createHub(deps: HubDeps): HubWithBroker {
   const sessions = new Set<Socket>();
   const byUser = new Map<string, Set<Socket>>();
   const channels = new Map<string, ChannelState>();
+  /** Channel → slow sockets subscribed to it that the transport no longer feeds. */
+  const slowByChannel = new Map<string, Set<Socket>>();
+  const slow = new Set<Socket>();
+
+  function unmarkChannel(ws: Socket, channel: string): void {
+    const set = slowByChannel.get(channel);
+    if (!set) return;
+    set.delete(ws);
+    if (set.size === 0) slowByChannel.delete(channel);
+  }
 
   function acquire(channel: string): ChannelState {
     let st = channels.get(channel);
@@ -89,6 +110,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
 
   function drop(ws: Socket, s: Session, channel: string): void {
     if (!s.channels.delete(channel)) return;
+    unmarkChannel(ws, channel);
     if (s.open) ws.unsubscribe(channel);
     metrics.subscriptionsChanged(-1);
     release(channel);
@@ -114,10 +136,12 @@ export function createHub(deps: HubDeps): HubWithBroker {
         if (set.size === 0) byUser.delete(s.user);
       }
       for (const ch of s.channels) {
+        unmarkChannel(ws, ch);
         metrics.subscriptionsChanged(-1);
         release(ch);
       }
       s.channels.clear();
+      slow.delete(ws);
     },
     async subscribe(ws, channel) {
       const s = ws.getUserData();
@@ -127,7 +151,13 @@ export function createHub(deps: HubDeps): HubWithBroker {
         return;
       }
       s.channels.add(channel);
-      ws.subscribe(channel);
+      if (slow.has(ws)) {
+        let set = slowByChannel.get(channel);
+        if (!set) slowByChannel.set(channel, (set = new Set()));
+        set.add(ws);
+      } else {
+        ws.subscribe(channel);
+      }
       metrics.subscriptionsChanged(1);
       const st = acquire(channel);
       try {
@@ -147,7 +177,37 @@ export function createHub(deps: HubDeps): HubWithBroker {
       return broker.publishControl({ kind: 'disconnect', user });
     },
     deliver(channel, frame) {
+      const skipped = slowByChannel.get(channel);
+      if (skipped) {
+        metrics.dropped('slow_consumer', skipped.size);
+        for (const ws of skipped) ws.getUserData().droppedCount++;
+      }
       metrics.delivered(topics.publish(channel, frame));
+    },
+    markSlow(ws) {
+      if (slow.has(ws)) return;
+      slow.add(ws);
+      for (const ch of ws.getUserData().channels) {
+        let set = slowByChannel.get(ch);
+        if (!set) slowByChannel.set(ch, (set = new Set()));
+        set.add(ws);
+      }
+    },
+    detach(ws) {
+      const s = ws.getUserData();
+      if (!s.open || !slow.has(ws)) return;
+      for (const ch of s.channels) ws.unsubscribe(ch);
+    },
+    reattach(ws) {
+      const s = ws.getUserData();
+      if (!slow.delete(ws) || !s.open) return;
+      for (const ch of s.channels) {
+        unmarkChannel(ws, ch);
+        ws.subscribe(ch);
+      }
+    },
+    slowCount() {
+      return slow.size;
     },
     control(msg) {
       if (msg.kind === 'disconnect') {

@@ -27,6 +27,14 @@ export interface Session {
   frameRefillMs: number;
   /** Consecutive frames refused by the rate limit. */
   strikes: number;
+  /**
+   * When (ms, monotonic) the send buffer first overflowed: under
+   * slowConsumerPolicy=close the socket stops receiving and is closed with 4008
+   * once its buffer drained enough for the close frame; 0 when not slow.
+   */
+  slowSinceMs: number;
+  /** Messages skipped for this socket (slowConsumerPolicy=drop), for the close log. */
+  droppedCount: number;
 }
 
 /** The socket surface the hub uses; uWS's WebSocket<Session> satisfies it. */

@@ -33,7 +33,11 @@ export interface Connections {
   opened(ws: Socket): void;
   message(ws: Socket, data: ArrayBuffer, isBinary: boolean): void;
   pong(ws: Socket): void;
-  closed(ws: Socket, code: number): void;
+  /** uWS skipped a message for this socket: its send buffer is over maxBackpressure. */
+  dropped(ws: Socket): void;
+  /** The socket's send buffer shrank. */
+  drain(ws: Socket): void;
+  closed(ws: Socket, code: number, reason: string): void;
   /** Closes with a catalog code and its reason, once. */
   close(ws: Socket, code: CloseCode): void;
   stop(): void;
@@ -77,16 +81,39 @@ export function createConnections(deps: ConnectionDeps): Connections {
 
   // Heartbeat: ping every interval; close what has been silent for two.
   const pingMs = config.pingInterval * 1000;
+  const slowClose = config.slowConsumerPolicy === 'close';
   const heartbeat = setInterval(() => {
     const now = nowMs();
     hub.forEach((ws) => {
       const s = ws.getUserData();
       if (!s.open) return;
-      if (now - s.lastSeenMs > 2 * pingMs) close(ws, CLOSE.PING_TIMEOUT);
+      // A slow consumer whose buffer never drained: close it anyway (its close
+      // frame may not fit, so the client may see 1006 instead of 4008).
+      if (s.slowSinceMs > 0 && slowClose && now - s.slowSinceMs > 2 * pingMs) close(ws, CLOSE.SLOW_CONSUMER);
+      else if (now - s.lastSeenMs > 2 * pingMs) close(ws, CLOSE.PING_TIMEOUT);
       else ws.ping();
     });
   }, pingMs);
   heartbeat.unref();
+
+  // Slow consumers. uWS skips messages for a socket whose buffer is over
+  // maxBackpressure, but reports only some of them through `dropped` (most are
+  // skipped silently). So pubgate takes over at the first report: the hub
+  // counts every later message on the socket's channels as dropped, and the
+  // socket leaves uWS's topics. `dropped` runs inside app.publish(), where
+  // nothing may unsubscribe or close a socket (ending one there crashes the
+  // process), so that part waits for a microtask, after publish returned.
+  const closeWhenBelow = config.maxBackpressure;
+  function takeOver(ws: Socket, s: Session): void {
+    if (!s.open) return;
+    hub.detach(ws);
+    if (config.slowConsumerPolicy === 'close') {
+      log.info({ conn: s.conn, user: s.user, buffered: ws.getBufferedAmount() }, 'slow consumer: closing with 4008 once its buffer drained');
+      if (ws.getBufferedAmount() < closeWhenBelow) close(ws, CLOSE.SLOW_CONSUMER);
+    } else {
+      log.info({ conn: s.conn, user: s.user }, 'slow consumer: skipping its messages until it caught up (slowConsumerPolicy=drop)');
+    }
+  }
 
   async function subscribe(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'subscribe' }>): Promise<void> {
     if (!s.canSubscribe(f.channel)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
@@ -202,13 +229,34 @@ export function createConnections(deps: ConnectionDeps): Connections {
     pong(ws) {
       ws.getUserData().lastSeenMs = nowMs();
     },
-    closed(ws, code) {
+    dropped(ws) {
+      const s = ws.getUserData();
+      // Once slow, the hub counts every skipped message at delivery time.
+      if (!s.open || s.slowSinceMs > 0) return;
+      metrics.dropped('slow_consumer', 1);
+      s.droppedCount++;
+      s.slowSinceMs = nowMs();
+      hub.markSlow(ws);
+      queueMicrotask(() => takeOver(ws, s));
+    },
+    drain(ws) {
+      const s = ws.getUserData();
+      if (!s.open || s.slowSinceMs === 0) return;
+      if (config.slowConsumerPolicy === 'close') {
+        if (ws.getBufferedAmount() < closeWhenBelow) close(ws, CLOSE.SLOW_CONSUMER);
+      } else if (ws.getBufferedAmount() === 0) {
+        hub.reattach(ws);
+        log.info({ conn: s.conn, user: s.user, dropped: s.droppedCount }, 'slow consumer caught up; delivering again');
+        s.slowSinceMs = 0;
+      }
+    },
+    closed(ws, code, reason) {
       const s = ws.getUserData();
       s.open = false;
       expiry.remove(ws, s.exp);
       hub.remove(ws);
       metrics.connectionClosed(code);
-      log.debug({ conn: s.conn, user: s.user, code }, 'connection closed');
+      log.debug({ conn: s.conn, user: s.user, code, reason, dropped: s.droppedCount || undefined }, 'connection closed');
     },
     close,
     stop() {

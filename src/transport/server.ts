@@ -10,7 +10,7 @@ import type { Hub } from '../hub/hub.js';
 import type { Session, Socket } from '../hub/session.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
+import type { CloseCode } from '../protocol/close-codes.js';
 import { encodeWelcome } from '../protocol/frames.js';
 import { createClientIpResolver } from './client-ip.js';
 import { createConnections } from './connection.js';
@@ -66,6 +66,9 @@ export function createTransport(deps: TransportDeps): Transport {
   let inflight = 0;
   const nowMs = (): number => performance.now();
 
+  // With SHARED_COMPRESSOR, uWS deflates a published message once for all its
+  // subscribers that negotiated permessage-deflate.
+  const compress = config.compression === 'shared';
   const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs });
   const upgrade = createUpgradeHandler({
     config,
@@ -100,11 +103,9 @@ export function createTransport(deps: TransportDeps): Transport {
     },
     message: (ws, message, isBinary) => conns.message(ws, message, isBinary),
     pong: (ws) => conns.pong(ws),
-    dropped: (ws) => {
-      metrics.dropped('slow_consumer', 1);
-      if (config.slowConsumerPolicy === 'close') conns.close(ws, CLOSE.SLOW_CONSUMER);
-    },
-    close: (ws, code) => conns.closed(ws, code),
+    dropped: (ws) => conns.dropped(ws),
+    drain: (ws) => conns.drain(ws),
+    close: (ws, code, message) => conns.closed(ws, code, Buffer.from(message).toString('utf8').slice(0, 123)),
   });
 
   // A plain GET on /ws (no upgrade headers: a proxy that strips them, or a typo).
@@ -185,7 +186,7 @@ export function createTransport(deps: TransportDeps): Transport {
   return {
     publish: (topic, frame) => {
       const n = app.numSubscribers(topic);
-      if (n > 0) app.publish(topic, frame, false);
+      if (n > 0) app.publish(topic, frame, false, compress);
       return n;
     },
     async listen() {

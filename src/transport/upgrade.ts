@@ -116,6 +116,8 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
         frameTokens: 200,
         frameRefillMs: now,
         strikes: 0,
+        slowSinceMs: 0,
+        droppedCount: 0,
       };
       st.done = true;
       metrics.handshake('accepted', 'ok');
