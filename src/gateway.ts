@@ -37,7 +37,10 @@ function chooseBroker(config: Config, log: Log, metrics: Metrics): Broker {
       onReconnect: () => metrics.brokerReconnect(),
       onPublishError: (reason) => metrics.brokerPublishError(reason),
       onProbe: (rtt) => metrics.brokerProbe(rtt),
-      onResubscribed: (count) => log.info({ channels: count }, 'broker subscriptions restored'),
+      onResubscribed: (count) => {
+        metrics.brokerGap();
+        log.warn({ channels: count }, 'broker subscriptions restored after a loss: messages published meanwhile were missed');
+      },
       onInvalidControl: () => metrics.frameRejected('invalid_control'),
     },
   });
@@ -79,6 +82,13 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     isDraining: () => draining,
   });
   late.transport = t;
+  metrics.observeSendBuffers(() => {
+    let maxBufferedBytes = 0;
+    hub.forEach((ws) => {
+      if (ws.getUserData().open) maxBufferedBytes = Math.max(maxBufferedBytes, ws.getBufferedAmount());
+    });
+    return { slow: hub.slowCount(), maxBufferedBytes };
+  });
 
   if (config.jwtAlgorithms.some((a) => a.startsWith('HS')) && config.jwtSecrets.length === 0 && !config.jwtAlgorithms.some((a) => !a.startsWith('HS'))) {
     log.warn({}, 'no JWT secrets configured (PUBGATE_JWT_SECRETS): every token will be rejected');

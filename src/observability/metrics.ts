@@ -27,6 +27,10 @@ export interface Metrics {
   brokerPublishError(reason: string): void;
   /** Samples the broker's confirmed channel count at each scrape. */
   observeBrokerChannels(count: () => number): void;
+  /** Samples slow consumers and the largest send buffer at each scrape. */
+  observeSendBuffers(sample: () => { slow: number; maxBufferedBytes: number }): void;
+  /** The broker resubscribed after losing its subscriptions: messages may have been missed. */
+  brokerGap(): void;
   brokerProbe(rttSec: number | undefined): void;
   tokenRefreshed(ok: boolean): void;
   render(): Promise<string>;
@@ -107,6 +111,30 @@ export function createMetrics(nodeId: string): Metrics {
     registers: [registry],
   });
   const probeLost = new Counter({ name: 'pubgate_broker_probe_lost_total', help: 'Self-probes that did not come back in time', registers: [registry] });
+  let sendBufferSource: () => { slow: number; maxBufferedBytes: number } = () => ({ slow: 0, maxBufferedBytes: 0 });
+  let lastSample = { slow: 0, maxBufferedBytes: 0 };
+  new Gauge({
+    name: 'pubgate_slow_consumers',
+    help: 'Connections currently over maxBackpressure (skipped by the fan-out)',
+    registers: [registry],
+    collect() {
+      lastSample = sendBufferSource();
+      this.set(lastSample.slow);
+    },
+  });
+  new Gauge({
+    name: 'pubgate_send_buffer_max_bytes',
+    help: 'Largest per-connection send buffer at scrape time',
+    registers: [registry],
+    collect() {
+      this.set(lastSample.maxBufferedBytes);
+    },
+  });
+  const brokerGaps = new Counter({
+    name: 'pubgate_broker_gaps_total',
+    help: 'Times the broker lost its subscriptions and resubscribed (messages published meanwhile were not received)',
+    registers: [registry],
+  });
   const refreshes = new Counter({ name: 'pubgate_token_refreshes_total', help: 'Token refresh frames by result', labelNames: ['result'], registers: [registry] });
 
   for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === 'connecting' ? 1 : 0);
@@ -148,6 +176,10 @@ export function createMetrics(nodeId: string): Metrics {
       if (rtt === undefined) probeLost.inc();
       else probeRtt.observe(rtt);
     },
+    observeSendBuffers: (sample) => {
+      sendBufferSource = sample;
+    },
+    brokerGap: () => brokerGaps.inc(),
     tokenRefreshed: (ok) => refreshes.inc({ result: ok ? 'ok' : 'rejected' }),
     render: () => registry.metrics(),
     contentType: registry.contentType,
