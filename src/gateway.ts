@@ -13,6 +13,7 @@ import type { Socket } from './hub/session.js';
 import type { Log } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { CLOSE } from './protocol/close-codes.js';
+import { matchesAny } from './protocol/channel.js';
 import { createTransport, type Transport } from './transport/server.js';
 
 export interface Gateway {
@@ -27,9 +28,11 @@ export interface GatewayOptions {
   readonly broker?: Broker;
 }
 
-function chooseBroker(config: Config, log: Log, metrics: Metrics): Broker {
-  if (config.redisUrl === undefined && config.redisCluster.length === 0) return createMemoryBroker();
+function chooseBroker(config: Config, log: Log, metrics: Metrics, onGap: () => void): Broker {
+  const history = config.historyChannels.length > 0 ? { size: config.historySize, ttlSec: config.historyTtl } : undefined;
+  if (config.redisUrl === undefined && config.redisCluster.length === 0) return createMemoryBroker(history ? { history } : {});
   return createRedisBroker({
+    ...(history ? { history } : {}),
     ...(config.redisUrl !== undefined ? { url: config.redisUrl } : { cluster: config.redisCluster }),
     nodeId: config.nodeId,
     log,
@@ -40,6 +43,7 @@ function chooseBroker(config: Config, log: Log, metrics: Metrics): Broker {
       onResubscribed: (count) => {
         metrics.brokerGap();
         log.warn({ channels: count }, 'broker subscriptions restored after a loss: messages published meanwhile were missed');
+        onGap();
       },
       onInvalidControl: () => metrics.frameRejected('invalid_control'),
     },
@@ -48,7 +52,10 @@ function chooseBroker(config: Config, log: Log, metrics: Metrics): Broker {
 
 export async function createGateway(config: Config, log: Log, opts: GatewayOptions = {}): Promise<Gateway> {
   const metrics = createMetrics(config.nodeId);
-  const broker = opts.broker ?? chooseBroker(config, log, metrics);
+  // After a broker gap, subscribers of history channels are closed with 1011:
+  // they reconnect and recover with `since`, so they miss nothing.
+  const late: { transport?: Transport; onGap: () => void } = { onGap: () => undefined };
+  const broker = opts.broker ?? chooseBroker(config, log, metrics, () => late.onGap());
   const verifier = await createVerifier(config);
   let draining = false;
   let brokerStatus: BrokerStatus = 'connecting';
@@ -56,13 +63,14 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   // The hub and the transport need each other: the hub fans out through the
   // transport's topics, the transport hands sockets to the hub.
   metrics.observeBrokerChannels(() => broker.subscribedCount());
-  const late: { transport?: Transport } = {};
   const hub = createHub({
     broker,
     topics: { publish: (topic, frame) => late.transport?.publish(topic, frame) ?? 0 },
     metrics,
     log,
-    closeForDisconnect: (ws: Socket) => late.transport?.closeSocket(ws, CLOSE.FORBIDDEN),
+    closeSocket: (ws: Socket, code) => late.transport?.closeSocket(ws, code),
+    isHistory: (channel) => config.historyChannels.length > 0 && matchesAny(config.historyChannels, channel),
+    maxRecoveryBuffer: Math.max(1000, config.historySize),
   });
   const api = createPublishApi({
     apiKeys: config.apiKeys,
@@ -82,6 +90,10 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     isDraining: () => draining,
   });
   late.transport = t;
+  late.onGap = () => {
+    const n = hub.closeHistorySubscribers();
+    if (n > 0) log.warn({ connections: n }, 'closed history-channel subscribers with 1011 after a broker gap: they recover with since');
+  };
   metrics.observeSendBuffers(() => {
     let maxBufferedBytes = 0;
     hub.forEach((ws) => {

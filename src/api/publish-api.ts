@@ -7,7 +7,6 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { GatewayError, HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
 import type { ApiEndpoint } from '../observability/metrics.js';
 import { isValidChannel } from '../protocol/channel.js';
-import { encodeMessage } from '../protocol/frames.js';
 import { arrayElements, objectMembers, type Span } from '../protocol/json-scan.js';
 import { createKeyedLimiter } from '../limits/rate.js';
 
@@ -32,8 +31,8 @@ export type Preflight =
   | { readonly ok: false; readonly endpoint: ApiEndpoint; readonly response: ApiResponse };
 
 export interface PublishSink {
-  /** Publishes a final frame text; rejects with GatewayError('unavailable') when the broker cannot. */
-  publish(channel: string, frame: string): Promise<void>;
+  /** Publishes raw JSON data; resolves with its offset on history channels; rejects with GatewayError('unavailable') when the broker cannot. */
+  publishData(channel: string, rawData: string): Promise<{ offset?: number }>;
   disconnectUser(user: string): Promise<void>;
 }
 
@@ -95,22 +94,22 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     }
   }
 
-  /** Validates one `{channel, data}` object and returns its frame. */
-  function messageFrame(v: unknown, text: string, span: Span, where: string): { channel: string; frame: string } {
+  /** Validates one `{channel, data}` object and returns its raw data text. */
+  function message(v: unknown, text: string, span: Span, where: string): { channel: string; data: string } {
     if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new GatewayError('bad_request', `${where} must be an object`);
     const o = v as Record<string, unknown>;
     if (!isValidChannel(o.channel)) throw new GatewayError('bad_request', `${where}.channel is not a valid channel name`);
     const dataSpan = objectMembers(text, span).get('data');
     if (!('data' in o) || !dataSpan) throw new GatewayError('bad_request', `${where}.data is required`);
-    return { channel: o.channel, frame: encodeMessage(o.channel, text.slice(dataSpan.start, dataSpan.end)) };
+    return { channel: o.channel, data: text.slice(dataSpan.start, dataSpan.end) };
   }
 
   async function publishOne(body: string): Promise<ApiResponse> {
     const v = parseBody(body);
-    const { channel, frame } = messageFrame(v, body, { start: 0, end: body.length }, 'body');
-    await opts.sink.publish(channel, frame);
+    const { channel, data } = message(v, body, { start: 0, end: body.length }, 'body');
+    const r = await opts.sink.publishData(channel, data);
     opts.published(1);
-    return { status: 200, body: JSON.stringify({ channel }) };
+    return { status: 200, body: JSON.stringify(r.offset === undefined ? { channel } : { channel, offset: r.offset }) };
   }
 
   async function publishBatch(body: string): Promise<ApiResponse> {
@@ -123,12 +122,13 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     const listSpan = objectMembers(body).get('messages');
     const spans = listSpan ? arrayElements(body, listSpan) : [];
     // Validate everything before publishing anything: a bad batch publishes nothing.
-    const frames = msgs.map((m, i) => messageFrame(m, body, spans[i] ?? { start: 0, end: 0 }, `messages[${i}]`));
+    const items = msgs.map((m, i) => message(m, body, spans[i] ?? { start: 0, end: 0 }, `messages[${i}]`));
     // Publish in order; stop at the first refusal so nothing after it is reported.
-    const results: { channel: string }[] = [];
-    for (const f of frames) {
+    const results: { channel: string; offset?: number }[] = [];
+    for (const f of items) {
+      let r: { offset?: number };
       try {
-        await opts.sink.publish(f.channel, f.frame);
+        r = await opts.sink.publishData(f.channel, f.data);
       } catch (e) {
         opts.published(results.length);
         if (results.length === 0) throw e;
@@ -140,7 +140,7 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
           headers: { 'Retry-After': String(err.retryAfterSec ?? 1) },
         };
       }
-      results.push({ channel: f.channel });
+      results.push(r.offset === undefined ? { channel: f.channel } : { channel: f.channel, offset: r.offset });
     }
     opts.published(results.length);
     return { status: 200, body: JSON.stringify({ results }) };

@@ -5,6 +5,8 @@
  *
  * Payloads are final frame texts: the broker moves strings and never parses them.
  */
+import type { History } from './history.js';
+
 export type BrokerStatus = 'connecting' | 'ready' | 'down';
 
 /** A node-to-node control message (e.g. /v1/disconnect on every node). */
@@ -21,6 +23,8 @@ export interface BrokerHandlers {
 
 export interface Broker {
   readonly kind: 'memory' | 'redis' | 'redis-cluster';
+  /** Message history (offsets, epochs, recovery), when the broker was created with history options. */
+  readonly history: History | undefined;
   readonly status: BrokerStatus;
   /** Connects; resolves once the first connection attempt settled (the broker may still be 'down'). */
   start(handlers: BrokerHandlers): Promise<void>;

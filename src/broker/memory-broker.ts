@@ -4,11 +4,22 @@
  */
 import { GatewayError } from '../errors.js';
 import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from './broker.js';
+import { createMemoryHistory, type HistoryOptions } from './history.js';
 
-export function createMemoryBroker(): Broker {
+export function createMemoryBroker(opts: { history?: HistoryOptions } = {}): Broker {
   let handlers: BrokerHandlers | undefined;
   let status: BrokerStatus = 'connecting';
   const channels = new Set<string>();
+  const publish = (channel: string, frame: string): Promise<void> => {
+    try {
+      const h = live();
+      if (channels.has(channel)) h.onMessage(channel, frame);
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
+  };
+  const history = opts.history ? createMemoryHistory(opts.history, publish) : undefined;
 
   function live(): BrokerHandlers {
     if (!handlers || status !== 'ready') throw new GatewayError('unavailable', 'broker is closed');
@@ -17,6 +28,7 @@ export function createMemoryBroker(): Broker {
 
   return {
     kind: 'memory',
+    history,
     get status() {
       return status;
     },
@@ -26,15 +38,7 @@ export function createMemoryBroker(): Broker {
       h.onStatus(status);
       return Promise.resolve();
     },
-    publish(channel, frame) {
-      try {
-        const h = live();
-        if (channels.has(channel)) h.onMessage(channel, frame);
-        return Promise.resolve();
-      } catch (e) {
-        return Promise.reject(e as Error);
-      }
-    },
+    publish,
     subscribe(channel) {
       if (status !== 'ready') return Promise.reject(new GatewayError('unavailable', 'broker is closed'));
       channels.add(channel);
@@ -56,6 +60,7 @@ export function createMemoryBroker(): Broker {
       return channels.size;
     },
     close() {
+      history?.stop();
       if (status !== 'down') {
         status = 'down';
         channels.clear();

@@ -32,6 +32,8 @@ import {
 } from './redis-conn.js';
 import { SelfProbe } from './redis-probe.js';
 import { StandalonePublisher, StandaloneRouter } from './redis-standalone.js';
+import type { HistoryOptions } from './history.js';
+import { createRedisHistory } from './redis-history.js';
 
 export type { PublishErrorReason } from './redis-conn.js';
 
@@ -67,6 +69,8 @@ export interface RedisBrokerOptions {
   /** TCP connect timeout; default 2000. */
   readonly connectTimeoutMs?: number;
   readonly events?: RedisBrokerEvents;
+  /** Keep history (offsets, epochs) for the channels the gateway asks about (standalone Redis only). */
+  readonly history?: HistoryOptions;
 }
 
 export function createRedisBroker(opts: RedisBrokerOptions): Broker {
@@ -194,7 +198,12 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
 
   // ---- outgoing -----------------------------------------------------------
 
-  function send(redisChannel: string, payload: string): Promise<void> {
+  /**
+   * Runs one publishing command with the broker's guarantees: refused at once
+   * unless ready (nothing is queued while Redis is away), settled within
+   * publishTimeoutMs, and every refusal counted with a bounded reason.
+   */
+  function guarded<T>(op: () => Promise<T>): Promise<T> {
     const fail = (reason: PublishErrorReason, message: string): GatewayError => {
       safely(() => ev.onPublishError?.(reason), 'onPublishError');
       return unavailable(message, publisher.retryAfterSec());
@@ -202,17 +211,17 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
     if (closed) return Promise.reject(fail('closed', 'broker is closed'));
     if (status !== 'ready') return Promise.reject(fail('not_ready', 'broker is not connected'));
     // No await before this call: publishes leave in call order.
-    const sent = publisher.publish(redisChannel, payload);
-    return new Promise<void>((resolve, reject) => {
+    const sent = op();
+    return new Promise<T>((resolve, reject) => {
       let done = false;
       const timer = setTimeout(() => {
         done = true;
         reject(fail('timeout', 'broker did not accept the publish in time'));
       }, publishTimeoutMs);
       sent.then(
-        () => {
+        (v) => {
           clearTimeout(timer);
-          if (!done) resolve();
+          if (!done) resolve(v);
           done = true;
         },
         (e: unknown) => {
@@ -225,8 +234,17 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
     });
   }
 
+  function send(redisChannel: string, payload: string): Promise<void> {
+    return guarded(() => publisher.publish(redisChannel, payload));
+  }
+
+  const history = opts.history
+    ? createRedisHistory({ ...opts.history, prefix, run: (lua, keys, args) => guarded(() => publisher.script(lua, keys, args)) })
+    : undefined;
+
   return {
     kind: clusterMode ? 'redis-cluster' : 'redis',
+    history,
     get status() {
       return status;
     },

@@ -69,6 +69,8 @@ export interface Publisher {
   /** Seconds a client should wait before retrying while this side is down. */
   retryAfterSec(): number;
   publish(redisChannel: string, payload: string): Promise<void>;
+  /** Runs a Lua script (EVAL) on the publishing connection. */
+  script(lua: string, keys: readonly string[], args: readonly string[]): Promise<unknown>;
   start(): void;
   close(): Promise<void>;
 }

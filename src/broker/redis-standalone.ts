@@ -56,6 +56,10 @@ export class StandalonePublisher implements Publisher {
     return this.redis.publish(redisChannel, payload).then(() => undefined);
   }
 
+  script(lua: string, keys: readonly string[], args: readonly string[]): Promise<unknown> {
+    return this.redis.eval(lua, keys.length, ...keys, ...args);
+  }
+
   start(): void {
     this.redis.connect().catch((err: unknown) => {
       this.log.debug({ conn: 'publisher', err: errorText(err) }, 'redis publisher connect attempt failed');

@@ -7,7 +7,10 @@
  * broker's confirmation, so nothing published after the reply is missed.
  */
 import type { Broker, BrokerStatus, ControlMessage } from '../broker/broker.js';
+import { frameOffset, type HistoryPosition } from '../broker/history.js';
 import { GatewayError } from '../errors.js';
+import type { SinceOffset } from '../protocol/frames.js';
+import { encodeMessage } from '../protocol/frames.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Session, Socket } from './session.js';
@@ -32,6 +35,20 @@ export interface Hub {
   unsubscribe(ws: Socket, channel: string): void;
   /** Publishes a final frame text through the broker. */
   publish(channel: string, frame: string): Promise<void>;
+  /** Publishes raw JSON `data`: through history on history channels (resolving its offset), else as a plain frame. */
+  publishData(channel: string, rawData: string): Promise<{ offset?: number }>;
+  /** Whether a channel keeps history. */
+  isHistory(channel: string): boolean;
+  /** A history channel's current position. */
+  position(channel: string): Promise<HistoryPosition>;
+  /**
+   * Subscribes to a history channel and replays what came after `since`, then
+   * goes live with no gap and no duplicate. `recovered` is false when the
+   * epoch differs or the history no longer reaches back to `since`.
+   */
+  recover(ws: Socket, channel: string, since: SinceOffset): Promise<{ recovered: boolean; position: HistoryPosition; replayed: number }>;
+  /** Closes every connection subscribed to a history channel (after the broker lost messages). */
+  closeHistorySubscribers(): number;
   /** Closes every connection of a user on every node (through the broker's control channel). */
   disconnectUser(user: string): Promise<void>;
   readonly size: number;
@@ -55,8 +72,12 @@ export interface HubDeps {
   readonly topics: TopicPublisher;
   readonly metrics: Metrics;
   readonly log: Log;
-  /** Called for each local socket of a user named by a disconnect control message. */
-  readonly closeForDisconnect: (ws: Socket) => void;
+  /** Closes a socket with a catalog code (4501 for disconnects, 1011 after a broker gap, 4008). */
+  readonly closeSocket: (ws: Socket, code: 1011 | 4008 | 4501) => void;
+  /** Whether a channel keeps history (matches historyChannels). */
+  readonly isHistory: (channel: string) => boolean;
+  /** Live frames held back per recovering socket, at most. */
+  readonly maxRecoveryBuffer: number;
   readonly onBrokerStatus?: (status: BrokerStatus) => void;
 }
 
@@ -74,6 +95,20 @@ export function createHub(deps: HubDeps): HubWithBroker {
   /** Channel → slow sockets subscribed to it that the transport no longer feeds. */
   const slowByChannel = new Map<string, Set<Socket>>();
   const slow = new Set<Socket>();
+  /** Channel → sockets recovering it: live frames are held back for them until their replay went out. */
+  const recovering = new Map<string, Map<Socket, { frames: string[]; overflow: boolean }>>();
+
+  function stopRecovering(ws: Socket, channel: string): void {
+    const m = recovering.get(channel);
+    if (!m) return;
+    m.delete(ws);
+    if (m.size === 0) recovering.delete(channel);
+  }
+
+  function history() {
+    if (!broker.history) throw new GatewayError('internal', 'history channels need a broker with history');
+    return broker.history;
+  }
 
   function unmarkChannel(ws: Socket, channel: string): void {
     const set = slowByChannel.get(channel);
@@ -111,6 +146,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
   function drop(ws: Socket, s: Session, channel: string): void {
     if (!s.channels.delete(channel)) return;
     unmarkChannel(ws, channel);
+    stopRecovering(ws, channel);
     if (s.open) ws.unsubscribe(channel);
     metrics.subscriptionsChanged(-1);
     release(channel);
@@ -137,6 +173,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       }
       for (const ch of s.channels) {
         unmarkChannel(ws, ch);
+        stopRecovering(ws, ch);
         metrics.subscriptionsChanged(-1);
         release(ch);
       }
@@ -173,10 +210,88 @@ export function createHub(deps: HubDeps): HubWithBroker {
     publish(channel, frame) {
       return broker.publish(channel, frame);
     },
+    isHistory: deps.isHistory,
+    async publishData(channel, rawData) {
+      if (!deps.isHistory(channel)) {
+        await broker.publish(channel, encodeMessage(channel, rawData));
+        return {};
+      }
+      try {
+        const pos = await history().publish(channel, rawData);
+        return { offset: pos.offset };
+      } catch (e) {
+        metrics.historyAppendError();
+        throw e;
+      }
+    },
+    position(channel) {
+      return history().position(channel);
+    },
+    async recover(ws, channel, since) {
+      const s = ws.getUserData();
+      // Live first, but held back: frames for this socket are kept aside
+      // (deliver) until the replay went out, then sent after it, deduplicated.
+      const held = { frames: [] as string[], overflow: false };
+      let m = recovering.get(channel);
+      if (!m) recovering.set(channel, (m = new Map()));
+      m.set(ws, held);
+      s.channels.add(channel);
+      metrics.subscriptionsChanged(1);
+      const st = acquire(channel);
+      try {
+        await st.ready;
+        const r = await history().since(channel, since.offset);
+        if (!s.open || !s.channels.has(channel)) return { recovered: false, position: r.position, replayed: 0 };
+        if (held.overflow) throw new GatewayError('unavailable', 'too many live messages arrived during the recovery; subscribe again');
+        const recovered = r.frames !== undefined && r.position.epoch === since.epoch;
+        const replay = recovered ? (r.frames ?? []) : [];
+        let last = recovered ? since.offset : r.position.offset;
+        for (const f of replay) {
+          ws.send(f, false);
+          last = frameOffset(f);
+        }
+        for (const f of held.frames) {
+          const o = frameOffset(f);
+          if (o > last) {
+            ws.send(f, false);
+            last = o;
+          }
+        }
+        stopRecovering(ws, channel);
+        if (!slow.has(ws)) ws.subscribe(channel);
+        return { recovered, position: { offset: Math.max(last, r.position.offset), epoch: r.position.epoch }, replayed: replay.length };
+      } catch (e) {
+        stopRecovering(ws, channel);
+        drop(ws, s, channel);
+        throw e instanceof GatewayError ? e : new GatewayError('unavailable', 'history is not available');
+      }
+    },
+    closeHistorySubscribers() {
+      let n = 0;
+      for (const ws of [...sessions]) {
+        const s = ws.getUserData();
+        if (!s.open) continue;
+        for (const ch of s.channels) {
+          if (deps.isHistory(ch)) {
+            deps.closeSocket(ws, 1011);
+            n++;
+            break;
+          }
+        }
+      }
+      return n;
+    },
     disconnectUser(user) {
       return broker.publishControl({ kind: 'disconnect', user });
     },
     deliver(channel, frame) {
+      const held = recovering.get(channel);
+      if (held) {
+        for (const r of held.values()) {
+          if (r.frames.length < deps.maxRecoveryBuffer) r.frames.push(frame);
+          else r.overflow = true;
+        }
+      }
       const skipped = slowByChannel.get(channel);
       if (skipped) {
         metrics.dropped('slow_consumer', skipped.size);
@@ -203,6 +318,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       if (!slow.delete(ws) || !s.open) return;
       for (const ch of s.channels) {
         unmarkChannel(ws, ch);
+        stopRecovering(ws, ch);
         ws.subscribe(ch);
       }
     },
@@ -213,7 +329,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       if (msg.kind === 'disconnect') {
         const set = byUser.get(msg.user);
         if (!set) return;
-        for (const ws of [...set]) deps.closeForDisconnect(ws);
+        for (const ws of [...set]) deps.closeSocket(ws, 4501);
       }
     },
     get size() {

@@ -31,6 +31,10 @@ export interface Metrics {
   observeSendBuffers(sample: () => { slow: number; maxBufferedBytes: number }): void;
   /** The broker resubscribed after losing its subscriptions: messages may have been missed. */
   brokerGap(): void;
+  /** A subscribe with `since`: recovered (true), not recovered (false) or failed (undefined); messages replayed. */
+  recovery(recovered: boolean | undefined, replayed: number): void;
+  /** A publish to a history channel failed (not appended, not published). */
+  historyAppendError(): void;
   brokerProbe(rttSec: number | undefined): void;
   tokenRefreshed(ok: boolean): void;
   render(): Promise<string>;
@@ -135,6 +139,15 @@ export function createMetrics(nodeId: string): Metrics {
     help: 'Times the broker lost its subscriptions and resubscribed (messages published meanwhile were not received)',
     registers: [registry],
   });
+  const recoveries = new Counter({
+    name: 'pubgate_recoveries_total',
+    help: 'Subscribes with since, by result (recovered, not_recovered, failed)',
+    labelNames: ['result'],
+    registers: [registry],
+  });
+  const replayed = new Counter({ name: 'pubgate_recovery_replayed_messages_total', help: 'Messages replayed to recovering subscribers', registers: [registry] });
+  const historyErrors = new Counter({ name: 'pubgate_history_append_errors_total', help: 'Publishes to history channels that were not appended', registers: [registry] });
+  for (const result of ['recovered', 'not_recovered', 'failed']) recoveries.inc({ result }, 0);
   const refreshes = new Counter({ name: 'pubgate_token_refreshes_total', help: 'Token refresh frames by result', labelNames: ['result'], registers: [registry] });
 
   for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === 'connecting' ? 1 : 0);
@@ -180,6 +193,11 @@ export function createMetrics(nodeId: string): Metrics {
       sendBufferSource = sample;
     },
     brokerGap: () => brokerGaps.inc(),
+    recovery: (ok, n) => {
+      recoveries.inc({ result: ok === undefined ? 'failed' : ok ? 'recovered' : 'not_recovered' });
+      if (n > 0) replayed.inc(n);
+    },
+    historyAppendError: () => historyErrors.inc(),
     tokenRefreshed: (ok) => refreshes.inc({ result: ok ? 'ok' : 'rejected' }),
     render: () => registry.metrics(),
     contentType: registry.contentType,

@@ -11,7 +11,7 @@ import type { Session, Socket } from '../hub/session.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { CLOSE, CLOSE_REASON, type CloseCode } from '../protocol/close-codes.js';
-import { encodeErrorReply, encodeMessage, encodeReply, parseClientFrame, type ClientFrame } from '../protocol/frames.js';
+import { encodeErrorReply, encodeReply, parseClientFrame, type ClientFrame } from '../protocol/frames.js';
 import { take } from '../limits/rate.js';
 import { createExpiryWheel } from './expiry.js';
 
@@ -121,9 +121,22 @@ export function createConnections(deps: ConnectionDeps): Connections {
       return replyError(ws, s, f.id, 'limit_exceeded', `at most ${config.maxSubscriptions} subscriptions per connection`);
     }
     try {
-      await hub.subscribe(ws, f.channel);
-      send(ws, s, encodeReply(f.id));
+      if (!hub.isHistory(f.channel)) {
+        await hub.subscribe(ws, f.channel);
+        send(ws, s, encodeReply(f.id));
+      } else if (f.since === undefined || s.channels.has(f.channel)) {
+        // The position is read after the subscription is live: a client that
+        // recovers from it later misses nothing.
+        await hub.subscribe(ws, f.channel);
+        const pos = await hub.position(f.channel);
+        send(ws, s, encodeReply(f.id, { offset: pos.offset, epoch: pos.epoch }));
+      } else {
+        const r = await hub.recover(ws, f.channel, f.since);
+        metrics.recovery(r.recovered, r.replayed);
+        send(ws, s, encodeReply(f.id, { recovered: r.recovered, offset: r.position.offset, epoch: r.position.epoch }));
+      }
     } catch (e) {
+      if (f.since !== undefined) metrics.recovery(undefined, 0);
       fail(ws, s, f.id, e, 'subscribe');
     }
   }
@@ -131,9 +144,9 @@ export function createConnections(deps: ConnectionDeps): Connections {
   async function publish(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'publish' }>): Promise<void> {
     if (!s.canPublish(f.channel)) return replyError(ws, s, f.id, 'forbidden', `not allowed to publish to ${f.channel}`);
     try {
-      await hub.publish(f.channel, encodeMessage(f.channel, f.data));
+      const r = await hub.publishData(f.channel, f.data);
       metrics.published(1);
-      send(ws, s, encodeReply(f.id));
+      send(ws, s, encodeReply(f.id, r.offset !== undefined ? { offset: r.offset } : undefined));
     } catch (e) {
       fail(ws, s, f.id, e, 'publish');
     }

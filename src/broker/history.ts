@@ -1,0 +1,121 @@
+/**
+ * Message history for channels matching `historyChannels`: every publish gets
+ * the next offset of its channel and is kept (the last `size` messages, for
+ * `ttlSec` after the channel's last publish), and the channel has an epoch
+ * that changes whenever its history is lost. The append and the fan-out happen
+ * in one step, so offsets are gap-free in the order subscribers see them.
+ */
+import { randomBytes } from 'node:crypto';
+import { GatewayError } from '../errors.js';
+import { encodeMessage } from '../protocol/frames.js';
+
+export interface HistoryPosition {
+  /** Offset of the channel's last message; 0 when it has none. */
+  readonly offset: number;
+  readonly epoch: string;
+}
+
+export interface HistorySince {
+  readonly position: HistoryPosition;
+  /** The frames after the asked offset, in order; undefined when history no longer reaches back that far. */
+  readonly frames: readonly string[] | undefined;
+}
+
+export interface History {
+  /** Appends a message (raw JSON `data`) and publishes its frame to every node; resolves with its position. */
+  publish(channel: string, rawData: string): Promise<HistoryPosition>;
+  /** The channel's current position (an epoch is created when it has none). */
+  position(channel: string): Promise<HistoryPosition>;
+  /** The channel's frames after `offset` (at most `size` of them), and its current position. */
+  since(channel: string, offset: number): Promise<HistorySince>;
+}
+
+export interface HistoryOptions {
+  readonly size: number;
+  readonly ttlSec: number;
+}
+
+/** A new epoch: short, random, JSON-safe. */
+export function newEpoch(): string {
+  return randomBytes(6).toString('base64url');
+}
+
+/** The offset in a history `message` frame (frames are built by encodeMessage, so the field is at a known place). */
+export function frameOffset(frame: string): number {
+  const at = frame.indexOf('"offset":');
+  if (at < 0) return 0;
+  return parseInt(frame.slice(at + 9, at + 30), 10);
+}
+
+interface ChannelLog {
+  epoch: string;
+  offset: number;
+  frames: string[]; // ring: the last `size` frames, oldest first
+  expiresAtMs: number;
+}
+
+/**
+ * The embedded broker's history, in memory: same semantics as Redis, for one
+ * node. Bounded: `size` frames per channel, and channels expire `ttlSec` after
+ * their last publish (swept lazily and on a timer).
+ */
+export function createMemoryHistory(
+  opts: HistoryOptions,
+  deliver: (channel: string, frame: string) => Promise<void>,
+  nowMs: () => number = Date.now,
+): History & { stop(): void } {
+  const logs = new Map<string, ChannelLog>();
+  const ttlMs = opts.ttlSec * 1000;
+
+  function get(channel: string): ChannelLog {
+    const now = nowMs();
+    let log = logs.get(channel);
+    if (log && log.expiresAtMs <= now) {
+      logs.delete(channel);
+      log = undefined;
+    }
+    if (!log) {
+      log = { epoch: newEpoch(), offset: 0, frames: [], expiresAtMs: now + ttlMs };
+      logs.set(channel, log);
+    }
+    return log;
+  }
+
+  const sweep = setInterval(() => {
+    const now = nowMs();
+    for (const [ch, log] of logs) if (log.expiresAtMs <= now) logs.delete(ch);
+  }, Math.min(ttlMs, 60_000));
+  sweep.unref();
+
+  return {
+    async publish(channel, rawData) {
+      const log = get(channel);
+      // Offset and append happen before any await, so concurrent publishes
+      // get consecutive offsets in the order they are delivered.
+      const offset = ++log.offset;
+      const frame = encodeMessage(channel, rawData, offset, log.epoch);
+      log.frames.push(frame);
+      if (log.frames.length > opts.size) log.frames.shift();
+      log.expiresAtMs = nowMs() + ttlMs;
+      await deliver(channel, frame);
+      return { offset, epoch: log.epoch };
+    },
+    position(channel) {
+      const log = get(channel);
+      return Promise.resolve({ offset: log.offset, epoch: log.epoch });
+    },
+    since(channel, offset) {
+      const log = get(channel);
+      const position = { offset: log.offset, epoch: log.epoch };
+      if (offset >= log.offset) return Promise.resolve({ position, frames: offset === log.offset ? [] : undefined });
+      const first = log.offset - log.frames.length + 1;
+      if (offset + 1 < first) return Promise.resolve({ position, frames: undefined });
+      return Promise.resolve({ position, frames: log.frames.slice(offset + 1 - first) });
+    },
+    stop: () => clearInterval(sweep),
+  };
+}
+
+export function historyUnavailable(message: string): GatewayError {
+  return new GatewayError('unavailable', message, 1);
+}

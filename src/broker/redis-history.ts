@@ -1,0 +1,92 @@
+/**
+ * History in Redis: per channel an offset counter, an epoch and a stream of
+ * the last `size` frames, all expiring `ttlSec` after the last publish. One Lua
+ * script appends and PUBLISHes, so offsets are gap-free in delivery order and a
+ * message is never in history without having been published (or the reverse).
+ *
+ * The epoch changes whenever the history is lost: when the keys expired, were
+ * flushed, or Redis restarted without its data, the next publish (or position
+ * read) finds no epoch and starts a new one, with offsets from 1. A Redis that
+ * restarts with its data keeps the epoch.
+ */
+import { encodeMessage } from '../protocol/frames.js';
+import { newEpoch, type History, type HistoryOptions, type HistoryPosition } from './history.js';
+
+/** Runs a Lua script on the publishing connection, through the broker's readiness and timeout guard. */
+export type ScriptRunner = (lua: string, keys: readonly string[], args: readonly string[]) => Promise<unknown>;
+
+// KEYS: offset, epoch, stream. Creates the epoch when missing (and clears
+// anything left of an older one). Returns the epoch.
+const ENSURE_EPOCH = `
+local function ensure_epoch(candidate, ttl)
+  local epoch = redis.call('GET', KEYS[2])
+  if not epoch then
+    epoch = candidate
+    redis.call('DEL', KEYS[1], KEYS[3])
+    redis.call('SET', KEYS[2], epoch, 'EX', ttl)
+  end
+  return epoch
+end
+`;
+
+// ARGV: redis channel, frame head ('{"type":"message","channel":"x"'), data, epoch candidate, size, ttl
+const PUBLISH = `${ENSURE_EPOCH}
+local epoch = ensure_epoch(ARGV[4], ARGV[6])
+local offset = redis.call('INCR', KEYS[1])
+local frame = ARGV[2] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '","data":' .. ARGV[3] .. '}'
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[5], offset .. '-0', 'f', frame)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+redis.call('PUBLISH', ARGV[1], frame)
+return {offset, epoch}
+`;
+
+// ARGV: epoch candidate, ttl
+const POSITION = `${ENSURE_EPOCH}
+local epoch = ensure_epoch(ARGV[1], ARGV[2])
+local offset = tonumber(redis.call('GET', KEYS[1]) or '0')
+return {offset, epoch}
+`;
+
+// ARGV: epoch candidate, ttl, since offset. Returns {offset, epoch, complete(0/1), frames...}.
+const SINCE = `${ENSURE_EPOCH}
+local epoch = ensure_epoch(ARGV[1], ARGV[2])
+local offset = tonumber(redis.call('GET', KEYS[1]) or '0')
+local since = tonumber(ARGV[3])
+if since == offset then return {offset, epoch, 1} end
+if since > offset then return {offset, epoch, 0} end
+local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+if #first == 0 or tonumber(string.match(first[1][1], '^(%d+)')) > since + 1 then return {offset, epoch, 0} end
+local out = {offset, epoch, 1}
+local entries = redis.call('XRANGE', KEYS[3], (since + 1) .. '-0', '+')
+for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
+return out
+`;
+
+export function createRedisHistory(opts: HistoryOptions & { prefix: string; run: ScriptRunner }): History {
+  const keys = (channel: string): string[] => [`${opts.prefix}o:${channel}`, `${opts.prefix}e:${channel}`, `${opts.prefix}h:${channel}`];
+  const ttl = String(opts.ttlSec);
+
+  function position(reply: unknown): HistoryPosition {
+    const r = reply as [number | string, string];
+    return { offset: Number(r[0]), epoch: String(r[1]) };
+  }
+
+  return {
+    async publish(channel, rawData) {
+      // The frame head is built here once, so the script only appends offset, epoch and data.
+      const head = encodeMessage(channel, '').slice(0, -',"data":}'.length);
+      const reply = await opts.run(PUBLISH, keys(channel), [`${opts.prefix}ch:${channel}`, head, rawData, newEpoch(), String(opts.size), ttl]);
+      return position(reply);
+    },
+    async position(channel) {
+      return position(await opts.run(POSITION, keys(channel), [newEpoch(), ttl]));
+    },
+    async since(channel, offset) {
+      const r = (await opts.run(SINCE, keys(channel), [newEpoch(), ttl, String(offset)])) as unknown[];
+      const complete = Number(r[2]) === 1;
+      return { position: position(r), frames: complete ? (r.slice(3) as string[]) : undefined };
+    },
+  };
+}
