@@ -35,6 +35,20 @@ export interface UpgradeDeps {
 const NONE = (): boolean => false;
 const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
 
+/**
+ * Every X-Forwarded-For line, joined in order: uWS's getHeader returns only the
+ * first, and a proxy that adds its own line after a client's forged one would
+ * otherwise let the client choose its address (RFC 9110 §5.3: repeated lines
+ * are one comma-separated list).
+ */
+function forwardedFor(req: HttpRequest): string {
+  let out = '';
+  req.forEach((k, v) => {
+    if (k === 'x-forwarded-for') out = out === '' ? v : `${out},${v}`;
+  });
+  return out;
+}
+
 /** Whether a comma-separated header value (`Connection`, `Upgrade`) lists `token`, case-insensitively. */
 function listsToken(header: string, token: string): boolean {
   return header.split(',').some((t) => t.trim().toLowerCase() === token);
@@ -43,7 +57,8 @@ function listsToken(header: string, token: string): boolean {
 export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req: HttpRequest, context: Context) => void {
   const { config, verifier, metrics, log, nowMs } = deps;
   const originAllowed = compileOrigins(config.allowedOrigins, config.requireOrigin);
-  const ipLimiter = createKeyedLimiter(config.ipHandshakeRate, config.ipHandshakeRate * 2);
+  // Burst twice the rate, and never below one whole token (else rates under 0.5 would refuse everyone).
+  const ipLimiter = createKeyedLimiter(config.ipHandshakeRate, Math.max(1, config.ipHandshakeRate * 2));
   const anonymousChannels = (ch: string): boolean => matchesAny(config.anonymousChannels, ch);
   let seq = 0;
   const connPrefix = randomBytes(3).toString('hex');
@@ -59,7 +74,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
     const upgradeHeader = req.getHeader('upgrade');
     const connectionHeader = req.getHeader('connection');
     const query = req.getQuery() ?? '';
-    const ip = deps.clientIp(Buffer.from(res.getRemoteAddressAsText()).toString(), req.getHeader('x-forwarded-for'));
+    const ip = deps.clientIp(Buffer.from(res.getRemoteAddressAsText()).toString(), forwardedFor(req));
     const st = watch(res);
     /** True while this handler runs; false once the verification went asynchronous. */
     let sync = true;
