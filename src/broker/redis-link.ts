@@ -36,6 +36,13 @@ export class SubLink {
   /** Channels this connection must hold (user and pinned). */
   readonly wanted = new Set<string>();
   private readonly confirmedSet = new Set<string>();
+  /**
+   * Channels that must be confirmed for the link to be live: pinned ones, and
+   * every channel Redis confirmed once (which a reconnect must restore). A
+   * first subscribe still in flight is not in it, so new channels do not make
+   * a healthy node look down. Always a superset of confirmedSet.
+   */
+  private readonly established = new Set<string>();
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly redis: Redis;
   private epoch = 0;
@@ -60,7 +67,7 @@ export class SubLink {
   }
 
   live(): boolean {
-    return this.connected() && this.confirmedSet.size === this.wanted.size;
+    return this.connected() && this.confirmedSet.size === this.established.size;
   }
 
   isConfirmed(ch: string): boolean {
@@ -85,6 +92,7 @@ export class SubLink {
   /** Keep a channel subscribed from now on, across reconnects. */
   pin(ch: string): void {
     this.wanted.add(ch);
+    this.established.add(ch);
     if (this.connected() && !this.confirmedSet.has(ch) && !this.inflight.has(ch)) {
       this.send([ch]).catch((err: unknown) => {
         this.o.log.debug({ link: this.o.name, err: errorText(err) }, 'redis subscribe of an internal channel failed');
@@ -96,6 +104,7 @@ export class SubLink {
   remove(ch: string): Promise<void> {
     this.wanted.delete(ch);
     this.confirmedSet.delete(ch);
+    this.established.delete(ch);
     this.inflight.delete(ch);
     this.o.events.change();
     if (!this.connected()) return Promise.resolve();
@@ -131,7 +140,10 @@ export class SubLink {
         if (epoch !== this.epoch) throw unavailable('broker subscriber connection dropped');
         for (const ch of chs) {
           if (this.inflight.get(ch) === p) this.inflight.delete(ch);
-          if (this.wanted.has(ch)) this.confirmedSet.add(ch);
+          if (this.wanted.has(ch)) {
+            this.confirmedSet.add(ch);
+            this.established.add(ch);
+          }
         }
         this.o.events.change();
       },

@@ -181,6 +181,9 @@ export function createHub(deps: HubDeps): HubWithBroker {
       slow.delete(ws);
     },
     async subscribe(ws, channel) {
+      // While the broker is not live no subscription can be confirmed, even to
+      // a channel another local client already holds.
+      if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
       const s = ws.getUserData();
       if (s.channels.has(channel)) {
         // Already subscribed (or a subscribe is in flight): wait for the same confirmation.
@@ -228,6 +231,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       return history().position(channel);
     },
     async recover(ws, channel, since) {
+      if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
       const s = ws.getUserData();
       // Live first, but held back: frames for this socket are kept aside
       // (deliver) until the replay went out, then sent after it, deduplicated.
