@@ -37,13 +37,18 @@ function chooseBroker(config: Config, log: Log, metrics: Metrics, onGap: () => v
     nodeId: config.nodeId,
     log,
     events: {
-      onReconnect: () => metrics.brokerReconnect(),
+      onReconnect: (conn) => {
+        metrics.brokerReconnect();
+        // A new subscriber connection has lost whatever was published while the
+        // old one was gone. History subscribers are closed now, before it
+        // subscribes again, so no message after the gap reaches them first.
+        if (conn === 'subscriber') onGap();
+      },
       onPublishError: (reason) => metrics.brokerPublishError(reason),
       onProbe: (rtt) => metrics.brokerProbe(rtt),
       onResubscribed: (count) => {
         metrics.brokerGap();
         log.warn({ channels: count }, 'broker subscriptions restored after a loss: messages published meanwhile were missed');
-        onGap();
       },
       onInvalidControl: () => metrics.frameRejected('invalid_control'),
     },

@@ -87,6 +87,18 @@ export interface HubWithBroker extends Hub {
   control(msg: ControlMessage): void;
 }
 
+/**
+ * A socket recovering a history channel. While `replaying`, live frames are
+ * held back in `frames`; afterwards it catches up frame by frame (offsets
+ * above `last`) until live delivery reached its replay, then joins the topic.
+ */
+interface Recovering {
+  frames: string[];
+  overflow: boolean;
+  replaying: boolean;
+  last: number;
+}
+
 export function createHub(deps: HubDeps): HubWithBroker {
   const { broker, topics, metrics, log } = deps;
   const sessions = new Set<Socket>();
@@ -96,7 +108,15 @@ export function createHub(deps: HubDeps): HubWithBroker {
   const slowByChannel = new Map<string, Set<Socket>>();
   const slow = new Set<Socket>();
   /** Channel → sockets recovering it: live frames are held back for them until their replay went out. */
-  const recovering = new Map<string, Map<Socket, { frames: string[]; overflow: boolean }>>();
+  const recovering = new Map<string, Map<Socket, Recovering>>();
+  /**
+   * History channel → highest offset this node has delivered live. A recovery
+   * reads history on the publishing connection, which can be ahead of what the
+   * subscriber connection delivered; a recovered socket joins the fan-out only
+   * once live delivery has caught up with its replay (else it would get
+   * messages twice).
+   */
+  const lastLive = new Map<string, number>();
 
   function stopRecovering(ws: Socket, channel: string): void {
     const m = recovering.get(channel);
@@ -139,6 +159,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
     st.count--;
     if (st.count > 0) return;
     channels.delete(channel);
+    lastLive.delete(channel);
     metrics.channelsChanged(-1);
     broker.unsubscribe(channel).catch((e: unknown) => log.warn({ err: e, channel }, 'broker unsubscribe failed'));
   }
@@ -235,7 +256,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const s = ws.getUserData();
       // Live first, but held back: frames for this socket are kept aside
       // (deliver) until the replay went out, then sent after it, deduplicated.
-      const held = { frames: [] as string[], overflow: false };
+      const held: Recovering = { frames: [], overflow: false, replaying: true, last: 0 };
       let m = recovering.get(channel);
       if (!m) recovering.set(channel, (m = new Map()));
       m.set(ws, held);
@@ -261,8 +282,15 @@ export function createHub(deps: HubDeps): HubWithBroker {
             last = o;
           }
         }
-        stopRecovering(ws, channel);
-        if (!slow.has(ws)) ws.subscribe(channel);
+        held.frames = [];
+        held.replaying = false;
+        held.last = last;
+        // Join the fan-out now if live delivery already passed the replay;
+        // otherwise deliver() hands it the next frames one by one and joins it then.
+        if ((lastLive.get(channel) ?? 0) >= last) {
+          stopRecovering(ws, channel);
+          if (!slow.has(ws)) ws.subscribe(channel);
+        }
         return { recovered, position: { offset: Math.max(last, r.position.offset), epoch: r.position.epoch }, replayed: replay.length };
       } catch (e) {
         stopRecovering(ws, channel);
@@ -271,6 +299,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       }
     },
     closeHistorySubscribers() {
+      lastLive.clear();
       let n = 0;
       for (const ws of [...sessions]) {
         const s = ws.getUserData();
@@ -290,10 +319,23 @@ export function createHub(deps: HubDeps): HubWithBroker {
     },
     deliver(channel, frame) {
       const held = recovering.get(channel);
-      if (held) {
-        for (const r of held.values()) {
-          if (r.frames.length < deps.maxRecoveryBuffer) r.frames.push(frame);
-          else r.overflow = true;
+      let joining: Socket[] | undefined;
+      if (held || deps.isHistory(channel)) {
+        const o = frameOffset(frame);
+        if (o > 0) lastLive.set(channel, o);
+        if (held) {
+          for (const [ws, r] of held) {
+            if (r.replaying) {
+              if (r.frames.length < deps.maxRecoveryBuffer) r.frames.push(frame);
+              else r.overflow = true;
+            } else if (o > r.last) {
+              // Catching up after its replay: this frame is new to it, and from
+              // here on live delivery is past its replay: it joins the topic
+              // after this frame went out to the others.
+              (joining ??= []).push(ws);
+              ws.send(frame, false);
+            }
+          }
         }
       }
       const skipped = slowByChannel.get(channel);
@@ -302,6 +344,12 @@ export function createHub(deps: HubDeps): HubWithBroker {
         for (const ws of skipped) ws.getUserData().droppedCount++;
       }
       metrics.delivered(topics.publish(channel, frame));
+      if (joining) {
+        for (const ws of joining) {
+          stopRecovering(ws, channel);
+          if (ws.getUserData().open && !slow.has(ws)) ws.subscribe(channel);
+        }
+      }
     },
     markSlow(ws) {
       if (slow.has(ws)) return;
