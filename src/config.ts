@@ -6,7 +6,7 @@
  * the camelCase of `<NAME>` (`PUBGATE_JWT_CLOCK_TOLERANCE` ↔ `jwtClockTolerance`).
  * config/example.env lists every variable; a test keeps the two in sync.
  */
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseCidr, type Cidr } from './net/cidr.js';
 
@@ -348,6 +348,14 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
 function checkCombinations(c: Config, nodeEnv: string | undefined, problems: string[]): void {
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
     problems.push('PUBGATE_TLS_CERT: PUBGATE_TLS_CERT and PUBGATE_TLS_KEY must be set together');
+  }
+  for (const [name, file] of [['PUBGATE_TLS_CERT', c.tlsCert], ['PUBGATE_TLS_KEY', c.tlsKey]] as const) {
+    if (file === undefined) continue;
+    try {
+      accessSync(file, constants.R_OK);
+    } catch (e) {
+      problems.push(`${name}: cannot read ${file}: ${(e as Error).message}`);
+    }
   }
   if (c.redisUrl !== undefined && c.redisCluster.length > 0) {
     problems.push('PUBGATE_REDIS_CLUSTER: set either PUBGATE_REDIS_URL or PUBGATE_REDIS_CLUSTER, not both');

@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BrokerStatus } from '../broker/broker.js';
+import { CLOSE } from '../protocol/close-codes.js';
 
 export type HandshakeResult = 'accepted' | 'rejected';
 export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'other';
@@ -40,6 +41,16 @@ export interface Metrics {
   render(): Promise<string>;
   readonly contentType: string;
 }
+
+/**
+ * Close codes become label values only from a fixed set: the catalog, plus
+ * 1005 (no code) and 1006 (no close frame). Anything else a client sends is
+ * "other", so clients cannot grow the label set.
+ */
+function closeCodeLabel(code: number): string {
+  return KNOWN_CLOSE_CODES.has(code) ? String(code) : 'other';
+}
+const KNOWN_CLOSE_CODES: ReadonlySet<number> = new Set([...Object.values(CLOSE), 1005, 1006]);
 
 export function createMetrics(nodeId: string): Metrics {
   const registry = new Registry();
@@ -159,7 +170,7 @@ export function createMetrics(nodeId: string): Metrics {
     connectionOpened: () => connections.inc(),
     connectionClosed: (code) => {
       connections.dec();
-      disconnects.inc({ code: String(code) });
+      disconnects.inc({ code: closeCodeLabel(code) });
     },
     handshake: (result, reason) => handshakes.inc({ result, reason }),
     subscriptionsChanged: (d) => subscriptions.inc(d),

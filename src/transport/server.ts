@@ -55,11 +55,17 @@ export function uwsPayloadLimit(maxPayloadLength: number): number {
   return Math.max(maxPayloadLength * 4, maxPayloadLength + 64 * 1024);
 }
 
+function tlsApp(cert: string, key: string): TemplatedApp {
+  try {
+    return SSLApp({ cert_file_name: cert, key_file_name: key });
+  } catch {
+    throw new Error('PUBGATE_TLS_CERT / PUBGATE_TLS_KEY: the certificate or key cannot be loaded (not PEM, encrypted, or they do not match)');
+  }
+}
+
 export function createTransport(deps: TransportDeps): Transport {
   const { config, metrics, log, api } = deps;
-  const app: TemplatedApp = config.tlsCert && config.tlsKey
-    ? SSLApp({ cert_file_name: config.tlsCert, key_file_name: config.tlsKey })
-    : App();
+  const app: TemplatedApp = config.tlsCert && config.tlsKey ? tlsApp(config.tlsCert, config.tlsKey) : App();
   const admin: TemplatedApp = App();
   let publicListener: us_listen_socket | undefined;
   let adminListener: us_listen_socket | undefined;

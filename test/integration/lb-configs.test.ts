@@ -1,0 +1,221 @@
+/**
+ * The shipped load balancer and Prometheus configs pass their own tools'
+ * checks (nginx -t, apache2 -t, haproxy -c, promtool check/test), rendered
+ * with test ports, a generated certificate and temp paths, and keep the
+ * settings WebSockets through them depend on. A test whose tool is missing is
+ * skipped with the Debian package to install; CI installs them all.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_PING_INTERVAL_SEC } from '../helpers/deploy-files.js';
+import {
+  DEPLOY, findTool, makeCert, missingTool, readDeploy, removeDir, renderApache, renderComposeNginx, renderHaproxy, renderNginx,
+  run, shortOutput, tempDir, type Cert,
+} from '../helpers/proxies.js';
+
+const NGINX = findTool('nginx');
+const APACHE = findTool('apache2') ?? findTool('httpd');
+const HAPROXY = findTool('haproxy');
+const PROMTOOL = findTool('promtool');
+
+for (const [tool, found, pkg] of [['nginx', NGINX, 'nginx'], ['apache2', APACHE, 'apache2'], ['haproxy', HAPROXY, 'haproxy'], ['promtool', PROMTOOL, 'prometheus']] as const) {
+  if (!found) console.warn(`lb-configs: ${tool} checks ${missingTool(tool, pkg)}`);
+}
+
+/** Placeholder ports: config checks bind nothing. */
+const PORTS = { https: 18443, http: 18080, upstreams: [18081, 18082, 18083] as const };
+
+let dir: string;
+let cert: Cert;
+const rendered: string[] = [];
+
+beforeAll(() => {
+  dir = tempDir('pubgate-lbcheck-');
+  cert = makeCert(dir, ['ws.example.com', 'api.example.com']);
+});
+
+afterAll(() => {
+  removeDir(dir);
+  for (const d of rendered.splice(0)) removeDir(d);
+});
+
+/** Seconds in an nginx/HAProxy time value ("75s", "75", "2m"). */
+function seconds(v: string): number {
+  const m = /^(\d+)(ms|s|m|h)?$/.exec(v);
+  if (!m) throw new Error(`not a time: ${v}`);
+  const n = Number(m[1]);
+  return m[2] === 'ms' ? n / 1000 : m[2] === 'm' ? n * 60 : m[2] === 'h' ? n * 3600 : n;
+}
+
+/** The body of the first `location <spec> { ... }` (no nested blocks in ours). */
+function nginxLocation(conf: string, spec: string, from = 0): string {
+  const start = conf.indexOf(`location ${spec} {`, from);
+  expect(start, `location ${spec}`).toBeGreaterThanOrEqual(0);
+  return conf.slice(start, conf.indexOf('}', start));
+}
+
+const NGINX_FILES = ['nginx/conf.d/pubgate.conf', 'compose/nginx-pubgate.conf'];
+
+describe('nginx configs (shipped text)', () => {
+  for (const file of NGINX_FILES) {
+    it(`${file} proxies /ws as a WebSocket with a read timeout above the ping interval`, () => {
+      const conf = readDeploy(file);
+      expect(conf).toMatch(/map \$http_upgrade \$connection_upgrade \{\s*default\s+upgrade;\s*''\s+close;\s*\}/);
+      const ws = nginxLocation(conf, '= /ws');
+      expect(ws).toMatch(/proxy_http_version 1\.1;/);
+      expect(ws).toMatch(/proxy_set_header Upgrade \$http_upgrade;/);
+      expect(ws).toMatch(/proxy_set_header Connection \$connection_upgrade;/);
+      expect(ws).toMatch(/proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;/);
+      expect(ws).toMatch(/proxy_next_upstream [^;]*http_503/);
+      const read = /proxy_read_timeout (\S+);/.exec(ws)?.[1];
+      expect(read, 'proxy_read_timeout').toBeDefined();
+      expect(seconds(read!)).toBeGreaterThan(2 * DEFAULT_PING_INTERVAL_SEC);
+      expect(conf).toMatch(/large_client_header_buffers 4 16k;/);
+    });
+
+    it(`${file} logs no query strings (tokens travel in ?access_token=)`, () => {
+      const conf = readDeploy(file);
+      const format = /log_format \w+[^;]*;/s.exec(conf)?.[0];
+      expect(format, 'log_format').toBeDefined();
+      for (const leaky of ['$request ', '$request"', '$request_uri', '$args', '$query_string', '$arg_', '$http_referer', '$http_authorization', '$http_sec_websocket_protocol']) {
+        expect(format!.includes(leaky), `log_format uses ${leaky}`).toBe(false);
+      }
+      expect(format).toContain('$uri');
+      for (const m of conf.matchAll(/access_log \S+ (\S+);/g)) expect(m[1]).toBe(/log_format (\w+)/.exec(format!)![1]);
+    });
+  }
+
+  it('terminates TLS for wss:// on the ws. and api. hosts', () => {
+    const conf = readDeploy('nginx/conf.d/pubgate.conf');
+    expect(conf.match(/listen 443 ssl;/g)).toHaveLength(2);
+    expect(conf).toMatch(/server_name ws\.example\.com;/);
+    expect(conf).toMatch(/server_name api\.example\.com;/);
+  });
+});
+
+describe.skipIf(!NGINX)(NGINX ? 'nginx -t' : `nginx -t (${missingTool('nginx', 'nginx')})`, () => {
+  it('accepts deploy/nginx (nginx.conf + conf.d/pubgate.conf)', () => {
+    const r = renderNginx({ upstreams: PORTS.upstreams, httpsPort: PORTS.https, httpPort: PORTS.http, cert });
+    rendered.push(r.dir);
+    const out = run(NGINX!, ['-t', ...r.args]);
+    expect(out.code, shortOutput(out)).toBe(0);
+    expect(out.output).toMatch(/syntax is ok/);
+    expect(out.output).toMatch(/test is successful/);
+  });
+
+  it('accepts deploy/compose/nginx-pubgate.conf', () => {
+    const r = renderComposeNginx(PORTS.upstreams, PORTS.http);
+    rendered.push(r.dir);
+    const out = run(NGINX!, ['-t', ...r.args]);
+    expect(out.code, shortOutput(out)).toBe(0);
+  });
+});
+
+describe('Apache config (shipped text)', () => {
+  const conf = readDeploy('apache/pubgate.conf');
+
+  it('tunnels /ws with upgrade=websocket and an idle timeout above the ping interval', () => {
+    const members = [...conf.matchAll(/BalancerMember "[^"]+" upgrade=websocket timeout=(\d+)/g)];
+    expect(members).toHaveLength(3);
+    for (const m of members) expect(Number(m[1])).toBeGreaterThan(2 * DEFAULT_PING_INTERVAL_SEC);
+    expect(conf).toMatch(/ProxyPass "\/ws" "balancer:\/\/pubgate_ws\/ws"/);
+    expect(conf).toMatch(/a2enmod [^\n]*proxy_wstunnel/);
+    expect(conf).toMatch(/LimitRequestFieldSize 16384/);
+  });
+
+  it('logs no query strings', () => {
+    const formats = [...conf.matchAll(/^LogFormat "(.*)" (\w+)$/gm)];
+    expect(formats).toHaveLength(1);
+    expect(formats[0]![1]).not.toMatch(/%r|%q|%\{Referer\}i|%\{Authorization\}i|%\{Sec-WebSocket-Protocol\}i/i);
+    expect(formats[0]![1]).toContain('%U');
+    for (const m of conf.matchAll(/CustomLog \S+ (\S+)/g)) expect(m[1]).toBe(formats[0]![2]);
+  });
+
+  it('does not copy the CORS and response-header advice that does nothing for WebSockets', () => {
+    const directives = conf.split('\n').filter((l) => !l.trim().startsWith('#')).join('\n');
+    expect(directives).not.toMatch(/Access-Control-Allow-Origin/);
+    expect(directives).not.toMatch(/Header (always )?set (Upgrade|Connection)/);
+  });
+});
+
+describe.skipIf(!APACHE)(APACHE ? 'apache2 -t' : `apache2 -t (${missingTool('apache2', 'apache2')})`, () => {
+  it('accepts deploy/apache/pubgate.conf with the modules a2enmod enables', () => {
+    const r = renderApache({ upstreams: PORTS.upstreams, httpsPort: PORTS.https, httpPort: PORTS.http, cert });
+    rendered.push(r.dir);
+    const out = run(APACHE!, ['-t', ...r.args.filter((a) => a !== '-DFOREGROUND')]);
+    expect(out.code, shortOutput(out)).toBe(0);
+    expect(out.output).toMatch(/Syntax OK/);
+  });
+});
+
+describe('HAProxy config (shipped text)', () => {
+  const conf = readDeploy('haproxy/haproxy.cfg');
+
+  it('keeps idle WebSockets with timeout tunnel above the ping interval', () => {
+    const tunnel = /^\s*timeout tunnel (\S+)$/m.exec(conf)?.[1];
+    expect(tunnel).toBeDefined();
+    expect(seconds(tunnel!)).toBeGreaterThan(2 * DEFAULT_PING_INTERVAL_SEC);
+    expect(conf).toMatch(/http-check send meth GET uri \/readyz ver HTTP\/1\.1 /);
+    expect(conf).not.toMatch(/http-check send (?!.* ver HTTP\/1\.1)/);
+    expect(conf).toMatch(/http-request set-header X-Forwarded-For %\[src\]/);
+    expect(conf).toMatch(/tune\.bufsize 32768/);
+  });
+
+  it('logs no query strings', () => {
+    const format = /^\s*log-format "(.*)"$/m.exec(conf)?.[1];
+    expect(format).toBeDefined();
+    expect(format).not.toMatch(/%\{[^}]*\}r|%r\b|%HU|%HQ|%hr/);
+    expect(format).toContain('%HP');
+    expect(conf).not.toMatch(/option httplog/);
+  });
+});
+
+describe.skipIf(!HAPROXY)(HAPROXY ? 'haproxy -c' : `haproxy -c (${missingTool('haproxy', 'haproxy')})`, () => {
+  it('accepts deploy/haproxy/haproxy.cfg', () => {
+    const r = renderHaproxy({
+      upstreams: PORTS.upstreams.map((p) => ({ port: p, adminPort: p + 1000 })),
+      httpsPort: PORTS.https,
+      httpPort: PORTS.http,
+      cert,
+    });
+    rendered.push(r.dir);
+    const out = run(HAPROXY!, ['-c', '-f', r.conf]);
+    expect(out.code, shortOutput(out)).toBe(0);
+    expect(out.output).toMatch(/Configuration file is valid/);
+    expect(out.output).not.toMatch(/\[WARNING\]/);
+  });
+});
+
+describe.skipIf(!PROMTOOL)(PROMTOOL ? 'promtool' : `promtool (${missingTool('promtool', 'prometheus')})`, () => {
+  const rules = readdirSync(path.join(DEPLOY, 'prometheus/rules')).filter((f) => f.endsWith('.yml')).map((f) => path.join(DEPLOY, 'prometheus/rules', f));
+  const tests = readdirSync(path.join(DEPLOY, 'prometheus/tests')).filter((f) => f.endsWith('.yml')).map((f) => path.join(DEPLOY, 'prometheus/tests', f));
+
+  it('check rules: accepts every rule file', () => {
+    expect(rules.length).toBeGreaterThan(0);
+    const out = run(PROMTOOL!, ['check', 'rules', ...rules]);
+    expect(out.code, shortOutput(out)).toBe(0);
+    expect(out.output).toMatch(/SUCCESS/);
+  });
+
+  it('check config: accepts prometheus.yml and the rule files it loads', () => {
+    const out = run(PROMTOOL!, ['check', 'config', path.join(DEPLOY, 'prometheus/prometheus.yml')]);
+    expect(out.code, shortOutput(out)).toBe(0);
+  });
+
+  it('test rules: the alerts fire (and stay quiet) as their unit tests say', () => {
+    expect(tests.length).toBeGreaterThan(0);
+    const out = run(PROMTOOL!, ['test', 'rules', ...tests]);
+    expect(out.code, shortOutput(out)).toBe(0);
+    expect(out.output).toMatch(/SUCCESS/);
+  });
+
+  it('the connection-limit recording rule matches PUBGATE_MAX_CONNECTIONS in the Kubernetes Deployment', () => {
+    const rulesText = rules.map((f) => readFileSync(f, 'utf8')).join('\n');
+    const limit = /record: pubgate:connections_limit\s+expr: vector\((\d+)\)/.exec(rulesText)?.[1];
+    expect(limit).toBeDefined();
+    const deployment = readDeploy('kubernetes/deployment.yaml');
+    const env = /name: PUBGATE_MAX_CONNECTIONS\s+value: "(\d+)"/.exec(deployment)?.[1];
+    expect(env).toBe(limit);
+  });
+});
