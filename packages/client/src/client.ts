@@ -1,0 +1,1006 @@
+/**
+ * The pubgate client: one logical connection that survives node restarts,
+ * drains, network loss and token expiry.
+ *
+ * States: `connecting` (socket opening, waiting for `welcome`) → `connected`
+ * → `disconnected` (waiting to reconnect) → `connecting` → ... and `closed`
+ * (terminal: `close()`, or a close code that means "stop").
+ */
+import { DEFAULT_BACKOFF, backoffWindow, fullJitter, reconnectDelay, reconnectPlan, type BackoffOptions } from './backoff.js';
+import { Emitter, rethrowLater } from './emitter.js';
+import { PubgateError } from './errors.js';
+import {
+  ABNORMAL_CLOSURE,
+  BEARER_PREFIX,
+  SUBPROTOCOL,
+  isValidChannel,
+  type MessageFrame,
+  type ReplyFrame,
+  type ServerFrame,
+  type SinceOffset,
+  type WelcomeFrame,
+} from './protocol.js';
+import { tokenExpiry } from './token.js';
+
+/**
+ * What the client needs of a WebSocket: the browser's `WebSocket`, Node 22's
+ * global one, or the `ws` package's (Node 20). The `on…` handlers are typed
+ * `unknown` so that every implementation fits without a cast.
+ */
+export interface WebSocketLike {
+  readonly readyState: number;
+  readonly protocol: string;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: unknown;
+  onmessage: unknown;
+  onclose: unknown;
+  onerror: unknown;
+}
+
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+export type ConnectionState = 'connecting' | 'connected' | 'disconnected' | 'closed';
+
+export interface ConnectOptions {
+  /**
+   * The gateway's WebSocket URL (`wss://ws.example.com/ws`), or several: each
+   * new attempt takes the next one, round robin.
+   */
+  readonly url: string | readonly string[];
+  /** A JWT. Without `getToken` it cannot be renewed: expiry (4001) then closes the client. */
+  readonly token?: string;
+  /**
+   * Returns a fresh JWT. Called before the first connection when `token` is
+   * not given, after a 4001 close, before reconnecting with a token that has
+   * expired, and to `refresh` the token on an open connection before it expires.
+   */
+  readonly getToken?: () => string | Promise<string>;
+  /** A WebSocket constructor; default `globalThis.WebSocket` (browsers, Node ≥ 22). On Node 20 pass the `ws` package's. */
+  readonly WebSocket?: WebSocketConstructor;
+  /** How the token travels: the `bearer.<jwt>` subprotocol (default) or the `access_token` query parameter. */
+  readonly tokenTransport?: 'subprotocol' | 'query';
+  /** A request (publish, subscribe, unsubscribe, refresh, ping) not answered within this many ms fails with `timeout`. Default 10 000. */
+  readonly requestTimeoutMs?: number;
+  /** An attempt that has no `welcome` within this many ms is abandoned (reported as 1006). Default 10 000. */
+  readonly connectTimeoutMs?: number;
+  /** Reconnect backoff window, ms: from `minMs` (default 500) doubling up to `maxMs` (default 20 000). */
+  readonly backoff?: Partial<BackoffOptions>;
+  /** A connection that lasted this long resets the backoff. Default 5 000 ms. */
+  readonly stableAfterMs?: number;
+  /** A publish while not connected: `queue` it (default, up to `maxQueuedPublishes`) or `reject` it at once. */
+  readonly offlinePublish?: 'queue' | 'reject';
+  /** Bound of the offline publish queue. Default 100; a publish beyond it fails with `queue_full`. */
+  readonly maxQueuedPublishes?: number;
+  /** Publish frames larger than this (UTF-8 bytes) fail with `too_large` instead of being sent (the gateway would close with 1009). Default 16 384, the gateway's default `maxPayloadLength`. */
+  readonly maxFrameBytes?: number;
+  /** Send `refresh` with a token from `getToken` before the current one expires. Default true. */
+  readonly autoRefresh?: boolean;
+  /** Send a `ping` frame when nothing arrived for one server ping interval, and reconnect when it gets no reply. Default true. */
+  readonly heartbeat?: boolean;
+  /** Random source in [0, 1) for the backoff jitter (tests). Default Math.random. */
+  readonly random?: () => number;
+}
+
+/** What the server said when it confirmed a subscription. */
+export interface SubscribeResult {
+  /** History channels: the channel's offset (last message) when the subscription was confirmed. */
+  readonly offset?: number;
+  readonly epoch?: string;
+  /** Present when the subscribe carried `since`. */
+  readonly recovered?: boolean;
+}
+
+/** Reported after every resubscribe that follows a reconnect. */
+export interface ResubscribeInfo {
+  readonly channel: string;
+  /** The position sent with `since`; undefined for channels without history. */
+  readonly since: SinceOffset | undefined;
+  /**
+   * true: every message published meanwhile was replayed (or is being), in order.
+   * false: the gap could not be filled (too old, or the history was lost):
+   *   reload the channel's state from your backend. The subscription is live either way.
+   * undefined: the channel keeps no history; messages published while
+   *   disconnected are lost.
+   */
+  readonly recovered: boolean | undefined;
+}
+
+export interface SubscribeOptions {
+  /** Called after each resubscribe that follows a reconnect (see ResubscribeInfo). */
+  readonly onResubscribe?: (info: ResubscribeInfo) => void;
+  /** Called when the server refuses the subscription for good (`forbidden`, `bad_request`, `limit_exceeded`, ...); it is then removed. */
+  readonly onError?: (error: PubgateError) => void;
+}
+
+export type MessageHandler<T = unknown> = (data: T, message: MessageFrame) => void;
+
+/** Call it to unsubscribe. */
+export interface Subscription {
+  (): Promise<void>;
+  readonly channel: string;
+  /** Resolves when the server first confirms the subscription; rejects when it refuses it or the client closes. */
+  readonly ready: Promise<SubscribeResult>;
+}
+
+export interface ClientEvents {
+  /** Every state change. */
+  state: { readonly state: ConnectionState; readonly previous: ConnectionState };
+  /** A connection attempt starts. `attempt` counts failed attempts since the last stable connection. */
+  connecting: { readonly url: string; readonly attempt: number };
+  /** `welcome` arrived; resubscribes and queued publishes have been sent. */
+  connected: { readonly url: string; readonly welcome: WelcomeFrame };
+  /** The connection ended and the client will reconnect after `reconnectInMs`. */
+  disconnected: { readonly url: string; readonly code: number; readonly reason: string; readonly reconnectInMs: number };
+  /** The client stopped for good: `close()` (1000) or a close code that means stop (1003, 1009, 4500–4999, 4001 without getToken, ...). */
+  closed: { readonly code: number; readonly reason: string };
+  /** A channel was resubscribed after a reconnect. */
+  resubscribed: ResubscribeInfo;
+  /** The token was refreshed on the open connection. */
+  refreshed: { readonly expiresIn: number | undefined };
+  /** Something failed that the client handles itself (a refused subscription, a failed refresh, a bad frame, a handler that threw). */
+  error: PubgateError;
+}
+
+export interface PubgateClient {
+  readonly state: ConnectionState;
+  /** The last `welcome` (node, user, expiresIn, ping). */
+  readonly welcome: WelcomeFrame | undefined;
+  /** The URL of the current (or last) attempt. */
+  readonly url: string | undefined;
+  /**
+   * Subscribes `onMessage` to `channel` (several handlers may share one). The
+   * subscription survives reconnects: it is renewed on every new connection,
+   * with `since` on history channels. Throws a TypeError for an invalid channel name.
+   */
+  subscribe<T = unknown>(channel: string, onMessage: MessageHandler<T>, options?: SubscribeOptions): Subscription;
+  /**
+   * Publishes over the socket (the token's `publish` claim must allow it).
+   * Resolves with the reply; rejects with a PubgateError (`forbidden`,
+   * `timeout`, `disconnected`, `queue_full`, `too_large`, ...). While not
+   * connected the publish waits in a bounded queue (see `offlinePublish`).
+   */
+  publish(channel: string, data: unknown): Promise<ReplyFrame>;
+  /** Round trip of a `ping` frame, in ms. Rejects with `disconnected` when not connected. */
+  ping(): Promise<number>;
+  /** The channels subscribed (confirmed or not). */
+  channels(): string[];
+  /** Resolves with the `welcome` once connected (now, or at the next connection); rejects when the client closes or after `timeoutMs`. */
+  whenConnected(timeoutMs?: number): Promise<WelcomeFrame>;
+  on<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void;
+  once<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void;
+  off<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): void;
+  /** Closes the connection (1000) and stops reconnecting. Pending requests fail with `closed`. */
+  close(): Promise<void>;
+}
+
+interface Host {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+  WebSocket?: WebSocketConstructor;
+}
+
+/** Read at each call, so that fake timers installed later are used. */
+function host(): Host {
+  return globalThis as unknown as Host;
+}
+
+function later(fn: () => void, ms: number): unknown {
+  return host().setTimeout(fn, ms);
+}
+
+function cancel(handle: unknown): void {
+  if (handle !== undefined) host().clearTimeout(handle);
+}
+
+/** Rejects when `p` does not settle within `ms` (a getToken that hangs must not stall the client). */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = later(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        cancel(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        cancel(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+function describe(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** UTF-8 length of a string. */
+function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
+type RequestKind = 'publish' | 'subscribe' | 'unsubscribe' | 'refresh' | 'ping';
+
+interface Request {
+  readonly kind: RequestKind;
+  readonly channel: string | undefined;
+  /** The frame text for an id. */
+  readonly build: (id: number) => string;
+  id: number | undefined;
+  timer: unknown;
+  readonly resolve: (reply: ReplyFrame) => void;
+  readonly reject: (err: PubgateError) => void;
+}
+
+interface SubRecord {
+  readonly handler: MessageHandler;
+  readonly options: SubscribeOptions | undefined;
+  /** Until `ready` settles. */
+  settle: { resolve: (r: SubscribeResult) => void; reject: (e: PubgateError) => void } | undefined;
+}
+
+interface Channel {
+  readonly name: string;
+  readonly subs: Set<SubRecord>;
+  /** Last position seen (message or subscribe reply), for `since`. */
+  pos: SinceOffset | undefined;
+  /** On the current connection. */
+  status: 'idle' | 'subscribing' | 'active';
+  reqId: number | undefined;
+  /** `since` sent with the current subscribe. */
+  since: SinceOffset | undefined;
+  /** Confirmed on some connection before: the next confirmation is a resubscribe. */
+  everActive: boolean;
+  retryTimer: unknown;
+  retries: number;
+}
+
+/** Reply codes after which a subscribe is retried on the same connection. */
+const TRANSIENT = new Set<string>(['timeout', 'unavailable', 'rate_limited', 'internal']);
+
+interface Resolved {
+  readonly getToken: (() => string | Promise<string>) | undefined;
+  readonly WebSocket: WebSocketConstructor;
+  readonly tokenTransport: 'subprotocol' | 'query';
+  readonly requestTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  readonly backoff: BackoffOptions;
+  readonly stableAfterMs: number;
+  readonly offlinePublish: 'queue' | 'reject';
+  readonly maxQueuedPublishes: number;
+  readonly maxFrameBytes: number;
+  readonly autoRefresh: boolean;
+  readonly heartbeat: boolean;
+  readonly random: () => number;
+}
+
+class Client implements PubgateClient {
+  readonly #o: Resolved;
+  readonly #events = new Emitter<ClientEvents>();
+  readonly #urls: readonly string[];
+  #urlIndex = 0;
+  #url: string | undefined;
+  #state: ConnectionState = 'connecting';
+  #welcome: WelcomeFrame | undefined;
+  #ws: WebSocketLike | undefined;
+  /** Incremented for every socket and when one ends: callbacks of an older generation are ignored. */
+  #gen = 0;
+  #attempt = 0;
+  #connectedAt = 0;
+  #lastFrameAt = 0;
+  #token: string | undefined;
+  #tokenExp: number | undefined;
+  /** How far the server's clock is ahead of ours (from welcome.expiresIn and the token's exp). */
+  #clockAheadMs = 0;
+  #nextId = 1;
+  readonly #pending = new Map<number, Request>();
+  readonly #queue: Request[] = [];
+  readonly #channels = new Map<string, Channel>();
+  #reconnectTimer: unknown;
+  #connectTimer: unknown;
+  #refreshTimer: unknown;
+  #heartbeatTimer: unknown;
+  #heartbeatInFlight = false;
+
+  constructor(o: ConnectOptions) {
+    const urls = typeof o.url === 'string' ? [o.url] : [...o.url];
+    if (urls.length === 0 || urls.some((u) => typeof u !== 'string' || u === '')) throw new TypeError('connect: url must be a URL or a non-empty list of URLs');
+    const Ctor = o.WebSocket ?? host().WebSocket;
+    if (typeof Ctor !== 'function') {
+      throw new TypeError('connect: no WebSocket implementation: pass { WebSocket } (on Node.js 20, the `ws` package: import WebSocket from "ws")');
+    }
+    this.#urls = urls;
+    this.#o = {
+      getToken: o.getToken,
+      WebSocket: Ctor,
+      tokenTransport: o.tokenTransport ?? 'subprotocol',
+      requestTimeoutMs: o.requestTimeoutMs ?? 10_000,
+      connectTimeoutMs: o.connectTimeoutMs ?? 10_000,
+      backoff: { minMs: o.backoff?.minMs ?? DEFAULT_BACKOFF.minMs, maxMs: o.backoff?.maxMs ?? DEFAULT_BACKOFF.maxMs },
+      stableAfterMs: o.stableAfterMs ?? 5_000,
+      offlinePublish: o.offlinePublish ?? 'queue',
+      maxQueuedPublishes: o.maxQueuedPublishes ?? 100,
+      maxFrameBytes: o.maxFrameBytes ?? 16_384,
+      autoRefresh: o.autoRefresh ?? true,
+      heartbeat: o.heartbeat ?? true,
+      random: o.random ?? Math.random,
+    };
+    if (o.token !== undefined) this.#setToken(o.token);
+    // Start after the caller had a chance to add listeners.
+    void Promise.resolve().then(() => this.#open());
+  }
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  get welcome(): WelcomeFrame | undefined {
+    return this.#welcome;
+  }
+
+  get url(): string | undefined {
+    return this.#url;
+  }
+
+  on<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void {
+    return this.#events.on(type, fn);
+  }
+
+  once<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void {
+    return this.#events.once(type, fn);
+  }
+
+  off<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): void {
+    this.#events.off(type, fn);
+  }
+
+  channels(): string[] {
+    return [...this.#channels.keys()];
+  }
+
+  // ---- connection ------------------------------------------------------------
+
+  #setState(s: ConnectionState): void {
+    const previous = this.#state;
+    if (previous === s) return;
+    this.#state = s;
+    this.#events.emit('state', { state: s, previous });
+  }
+
+  #setToken(t: string): void {
+    this.#token = t;
+    this.#tokenExp = tokenExpiry(t);
+  }
+
+  /** The token's remaining life as the server counts it, ms (undefined when unknown). */
+  #serverRemainingMs(): number | undefined {
+    return this.#tokenExp === undefined ? undefined : this.#tokenExp * 1000 - (Date.now() + this.#clockAheadMs);
+  }
+
+  async #currentToken(): Promise<string | undefined> {
+    const { getToken } = this.#o;
+    if (!getToken) return this.#token;
+    const remaining = this.#serverRemainingMs();
+    if (this.#token !== undefined && (remaining === undefined || remaining > 1000)) return this.#token;
+    const t = await within(Promise.resolve().then(getToken), this.#o.connectTimeoutMs, 'getToken');
+    if (typeof t !== 'string' || t === '') throw new Error('getToken returned no token');
+    this.#setToken(t);
+    return t;
+  }
+
+  async #open(): Promise<void> {
+    if (this.#state === 'closed') return;
+    const gen = ++this.#gen;
+    const url = this.#urls[this.#urlIndex % this.#urls.length]!;
+    this.#url = url;
+    this.#setState('connecting');
+    this.#events.emit('connecting', { url, attempt: this.#attempt });
+    let token: string | undefined;
+    try {
+      token = await this.#currentToken();
+    } catch (e) {
+      if (gen !== this.#gen) return;
+      this.#emitError(new PubgateError('token', `getToken failed: ${describe(e)}`, undefined, { cause: e }));
+      this.#lost(gen, ABNORMAL_CLOSURE, 'getToken failed');
+      return;
+    }
+    if (gen !== this.#gen) return;
+    const protocols = [SUBPROTOCOL];
+    let target = url;
+    if (token !== undefined) {
+      if (this.#o.tokenTransport === 'query') target = `${url}${url.includes('?') ? '&' : '?'}access_token=${encodeURIComponent(token)}`;
+      else protocols.push(BEARER_PREFIX + token);
+    }
+    let ws: WebSocketLike;
+    try {
+      ws = new this.#o.WebSocket(target, protocols);
+    } catch (e) {
+      const err = new PubgateError('closed', `cannot open a WebSocket to ${url}: ${describe(e)}`, undefined, { cause: e });
+      this.#emitError(err);
+      this.#terminate(ABNORMAL_CLOSURE, err.message);
+      return;
+    }
+    this.#ws = ws;
+    ws.onopen = () => undefined;
+    ws.onerror = () => undefined; // a close event follows
+    ws.onmessage = (ev: { data: unknown }) => {
+      if (gen === this.#gen) this.#onData(ev.data);
+    };
+    ws.onclose = (ev: { code?: number; reason?: string }) => {
+      if (gen === this.#gen) this.#lost(gen, typeof ev.code === 'number' ? ev.code : ABNORMAL_CLOSURE, typeof ev.reason === 'string' ? ev.reason : '');
+    };
+    this.#connectTimer = later(() => {
+      if (gen === this.#gen && this.#state === 'connecting') this.#drop(`no welcome within ${this.#o.connectTimeoutMs} ms`);
+    }, this.#o.connectTimeoutMs);
+  }
+
+  /** Stops listening to a socket. onerror stays a function: the `ws` package throws on an error event nobody listens to. */
+  #detach(ws: WebSocketLike | undefined): void {
+    if (!ws) return;
+    const noop = (): void => undefined;
+    ws.onopen = noop;
+    ws.onmessage = noop;
+    ws.onclose = noop;
+    ws.onerror = noop;
+  }
+
+  /** The client decided the connection is dead: close the socket and handle it as a 1006. */
+  #drop(reason: string): void {
+    const ws = this.#ws;
+    const gen = this.#gen;
+    this.#detach(ws);
+    try {
+      ws?.close(4000, `client: ${reason}`.slice(0, 120));
+    } catch {
+      // the socket may already be closed
+    }
+    this.#lost(gen, ABNORMAL_CLOSURE, reason);
+  }
+
+  #clearConnectionTimers(): void {
+    cancel(this.#connectTimer);
+    cancel(this.#refreshTimer);
+    cancel(this.#heartbeatTimer);
+    this.#connectTimer = this.#refreshTimer = this.#heartbeatTimer = undefined;
+    this.#heartbeatInFlight = false;
+  }
+
+  /** The connection of generation `gen` ended with `code`: reconnect or stop. */
+  #lost(gen: number, code: number, reason: string): void {
+    if (gen !== this.#gen || this.#state === 'closed') return;
+    this.#gen++;
+    const ws = this.#ws;
+    this.#ws = undefined;
+    this.#detach(ws);
+    const wasConnected = this.#state === 'connected';
+    this.#clearConnectionTimers();
+    this.#failInFlight(new PubgateError('disconnected', `connection lost (${code}${reason ? ` ${reason}` : ''}) before the reply`));
+    for (const ch of this.#channels.values()) {
+      cancel(ch.retryTimer);
+      ch.retryTimer = undefined;
+      ch.status = 'idle';
+      ch.reqId = undefined;
+    }
+    if (wasConnected && Date.now() - this.#connectedAt >= this.#o.stableAfterMs) this.#attempt = 0;
+    const plan = reconnectPlan(code);
+    if (!plan.reconnect) {
+      this.#terminate(code, reason);
+      return;
+    }
+    if (plan.newToken) {
+      if (!this.#o.getToken) {
+        this.#terminate(code, `${reason || 'token expired'} (no getToken to get a new one)`);
+        return;
+      }
+      this.#token = undefined;
+      this.#tokenExp = undefined;
+    }
+    const delay = reconnectDelay(code, this.#attempt, this.#o.backoff, this.#o.random);
+    this.#attempt++;
+    this.#urlIndex++;
+    this.#setState('disconnected');
+    this.#events.emit('disconnected', { url: this.#url ?? '', code, reason, reconnectInMs: delay });
+    if (this.#state !== 'disconnected') return; // a listener closed the client
+    this.#reconnectTimer = later(() => {
+      this.#reconnectTimer = undefined;
+      void this.#open();
+    }, delay);
+  }
+
+  /** Requests sent on a connection that ended. Queued publishes wait for the next one. */
+  #failInFlight(err: PubgateError): void {
+    const reqs = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const r of reqs) {
+      cancel(r.timer);
+      if (r.kind === 'subscribe') continue; // the channel is renewed on the next connection
+      if (r.kind === 'unsubscribe') r.resolve({ type: 'reply', id: r.id ?? 0 }); // the next connection will not have it
+      else r.reject(err);
+    }
+  }
+
+  #terminate(code: number, reason: string): void {
+    if (this.#state === 'closed') return;
+    this.#gen++;
+    this.#detach(this.#ws);
+    this.#ws = undefined;
+    cancel(this.#reconnectTimer);
+    this.#reconnectTimer = undefined;
+    this.#clearConnectionTimers();
+    const err = new PubgateError('closed', `the client is closed (${code}${reason ? ` ${reason}` : ''})`);
+    this.#failInFlight(err);
+    for (const r of this.#queue.splice(0)) {
+      cancel(r.timer);
+      r.reject(err);
+    }
+    for (const ch of this.#channels.values()) {
+      cancel(ch.retryTimer);
+      ch.retryTimer = undefined;
+      ch.status = 'idle';
+      for (const rec of ch.subs) this.#settle(rec, undefined, err);
+    }
+    this.#setState('closed');
+    this.#events.emit('closed', { code, reason });
+  }
+
+  #onData(raw: unknown): void {
+    const text = typeof raw === 'string' ? raw : String(raw);
+    let f: ServerFrame;
+    try {
+      f = JSON.parse(text) as ServerFrame;
+    } catch {
+      this.#emitError(new PubgateError('protocol', `the server sent a frame that is not JSON: ${text.slice(0, 80)}`));
+      return;
+    }
+    if (f === null || typeof f !== 'object') {
+      this.#emitError(new PubgateError('protocol', `the server sent a frame that is not an object: ${text.slice(0, 80)}`));
+      return;
+    }
+    this.#lastFrameAt = Date.now();
+    if (this.#state !== 'connected') {
+      if (f.type === 'welcome') this.#onWelcome(f);
+      else this.#drop(`protocol error: the first frame was ${String((f as { type?: unknown }).type)}, not welcome`);
+      return;
+    }
+    switch (f.type) {
+      case 'message':
+        this.#onMessage(f);
+        return;
+      case 'reply':
+        this.#onReply(f);
+        return;
+      default:
+        return; // a later welcome, or a frame type from a newer protocol: ignored
+    }
+  }
+
+  #onWelcome(w: WelcomeFrame): void {
+    const gen = this.#gen;
+    cancel(this.#connectTimer);
+    this.#connectTimer = undefined;
+    this.#welcome = w;
+    this.#connectedAt = Date.now();
+    if (typeof w.expiresIn === 'number' && this.#tokenExp !== undefined) {
+      this.#clockAheadMs = this.#tokenExp * 1000 - Date.now() - w.expiresIn * 1000;
+    }
+    this.#setState('connected');
+    for (const ch of [...this.#channels.values()]) {
+      if (gen !== this.#gen) return;
+      if (ch.status === 'idle') this.#sendSubscribe(ch);
+    }
+    for (const r of this.#queue.splice(0)) {
+      if (gen !== this.#gen) {
+        this.#queue.push(r); // the connection ended meanwhile: keep the rest for the next one
+        continue;
+      }
+      this.#sendRequest(r);
+    }
+    if (gen !== this.#gen) return;
+    this.#scheduleRefresh(typeof w.expiresIn === 'number' ? this.#serverRemainingMs() ?? w.expiresIn * 1000 : undefined);
+    this.#scheduleHeartbeat(gen, w.ping);
+    this.#events.emit('connected', { url: this.#url ?? '', welcome: w });
+  }
+
+  // ---- requests --------------------------------------------------------------
+
+  /** Sends a frame on the open connection; a send that throws ends the connection. */
+  #send(text: string): boolean {
+    const ws = this.#ws;
+    if (!ws || this.#state !== 'connected') return false;
+    try {
+      ws.send(text);
+      return true;
+    } catch (e) {
+      this.#drop(`send failed: ${describe(e)}`);
+      return false;
+    }
+  }
+
+  #sendRequest(r: Request, id: number = this.#nextId++): void {
+    r.id = id;
+    this.#pending.set(id, r);
+    this.#send(r.build(id));
+  }
+
+  /** A request sent now (not queued): fails with `disconnected` when not connected. */
+  #request(kind: RequestKind, build: (id: number) => string, channel?: string): Promise<ReplyFrame> {
+    return new Promise((resolve, reject) => {
+      if (this.#state !== 'connected') {
+        reject(new PubgateError(this.#state === 'closed' ? 'closed' : 'disconnected', `not connected (${this.#state})`, channel));
+        return;
+      }
+      const r: Request = { kind, channel, build, id: undefined, timer: undefined, resolve, reject };
+      r.timer = later(() => {
+        if (r.id !== undefined) this.#pending.delete(r.id);
+        reject(new PubgateError('timeout', `no reply to ${kind} within ${this.#o.requestTimeoutMs} ms`, channel));
+      }, this.#o.requestTimeoutMs);
+      this.#sendRequest(r);
+    });
+  }
+
+  #onReply(f: ReplyFrame): void {
+    const r = this.#pending.get(f.id);
+    if (!r) return;
+    this.#pending.delete(f.id);
+    cancel(r.timer);
+    if (r.kind !== 'subscribe' && f.error) r.reject(new PubgateError(f.error.code, f.error.message, r.channel));
+    else r.resolve(f);
+  }
+
+  publish(channel: string, data: unknown): Promise<ReplyFrame> {
+    if (this.#state === 'closed') return Promise.reject(new PubgateError('closed', 'the client is closed', channel));
+    if (!isValidChannel(channel)) return Promise.reject(new PubgateError('bad_request', `invalid channel name: ${JSON.stringify(channel)}`, channel));
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(data);
+    } catch (e) {
+      return Promise.reject(new PubgateError('bad_request', `data cannot be serialized as JSON: ${describe(e)}`, channel));
+    }
+    if (json === undefined) return Promise.reject(new PubgateError('bad_request', 'data must be a JSON value', channel));
+    const dataJson = json;
+    const build = (id: number): string => `{"type":"publish","id":${id},"channel":${JSON.stringify(channel)},"data":${dataJson}}`;
+    const size = utf8Length(build(Number.MAX_SAFE_INTEGER));
+    if (size > this.#o.maxFrameBytes) {
+      return Promise.reject(new PubgateError('too_large', `publish frame of ${size} bytes is over maxFrameBytes (${this.#o.maxFrameBytes})`, channel));
+    }
+    return new Promise((resolve, reject) => {
+      const r: Request = { kind: 'publish', channel, build, id: undefined, timer: undefined, resolve, reject };
+      if (this.#state === 'connected') {
+        r.timer = this.#requestTimer(r);
+        this.#sendRequest(r);
+      } else if (this.#o.offlinePublish === 'reject') {
+        reject(new PubgateError('disconnected', `not connected (${this.#state}); offlinePublish is 'reject'`, channel));
+      } else if (this.#queue.length >= this.#o.maxQueuedPublishes) {
+        reject(new PubgateError('queue_full', `not connected, and ${this.#queue.length} publishes are already waiting (maxQueuedPublishes)`, channel));
+      } else {
+        r.timer = this.#requestTimer(r);
+        this.#queue.push(r);
+      }
+    });
+  }
+
+  /** The timeout of a publish: counted from the call, queued or not. */
+  #requestTimer(r: Request): unknown {
+    return later(() => {
+      const q = this.#queue.indexOf(r);
+      if (q >= 0) this.#queue.splice(q, 1);
+      if (r.id !== undefined) this.#pending.delete(r.id);
+      r.reject(
+        new PubgateError(
+          'timeout',
+          q >= 0
+            ? `not connected within ${this.#o.requestTimeoutMs} ms; the message was not sent`
+            : `no reply within ${this.#o.requestTimeoutMs} ms; the message may or may not have been published`,
+          r.channel,
+        ),
+      );
+    }, this.#o.requestTimeoutMs);
+  }
+
+  async ping(): Promise<number> {
+    const t0 = Date.now();
+    await this.#request('ping', (id) => `{"type":"ping","id":${id}}`);
+    return Date.now() - t0;
+  }
+
+  whenConnected(timeoutMs?: number): Promise<WelcomeFrame> {
+    if (this.#state === 'connected' && this.#welcome) return Promise.resolve(this.#welcome);
+    if (this.#state === 'closed') return Promise.reject(new PubgateError('closed', 'the client is closed'));
+    return new Promise((resolve, reject) => {
+      let timer: unknown;
+      const done = (): void => {
+        offConnected();
+        offClosed();
+        cancel(timer);
+      };
+      const offConnected = this.#events.on('connected', (ev) => {
+        done();
+        resolve(ev.welcome);
+      });
+      const offClosed = this.#events.on('closed', (ev) => {
+        done();
+        reject(new PubgateError('closed', `the client is closed (${ev.code} ${ev.reason})`));
+      });
+      if (timeoutMs !== undefined) {
+        timer = later(() => {
+          done();
+          reject(new PubgateError('timeout', `not connected within ${timeoutMs} ms (${this.#state})`));
+        }, timeoutMs);
+      }
+    });
+  }
+
+  // ---- token refresh -----------------------------------------------------------
+
+  #scheduleRefresh(remainingMs: number | undefined): void {
+    cancel(this.#refreshTimer);
+    this.#refreshTimer = undefined;
+    if (remainingMs === undefined || !this.#o.getToken || !this.#o.autoRefresh) return;
+    // Refresh when a quarter of the remaining life is left, at most a minute before expiry.
+    const lead = Math.min(60_000, remainingMs / 4);
+    const gen = this.#gen;
+    this.#refreshTimer = later(() => void this.#refresh(gen), Math.max(0, remainingMs - lead));
+  }
+
+  async #refresh(gen: number): Promise<void> {
+    const getToken = this.#o.getToken;
+    if (!getToken || gen !== this.#gen || this.#state !== 'connected') return;
+    let t: string;
+    try {
+      t = await within(Promise.resolve().then(getToken), this.#o.requestTimeoutMs, 'getToken');
+      if (typeof t !== 'string' || t === '') throw new Error('getToken returned no token');
+    } catch (e) {
+      if (gen !== this.#gen) return;
+      this.#emitError(new PubgateError('token', `getToken failed, the token was not refreshed: ${describe(e)}`, undefined, { cause: e }));
+      this.#retryRefresh(gen);
+      return;
+    }
+    if (gen !== this.#gen) {
+      this.#setToken(t); // for the next connection
+      return;
+    }
+    try {
+      await this.#request('refresh', (id) => JSON.stringify({ type: 'refresh', id, token: t }));
+    } catch (e) {
+      if (gen !== this.#gen) return;
+      this.#emitError(e instanceof PubgateError ? e : new PubgateError('token', describe(e)));
+      this.#retryRefresh(gen);
+      return;
+    }
+    if (gen !== this.#gen) return;
+    this.#setToken(t);
+    const remaining = this.#serverRemainingMs();
+    this.#scheduleRefresh(remaining);
+    this.#events.emit('refreshed', { expiresIn: remaining === undefined ? undefined : Math.floor(remaining / 1000) });
+  }
+
+  /** After a failed refresh: try again while the token has time left; otherwise the 4001 close takes over. */
+  #retryRefresh(gen: number): void {
+    const remaining = this.#serverRemainingMs();
+    if (remaining === undefined || remaining <= 2000) return;
+    this.#refreshTimer = later(() => void this.#refresh(gen), Math.min(remaining / 2, 30_000));
+  }
+
+  // ---- heartbeat ---------------------------------------------------------------
+
+  #scheduleHeartbeat(gen: number, pingSec: number): void {
+    if (!this.#o.heartbeat || !(pingSec > 0)) return;
+    const every = Math.max(1000, pingSec * 1000);
+    const beat = (): void => {
+      if (gen !== this.#gen || this.#state !== 'connected') return;
+      if (!this.#heartbeatInFlight && Date.now() - this.#lastFrameAt >= every) {
+        this.#heartbeatInFlight = true;
+        this.#request('ping', (id) => `{"type":"ping","id":${id}}`).then(
+          () => {
+            if (gen === this.#gen) this.#heartbeatInFlight = false;
+          },
+          (e: unknown) => {
+            if (gen !== this.#gen) return;
+            this.#heartbeatInFlight = false;
+            if (e instanceof PubgateError && e.code === 'timeout') this.#drop(`no reply to a ping within ${this.#o.requestTimeoutMs} ms`);
+          },
+        );
+      }
+      this.#heartbeatTimer = later(beat, every);
+    };
+    this.#heartbeatTimer = later(beat, every);
+  }
+
+  // ---- subscriptions -----------------------------------------------------------
+
+  subscribe<T = unknown>(channel: string, onMessage: MessageHandler<T>, options?: SubscribeOptions): Subscription {
+    if (!isValidChannel(channel)) throw new TypeError(`invalid channel name: ${JSON.stringify(channel)} (allowed: ^[A-Za-z0-9_:.@/=-]{1,200}$)`);
+    if (typeof onMessage !== 'function') throw new TypeError('subscribe: onMessage must be a function');
+    const rec: SubRecord = { handler: onMessage as MessageHandler, options, settle: undefined };
+    const ready = new Promise<SubscribeResult>((resolve, reject) => {
+      rec.settle = { resolve, reject };
+    });
+    ready.catch(() => undefined); // rejections are for those who await `ready`
+    let ch = this.#channels.get(channel);
+    if (this.#state === 'closed') {
+      this.#settle(rec, undefined, new PubgateError('closed', 'the client is closed', channel));
+    } else if (!ch) {
+      ch = { name: channel, subs: new Set([rec]), pos: undefined, status: 'idle', reqId: undefined, since: undefined, everActive: false, retryTimer: undefined, retries: 0 };
+      this.#channels.set(channel, ch);
+      if (this.#state === 'connected') this.#sendSubscribe(ch);
+    } else {
+      ch.subs.add(rec);
+      if (ch.status === 'active') this.#settle(rec, ch.pos ? { offset: ch.pos.offset, epoch: ch.pos.epoch } : {});
+    }
+    const entry = ch;
+    const unsubscribe = (): Promise<void> => (entry ? this.#unsubscribe(entry, rec) : Promise.resolve());
+    return Object.assign(unsubscribe, { channel, ready });
+  }
+
+  #settle(rec: SubRecord, result: SubscribeResult | undefined, err?: PubgateError): void {
+    const s = rec.settle;
+    if (!s) return;
+    rec.settle = undefined;
+    if (err) s.reject(err);
+    else s.resolve(result ?? {});
+  }
+
+  #sendSubscribe(ch: Channel): void {
+    cancel(ch.retryTimer);
+    ch.retryTimer = undefined;
+    const gen = this.#gen;
+    const since = ch.pos;
+    ch.status = 'subscribing';
+    ch.since = since;
+    const r: Request = {
+      kind: 'subscribe',
+      channel: ch.name,
+      build: (id) => JSON.stringify(since ? { type: 'subscribe', id, channel: ch.name, since } : { type: 'subscribe', id, channel: ch.name }),
+      id: undefined,
+      timer: undefined,
+      resolve: (reply) => this.#onSubscribeReply(ch, reply.id, reply),
+      reject: (e) => this.#onSubscribeFailed(ch, r.id, e, gen),
+    };
+    r.timer = later(() => {
+      if (r.id !== undefined) this.#pending.delete(r.id);
+      r.reject(new PubgateError('timeout', `no reply to subscribe within ${this.#o.requestTimeoutMs} ms`, ch.name));
+    }, this.#o.requestTimeoutMs);
+    // Set before sending: a send that fails ends the connection, which resets the channel.
+    const id = this.#nextId++;
+    ch.reqId = id;
+    this.#sendRequest(r, id);
+  }
+
+  #current(ch: Channel, id: number | undefined): boolean {
+    return this.#channels.get(ch.name) === ch && id !== undefined && ch.reqId === id;
+  }
+
+  #onSubscribeReply(ch: Channel, id: number, reply: ReplyFrame): void {
+    if (!this.#current(ch, id)) return;
+    if (reply.error) {
+      this.#onSubscribeFailed(ch, id, new PubgateError(reply.error.code, reply.error.message, ch.name), this.#gen);
+      return;
+    }
+    ch.reqId = undefined;
+    ch.status = 'active';
+    ch.retries = 0;
+    if (typeof reply.offset === 'number' && typeof reply.epoch === 'string') {
+      // Replayed or live messages may have arrived before the reply: keep the later position.
+      if (!ch.pos || ch.pos.epoch !== reply.epoch || reply.offset > ch.pos.offset) ch.pos = { offset: reply.offset, epoch: reply.epoch };
+    }
+    const result: { offset?: number; epoch?: string; recovered?: boolean } = {};
+    if (typeof reply.offset === 'number') result.offset = reply.offset;
+    if (typeof reply.epoch === 'string') result.epoch = reply.epoch;
+    if (ch.since !== undefined) result.recovered = reply.recovered === true;
+    const report = ch.everActive || ch.since !== undefined;
+    ch.everActive = true;
+    for (const rec of [...ch.subs]) this.#settle(rec, result);
+    if (!report) return;
+    // `since` was sent: a reply without `recovered` cannot prove there is no gap.
+    const info: ResubscribeInfo = { channel: ch.name, since: ch.since, recovered: ch.since === undefined ? undefined : reply.recovered === true };
+    this.#events.emit('resubscribed', info);
+    for (const rec of [...ch.subs]) {
+      if (!rec.options?.onResubscribe) continue;
+      try {
+        rec.options.onResubscribe(info);
+      } catch (e) {
+        rethrowLater(e);
+      }
+    }
+  }
+
+  #onSubscribeFailed(ch: Channel, id: number | undefined, err: PubgateError, gen: number): void {
+    if (!this.#current(ch, id)) return;
+    ch.reqId = undefined;
+    ch.status = 'idle';
+    if (TRANSIENT.has(err.code) && gen === this.#gen && this.#state === 'connected') {
+      // The broker is down or the connection is rate limited: try again on this connection.
+      ch.retries++;
+      const delay = Math.max(this.#o.backoff.minMs / 2, fullJitter(ch.retries, this.#o.backoff, this.#o.random));
+      this.#emitError(new PubgateError(err.code, `subscribe to ${ch.name} failed (${err.message}); retrying in ${delay} ms`, ch.name, { cause: err }));
+      ch.retryTimer = later(() => {
+        ch.retryTimer = undefined;
+        if (gen === this.#gen && this.#state === 'connected' && this.#channels.get(ch.name) === ch && ch.status === 'idle') this.#sendSubscribe(ch);
+      }, Math.min(delay, backoffWindow(ch.retries, this.#o.backoff)));
+      return;
+    }
+    if (TRANSIENT.has(err.code)) return; // the connection ended: the channel is renewed on the next one
+    this.#channels.delete(ch.name);
+    for (const rec of [...ch.subs]) {
+      this.#settle(rec, undefined, err);
+      if (!rec.options?.onError) continue;
+      try {
+        rec.options.onError(err);
+      } catch (e) {
+        rethrowLater(e);
+      }
+    }
+    this.#emitError(err);
+  }
+
+  #onMessage(f: MessageFrame): void {
+    const ch = this.#channels.get(f.channel);
+    if (!ch) return;
+    if (typeof f.offset === 'number' && typeof f.epoch === 'string') {
+      if (ch.pos && ch.pos.epoch === f.epoch && f.offset <= ch.pos.offset) return; // already delivered
+      ch.pos = { offset: f.offset, epoch: f.epoch };
+    }
+    for (const rec of [...ch.subs]) {
+      try {
+        rec.handler(f.data, f);
+      } catch (e) {
+        if (this.#events.listenerCount('error') > 0) this.#emitError(new PubgateError('handler', `a message handler for ${f.channel} threw: ${describe(e)}`, f.channel, { cause: e }));
+        else rethrowLater(e);
+      }
+    }
+  }
+
+  async #unsubscribe(ch: Channel, rec: SubRecord): Promise<void> {
+    if (!ch.subs.delete(rec)) return;
+    this.#settle(rec, undefined, new PubgateError('unsubscribed', 'unsubscribed before the server confirmed the subscription', ch.name));
+    if (ch.subs.size > 0 || this.#channels.get(ch.name) !== ch) return;
+    this.#channels.delete(ch.name);
+    cancel(ch.retryTimer);
+    ch.retryTimer = undefined;
+    ch.status = 'idle';
+    ch.reqId = undefined;
+    if (this.#state !== 'connected') return; // the next connection simply does not subscribe
+    await this.#request('unsubscribe', (id) => JSON.stringify({ type: 'unsubscribe', id, channel: ch.name }), ch.name);
+  }
+
+  // ---- errors and close ----------------------------------------------------------
+
+  #emitError(err: PubgateError): void {
+    this.#events.emit('error', err);
+  }
+
+  close(): Promise<void> {
+    if (this.#state === 'closed') return Promise.resolve();
+    const ws = this.#ws;
+    this.#terminate(1000, 'closed by the client');
+    if (!ws) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = later(resolve, 1000);
+      ws.onclose = () => {
+        cancel(timer);
+        resolve();
+      };
+      try {
+        ws.close(1000, 'client closed');
+      } catch {
+        cancel(timer);
+        resolve();
+      }
+    });
+  }
+}
+
+/** Creates a client and starts connecting (after the current task, so listeners added now see every event). */
+export function connect(options: ConnectOptions): PubgateClient {
+  return new Client(options);
+}

@@ -1,0 +1,42 @@
+/**
+ * @pubgate/client: the browser and Node.js client of the pubgate gateway.
+ *
+ *   import { connect } from '@pubgate/client';
+ *   const client = connect({ url: 'wss://ws.example.com/ws', getToken });
+ *   const off = client.subscribe('news', (data) => console.log(data));
+ */
+export { connect } from './client.js';
+export type {
+  ClientEvents,
+  ConnectOptions,
+  ConnectionState,
+  MessageHandler,
+  PubgateClient,
+  ResubscribeInfo,
+  SubscribeOptions,
+  SubscribeResult,
+  Subscription,
+  WebSocketConstructor,
+  WebSocketLike,
+} from './client.js';
+export { PubgateError, type ClientErrorCode } from './errors.js';
+export { DEFAULT_BACKOFF, backoffWindow, fullJitter, reconnectDelay, reconnectPlan, type BackoffOptions, type ReconnectPlan } from './backoff.js';
+export {
+  ABNORMAL_CLOSURE,
+  BEARER_PREFIX,
+  CHANNEL_RE,
+  CLOSE,
+  ERROR_CODES,
+  SUBPROTOCOL,
+  isValidChannel,
+  shouldReconnect,
+  type ClientFrame,
+  type ClientFrameType,
+  type CloseCode,
+  type ErrorCode,
+  type MessageFrame,
+  type ReplyFrame,
+  type ServerFrame,
+  type SinceOffset,
+  type WelcomeFrame,
+} from './protocol.js';

@@ -1,0 +1,122 @@
+/**
+ * End to end in headless Chromium (Debian's /usr/bin/chromium, driven by
+ * playwright-core): the demo page loads the built @pubgate/client as ES
+ * modules, connects through a load-balancer stand-in to a real gateway,
+ * shows a message published over HTTP and one sent from its own form through
+ * the demo backend, survives a restart of the gateway node (1001, reconnect,
+ * resubscribe), and leaves a screenshot in test-artifacts/.
+ *
+ * Skips, saying why, only when /usr/bin/chromium is absent (apt-get install -y chromium).
+ */
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildClient } from '../helpers/client-build.js';
+import { startDemo, type DemoServer } from '../helpers/demo-server.js';
+import { ROOT, TEST_API_KEY, startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { startForwarder, type Forwarder } from '../helpers/tcp-forwarder.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const HAVE_CHROMIUM = existsSync(CHROMIUM);
+const SKIP_REASON = `${CHROMIUM} not found: install Debian's chromium package (apt-get install -y chromium) to run the browser test`;
+if (!HAVE_CHROMIUM) console.warn(`test/client/browser.test.ts skipped: ${SKIP_REASON}`);
+
+const ARTIFACTS = path.join(ROOT, 'test-artifacts');
+
+let dist = '';
+let lb: Forwarder | undefined;
+let demo: DemoServer | undefined;
+let browser: Browser | undefined;
+const gateways: GatewayProcess[] = [];
+
+async function gateway(id: string): Promise<GatewayProcess> {
+  if (!demo) throw new Error('demo server did not start');
+  const g = await startGateway({ PUBGATE_NODE_ID: id, PUBGATE_ALLOWED_ORIGINS: demo.origin, PUBGATE_REQUIRE_ORIGIN: 'true' });
+  gateways.push(g);
+  return g;
+}
+
+async function publishHttp(gw: GatewayProcess, data: unknown): Promise<void> {
+  const res = await fetch(`${gw.http}/v1/publish`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TEST_API_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ channel: 'demo:chat', data }),
+  });
+  expect(res.status, await res.text()).toBe(200);
+}
+
+describe.skipIf(!HAVE_CHROMIUM)('demo page in headless Chromium', () => {
+  beforeAll(async () => {
+    dist = await buildClient();
+    lb = await startForwarder();
+    demo = await startDemo({ PUBGATE_WS_URL: lb.url(), PUBGATE_API_URL: lb.http, DEMO_CLIENT_DIST: dist });
+    lb.setTarget((await gateway('browser-1')).port);
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await demo?.stop();
+    await Promise.allSettled(gateways.splice(0).map((g) => g.stop('SIGKILL')));
+    await lb?.close();
+    if (dist) rmSync(dist, { recursive: true, force: true });
+  });
+
+  it('subscribes, shows HTTP and form publishes, survives a gateway node restart, and is screenshotted', async () => {
+    if (!browser || !demo || !lb) throw new Error('set-up failed');
+    const page: Page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error') pageErrors.push(m.text());
+    });
+    const message = (text: string) => page.locator('#messages li', { hasText: text });
+    const logLine = (text: string) => page.locator('#log li', { hasText: text });
+
+    await page.goto(demo.url);
+    await page.locator('#state[data-state="connected"]').waitFor({ timeout: 20_000 });
+    await logLine('subscribed to demo:chat').waitFor({ timeout: 20_000 });
+    expect(await page.locator('#node').textContent()).toContain('node browser-1');
+
+    // A message published over the gateway's HTTP API.
+    const first = gateways[0]!;
+    await publishHttp(first, { user: 'backend', text: 'hello from HTTP' });
+    await message('hello from HTTP').waitFor({ timeout: 20_000 });
+
+    // A message sent from the page: demo backend → POST /v1/publish → back to the page.
+    await page.fill('#name', 'pat');
+    await page.fill('#text', 'hello from the page');
+    await page.click('#send button');
+    await message('hello from the page').waitFor({ timeout: 20_000 });
+    expect(await message('hello from the page').locator('.who').textContent()).toBe('pat');
+
+    // Restart the node behind the same URL: drain (1001), no backend for a moment, a new node.
+    lb.setTarget(undefined);
+    expect(await first.stop('SIGTERM')).toBe(0);
+    await logLine('disconnected (1001').waitFor({ timeout: 20_000 });
+    const second = await gateway('browser-2');
+    lb.setTarget(second.port);
+    await logLine('resubscribed to demo:chat').waitFor({ timeout: 30_000 });
+    await page.locator('#state[data-state="connected"]').waitFor({ timeout: 20_000 });
+    expect(await page.locator('#node').textContent()).toContain('node browser-2');
+
+    await publishHttp(second, { user: 'backend', text: 'after the restart' });
+    await message('after the restart').waitFor({ timeout: 20_000 });
+    expect(await page.locator('#messages li').count()).toBe(3);
+    expect(await page.evaluate(() => (globalThis as unknown as { pubgateDemo: { client: { state: string } } }).pubgateDemo.client.state)).toBe('connected');
+
+    mkdirSync(ARTIFACTS, { recursive: true });
+    const shot = path.join(ARTIFACTS, 'demo-chat.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    expect(existsSync(shot)).toBe(true);
+    // Failed WebSocket attempts while no node was up are logged by Chromium itself; anything else is a page error.
+    expect(pageErrors.filter((e) => !/WebSocket connection to .* failed/.test(e))).toEqual([]);
+    await page.close();
+  }, 120_000);
+});
