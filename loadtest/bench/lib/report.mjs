@@ -1,0 +1,209 @@
+// Tables: every run, then medians with min–max per target, ratios
+// pubgate/baseline, the limiting side of each figure, and the issue's targets.
+import { fmtNum, median, range } from './stats.mjs';
+
+const pct = (x) => (Number.isFinite(x) ? `${Math.round(x * 100)}%` : 'n/a');
+const SAT = 0.85;
+
+/**
+ * Which side limited a throughput figure. A side is saturated when its
+ * process used ≥ 85% of its core(s), or its core(s) were ≥ 95% busy with
+ * anything (kernel network work, or other processes on a shared machine).
+ */
+export function limitedBy(r, rateMode) {
+  const sBusy = r.serverCores?.busy ?? r.serverCoreFrac;
+  const cBusy = r.clientCores?.busy ?? r.clientCoreFrac;
+  const sSat = r.serverCoreFrac >= SAT || sBusy >= 0.95;
+  const cSat = r.clientCoreFrac >= SAT || cBusy >= 0.95;
+  if (rateMode) return 'fixed publish rate';
+  const others = [];
+  if (sSat && r.serverCores?.other >= 0.1) others.push(`server core ${pct(r.serverCores.other)} other processes`);
+  if (cSat && r.clientCores?.other >= 0.1) others.push(`client core ${pct(r.clientCores.other)} other processes`);
+  const note = others.length ? ` (${others.join(', ')})` : '';
+  if (sSat && cSat) return `both sides${note}`;
+  if (sSat) return `server${note}`;
+  if (cSat) return `client${note}`;
+  return 'neither side CPU-bound';
+}
+
+/** "96% (own 70 irq 6 oth 20)": how busy a side's cores were, and with what. */
+function coreCell(split, ownFrac) {
+  if (!split) return pct(ownFrac);
+  const n = (x) => Math.round(x * 100);
+  return `${pct(split.busy)} (own ${n(split.own)} irq ${n(split.irq)} oth ${n(split.other)})`;
+}
+
+function table(header, rows) {
+  const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) => cells.map((c, i) => (i < 2 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ');
+  return [line(header), line(w.map((n) => '-'.repeat(n))), ...rows.map(line)].join('\n');
+}
+
+
+function runRows(kind, runs, rateMode) {
+  if (kind === 'connections') {
+    return {
+      header: ['run', 'target', 'conns', 'failed', 'handshakes/s', 'srv µs/hs', 'RSS before→after MiB', 'KiB/conn', 'server core', 'client core', 'limited by'],
+      rows: runs.map((x) => (x.r.ok ? [
+        x.run, x.target, fmtNum(x.r.connections), fmtNum(x.r.failed), fmtNum(x.r.handshakesPerSec), fmtNum(x.r.usPerHandshake, 1),
+        `${fmtNum(x.r.rss0Kb / 1024, 1)}→${fmtNum(x.r.rss1Kb / 1024, 1)}`, fmtNum(x.r.kbPerConn, 2),
+        coreCell(x.r.serverCores, x.r.serverCoreFrac), coreCell(x.r.clientCores, x.r.clientCoreFrac), limitedBy(x.r, false),
+      ] : [x.run, x.target, 'error', x.r.error.split('\n')[0], '', '', '', '', '', '', ''])),
+    };
+  }
+  if (rateMode) {
+    return {
+      header: ['run', 'target', 'publishes', 'deliveries', 'lost', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'srv µs/delivery', 'server core', 'client core'],
+      rows: runs.map((x) => (x.r.ok ? [
+        x.run, x.target, fmtNum(x.r.published), fmtNum(x.r.deliveries), fmtNum(x.r.lost),
+        fmtNum(x.r.latency.p50, 2), fmtNum(x.r.latency.p90, 2), fmtNum(x.r.latency.p99, 2), fmtNum(x.r.latency.p999, 2), fmtNum(x.r.latency.max, 2),
+        fmtNum(x.r.usPerDelivery, 3), coreCell(x.r.serverCores, x.r.serverCoreFrac), coreCell(x.r.clientCores, x.r.clientCoreFrac),
+      ] : [x.run, x.target, 'error', x.r.error.split('\n')[0], '', '', '', '', '', '', '', '', ''])),
+    };
+  }
+  return {
+    header: ['run', 'target', 'deliveries/s', 'msgs published', 'lost', 'srv µs/delivery', 'server core', 'client core', 'limited by'],
+    rows: runs.map((x) => (x.r.ok ? [
+      x.run, x.target, fmtNum(x.r.perSec), fmtNum(x.r.published), `${fmtNum(x.r.lost)}${x.r.closed ? ` (${x.r.closed} closed)` : ''}`,
+      fmtNum(x.r.usPerDelivery, 3), coreCell(x.r.serverCores, x.r.serverCoreFrac), coreCell(x.r.clientCores, x.r.clientCoreFrac), limitedBy(x.r, false),
+    ] : [x.run, x.target, 'error', x.r.error.split('\n')[0], '', '', '', '', ''])),
+  };
+}
+
+/** The figures summarised per scenario kind: [label, getter, digits, higherIsBetter]. */
+function figures(kind, rateMode) {
+  if (kind === 'connections') {
+    return [
+      ['handshakes/s', (r) => r.handshakesPerSec, 0, true],
+      ['server µs/handshake', (r) => r.usPerHandshake, 1, false],
+      ['server KiB RSS/conn', (r) => r.kbPerConn, 2, false],
+    ];
+  }
+  if (rateMode) {
+    return [
+      ['p50 ms', (r) => r.latency.p50, 2, false],
+      ['p99 ms', (r) => r.latency.p99, 2, false],
+      ['max ms', (r) => r.latency.max, 2, false],
+      ['server µs/delivery', (r) => r.usPerDelivery, 3, false],
+    ];
+  }
+  return [
+    ['deliveries/s', (r) => r.perSec, 0, true],
+    ['server µs/delivery', (r) => r.usPerDelivery, 3, false],
+    ['lost', (r) => r.lost, 0, false],
+  ];
+}
+
+/** A run during which other processes took less than 10% of the server's and of the client's core(s). */
+export const isQuiet = (r) => r.ok && (r.serverCores?.other ?? 0) < 0.1 && (r.clientCores?.other ?? 0) < 0.1;
+
+export function summarize(kind, runs, rateMode) {
+  const targets = [...new Set(runs.map((x) => x.target))];
+  const ok = (t) => runs.filter((x) => x.target === t && x.r.ok).map((x) => x.r);
+  const out = { targets: {}, ratios: {} };
+  for (const [label, get] of figures(kind, rateMode)) {
+    for (const t of targets) {
+      const v = ok(t).map(get);
+      const q = ok(t).filter(isQuiet).map(get);
+      out.targets[t] ??= {};
+      out.targets[t][label] = {
+        median: median(v), min: range(v)[0], max: range(v)[1], n: v.length,
+        quiet: { median: median(q), min: range(q)[0], max: range(q)[1], n: q.length },
+      };
+    }
+    if (targets.includes('pubgate') && targets.includes('baseline')) {
+      const a = out.targets.pubgate[label].median;
+      const b = out.targets.baseline[label].median;
+      const perRun = [];
+      for (const x of runs.filter((y) => y.target === 'pubgate' && y.r.ok)) {
+        const y = runs.find((z) => z.target === 'baseline' && z.run === x.run && z.r.ok);
+        if (y) perRun.push(get(x.r) / get(y.r));
+      }
+      out.ratios[label] = { ofMedians: a / b, perRun };
+    }
+  }
+  return out;
+}
+
+export function formatScenario(title, kind, runs, rateMode) {
+  const { header, rows } = runRows(kind, runs, rateMode);
+  const sum = summarize(kind, runs, rateMode);
+  const lines = [`\n== ${title}`, table(header, rows), '', 'summary: median [min–max] over the successful runs; "quiet runs only": the runs where other processes used < 10% of each core'];
+  for (const [label, , digits] of figures(kind, rateMode)) {
+    for (const [t, f] of Object.entries(sum.targets)) {
+      const m = f[label];
+      if (m.n === 0) continue;
+      // A CPU cost per unit also says what one fully used server core could sustain.
+      const capacity = /µs\//.test(label) && m.median > 0 ? `  → ${fmtNum(1e6 / m.median)}/s per fully used server core` : '';
+      lines.push(`  ${t.padEnd(9)} ${label.padEnd(22)} ${fmtNum(m.median, digits).padStart(12)}  [${fmtNum(m.min, digits)}–${fmtNum(m.max, digits)}]  (${m.n} runs)${capacity}`);
+      if (m.quiet.n > 0 && m.quiet.n < m.n) {
+        lines.push(`  ${''.padEnd(9)} ${'  quiet runs only'.padEnd(22)} ${fmtNum(m.quiet.median, digits).padStart(12)}  [${fmtNum(m.quiet.min, digits)}–${fmtNum(m.quiet.max, digits)}]  (${m.quiet.n} runs with other processes < 10% of each core)`);
+      }
+    }
+    const ratio = sum.ratios[label];
+    if (ratio && Number.isFinite(ratio.ofMedians)) {
+      lines.push(`  ratio pubgate/baseline ${label}: ${fmtNum(ratio.ofMedians, 2)}×  (per run: ${ratio.perRun.map((x) => fmtNum(x, 2)).join(', ')})`);
+    }
+  }
+  const failures = runs.filter((x) => !x.r.ok);
+  for (const f of failures) lines.push(`  run ${f.run} ${f.target} did not run: ${f.r.error.split('\n').join('\n    ')}`);
+  for (const x of runs.filter((y) => y.r.ok && y.r.warmupMissing > 0)) {
+    lines.push(`  run ${x.run} ${x.target}: ${x.r.warmupMissing} warm-up deliveries had not arrived when counting started (they may be counted as measured)`);
+  }
+  for (const x of runs.filter((y) => y.r.ok && y.r.setupRetries)) {
+    lines.push(`  run ${x.run} ${x.target}: ${x.r.setupRetries} subscriber connections failed while connecting and were retried: ${JSON.stringify(x.r.setupErrors)}`);
+  }
+  for (const x of runs.filter((y) => y.r.ok && y.r.failed)) {
+    lines.push(`  run ${x.run} ${x.target}: ${x.r.failed} connections failed: ${JSON.stringify(x.r.errors)}`);
+  }
+  for (const x of runs.filter((y) => y.r.ok && y.r.open !== undefined && y.r.open < y.r.connections)) {
+    lines.push(`  run ${x.run} ${x.target}: only ${x.r.open} of ${x.r.connections} connections were still open after the idle period`);
+  }
+  for (const x of runs.filter((y) => y.r.ok && y.r.memPerConn)) {
+    const m = x.r.memPerConn;
+    lines.push(`  run ${x.run} ${x.target} memory per connection (KiB, from its metrics): RSS ${fmtNum(x.r.kbPerConn, 2)} = ` +
+      `V8 heap committed ${fmtNum(m.heapTotal, 2)} (used ${fmtNum(m.heapUsed, 2)}: old ${fmtNum(m.oldUsed, 2)}, new ${fmtNum(m.newUsed, 2)}) ` +
+      `+ external ${fmtNum(m.external, 2)} + native/other ${fmtNum(x.r.kbPerConn - m.heapTotal - m.external, 2)}`);
+  }
+  for (const x of runs.filter((y) => y.r.ok && y.r.pubErrors && Object.keys(y.r.pubErrors).length)) {
+    lines.push(`  run ${x.run} ${x.target} publish errors: ${JSON.stringify(x.r.pubErrors)}`);
+  }
+  for (const x of runs.filter((y) => y.r.ok && y.r.closeCodes && Object.keys(y.r.closeCodes).length)) {
+    lines.push(`  run ${x.run} ${x.target} close frames received: ${JSON.stringify(x.r.closeCodes)}`);
+  }
+  return { text: lines.join('\n'), summary: sum };
+}
+
+/**
+ * The issue's targets, checked against the medians (only for scenarios run with
+ * the targets' parameters). When some runs were quiet (other processes < 10% of
+ * each core) their median decides, since contention is not the server's doing;
+ * the all-runs median is shown beside it.
+ */
+export function targetChecks(results) {
+  const lines = ["\n== targets (checked only for scenarios run with the targets' parameters)"];
+  const get = (name) => results.find((r) => r.name === name);
+  const check = (entry, ok, what, digits, unit = '') => {
+    const useQuiet = entry.quiet.n > 0;
+    const v = useQuiet ? entry.quiet.median : entry.median;
+    const basis = useQuiet ? `quiet-run median ${fmtNum(v, digits)}${unit} (${entry.quiet.n} runs), all-run median ${fmtNum(entry.median, digits)}${unit}` : `median ${fmtNum(v, digits)}${unit} (no quiet run)`;
+    lines.push(`  ${ok(v) ? 'MET   ' : 'MISSED'} ${what}: ${basis}`);
+  };
+  const f = get('fanout');
+  if (f && f.params.subscribers === 2000 && f.summary.targets.pubgate) {
+    check(f.summary.targets.pubgate['deliveries/s'], (v) => v >= 600_000, 'fan-out to 2000 subscribers ≥ 600 000 deliveries/s', 0);
+    const ratio = f.summary.ratios['deliveries/s']?.ofMedians;
+    if (Number.isFinite(ratio)) lines.push(`  ${ratio >= 4 ? 'MET   ' : 'MISSED'} fan-out ≥ 4× the ws baseline in the same run: ${fmtNum(ratio, 2)}× (ratio of medians; per run ${f.summary.ratios['deliveries/s'].perRun.map((x) => fmtNum(x, 1)).join(', ')})`);
+    check(f.summary.targets.pubgate['server µs/delivery'], (v) => v <= 1.3, 'server CPU ≤ 1.3 µs per delivery', 3, ' µs');
+  }
+  const c = get('connections');
+  if (c && c.summary.targets.pubgate) {
+    check(c.summary.targets.pubgate['server KiB RSS/conn'], (v) => v <= 1.5, `≤ 1.5 KB server RSS per idle authenticated connection at ${c.params.connections}`, 2, ' KiB');
+    check(c.summary.targets.pubgate['handshakes/s'], (v) => v >= 7000, '≥ 7 000 authenticated HS256 handshakes/s', 0);
+  }
+  const l = get('latency');
+  if (l && l.params.rate === 50 && l.params.subscribers === 1000 && l.summary.targets.pubgate) {
+    check(l.summary.targets.pubgate['p99 ms'], (v) => v <= 15, 'p99 ≤ 15 ms at 50 publishes/s to 1000 subscribers', 2, ' ms');
+  }
+  return lines.length > 1 ? lines.join('\n') : '';
+}

@@ -1,0 +1,158 @@
+// The servers under test. `pubgate` is `node dist/main.js` configured by
+// PUBGATE_* variables; `baseline` is baseline/server.mjs (ws + jose + ioredis).
+// A cluster is two nodes of the target and one redis-server on free ports.
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { freePort, startProcess, sleepMs } from './proc.mjs';
+
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const PUBGATE_MAIN = `${ROOT}dist/main.js`;
+export const BASELINE_MAIN = `${ROOT}loadtest/bench/baseline/server.mjs`;
+export const SECRET = 'pubgate-bench-secret-0123456789abcdef';
+export const API_KEY = 'pubgate-bench-api-key';
+export const TARGETS = ['pubgate', 'baseline'];
+
+/** The runner's environment without PUBGATE_* (pubgate refuses unknown ones). */
+function cleanEnv() {
+  const out = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PUBGATE_') && !k.startsWith('BENCH_')) out[k] = v;
+  return out;
+}
+
+function httpStatus(port, path) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.setTimeout(1000, () => req.destroy());
+    req.on('error', () => resolve(0));
+  });
+}
+
+/**
+ * pubgate's own view of its memory, from the admin port's Prometheus text
+ * (bytes): V8 heap used/committed in total and for the old and new spaces,
+ * and external (ArrayBuffers and other off-heap memory V8 knows of).
+ */
+export function pubgateMemory(adminPort) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port: adminPort, path: '/metrics', agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (text += d));
+      res.on('end', () => {
+        const get = (re) => {
+          const m = re.exec(text);
+          return m ? Number(m[1]) : NaN;
+        };
+        resolve({
+          heapUsed: get(/^nodejs_heap_size_used_bytes\{[^}]*\} (\S+)$/m),
+          heapTotal: get(/^nodejs_heap_size_total_bytes\{[^}]*\} (\S+)$/m),
+          oldUsed: get(/^nodejs_heap_space_size_used_bytes\{space="old"[^}]*\} (\S+)$/m),
+          newUsed: get(/^nodejs_heap_space_size_used_bytes\{space="new"[^}]*\} (\S+)$/m),
+          external: get(/^nodejs_external_memory_bytes\{[^}]*\} (\S+)$/m),
+        });
+      });
+    });
+    req.setTimeout(5000, () => req.destroy());
+    req.on('error', () => resolve(undefined));
+  });
+}
+
+async function waitReady(adminPort, name, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if ((await httpStatus(adminPort, '/readyz')) === 200) return;
+    await sleepMs(50);
+  }
+  throw new Error(`${name}: /readyz did not answer 200 within ${timeoutMs} ms`);
+}
+
+async function startNode(target, { cpus, redisUrl, nodeId, profileDir, env: extraEnv, pubgateMain = PUBGATE_MAIN }) {
+  const port = await freePort();
+  if (target === 'pubgate') {
+    if (!existsSync(pubgateMain)) throw new Error(`${pubgateMain} is missing: run npm run build first`);
+    const adminPort = await freePort();
+    const env = {
+      ...cleanEnv(),
+      PUBGATE_HOST: '127.0.0.1',
+      PUBGATE_PORT: String(port),
+      PUBGATE_ADMIN_PORT: String(adminPort),
+      PUBGATE_NODE_ID: nodeId,
+      PUBGATE_JWT_SECRETS: SECRET,
+      PUBGATE_API_KEYS: API_KEY,
+      PUBGATE_LOG_LEVEL: 'info',
+      PUBGATE_DRAIN_SECONDS: '0',
+      ...(redisUrl ? { PUBGATE_REDIS_URL: redisUrl } : {}),
+      ...extraEnv,
+    };
+    const args = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, pubgateMain] : [pubgateMain];
+    const p = await startProcess({ name: `pubgate ${nodeId}`, cmd: process.execPath, args, env, cpus, readyPorts: [port, adminPort] });
+    try {
+      await waitReady(adminPort, `pubgate ${nodeId}`);
+    } catch (e) {
+      await p.stop();
+      throw new Error(`${e.message}\n  ${p.tail.join('\n  ')}`);
+    }
+    // Profiling needs a clean exit (SIGTERM drains in 0 s, then the profile is written).
+    const stop = p.stop;
+    return Object.assign(p, { port, adminPort, stop: () => stop(profileDir ? 'SIGTERM' : 'SIGKILL', 20_000) });
+  }
+  const env = {
+    ...cleanEnv(),
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    NODE_ID: nodeId,
+    JWT_SECRET: SECRET,
+    API_KEY,
+    ...(redisUrl ? { REDIS_URL: redisUrl } : {}),
+  };
+  const p = await startProcess({ name: `baseline ${nodeId}`, cmd: process.execPath, args: [BASELINE_MAIN], env, cpus, readyPorts: [port] });
+  const stop = p.stop;
+  return Object.assign(p, { port, stop: () => stop('SIGKILL') });
+}
+
+async function startRedis(cpus) {
+  const port = await freePort();
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning'];
+  const p = await startProcess({ name: 'redis-server', cmd: 'redis-server', args, env: cleanEnv(), cpus, readyPorts: [port] });
+  const stop = p.stop;
+  return Object.assign(p, { port, url: `redis://127.0.0.1:${port}`, stop: () => stop('SIGKILL') });
+}
+
+/**
+ * One node on the embedded broker, or (cluster) redis-server plus two nodes
+ * using it. Every server process is pinned to `cpus`. `procs` lists them all
+ * (for CPU figures); `nodes` the gateway nodes.
+ */
+export async function startTopology(target, { cluster, cpus, profileDir, env, pubgateMain }) {
+  const procs = [];
+  // A server that exited during a run (crash, or a signal from another process) voids the run.
+  const assertAlive = () => {
+    for (const p of procs) {
+      if (!p.alive) throw new Error(`${p.name} exited during the run (${p.exitCode}); its last output:\n  ${p.tail.slice(-4).join('\n  ')}`);
+    }
+  };
+  const stopAll = async () => {
+    for (const p of procs.reverse()) await p.stop().catch(() => undefined);
+  };
+  try {
+    if (!cluster) {
+      const n = await startNode(target, { cpus, nodeId: `${target}-1`, profileDir, env, pubgateMain });
+      procs.push(n);
+      return { nodes: [n], procs, stop: stopAll, assertAlive };
+    }
+    const redis = await startRedis(cpus);
+    procs.push(redis);
+    const a = await startNode(target, { cpus, redisUrl: redis.url, nodeId: `${target}-a`, profileDir, env, pubgateMain });
+    procs.push(a);
+    const b = await startNode(target, { cpus, redisUrl: redis.url, nodeId: `${target}-b`, profileDir, env, pubgateMain });
+    procs.push(b);
+    return { nodes: [a, b], redis, procs, stop: stopAll, assertAlive };
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+}

@@ -1,0 +1,348 @@
+// A WebSocket client for benchmarks: raw TCP (node:net), a hand-written
+// upgrade and frame parser, many connections per process.
+//
+// Hot path: every socket reads into one shared buffer (net's `onread`, so no
+// Buffer and no 'data' event per read), and a `message` frame is counted from
+// its header alone; its payload is skipped, or scanned for the embedded send
+// timestamp when latency is measured. Other text frames (welcome, replies) are
+// JSON-parsed: they only occur while connecting and subscribing.
+//
+// Assumes the server sends unfragmented frames (uWS and ws both do) whose
+// payload starts with {"type":"<name>" as the pubgate contract's frames do.
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+
+/** One buffer for every read of this process: each read is consumed synchronously. */
+const READ_BUF = Buffer.allocUnsafe(256 * 1024);
+const T_KEY = Buffer.from('"t":');
+const CHAR_M = 0x6d; // 'm' of {"type":"message"
+const TYPE_AT = 9; // offset of that 'm' in the payload
+
+// A monotonic clock shared by every process on the machine (CLOCK_MONOTONIC),
+// read cheaply through performance.now() plus a per-process offset.
+const OFFSET_MS = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+export const nowMs = () => performance.now() + OFFSET_MS;
+
+/** A masked client frame (RFC 6455 §5.3); payloads under 64 KiB. */
+export function clientFrame(opcode, payload) {
+  const len = payload.length;
+  const hl = len < 126 ? 2 : 4;
+  const out = Buffer.allocUnsafe(hl + 4 + len);
+  out[0] = 0x80 | opcode;
+  if (len < 126) out[1] = 0x80 | len;
+  else {
+    out[1] = 0x80 | 126;
+    out.writeUInt16BE(len, 2);
+  }
+  const mask = randomBytes(4);
+  mask.copy(out, hl);
+  for (let i = 0; i < len; i++) out[hl + 4 + i] = payload[i] ^ mask[i & 3];
+  return out;
+}
+
+function bump(obj, key) {
+  obj[key] = (obj[key] ?? 0) + 1;
+}
+
+/** Reads the number after `"t":` in buf[from, to), or NaN. */
+function readT(buf, from, to) {
+  const k = buf.indexOf(T_KEY, from);
+  if (k < 0 || k + 4 >= to) return NaN;
+  let e = k + 4;
+  while (e < to) {
+    const c = buf[e];
+    if ((c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x2d || c === 0x65 || c === 0x2b) e++;
+    else break;
+  }
+  return Number(buf.toString('latin1', k + 4, e));
+}
+
+export class WsPool {
+  /** @param {{host: string, port: number, path?: string, tokenIn?: 'header'|'protocol'|'query', localPorts?: [number, number]}} o */
+  constructor(o) {
+    this.host = o.host;
+    this.port = o.port;
+    // Local ports this process binds its connections to, in turn. Leaving the
+    // choice to the kernel gets slow once half the ephemeral range is in use
+    // towards one server port (connect() then scans for a free port: ~1 ms per
+    // connection past ~14 000 connections here), which would make the client
+    // the bottleneck of the connections scenario.
+    this.localPorts = o.localPorts;
+    this.nextLocalPort = o.localPorts ? o.localPorts[0] : 0;
+    this.path = o.path ?? '/ws';
+    this.tokenIn = o.tokenIn ?? 'header';
+    this.conns = new Set();
+    this.messages = 0; // message frames received
+    this.lastRecvMs = 0;
+    this.latency = undefined; // a LatencyHistogram while latency is measured
+    this.readNowMs = 0;
+    this.closedOpen = 0; // open connections that closed
+    this.closeCodes = {};
+    this.errors = {};
+  }
+
+  request(token) {
+    const key = randomBytes(16).toString('base64');
+    let path = this.path;
+    let auth = 'Sec-WebSocket-Protocol: pubgate.v1\r\n';
+    if (this.tokenIn === 'header') auth += `Authorization: Bearer ${token}\r\n`;
+    else if (this.tokenIn === 'protocol') auth = `Sec-WebSocket-Protocol: pubgate.v1, bearer.${token}\r\n`;
+    else path += `?access_token=${token}`;
+    return `GET ${path} HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n${auth}\r\n`;
+  }
+
+  takeLocalPort() {
+    if (!this.localPorts) return undefined;
+    const [from, to] = this.localPorts;
+    const p = this.nextLocalPort;
+    this.nextLocalPort = p + 1 >= to ? from : p + 1;
+    return p;
+  }
+
+  /** Opens one connection; resolves with it once the server's welcome frame arrived. */
+  open(token, timeoutMs = 10_000) {
+    const c = new Conn(this);
+    return c.open(this.request(token), timeoutMs).then(() => c);
+  }
+
+  /** Closes every connection at once with a TCP reset (no TIME_WAIT left behind). */
+  closeAll() {
+    for (const c of this.conns) c.destroy();
+    this.conns.clear();
+  }
+}
+
+class Conn {
+  constructor(pool) {
+    this.pool = pool;
+    this.sock = undefined;
+    this.state = 0; // 0 connecting, 1 upgrading, 2 open, 3 closed
+    this.head = '';
+    this.skip = 0; // payload bytes of the current frame still to come
+    this.pend = null; // bytes of an incomplete frame header
+    this.coll = null; // chunks of a payload being collected
+    this.collOp = 0;
+    this.nextId = 1;
+    this.waiters = new Map();
+    this.onWelcome = null;
+    this.onFail = null;
+  }
+
+  open(request, timeoutMs) {
+    const pool = this.pool;
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => fail('timeout'), timeoutMs);
+      const fail = (why) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.destroy();
+        reject(new Error(why));
+      };
+      this.onFail = fail;
+      this.onWelcome = () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve();
+      };
+      let tries = 0;
+      const dial = () => {
+        const localPort = pool.takeLocalPort();
+        const sock = net.connect({
+          host: pool.host,
+          port: pool.port,
+          ...(localPort ? { localAddress: pool.host, localPort } : {}),
+          onread: { buffer: READ_BUF, callback: (n, buf) => this.read(buf, n) },
+        });
+        this.sock = sock;
+        sock.setNoDelay(true);
+        sock.once('connect', () => sock.write(request));
+        sock.on('error', (e) => {
+          // A local port someone else holds: take the next one.
+          if ((e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL') && localPort && !sock.bytesWritten && tries++ < 100) {
+            sock.removeAllListeners('close');
+            sock.destroy();
+            dial();
+            return;
+          }
+          bump(pool.errors, e.code ?? 'error');
+          fail(e.code ?? 'socket error');
+        });
+        sock.on('close', onClose);
+      };
+      const onClose = () => {
+        if (this.state === 2) pool.closedOpen++;
+        this.state = 3;
+        pool.conns.delete(this);
+        for (const w of this.waiters.values()) w.reject(new Error('closed'));
+        this.waiters.clear();
+        fail('closed before welcome');
+      };
+      this.state = 1;
+      pool.conns.add(this);
+      dial();
+    });
+  }
+
+  destroy() {
+    if (this.sock && !this.sock.destroyed) this.sock.resetAndDestroy();
+  }
+
+  send(text) {
+    if (this.state === 2) this.sock.write(clientFrame(1, Buffer.from(text)));
+  }
+
+  subscribe(channel, timeoutMs = 10_000) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.waiters.delete(id);
+        reject(new Error('subscribe timeout'));
+      }, timeoutMs);
+      this.waiters.set(id, {
+        resolve: (v) => (clearTimeout(t), resolve(v)),
+        reject: (e) => (clearTimeout(t), reject(e)),
+      });
+      this.send(`{"type":"subscribe","id":${id},"channel":"${channel}"}`);
+    });
+  }
+
+  read(buf, n) {
+    if (this.state === 2) {
+      const pool = this.pool;
+      if (pool.latency) pool.readNowMs = nowMs();
+      const before = pool.messages;
+      this.feed(buf, 0, n);
+      if (pool.messages !== before) pool.lastRecvMs = pool.latency ? pool.readNowMs : nowMs();
+      return true;
+    }
+    if (this.state !== 1) return true;
+    this.head += buf.toString('latin1', 0, n);
+    const i = this.head.indexOf('\r\n\r\n');
+    if (i < 0) {
+      if (this.head.length > 16384) this.onFail('response head too long');
+      return true;
+    }
+    if (!this.head.startsWith('HTTP/1.1 101')) {
+      const status = this.head.slice(9, 12);
+      bump(this.pool.errors, `http_${status}`);
+      this.onFail(`handshake answered ${status}`);
+      return true;
+    }
+    const rest = this.head.length - (i + 4);
+    this.head = '';
+    this.state = 2;
+    if (rest > 0) this.feed(buf, n - rest, n);
+    return true;
+  }
+
+  feed(buf, off, end) {
+    if (this.pend !== null) {
+      buf = Buffer.concat([this.pend, buf.subarray(off, end)]);
+      this.pend = null;
+      off = 0;
+      end = buf.length;
+    }
+    const pool = this.pool;
+    while (off < end) {
+      if (this.skip > 0) {
+        const take = Math.min(this.skip, end - off);
+        if (this.coll !== null) this.coll.push(Buffer.from(buf.subarray(off, off + take)));
+        this.skip -= take;
+        off += take;
+        if (this.skip === 0 && this.coll !== null) {
+          const payload = Buffer.concat(this.coll);
+          this.coll = null;
+          this.frame(this.collOp, payload, 0, payload.length);
+        }
+        continue;
+      }
+      const avail = end - off;
+      if (avail < 2) {
+        this.pend = Buffer.from(buf.subarray(off, end));
+        return;
+      }
+      const b0 = buf[off];
+      let len = buf[off + 1] & 0x7f;
+      let hl = 2;
+      if (len === 126) {
+        if (avail < 4) {
+          this.pend = Buffer.from(buf.subarray(off, end));
+          return;
+        }
+        len = buf.readUInt16BE(off + 2);
+        hl = 4;
+      } else if (len === 127) {
+        if (avail < 10) {
+          this.pend = Buffer.from(buf.subarray(off, end));
+          return;
+        }
+        len = buf.readUInt32BE(off + 2) * 2 ** 32 + buf.readUInt32BE(off + 6);
+        hl = 10;
+      }
+      off += hl;
+      const op = b0 & 0x0f;
+      const have = end - off;
+      if (op <= 2 && len > TYPE_AT && have > TYPE_AT && buf[off + TYPE_AT] === CHAR_M && pool.latency === undefined) {
+        // A message frame, counted from its header: skip the payload.
+        pool.messages++;
+        if (have >= len) off += len;
+        else {
+          this.skip = len - have;
+          off = end;
+        }
+      } else if (have >= len) {
+        this.frame(op, buf, off, off + len);
+        off += len;
+      } else {
+        this.coll = [Buffer.from(buf.subarray(off, end))];
+        this.collOp = op;
+        this.skip = len - have;
+        off = end;
+      }
+    }
+  }
+
+  /** A whole frame payload in buf[from, to). */
+  frame(op, buf, from, to) {
+    const pool = this.pool;
+    if (op <= 2) {
+      if (to - from > TYPE_AT && buf[from + TYPE_AT] === CHAR_M) {
+        pool.messages++;
+        if (pool.latency !== undefined) {
+          const t = readT(buf, from, to);
+          if (t === t) pool.latency.add(pool.readNowMs - t);
+        }
+        return;
+      }
+      this.text(buf.toString('utf8', from, to));
+    } else if (op === 8) {
+      const code = to - from >= 2 ? buf.readUInt16BE(from) : 1005;
+      bump(pool.closeCodes, code);
+      this.destroy();
+    } else if (op === 9) {
+      this.sock.write(clientFrame(10, Buffer.from(buf.subarray(from, to))));
+    }
+  }
+
+  text(s) {
+    let f;
+    try {
+      f = JSON.parse(s);
+    } catch {
+      bump(this.pool.errors, 'bad_json_frame');
+      return;
+    }
+    if (f.type === 'welcome') this.onWelcome?.();
+    else if (f.type === 'reply') {
+      const w = this.waiters.get(f.id);
+      if (!w) return;
+      this.waiters.delete(f.id);
+      if (f.error) w.reject(new Error(`reply error ${f.error.code}`));
+      else w.resolve(f);
+    }
+  }
+}

@@ -1,0 +1,233 @@
+#!/usr/bin/env node
+// pubgate benchmark runner: runs scenarios against pubgate and the ws baseline
+// on this machine (127.0.0.1 only), alternating targets run by run, and prints
+// every run, medians, min–max, ratios and which side limited each figure.
+//
+//   node loadtest/bench/run.mjs fanout --subscribers 2000 --runs 3 --targets pubgate,baseline
+//   node loadtest/bench/run.mjs all
+//   npm run bench -- latency --runs 5
+//
+// See loadtest/README.md for every scenario and option.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { runConnections } from './lib/connections.mjs';
+import { runDelivery } from './lib/delivery.mjs';
+import { cpuList, hasTaskset, waitQuiet } from './lib/proc.mjs';
+import { formatScenario, targetChecks } from './lib/report.mjs';
+import { ROOT, TARGETS } from './lib/targets.mjs';
+
+const SCENARIOS = ['fanout', 'latency', 'connections', 'channels', 'cluster'];
+const USAGE = `usage: node loadtest/bench/run.mjs <${SCENARIOS.join('|')}|all>[,...] [options]
+  --targets pubgate,baseline   which servers (default both, alternated run by run)
+  --runs N                     runs per target (default 3)
+  --subscribers N              fanout/cluster 2000, latency 1000, channels = --channels
+  --channels N                 channels scenario: channels, one subscriber each (default 1000)
+  --connections N              connections scenario (default 19000, capped by the open-files limit)
+  --duration S                 measured publishing time (fanout/channels/cluster 5, latency 10)
+  --warmup S                   unmeasured publishing before it (default 1)
+  --batch N                    messages per publish request: 1 uses /v1/publish, more /v1/publish/batch
+                               (fanout 1, cluster 100, channels 200, latency 1)
+  --size BYTES                 delivered frame size (default 100)
+  --rate N                     publishes/s: fixed-rate mode with latency (latency 50; others max)
+  --concurrency N              publish requests in flight (fanout 32, latency 16, others 4)
+  --window N                   messages per subscriber published but not yet received (default 500)
+  --workers N                  client processes (default max(2, ceil(connections / 5000)))
+  --connect-concurrency N      handshakes in flight per client process (default 64)
+  --settle S                   connections: idle time before the "after" RSS (default 2)
+  --token-in header|protocol|query   where the JWT travels (default header)
+  --server-cpus LIST           taskset CPU list for servers (default 0)
+  --client-cpus LIST           taskset CPU list for the runner and clients (default 1)
+  --no-pin                     do not use taskset
+  --profile                    run pubgate under --cpu-prof; profiles in loadtest/bench/profiles/
+  --json FILE                  also write every figure as JSON
+  --timeout S                  hard limit per scenario run (default 180)
+  --pubgate-main FILE          the pubgate entry to run (default dist/main.js; e.g. another build to compare)
+  --pubgate-env NAME=VALUE     extra PUBGATE_* setting for pubgate (repeatable)
+  --quiet-wait S               before each run, wait up to S s for the cores to be ≥ 85% idle (default 5; 0 skips)`;
+
+const { values: o, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    targets: { type: 'string', default: TARGETS.join(',') },
+    runs: { type: 'string', default: '3' },
+    subscribers: { type: 'string' },
+    channels: { type: 'string' },
+    connections: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    batch: { type: 'string' },
+    size: { type: 'string' },
+    rate: { type: 'string' },
+    concurrency: { type: 'string' },
+    window: { type: 'string' },
+    workers: { type: 'string' },
+    'connect-concurrency': { type: 'string' },
+    settle: { type: 'string' },
+    'token-in': { type: 'string', default: 'header' },
+    'server-cpus': { type: 'string', default: '0' },
+    'client-cpus': { type: 'string', default: '1' },
+    'no-pin': { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
+    json: { type: 'string' },
+    timeout: { type: 'string', default: '180' },
+    'quiet-wait': { type: 'string', default: '5' },
+    'pubgate-main': { type: 'string' },
+    'pubgate-env': { type: 'string', multiple: true },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+
+if (o.help || positionals.length !== 1) {
+  process.stderr.write(`${USAGE}\n`);
+  process.exit(o.help ? 0 : 2);
+}
+const scenarios = positionals[0] === 'all' ? SCENARIOS : positionals[0].split(',');
+for (const s of scenarios) {
+  if (!SCENARIOS.includes(s)) {
+    process.stderr.write(`unknown scenario ${s}\n${USAGE}\n`);
+    process.exit(2);
+  }
+}
+const targets = o.targets.split(',').map((t) => t.trim());
+for (const t of targets) {
+  if (!TARGETS.includes(t)) {
+    process.stderr.write(`unknown target ${t} (${TARGETS.join(', ')})\n`);
+    process.exit(2);
+  }
+}
+
+// os.cpus(), not availableParallelism(): the latter shrinks once this process is pinned.
+const nproc = os.cpus().length;
+const pin = process.env.BENCH_PINNED === '1' || (!o['no-pin'] && nproc >= 2 && hasTaskset());
+
+// The runner (the publisher) and its forked clients run on the client CPUs:
+// re-run this script under taskset once; children inherit the affinity.
+if (pin && process.env.BENCH_PINNED !== '1') {
+  const r = spawnSync('taskset', ['-c', o['client-cpus'], process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, BENCH_PINNED: '1' },
+  });
+  process.exit(r.status ?? 1);
+}
+
+const num = (v, d) => (v === undefined ? d : Number(v));
+const nofile = Number(spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout) || 1024;
+const ctx = {
+  serverCpus: pin ? o['server-cpus'] : undefined,
+  serverCpuList: pin ? cpuList(o['server-cpus']) : undefined,
+  clientCpuList: pin ? cpuList(o['client-cpus']) : undefined,
+  serverCores: pin ? cpuList(o['server-cpus']).length : 1,
+  clientCores: pin ? cpuList(o['client-cpus']).length : nproc,
+  tokenIn: o['token-in'],
+  profileDir: o.profile ? `${ROOT}loadtest/bench/profiles` : undefined,
+  pubgateMain: o['pubgate-main'],
+  pubgateEnv: Object.fromEntries((o['pubgate-env'] ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
+};
+if (ctx.profileDir) mkdirSync(ctx.profileDir, { recursive: true });
+
+function deliveryParams(name) {
+  const d = {
+    fanout: { subscribers: 2000, channels: 0, batch: 1, duration: 5, rate: 0, concurrency: 32 },
+    latency: { subscribers: 1000, channels: 0, batch: 1, duration: 10, rate: 50, concurrency: 16 },
+    channels: { subscribers: undefined, channels: 1000, batch: 200, duration: 5, rate: 0, concurrency: 4 },
+    cluster: { subscribers: 2000, channels: 0, batch: 100, duration: 5, rate: 0, concurrency: 4 },
+  }[name];
+  const channels = num(o.channels, d.channels);
+  const rate = num(o.rate, d.rate);
+  return {
+    name,
+    cluster: name === 'cluster',
+    channels,
+    subscribers: num(o.subscribers, d.subscribers ?? channels),
+    batch: num(o.batch, rate > 0 ? 1 : d.batch),
+    durationSec: num(o.duration, d.duration),
+    warmupSec: num(o.warmup, 1),
+    rate,
+    latency: rate > 0,
+    size: num(o.size, 100),
+    concurrency: num(o.concurrency, d.concurrency),
+    window: num(o.window, 500),
+    workers: num(o.workers, 0),
+  };
+}
+
+function connectionParams() {
+  return {
+    name: 'connections',
+    connections: num(o.connections, Math.min(19_000, nofile - 1000)),
+    workers: num(o.workers, 0),
+    connectConcurrency: num(o['connect-concurrency'], 64),
+    settleSec: num(o.settle, 2),
+  };
+}
+
+function title(p) {
+  const where = pin ? `servers on CPU ${o['server-cpus']}, runner and clients on CPU ${o['client-cpus']}` : 'not pinned';
+  if (p.name === 'connections') return `connections: ${p.connections} idle authenticated connections (token in ${ctx.tokenIn}), ${where}`;
+  const subs = p.channels > 0 ? `${p.subscribers} subscribers over ${p.channels} channels` : `${p.subscribers} subscribers on one channel`;
+  const mode = p.rate > 0 ? `${p.rate} publishes/s of batch ${p.batch}` : `as fast as accepted, batch ${p.batch}, ${p.concurrency} requests in flight`;
+  return `${p.name}: ${subs}${p.cluster ? ' split over 2 nodes + redis, publishing to node A' : ''}, ${mode}, ~${p.size}-byte frames, ${p.durationSec} s, ${where}`;
+}
+
+function withTimeout(promise, sec, what) {
+  let t;
+  const guard = new Promise((_, reject) => {
+    t = setTimeout(() => reject(new Error(`${what} exceeded ${sec} s`)), sec * 1000);
+  });
+  return Promise.race([promise, guard]).finally(() => clearTimeout(t));
+}
+
+const short = (r, p) => {
+  if (!r.ok) return `failed: ${r.error.split('\n')[0]}`;
+  if (p.name === 'connections') return `${Math.round(r.handshakesPerSec)} handshakes/s, ${r.kbPerConn.toFixed(2)} KiB/conn`;
+  if (p.rate > 0) return `p50 ${r.latency.p50.toFixed(2)} ms, p99 ${r.latency.p99.toFixed(2)} ms, lost ${r.lost}`;
+  return `${Math.round(r.perSec)} deliveries/s, lost ${r.lost}`;
+};
+
+const results = [];
+const cpuModel = (os.cpus()[0]?.model ?? 'unknown').trim();
+process.stdout.write(`pubgate bench: ${nproc} CPUs (${cpuModel}), node ${process.version}, ` +
+  `${pin ? `taskset: servers ${o['server-cpus']}, clients ${o['client-cpus']}` : 'no CPU pinning'}, open-files limit ${nofile}\n`);
+for (const name of scenarios) {
+  const p = name === 'connections' ? connectionParams() : deliveryParams(name);
+  const runs = [];
+  const runs_n = num(o.runs, 3);
+  for (let run = 1; run <= runs_n; run++) {
+    for (const target of targets) {
+      const waitSec = num(o['quiet-wait'], 5);
+      const idle = waitSec > 0 ? await waitQuiet(Object.keys(os.cpus()).map(String), waitSec * 1000) : [];
+      process.stderr.write(`[${name}] run ${run}/${runs_n} ${target} (idle before: ${idle.map((x) => `${Math.round(x * 100)}%`).join(' ') || 'n/a'}) ... `);
+      let r;
+      // A run whose server exited under it (e.g. a signal from another process on a shared machine) is run again, once.
+      for (let attempt = 0; attempt < 2; attempt++) {
+        try {
+          const job = name === 'connections' ? runConnections(p, target, ctx) : runDelivery(p, target, ctx);
+          r = await withTimeout(job, num(o.timeout, 180), `${name} run ${run} ${target}`);
+        } catch (e) {
+          r = { ok: false, error: String(e?.message ?? e) };
+          if (/exceeded \d+ s$/.test(r.error)) {
+            process.stderr.write(`${r.error}: stopping\n`);
+            process.exit(3);
+          }
+        }
+        if (r.ok || !/exited during the run/.test(r.error) || attempt > 0) break;
+        process.stderr.write(`${r.error.split('\n')[0]}; running it again ... `);
+      }
+      process.stderr.write(`${short(r, p)}\n`);
+      r.idleBefore = idle;
+      runs.push({ run, target, r });
+    }
+  }
+  const { text, summary } = formatScenario(title(p), name, runs, p.rate > 0);
+  process.stdout.write(`${text}\n`);
+  results.push({ name, params: p, runs, summary });
+}
+process.stdout.write(`${targetChecks(results)}\n`);
+if (ctx.profileDir) process.stdout.write(`\nCPU profiles of pubgate: ${ctx.profileDir} (summarise with node loadtest/bench/profile-summary.mjs <file>)\n`);
+if (o.json) {
+  writeFileSync(o.json, JSON.stringify({ machine: { nproc, cpuModel, node: process.version, pin, ctx }, results }, null, 2));
+  process.stdout.write(`figures written to ${o.json}\n`);
+}
+process.exit(0);
