@@ -2,7 +2,7 @@
  * Pieces shared by the Redis broker files: connection options, the backoff,
  * and the two roles a transport plays (publisher, subscriber router).
  */
-import type { RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import { GatewayError } from '../errors.js';
 
 /** Reconnect delay: 100 ms doubling to a 2 s cap, with ±20 % jitter; never a tight loop, never gives up. */
@@ -99,4 +99,15 @@ export interface TransportEvents {
   failure(conn: 'publisher' | 'subscriber', reason: string): void;
   /** A connection came back after having been ready before. */
   reconnected(conn: 'publisher' | 'subscriber'): void;
+}
+
+/** Disconnects a connection and resolves once it ended (at most 1 s: a dead peer does not hold up a shutdown). */
+export function disconnectRedis(r: Redis): Promise<void> {
+  if (r.status === 'end') return Promise.resolve();
+  const ended = new Promise<void>((resolve) => {
+    r.once('end', () => resolve());
+    setTimeout(resolve, 1000).unref();
+  });
+  r.disconnect();
+  return ended;
 }

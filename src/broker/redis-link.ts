@@ -9,7 +9,7 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Log } from '../observability/logger.js';
-import { errorText, unavailable, type TransportEvents } from './redis-conn.js';
+import { disconnectRedis, errorText, unavailable, type TransportEvents } from './redis-conn.js';
 
 export interface LinkOptions {
   /** For logs (standalone: 'subscriber'; cluster: the node's host:port). */
@@ -122,14 +122,7 @@ export class SubLink {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const r = this.redis;
-    if (r.status === 'end') return;
-    const ended = new Promise<void>((resolve) => {
-      r.once('end', () => resolve());
-      setTimeout(resolve, 1000).unref();
-    });
-    r.disconnect();
-    await ended;
+    await disconnectRedis(this.redis);
   }
 
   private send(chs: string[]): Promise<void> {

@@ -5,7 +5,7 @@
 import { Redis } from 'ioredis';
 import type { Log } from '../observability/logger.js';
 import { SubLink } from './redis-link.js';
-import { connOptions, errorText, type ConnTuning, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
+import { connOptions, disconnectRedis, errorText, type ConnTuning, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
 
 export class StandalonePublisher implements Publisher {
   private readonly redis: Redis;
@@ -69,14 +69,7 @@ export class StandalonePublisher implements Publisher {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const r = this.redis;
-    if (r.status === 'end') return;
-    const ended = new Promise<void>((resolve) => {
-      r.once('end', () => resolve());
-      setTimeout(resolve, 1000).unref();
-    });
-    r.disconnect();
-    await ended;
+    await disconnectRedis(this.redis);
   }
 }
 
