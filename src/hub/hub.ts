@@ -25,6 +25,8 @@ interface ChannelState {
   count: number;
   /** Settles when the broker confirmed (or refused) the subscription. */
   ready: Promise<void>;
+  /** Whether the channel keeps history: matched against the patterns once, not per message. */
+  readonly history: boolean;
 }
 
 export interface Hub {
@@ -144,7 +146,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       return st;
     }
     const ready = broker.subscribe(channel);
-    st = { count: 1, ready };
+    st = { count: 1, ready, history: deps.isHistory(channel) };
     channels.set(channel, st);
     metrics.channelsChanged(1);
     // A refusal is reported to every waiter through `ready`; the catch keeps
@@ -320,7 +322,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
     deliver(channel, frame) {
       const held = recovering.get(channel);
       let joining: Socket[] | undefined;
-      if (held || deps.isHistory(channel)) {
+      if (held || channels.get(channel)?.history === true) {
         const o = frameOffset(frame);
         if (o > 0) lastLive.set(channel, o);
         if (held) {
