@@ -4,9 +4,8 @@
  * `data`), publish calls that return the parsed answer, and the gateway and
  * Redis set-up shared by the history-*.test.ts files.
  */
-import WebSocket from 'ws';
 import type { Frame } from './client.js';
-import { token } from './client.js';
+import { RecordingClient } from './recording-client.js';
 import { TEST_API_KEY, startGateway, type GatewayProcess } from './gateway.js';
 import { untilReadyz } from './multinode.js';
 import { startRedis, type RedisServer } from './redis.js';
@@ -31,86 +30,19 @@ export interface Position {
  * A client that records every frame in arrival order. Waits are on events
  * (every frame and the close re-check the condition), bounded by a hang guard.
  */
-export class HistoryClient {
+export class HistoryClient extends RecordingClient {
   /** Every frame received, in order (welcome, replies, messages). */
   readonly frames: Frame[] = [];
-  readonly replies = new Map<number, Frame>();
-  closeInfo: { code: number; reason: string } | undefined;
-  readonly closed: Promise<{ code: number; reason: string }>;
-  private readonly waiters = new Set<() => void>();
-  private nextId = 1;
 
-  private constructor(readonly ws: WebSocket) {
-    this.closed = new Promise((resolve) => {
-      ws.on('close', (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString() };
-        resolve(this.closeInfo);
-        this.wake();
-      });
-    });
-    ws.on('message', (data) => {
-      const f = JSON.parse(data.toString()) as Frame;
-      this.frames.push(f);
-      if (f.type === 'reply') this.replies.set(Number(f.id), f);
-      this.wake();
-    });
+  protected onFrame(f: Frame): void {
+    this.frames.push(f);
   }
 
-  static async open(url: string, o: { user?: string; channels?: readonly string[]; publish?: readonly string[] } = {}): Promise<HistoryClient> {
-    const jwt = await token({ sub: o.user ?? 'h-user', channels: o.channels ?? ['h:*', 'p:*'], publish: o.publish ?? [] });
-    const ws = new WebSocket(url, ['pubgate.v1', `bearer.${jwt}`], { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
-    const c = new HistoryClient(ws);
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-      ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused with ${res.statusCode}`)));
-    });
-    ws.on('error', () => undefined); // a reset after close is reported through `closed`
-    await c.until(() => c.frames.some((f) => f.type === 'welcome'), 'welcome');
-    return c;
+  static open(url: string, o: { user?: string; channels?: readonly string[]; publish?: readonly string[] } = {}): Promise<HistoryClient> {
+    const claims = { user: o.user ?? 'h-user', channels: o.channels ?? ['h:*', 'p:*'], publish: o.publish ?? [] };
+    return RecordingClient.connect(url, claims, (ws) => new HistoryClient(ws));
   }
 
-  private wake(): void {
-    for (const w of [...this.waiters]) w();
-  }
-
-  /** Resolves once `cond` holds (checked now, after every frame and at the close). */
-  until(cond: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
-    if (cond()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!cond()) return;
-        this.waiters.delete(check);
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(check);
-        const closed = this.closeInfo ? `; socket closed ${this.closeInfo.code} ${this.closeInfo.reason}` : '';
-        reject(new Error(`${what}: not within ${timeoutMs} ms${closed}`));
-      }, timeoutMs);
-      this.waiters.add(check);
-    });
-  }
-
-  /** Sends a frame with a fresh id and resolves with its reply (fails if the socket closes first). */
-  async request(frame: Record<string, unknown>, timeoutMs = 30_000): Promise<Frame> {
-    const id = this.nextId++;
-    this.ws.send(JSON.stringify({ ...frame, id }));
-    await this.until(() => this.replies.has(id) || this.closeInfo !== undefined, `reply to ${String(frame.type)} ${id}`, timeoutMs);
-    const reply = this.replies.get(id);
-    if (!reply) throw new Error(`socket closed ${this.closeInfo?.code ?? '?'} before the reply to ${String(frame.type)} ${id}`);
-    return reply;
-  }
-
-  /** Sends a frame with a fresh id without waiting; returns the id. */
-  sendRequest(frame: Record<string, unknown>): number {
-    const id = this.nextId++;
-    this.ws.send(JSON.stringify({ ...frame, id }));
-    return id;
-  }
-
-  /** Subscribes (with `since` when given); returns the reply, which must not be an error. */
   async subscribe(channel: string, since?: Position): Promise<Frame> {
     const r = await this.request(since ? { type: 'subscribe', channel, since } : { type: 'subscribe', channel });
     if (r.error !== undefined) throw new Error(`subscribe ${channel} failed: ${JSON.stringify(r.error)}`);
@@ -146,28 +78,6 @@ export class HistoryClient {
   untilData(channel: string, pred: (data: unknown) => boolean, timeoutMs = 30_000): Promise<MessageFrame> {
     let found: MessageFrame | undefined;
     return this.until(() => (found = this.messages(channel).find((m) => pred(m.data))) !== undefined, `matching message on ${channel}`, timeoutMs).then(() => found!);
-  }
-
-  /** 'open' when a ping frame is answered on this very connection, otherwise how it ended. */
-  async alive(): Promise<string> {
-    if (this.closeInfo !== undefined || this.ws.readyState !== WebSocket.OPEN) return `closed ${this.closeInfo?.code ?? `readyState ${this.ws.readyState}`}`;
-    try {
-      const r = await this.request({ type: 'ping' }, 10_000);
-      return r.error === undefined ? 'open' : `error ${JSON.stringify(r.error)}`;
-    } catch (e) {
-      return e instanceof Error ? e.message : String(e);
-    }
-  }
-
-  async close(): Promise<void> {
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(1000);
-    await this.closed;
-  }
-
-  /** Drops the TCP connection without a close handshake. */
-  async terminate(): Promise<void> {
-    this.ws.terminate();
-    await this.closed;
   }
 }
 

@@ -5,9 +5,8 @@
  * waits restricted to lines printed after a mark.
  */
 import type { Socket } from 'node:net';
-import WebSocket from 'ws';
 import type { Frame } from './client.js';
-import { token } from './client.js';
+import { RecordingClient } from './recording-client.js';
 import { TEST_API_KEY, startGateway, type GatewayProcess, type LogLine } from './gateway.js';
 import { pollUntil } from './redis.js';
 
@@ -110,98 +109,25 @@ export interface SubscriberOptions {
  * in arrival order, replies by id, and the close. Waits are on events (each
  * frame or the close re-evaluates the condition), bounded by a hang guard.
  */
-export class Subscriber {
+export class Subscriber extends RecordingClient {
   readonly messages = new Map<string, unknown[]>();
   /** Every message frame in arrival order (channel and data). */
   readonly log: Array<{ channel: string; data: unknown }> = [];
-  readonly replies = new Map<number, Frame>();
-  closeInfo: { code: number; reason: string } | undefined;
-  readonly closed: Promise<{ code: number; reason: string }>;
-  welcome: Frame | undefined;
-  /** The last socket error (e.g. a protocol error that ended the connection). */
-  lastError: Error | undefined;
-  private readonly waiters = new Set<() => void>();
-  private nextId = 1;
 
-  private constructor(readonly ws: WebSocket) {
-    this.closed = new Promise((resolve) => {
-      ws.on('close', (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString() };
-        resolve(this.closeInfo);
-        this.wake();
-      });
-    });
-    ws.on('message', (data) => {
-      const f = JSON.parse(data.toString()) as Frame;
-      if (f.type === 'message') {
-        const ch = String(f.channel);
-        let list = this.messages.get(ch);
-        if (!list) this.messages.set(ch, (list = []));
-        list.push(f.data);
-        this.log.push({ channel: ch, data: f.data });
-      } else if (f.type === 'reply') {
-        this.replies.set(Number(f.id), f);
-      } else if (f.type === 'welcome') {
-        this.welcome = f;
-      }
-      this.wake();
-    });
+  protected onFrame(f: Frame): void {
+    if (f.type !== 'message') return;
+    const ch = String(f.channel);
+    let list = this.messages.get(ch);
+    if (!list) this.messages.set(ch, (list = []));
+    list.push(f.data);
+    this.log.push({ channel: ch, data: f.data });
   }
 
-  static async open(url: string, o: SubscriberOptions = {}): Promise<Subscriber> {
-    const jwt = await token({ sub: o.user ?? 'mn-user', channels: o.channels ?? ['mn:*'], publish: o.publish ?? [] });
-    const ws = new WebSocket(url, ['pubgate.v1', `bearer.${jwt}`], { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
-    const s = new Subscriber(ws);
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-      ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused with ${res.statusCode}`)));
-    });
-    ws.on('error', (e) => {
-      s.lastError = e; // a reset after close is reported through `closed`
-    });
-    await s.until(() => s.welcome !== undefined, 'welcome');
-    return s;
+  static open(url: string, o: SubscriberOptions = {}): Promise<Subscriber> {
+    const claims = { user: o.user ?? 'mn-user', channels: o.channels ?? ['mn:*'], publish: o.publish ?? [] };
+    return RecordingClient.connect(url, claims, (ws) => new Subscriber(ws));
   }
 
-  get isOpen(): boolean {
-    return this.closeInfo === undefined && this.ws.readyState === WebSocket.OPEN;
-  }
-
-  private wake(): void {
-    for (const w of [...this.waiters]) w();
-  }
-
-  /** Resolves once `cond` holds (checked now and after every frame and the close). */
-  until(cond: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-    if (cond()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!cond()) return;
-        this.waiters.delete(check);
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(check);
-        const closed = this.closeInfo ? `; socket closed ${this.closeInfo.code} ${this.closeInfo.reason}` : '';
-        reject(new Error(`${what}: not within ${timeoutMs} ms${closed}`));
-      }, timeoutMs);
-      this.waiters.add(check);
-    });
-  }
-
-  /** Sends a frame with a fresh id and resolves with its reply. */
-  async request(frame: Record<string, unknown>, timeoutMs = 20_000): Promise<Frame> {
-    const id = this.nextId++;
-    this.ws.send(JSON.stringify({ ...frame, id }));
-    await this.until(() => this.replies.has(id) || this.closeInfo !== undefined, `reply to ${String(frame.type)} ${id}`, timeoutMs);
-    const reply = this.replies.get(id);
-    if (!reply) throw new Error(`socket closed ${this.closeInfo?.code ?? '?'} before the reply to ${String(frame.type)} ${id}`);
-    return reply;
-  }
-
-  /** Subscribes to each channel and expects a plain success reply. */
   async subscribe(...channels: string[]): Promise<void> {
     const replies = await Promise.all(channels.map((channel) => this.request({ type: 'subscribe', channel })));
     for (const [i, r] of replies.entries()) {
@@ -238,28 +164,6 @@ export class Subscriber {
   /** Waits until `channel` has received at least `n` messages. */
   untilCount(channel: string, n: number, timeoutMs = 20_000): Promise<void> {
     return this.until(() => this.got(channel).length >= n, `${n} messages on ${channel} (have ${this.got(channel).length})`, timeoutMs);
-  }
-
-  /** 'open' when a ping frame is answered on this very connection, otherwise how it ended. */
-  async alive(): Promise<string> {
-    if (!this.isOpen) return `closed ${this.closeInfo?.code ?? `readyState ${this.ws.readyState}`}${this.lastError ? ` (${this.lastError.message})` : ''}`;
-    try {
-      const r = await this.request({ type: 'ping' }, 10_000);
-      return r.error === undefined ? 'open' : `error ${JSON.stringify(r.error)}`;
-    } catch (e) {
-      return e instanceof Error ? e.message : String(e);
-    }
-  }
-
-  async close(): Promise<void> {
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(1000);
-    await this.closed;
-  }
-
-  /** Drops the TCP connection without a close handshake. */
-  async terminate(): Promise<void> {
-    this.ws.terminate();
-    await this.closed;
   }
 }
 
