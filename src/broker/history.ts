@@ -17,7 +17,10 @@ export interface HistoryPosition {
 
 export interface HistorySince {
   readonly position: HistoryPosition;
-  /** The frames after the asked offset, in order; undefined when history no longer reaches back that far. */
+  /**
+   * The frames after the asked offset, in order, at most the asked `limit` of
+   * them; undefined when history no longer reaches back that far.
+   */
   readonly frames: readonly string[] | undefined;
 }
 
@@ -26,8 +29,11 @@ export interface History {
   publish(channel: string, rawData: string): Promise<HistoryPosition>;
   /** The channel's current position (an epoch is created when it has none). */
   position(channel: string): Promise<HistoryPosition>;
-  /** The channel's frames after `offset` (at most `size` of them), and its current position. */
-  since(channel: string, offset: number): Promise<HistorySince>;
+  /**
+   * The channel's frames after `offset`, oldest first, at most `limit` of them
+   * (a page: read on from the last one's offset), and its current position.
+   */
+  since(channel: string, offset: number, limit: number): Promise<HistorySince>;
 }
 
 export interface HistoryOptions {
@@ -104,13 +110,14 @@ export function createMemoryHistory(
       const log = get(channel);
       return Promise.resolve({ offset: log.offset, epoch: log.epoch });
     },
-    since(channel, offset) {
+    since(channel, offset, limit) {
       const log = get(channel);
       const position = { offset: log.offset, epoch: log.epoch };
       if (offset >= log.offset) return Promise.resolve({ position, frames: offset === log.offset ? [] : undefined });
       const first = log.offset - log.frames.length + 1;
       if (offset + 1 < first) return Promise.resolve({ position, frames: undefined });
-      return Promise.resolve({ position, frames: log.frames.slice(offset + 1 - first) });
+      const from = offset + 1 - first;
+      return Promise.resolve({ position, frames: log.frames.slice(from, from + Math.max(1, limit)) });
     },
     stop: () => clearInterval(sweep),
   };

@@ -49,7 +49,7 @@ local offset = tonumber(redis.call('GET', KEYS[1]) or '0')
 return {offset, epoch}
 `;
 
-// ARGV: epoch candidate, ttl, since offset. Returns {offset, epoch, complete(0/1), frames...}.
+// ARGV: epoch candidate, ttl, since offset, page size. Returns {offset, epoch, complete(0/1), frames...}.
 const SINCE = `${ENSURE_EPOCH}
 local epoch = ensure_epoch(ARGV[1], ARGV[2])
 local offset = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -59,7 +59,7 @@ if since > offset then return {offset, epoch, 0} end
 local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
 if #first == 0 or tonumber(string.match(first[1][1], '^(%d+)')) > since + 1 then return {offset, epoch, 0} end
 local out = {offset, epoch, 1}
-local entries = redis.call('XRANGE', KEYS[3], (since + 1) .. '-0', '+')
+local entries = redis.call('XRANGE', KEYS[3], (since + 1) .. '-0', '+', 'COUNT', ARGV[4])
 for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
 return out
 `;
@@ -83,8 +83,8 @@ export function createRedisHistory(opts: HistoryOptions & { prefix: string; run:
     async position(channel) {
       return position(await opts.run(POSITION, keys(channel), [newEpoch(), ttl]));
     },
-    async since(channel, offset) {
-      const r = (await opts.run(SINCE, keys(channel), [newEpoch(), ttl, String(offset)])) as unknown[];
+    async since(channel, offset, limit) {
+      const r = (await opts.run(SINCE, keys(channel), [newEpoch(), ttl, String(offset), String(Math.max(1, limit))])) as unknown[];
       const complete = Number(r[2]) === 1;
       return { position: position(r), frames: complete ? (r.slice(3) as string[]) : undefined };
     },

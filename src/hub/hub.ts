@@ -267,7 +267,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const st = acquire(channel);
       try {
         await st.ready;
-        const r = await history().since(channel, since.offset);
+        const r = await history().since(channel, since.offset, Number.MAX_SAFE_INTEGER);
         if (!s.open || !s.channels.has(channel)) return { recovered: false, position: r.position, replayed: 0 };
         if (held.overflow) throw new GatewayError('unavailable', 'too many live messages arrived during the recovery; subscribe again');
         const recovered = r.frames !== undefined && r.position.epoch === since.epoch;

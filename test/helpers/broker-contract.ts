@@ -10,6 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from '../../src/broker/broker.js';
+import { frameOffset, type History, type HistoryOptions } from '../../src/broker/history.js';
 import { GatewayError } from '../../src/errors.js';
 import type { Log } from '../../src/observability/logger.js';
 
@@ -131,6 +132,8 @@ export interface BrokerContractOptions {
   readonly newBroker: () => Broker;
   /** True for multi-node brokers: the cross-instance cases run. */
   readonly sharedBackend: boolean;
+  /** A new, unstarted broker keeping history; when given, the history contract runs too. */
+  readonly newHistoryBroker?: (history: HistoryOptions) => Broker;
 }
 
 export function runBrokerContract(opts: BrokerContractOptions): void {
@@ -295,6 +298,92 @@ export function runBrokerContract(opts: BrokerContractOptions): void {
       await b.close();
       expect(r.got(ch('a'))).toEqual([]);
     });
+
+    const newHistoryBroker = opts.newHistoryBroker;
+    if (newHistoryBroker) {
+      describe('history', () => {
+        const SIZE = 5;
+        const make: (history: HistoryOptions) => Broker = newHistoryBroker;
+        async function withHistory(): Promise<{ b: Broker; r: Recorder; h: History }> {
+          const b = make({ size: SIZE, ttlSec: 60 });
+          open.push(b);
+          const r = new Recorder();
+          await b.start(r);
+          await r.untilStatus('ready');
+          if (!b.history) throw new Error('the broker was created with history options but has no history');
+          return { b, r, h: b.history };
+        }
+        const offsetsOf = (frames: readonly string[] | undefined): number[] | undefined => frames?.map(frameOffset);
+
+        it('gives a new channel offset 0 and an epoch that stays', async () => {
+          const ch = names();
+          const { h } = await withHistory();
+          const p = await h.position(ch('fresh'));
+          expect(p.offset).toBe(0);
+          expect(p.epoch).toMatch(/^[A-Za-z0-9_-]{4,}$/);
+          expect(await h.position(ch('fresh'))).toEqual(p);
+          expect(await h.since(ch('fresh'), 0, 10)).toEqual({ position: p, frames: [] });
+        });
+
+        it('numbers messages 1, 2, 3… and delivers each with its offset and epoch, in order', async () => {
+          const ch = names();
+          const { b, r, h } = await withHistory();
+          await b.subscribe(ch('n'));
+          const epoch = (await h.position(ch('n'))).epoch;
+          const got = await Promise.all([1, 2, 3].map((i) => h.publish(ch('n'), `{"i":${i}}`)));
+          expect(got).toEqual([1, 2, 3].map((offset) => ({ offset, epoch })));
+          await r.until(() => r.got(ch('n')).length === 3, 'three messages');
+          expect(r.got(ch('n'))).toEqual(
+            [1, 2, 3].map((i) => `{"type":"message","channel":"${ch('n')}","offset":${i},"epoch":"${epoch}","data":{"i":${i}}}`),
+          );
+        });
+
+        it('reads history in pages, and answers undefined for offsets it no longer holds or never had', async () => {
+          const ch = names();
+          const { h } = await withHistory();
+          for (let i = 1; i <= 7; i++) await h.publish(ch('p'), String(i));
+          const pos = await h.position(ch('p'));
+          expect(pos.offset).toBe(7);
+          // It keeps the last SIZE = 5: offsets 3..7.
+          expect(offsetsOf((await h.since(ch('p'), 2, 2)).frames)).toEqual([3, 4]);
+          expect(offsetsOf((await h.since(ch('p'), 4, 2)).frames)).toEqual([5, 6]);
+          expect(offsetsOf((await h.since(ch('p'), 6, 2)).frames)).toEqual([7]);
+          expect(offsetsOf((await h.since(ch('p'), 2, 100)).frames)).toEqual([3, 4, 5, 6, 7]);
+          expect(await h.since(ch('p'), 7, 2)).toEqual({ position: pos, frames: [] });
+          expect(await h.since(ch('p'), 1, 2)).toEqual({ position: pos, frames: undefined });
+          expect(await h.since(ch('p'), 0, 2)).toEqual({ position: pos, frames: undefined });
+          expect(await h.since(ch('p'), 8, 2)).toEqual({ position: pos, frames: undefined });
+          const page = (await h.since(ch('p'), 4, 1)).frames ?? [];
+          expect(page).toEqual([`{"type":"message","channel":"${ch('p')}","offset":5,"epoch":"${pos.epoch}","data":5}`]);
+        });
+
+        it('keeps channels apart', async () => {
+          const ch = names();
+          const { h } = await withHistory();
+          await h.publish(ch('a'), '1');
+          await h.publish(ch('a'), '2');
+          await h.publish(ch('b'), '1');
+          expect((await h.position(ch('a'))).offset).toBe(2);
+          expect((await h.position(ch('b'))).offset).toBe(1);
+          expect(offsetsOf((await h.since(ch('b'), 0, 10)).frames)).toEqual([1]);
+        });
+
+        if (opts.sharedBackend) {
+          it('shares offsets, epoch and history between instances', async () => {
+            const ch = names();
+            const a = await withHistory();
+            const b = await withHistory();
+            await b.b.subscribe(ch('s'));
+            const p1 = await a.h.publish(ch('s'), '"a"');
+            const p2 = await b.h.publish(ch('s'), '"b"');
+            expect(p2).toEqual({ offset: p1.offset + 1, epoch: p1.epoch });
+            await b.r.until(() => b.r.got(ch('s')).length === 2, 'both messages on b');
+            expect(b.r.got(ch('s')).map(frameOffset)).toEqual([1, 2]);
+            expect(await a.h.since(ch('s'), 0, 10)).toEqual(await b.h.since(ch('s'), 0, 10));
+          });
+        }
+      });
+    }
 
     if (!opts.sharedBackend) return;
 

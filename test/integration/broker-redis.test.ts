@@ -24,6 +24,7 @@ runBrokerContract({
   name: 'redis',
   newBroker: () => createRedisBroker({ url: sharedUrl(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog() }),
   sharedBackend: true,
+  newHistoryBroker: (history) => createRedisBroker({ url: sharedUrl(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog(), history }),
 });
 
 /** Counts what a broker reports through RedisBrokerEvents. */
