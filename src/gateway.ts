@@ -76,6 +76,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     closeSocket: (ws: Socket, code) => late.transport?.closeSocket(ws, code),
     isHistory: (channel) => config.historyChannels.length > 0 && matchesAny(config.historyChannels, channel),
     maxRecoveryBuffer: Math.max(1000, config.historySize),
+    maxBackpressure: config.maxBackpressure,
   });
   const api = createPublishApi({
     apiKeys: config.apiKeys,

@@ -67,6 +67,8 @@ export interface Hub {
   reattach(ws: Socket): void;
   /** Slow sockets currently detached. */
   slowCount(): number;
+  /** The transport's drain event: the socket's send buffer shrank (a paced replay goes on). */
+  drained(ws: Socket): void;
 }
 
 export interface HubDeps {
@@ -78,8 +80,15 @@ export interface HubDeps {
   readonly closeSocket: (ws: Socket, code: 1011 | 4008 | 4501) => void;
   /** Whether a channel keeps history (matches historyChannels). */
   readonly isHistory: (channel: string) => boolean;
-  /** Live frames held back per recovering socket, at most. */
+  /**
+   * Live frames held back per recovering socket, at most; beyond that they are
+   * dropped and read again from history.
+   */
   readonly maxRecoveryBuffer: number;
+  /** The transport's send-buffer limit per socket: a replay waits for `drained` rather than going over it. */
+  readonly maxBackpressure: number;
+  /** Frames read from history per round trip during a recovery. */
+  readonly recoveryPageSize?: number;
   readonly onBrokerStatus?: (status: BrokerStatus) => void;
 }
 
@@ -91,8 +100,10 @@ export interface HubWithBroker extends Hub {
 
 /**
  * A socket recovering a history channel. While `replaying`, live frames are
- * held back in `frames`; afterwards it catches up frame by frame (offsets
- * above `last`) until live delivery reached its replay, then joins the topic.
+ * held back in `frames` (at most maxRecoveryBuffer; past that `overflow` is
+ * set and they are read from history again); afterwards it catches up frame
+ * by frame (offsets above `last`) until live delivery reached its replay, then
+ * joins the topic.
  */
 interface Recovering {
   frames: string[];
@@ -100,6 +111,9 @@ interface Recovering {
   replaying: boolean;
   last: number;
 }
+
+/** Frames read from history per round trip when recovering: bounds what a recovery holds in memory. */
+export const RECOVERY_PAGE_SIZE = 100;
 
 export function createHub(deps: HubDeps): HubWithBroker {
   const { broker, topics, metrics, log } = deps;
@@ -119,6 +133,33 @@ export function createHub(deps: HubDeps): HubWithBroker {
    * messages twice).
    */
   const lastLive = new Map<string, number>();
+  /** Sockets whose replay waits for their send buffer to drain (at most one waiter per recovering channel). */
+  const drainWaiters = new Map<Socket, Array<() => void>>();
+  const pageSize = Math.max(1, deps.recoveryPageSize ?? RECOVERY_PAGE_SIZE);
+
+  function wakeDrainWaiters(ws: Socket): void {
+    const waiting = drainWaiters.get(ws);
+    if (!waiting) return;
+    drainWaiters.delete(ws);
+    for (const wake of waiting) wake();
+  }
+
+  /**
+   * Resolves once `bytes` more fit under maxBackpressure in the socket's send
+   * buffer (an empty buffer takes any frame), or the socket closed. Replays are
+   * paced this way: uWS would skip frames sent over the limit.
+   */
+  async function room(ws: Socket, s: Session, bytes: number): Promise<void> {
+    while (s.open) {
+      const buffered = ws.getBufferedAmount();
+      if (buffered === 0 || buffered + bytes <= deps.maxBackpressure) return;
+      await new Promise<void>((resolve) => {
+        let waiting = drainWaiters.get(ws);
+        if (!waiting) drainWaiters.set(ws, (waiting = []));
+        waiting.push(resolve);
+      });
+    }
+  }
 
   function stopRecovering(ws: Socket, channel: string): void {
     const m = recovering.get(channel);
@@ -202,6 +243,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       }
       s.channels.clear();
       slow.delete(ws);
+      wakeDrainWaiters(ws);
     },
     async subscribe(ws, channel) {
       // While the broker is not live no subscription can be confirmed, even to
@@ -265,17 +307,50 @@ export function createHub(deps: HubDeps): HubWithBroker {
       s.channels.add(channel);
       metrics.subscriptionsChanged(1);
       const st = acquire(channel);
+      /** Still recovering: not closed, unsubscribed or taken over meanwhile. */
+      const current = (): boolean => s.open && recovering.get(channel)?.get(ws) === held;
       try {
         await st.ready;
-        const r = await history().since(channel, since.offset, Number.MAX_SAFE_INTEGER);
-        if (!s.open || !s.channels.has(channel)) return { recovered: false, position: r.position, replayed: 0 };
-        if (held.overflow) throw new GatewayError('unavailable', 'too many live messages arrived during the recovery; subscribe again');
-        const recovered = r.frames !== undefined && r.position.epoch === since.epoch;
-        const replay = recovered ? (r.frames ?? []) : [];
-        let last = recovered ? since.offset : r.position.offset;
-        for (const f of replay) {
-          ws.send(f, false);
-          last = frameOffset(f);
+        // The replay, a page at a time and paced by the socket's send buffer.
+        // Before each read the held frames are cleared: everything delivered
+        // before the read was sent is in history, so a page covers it, and
+        // what arrives later is held (or, on overflow, read again).
+        let last = since.offset;
+        let replayed = 0;
+        let recovered: boolean | undefined;
+        let position: HistoryPosition;
+        for (;;) {
+          held.frames = [];
+          held.overflow = false;
+          const r = await history().since(channel, last, pageSize);
+          position = r.position;
+          if (!current()) return { recovered: false, position, replayed };
+          if (recovered === undefined) {
+            recovered = r.frames !== undefined && r.position.epoch === since.epoch;
+            if (!recovered) {
+              last = r.position.offset;
+              break;
+            }
+          } else if (r.frames === undefined || r.position.epoch !== since.epoch) {
+            // History moved past this socket while it read its replay: it is
+            // too slow for the channel's rate (or history was lost). It
+            // reconnects and gets recovered:false.
+            log.info({ conn: s.conn, channel, offset: last }, 'history moved past a recovering socket; closing it');
+            stopRecovering(ws, channel);
+            deps.closeSocket(ws, r.frames === undefined ? 4008 : 1011);
+            return { recovered: false, position, replayed };
+          }
+          const page = r.frames ?? [];
+          for (const f of page) {
+            await room(ws, s, f.length);
+            if (!current()) return { recovered: false, position, replayed };
+            ws.send(f, false);
+            last = frameOffset(f);
+            replayed++;
+          }
+          // A short page reached the end of history as of its read: what came
+          // after is in `held`, unless it overflowed (then read on).
+          if (page.length < pageSize && !held.overflow) break;
         }
         for (const f of held.frames) {
           const o = frameOffset(f);
@@ -293,7 +368,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
           stopRecovering(ws, channel);
           if (!slow.has(ws)) ws.subscribe(channel);
         }
-        return { recovered, position: { offset: Math.max(last, r.position.offset), epoch: r.position.epoch }, replayed: replay.length };
+        return { recovered, position: { offset: Math.max(last, position.offset), epoch: position.epoch }, replayed };
       } catch (e) {
         stopRecovering(ws, channel);
         drop(ws, s, channel);
@@ -372,9 +447,12 @@ export function createHub(deps: HubDeps): HubWithBroker {
       if (!slow.delete(ws) || !s.open) return;
       for (const ch of s.channels) {
         unmarkChannel(ws, ch);
-        stopRecovering(ws, ch);
-        ws.subscribe(ch);
+        // A channel still recovering joins the topic when its recovery is done.
+        if (recovering.get(ch)?.has(ws) !== true) ws.subscribe(ch);
       }
+    },
+    drained(ws) {
+      wakeDrainWaiters(ws);
     },
     slowCount() {
       return slow.size;

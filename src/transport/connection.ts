@@ -254,7 +254,9 @@ export function createConnections(deps: ConnectionDeps): Connections {
     },
     drain(ws) {
       const s = ws.getUserData();
-      if (!s.open || s.slowSinceMs === 0) return;
+      if (!s.open) return;
+      hub.drained(ws);
+      if (s.slowSinceMs === 0) return;
       if (config.slowConsumerPolicy === 'close') {
         if (ws.getBufferedAmount() < closeWhenBelow) close(ws, CLOSE.SLOW_CONSUMER);
       } else if (ws.getBufferedAmount() === 0) {
