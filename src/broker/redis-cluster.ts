@@ -16,6 +16,7 @@ import { Cluster, type Redis } from 'ioredis';
 import type { Log } from '../observability/logger.js';
 import { SubLink } from './redis-link.js';
 import {
+  Scripts,
   backoffMs,
   connOptions,
   errorText,
@@ -59,6 +60,7 @@ function parseHostPort(s: string): { host: string; port: number } {
 
 export class ClusterTransport implements Publisher, SubRouter {
   private readonly cluster: Cluster;
+  private readonly scripts: Scripts;
   /** master node key (host:port) → its subscriber connection */
   private readonly links = new Map<string, SubLink>();
   /** redis channel → master node key it is subscribed on */
@@ -111,6 +113,7 @@ export class ClusterTransport implements Publisher, SubRouter {
         autoResendUnfulfilledCommands: false,
       },
     });
+    this.scripts = new Scripts(this.cluster);
     this.linkEvents = {
       ...events,
       failure: (conn, reason) => {
@@ -189,9 +192,9 @@ export class ClusterTransport implements Publisher, SubRouter {
     return this.cluster.spublish(redisChannel, payload).then(() => undefined);
   }
 
-  script(): Promise<unknown> {
-    // History keys and the shard channel would have to share a slot (hash tags); not built yet.
-    return Promise.reject(new Error('history is not supported on Redis Cluster'));
+  /** Runs on the master that owns the slot of the first key (every key and shard channel of a script share it). */
+  script(lua: string, keys: readonly string[], args: readonly string[]): Promise<unknown> {
+    return this.scripts.run(lua, keys, args);
   }
 
   // ---- SubRouter ----------------------------------------------------------
