@@ -360,9 +360,6 @@ function checkCombinations(c: Config, nodeEnv: string | undefined, problems: str
   if (c.redisUrl !== undefined && c.redisCluster.length > 0) {
     problems.push('PUBGATE_REDIS_CLUSTER: set either PUBGATE_REDIS_URL or PUBGATE_REDIS_CLUSTER, not both');
   }
-  if (c.historyChannels.length > 0 && c.redisCluster.length > 0) {
-    problems.push('PUBGATE_HISTORY_CHANNELS: history is not supported with PUBGATE_REDIS_CLUSTER yet (use PUBGATE_REDIS_URL)');
-  }
   const asym = c.jwtAlgorithms.some((a) => !a.startsWith('HS'));
   if (asym && c.jwtPublicKeys === undefined && c.jwtJwksUrl === undefined) {
     problems.push('PUBGATE_JWT_PUBLIC_KEYS: public-key algorithms need PUBGATE_JWT_PUBLIC_KEYS or PUBGATE_JWT_JWKS_URL');

@@ -7,6 +7,9 @@
  * - Standalone (`url`): PUBLISH/SUBSCRIBE on one publishing and one subscriber
  *   connection. Cluster (`cluster` seeds): SPUBLISH/SSUBSCRIBE, one subscriber
  *   connection per master, so a message only travels inside its shard.
+ * - History (optional): a Lua script per publish that appends and (S)PUBLISHes
+ *   in one step, on the publishing side; on a cluster the channel's history
+ *   keys are hash-tagged into the slot of its Redis channel (redis-history.ts).
  * - Nothing is queued while Redis is unreachable: publish rejects at once with
  *   GatewayError('unavailable'), and settles within publishTimeoutMs in any case.
  * - 'ready' means: publisher connected, every wanted channel confirmed by Redis
@@ -69,7 +72,7 @@ export interface RedisBrokerOptions {
   /** TCP connect timeout; default 2000. */
   readonly connectTimeoutMs?: number;
   readonly events?: RedisBrokerEvents;
-  /** Keep history (offsets, epochs) for the channels the gateway asks about (standalone Redis only). */
+  /** Keep history (offsets, epochs) for the channels the gateway asks about (see redis-history.ts for the key names). */
   readonly history?: HistoryOptions;
 }
 
@@ -79,6 +82,11 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
     throw new TypeError('createRedisBroker needs exactly one of url and cluster');
   }
   const prefix = opts.keyPrefix ?? 'pubgate:';
+  if (clusterMode && /[{}]/.test(prefix)) {
+    // A brace in the prefix would make it (part of) the hash tag of every name: the
+    // history keys of a channel and its shard channel could land in different slots.
+    throw new TypeError('the key prefix of a Redis Cluster broker must not contain { or }');
+  }
   const chPrefix = `${prefix}ch:`;
   const controlCh = `${prefix}control`;
   const probeCh = `${prefix}probe:${opts.nodeId}`;
@@ -239,7 +247,13 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
   }
 
   const history = opts.history
-    ? createRedisHistory({ ...opts.history, prefix, run: (lua, keys, args) => guarded(() => publisher.script(lua, keys, args)) })
+    ? createRedisHistory({
+        ...opts.history,
+        prefix,
+        redisChannel: (channel) => chPrefix + channel,
+        sharded: clusterMode,
+        run: (lua, keys, args) => guarded(() => publisher.script(lua, keys, args)),
+      })
     : undefined;
 
   return {

@@ -9,13 +9,15 @@
  * Topology comes from the Cluster client's slot table ('refresh' event). When a
  * subscriber connection drops, a command is answered MOVED, or anything is not
  * live, the slot table is refreshed every second until it is; channels whose
- * slot moved are released on the old master and subscribed on the new one, and
+ * slot moved are released on the old master and subscribed on the new one
+ * (reported as a subscriber reconnect: messages may have been missed), and
  * connections to nodes that are no longer masters are closed.
  */
 import { Cluster, type Redis } from 'ioredis';
 import type { Log } from '../observability/logger.js';
 import { SubLink } from './redis-link.js';
 import {
+  Scripts,
   backoffMs,
   connOptions,
   errorText,
@@ -59,6 +61,7 @@ function parseHostPort(s: string): { host: string; port: number } {
 
 export class ClusterTransport implements Publisher, SubRouter {
   private readonly cluster: Cluster;
+  private readonly scripts: Scripts;
   /** master node key (host:port) → its subscriber connection */
   private readonly links = new Map<string, SubLink>();
   /** redis channel → master node key it is subscribed on */
@@ -111,6 +114,7 @@ export class ClusterTransport implements Publisher, SubRouter {
         autoResendUnfulfilledCommands: false,
       },
     });
+    this.scripts = new Scripts(this.cluster);
     this.linkEvents = {
       ...events,
       failure: (conn, reason) => {
@@ -189,9 +193,9 @@ export class ClusterTransport implements Publisher, SubRouter {
     return this.cluster.spublish(redisChannel, payload).then(() => undefined);
   }
 
-  script(): Promise<unknown> {
-    // History keys and the shard channel would have to share a slot (hash tags); not built yet.
-    return Promise.reject(new Error('history is not supported on Redis Cluster'));
+  /** Runs on the master that owns the slot of the first key (every key and shard channel of a script share it). */
+  script(lua: string, keys: readonly string[], args: readonly string[]): Promise<unknown> {
+    return this.scripts.run(lua, keys, args);
   }
 
   // ---- SubRouter ----------------------------------------------------------
@@ -281,15 +285,22 @@ export class ClusterTransport implements Publisher, SubRouter {
     this.masters = masters;
     for (const key of masters) if (!this.links.has(key)) this.openLink(key);
     if (changed) {
-      // Move channels whose slot changed hands.
-      for (const [ch, key] of [...this.owner]) {
+      // Move channels whose slot changed hands (failover, resharding).
+      const moves: Array<[string, string, string]> = [];
+      for (const [ch, key] of this.owner) {
         const now = topo[keySlot(ch)];
-        if (now !== undefined && now !== key) {
-          this.log.info({ from: key, to: now }, 'redis cluster slot moved; resubscribing a channel');
-          void this.links.get(key)?.remove(ch);
-          this.owner.set(ch, now);
-          this.links.get(now)?.pin(ch);
-        }
+        if (now !== undefined && now !== key) moves.push([ch, key, now]);
+      }
+      if (moves.length > 0) {
+        this.log.info({ channels: moves.length }, 'redis cluster slots moved; resubscribing their channels on the new masters');
+        // What the new master published before our SSUBSCRIBE there is missed, as
+        // after a subscriber reconnect: reported the same way, before resubscribing.
+        this.events.reconnected('subscriber');
+      }
+      for (const [ch, key, now] of moves) {
+        void this.links.get(key)?.remove(ch);
+        this.owner.set(ch, now);
+        this.links.get(now)?.pin(ch);
       }
     }
     for (const ch of this.pinned) if (!this.owner.has(ch)) this.assign(ch);

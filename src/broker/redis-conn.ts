@@ -2,7 +2,7 @@
  * Pieces shared by the Redis broker files: connection options, the backoff,
  * and the two roles a transport plays (publisher, subscriber router).
  */
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { GatewayError } from '../errors.js';
 
 /** Reconnect delay: 100 ms doubling to a 2 s cap, with ±20 % jitter; never a tight loop, never gives up. */
@@ -69,7 +69,7 @@ export interface Publisher {
   /** Seconds a client should wait before retrying while this side is down. */
   retryAfterSec(): number;
   publish(redisChannel: string, payload: string): Promise<void>;
-  /** Runs a Lua script (EVAL) on the publishing connection. */
+  /** Runs a Lua script on the publishing connection (EVALSHA, loaded with EVAL: see Scripts). */
   script(lua: string, keys: readonly string[], args: readonly string[]): Promise<unknown>;
   start(): void;
   close(): Promise<void>;
@@ -110,4 +110,35 @@ export function disconnectRedis(r: Redis): Promise<void> {
   });
   r.disconnect();
   return ended;
+}
+
+type ScriptCall = (...args: Array<string | number>) => Promise<unknown>;
+
+/**
+ * Lua scripts through ioredis' script commands (defineCommand), on a single
+ * connection or a Cluster client alike: the first call on each connection
+ * sends EVAL (which loads the script on that server), later calls EVALSHA; a
+ * connection to a new server (reconnect, failover, MOVED/ASK to another node)
+ * starts with EVAL again, and an EVALSHA answered NOSCRIPT (SCRIPT FLUSH) is
+ * sent again as EVAL. On a Cluster client the script is routed by the slot of
+ * its first key. Commands on one connection keep their order: the EVAL that
+ * loads a script is written before the EVALSHAs that use it.
+ */
+export class Scripts {
+  private readonly names = new Map<string, string>();
+
+  constructor(private readonly client: Redis | Cluster) {}
+
+  run(lua: string, keys: readonly string[], args: readonly string[]): Promise<unknown> {
+    let name = this.names.get(lua);
+    if (name === undefined) {
+      name = `pubgateScript${this.names.size + 1}`;
+      // No numberOfKeys: every call passes its key count first, as with EVAL.
+      this.client.defineCommand(name, { lua });
+      this.names.set(lua, name);
+    }
+    const call = (this.client as unknown as Record<string, ScriptCall>)[name];
+    if (!call) return Promise.reject(new Error(`script command ${name} is not defined`));
+    return call.call(this.client, keys.length, ...keys, ...args);
+  }
 }

@@ -1,8 +1,18 @@
 /**
  * History in Redis: per channel an offset counter, an epoch and a stream of
  * the last `size` frames, all expiring `ttlSec` after the last publish. One Lua
- * script appends and PUBLISHes, so offsets are gap-free in delivery order and a
- * message is never in history without having been published (or the reverse).
+ * script appends and PUBLISHes (SPUBLISHes on a cluster), so offsets are
+ * gap-free in delivery order and a message is never in history without having
+ * been published (or the reverse).
+ *
+ * On a Redis Cluster one script may only touch one slot: a channel's three
+ * keys carry its Redis channel name as their hash tag
+ * (`pubgate:o:{pubgate:ch:news}`), so they hash to the slot of the shard
+ * channel the script SPUBLISHes to (`pubgate:ch:news`, no tag), and the script
+ * runs on the master that owns that slot, where the node holds its SSUBSCRIBE.
+ * Channel names and the prefix contain no braces, so the tag is always the
+ * whole Redis channel name. Standalone keeps the untagged names
+ * (`pubgate:o:news`).
  *
  * The epoch changes whenever the history is lost: when the keys expired, were
  * flushed, or Redis restarted without its data, the next publish (or position
@@ -30,7 +40,7 @@ end
 `;
 
 // ARGV: redis channel, frame head ('{"type":"message","channel":"x"'), data, epoch candidate, size, ttl
-const PUBLISH = `${ENSURE_EPOCH}
+const publishScript = (publishCommand: 'PUBLISH' | 'SPUBLISH'): string => `${ENSURE_EPOCH}
 local epoch = ensure_epoch(ARGV[4], ARGV[6])
 local offset = redis.call('INCR', KEYS[1])
 local frame = ARGV[2] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '","data":' .. ARGV[3] .. '}'
@@ -38,7 +48,7 @@ redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[5], offset .. '-0', 'f', frame)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 redis.call('EXPIRE', KEYS[3], ARGV[6])
-redis.call('PUBLISH', ARGV[1], frame)
+redis.call('${publishCommand}', ARGV[1], frame)
 return {offset, epoch}
 `;
 
@@ -64,9 +74,26 @@ for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
 return out
 `;
 
-export function createRedisHistory(opts: HistoryOptions & { prefix: string; run: ScriptRunner }): History {
-  const keys = (channel: string): string[] => [`${opts.prefix}o:${channel}`, `${opts.prefix}e:${channel}`, `${opts.prefix}h:${channel}`];
+export interface RedisHistoryOptions extends HistoryOptions {
+  /** Prefix of every key; must not contain braces when `sharded`. */
+  readonly prefix: string;
+  /** The Redis channel a pubgate channel's messages are published on (the broker's naming). */
+  readonly redisChannel: (channel: string) => string;
+  /** Redis Cluster: SPUBLISH, and keys hash-tagged into the slot of the shard channel. */
+  readonly sharded: boolean;
+  readonly run: ScriptRunner;
+}
+
+/** A channel's keys: offset counter, epoch, stream (same slot as `redisChannel` when sharded). */
+export function historyKeys(prefix: string, channel: string, redisChannel: string, sharded: boolean): [string, string, string] {
+  const id = sharded ? `{${redisChannel}}` : channel;
+  return [`${prefix}o:${id}`, `${prefix}e:${id}`, `${prefix}h:${id}`];
+}
+
+export function createRedisHistory(opts: RedisHistoryOptions): History {
+  const keys = (channel: string): string[] => historyKeys(opts.prefix, channel, opts.redisChannel(channel), opts.sharded);
   const ttl = String(opts.ttlSec);
+  const PUBLISH = publishScript(opts.sharded ? 'SPUBLISH' : 'PUBLISH');
 
   function position(reply: unknown): HistoryPosition {
     const r = reply as [number | string, string];
@@ -77,7 +104,7 @@ export function createRedisHistory(opts: HistoryOptions & { prefix: string; run:
     async publish(channel, rawData) {
       // The frame head is built here once, so the script only appends offset, epoch and data.
       const head = encodeMessage(channel, '').slice(0, -',"data":}'.length);
-      const reply = await opts.run(PUBLISH, keys(channel), [`${opts.prefix}ch:${channel}`, head, rawData, newEpoch(), String(opts.size), ttl]);
+      const reply = await opts.run(PUBLISH, keys(channel), [opts.redisChannel(channel), head, rawData, newEpoch(), String(opts.size), ttl]);
       return position(reply);
     },
     async position(channel) {

@@ -5,10 +5,11 @@
 import { Redis } from 'ioredis';
 import type { Log } from '../observability/logger.js';
 import { SubLink } from './redis-link.js';
-import { connOptions, disconnectRedis, errorText, type ConnTuning, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
+import { Scripts, connOptions, disconnectRedis, errorText, type ConnTuning, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
 
 export class StandalonePublisher implements Publisher {
   private readonly redis: Redis;
+  private readonly scripts: Scripts;
   private lastDelayMs = 0;
   private everReady = false;
   private errorLogged = false;
@@ -21,6 +22,7 @@ export class StandalonePublisher implements Publisher {
       }),
       connectionName,
     });
+    this.scripts = new Scripts(this.redis);
     this.redis.on('ready', () => {
       if (this.closed) return;
       if (this.everReady) events.reconnected('publisher');
@@ -57,7 +59,7 @@ export class StandalonePublisher implements Publisher {
   }
 
   script(lua: string, keys: readonly string[], args: readonly string[]): Promise<unknown> {
-    return this.redis.eval(lua, keys.length, ...keys, ...args);
+    return this.scripts.run(lua, keys, args);
   }
 
   start(): void {

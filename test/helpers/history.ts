@@ -8,10 +8,17 @@ import type { Frame } from './client.js';
 import { RecordingClient } from './recording-client.js';
 import { TEST_API_KEY, startGateway, type GatewayProcess } from './gateway.js';
 import { untilReadyz } from './multinode.js';
-import { startRedis, type RedisServer } from './redis.js';
+import { startRedis, startRedisCluster, type RedisCluster, type RedisServer } from './redis.js';
 
-export type BrokerKind = 'memory' | 'redis';
+export type BrokerKind = 'memory' | 'redis' | 'redis-cluster';
 export const BROKERS: readonly BrokerKind[] = ['memory', 'redis'];
+/** BROKERS and a real 3-master Redis Cluster (slower to start: see setupTimeoutMs). */
+export const BROKERS_AND_CLUSTER: readonly BrokerKind[] = [...BROKERS, 'redis-cluster'];
+
+/** A hang guard for startHistoryGateway (a Redis Cluster takes a while to form on a loaded machine). */
+export function setupTimeoutMs(kind: BrokerKind): number {
+  return kind === 'redis-cluster' ? 180_000 : 60_000;
+}
 
 export interface MessageFrame {
   readonly type: 'message';
@@ -138,35 +145,46 @@ export function range(from: number, to: number): number[] {
 }
 
 /**
- * One gateway on the given broker (Redis started here for 'redis'), ready.
+ * One gateway on the given broker (Redis or a Redis Cluster started here), ready.
  * `stop` ends both; safe when start failed half-way.
  */
 export interface HistorySetup {
   gw: GatewayProcess;
   redis: RedisServer | undefined;
+  cluster: RedisCluster | undefined;
   stop(): Promise<void>;
 }
 
 export async function startHistoryGateway(kind: BrokerKind, env: Record<string, string>): Promise<HistorySetup> {
   let redis: RedisServer | undefined;
+  let cluster: RedisCluster | undefined;
   if (kind === 'redis') redis = await startRedis();
+  if (kind === 'redis-cluster') cluster = await startRedisCluster();
+  const brokerEnv: Record<string, string> = redis
+    ? { PUBGATE_REDIS_URL: redis.url }
+    : cluster
+      ? { PUBGATE_REDIS_CLUSTER: cluster.seeds.join(',') }
+      : {};
   let gw: GatewayProcess;
   try {
-    gw = await startGateway({ PUBGATE_HISTORY_CHANNELS: 'h:*', ...env, ...(redis ? { PUBGATE_REDIS_URL: redis.url } : {}) });
+    gw = await startGateway({ PUBGATE_HISTORY_CHANNELS: 'h:*', ...env, ...brokerEnv });
   } catch (e) {
     await redis?.stop();
+    await cluster?.stop();
     throw e;
   }
   const setup: HistorySetup = {
     gw,
     redis,
+    cluster,
     async stop() {
       await gw.stop();
       await redis?.stop();
+      await cluster?.stop();
     },
   };
   try {
-    await untilReadyz(gw, 200);
+    await untilReadyz(gw, 200, cluster ? 60_000 : 30_000);
   } catch (e) {
     await setup.stop();
     throw e;

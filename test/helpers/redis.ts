@@ -198,6 +198,8 @@ export interface RedisCluster {
   ownerOf(key: string): Promise<number>;
   /** SIGKILLs a master and waits until its replica is master and the cluster is ok again. */
   killMaster(port: number): Promise<{ killed: number; promoted: number }>;
+  /** Waits until the replicas of a master have acknowledged everything it wrote so far (replication is asynchronous). */
+  untilReplicated(port: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -308,6 +310,17 @@ export async function startRedisCluster(): Promise<RedisCluster> {
           return true;
         }, `replica ${replica.port} to take over from master ${port}`, 60_000);
         return { killed: port, promoted: replica.port };
+      },
+      async untilReplicated(port) {
+        const node = nodes.find((n) => n.port === port);
+        if (!node) throw new Error(`no cluster node on ${port}`);
+        const info = (await node.cli('INFO', 'replication')).join('\n');
+        const target = Number(/master_repl_offset:(\d+)/.exec(info)?.[1]);
+        await pollUntil(async () => {
+          const now = (await node.cli('INFO', 'replication')).join('\n');
+          const acked = [...now.matchAll(/^slave\d+:.*,offset=(\d+),/gm)].map((m) => Number(m[1]));
+          return acked.length > 0 && acked.every((o) => o >= target);
+        }, `the replicas of ${port} to reach replication offset ${target}`);
       },
       stop: cleanup,
     };

@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Broker } from '../../src/broker/broker.js';
-import { createRedisBroker } from '../../src/broker/redis-broker.js';
+import { frameOffset, type History, type HistoryOptions } from '../../src/broker/history.js';
+import { createRedisBroker, type RedisBrokerEvents } from '../../src/broker/redis-broker.js';
 import { keySlot } from '../../src/broker/redis-cluster.js';
+import { historyKeys } from '../../src/broker/redis-history.js';
 import { expectUnavailable, memoryLog, Recorder, runBrokerContract } from '../helpers/broker-contract.js';
 import { startRedisCluster, type RedisCluster } from '../helpers/redis.js';
 
@@ -20,11 +22,17 @@ function seeds(): readonly string[] {
   return cluster.seeds;
 }
 
-function newBroker(): Broker {
-  return createRedisBroker({ cluster: seeds(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog() });
+function newBroker(history?: HistoryOptions, events?: RedisBrokerEvents): Broker {
+  return createRedisBroker({
+    cluster: seeds(),
+    nodeId: `n-${randomUUID().slice(0, 8)}`,
+    log: memoryLog(),
+    ...(history ? { history } : {}),
+    ...(events ? { events } : {}),
+  });
 }
 
-runBrokerContract({ name: 'redis-cluster', newBroker, sharedBackend: true });
+runBrokerContract({ name: 'redis-cluster', newBroker: () => newBroker(), sharedBackend: true, newHistoryBroker: (history) => newBroker(history) });
 
 describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster', () => {
   const open: Broker[] = [];
@@ -32,8 +40,8 @@ describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster
     await Promise.all(open.splice(0).map((b) => b.close()));
   });
 
-  async function readyNode(): Promise<{ b: Broker; r: Recorder }> {
-    const b = newBroker();
+  async function readyNode(history?: HistoryOptions, events?: RedisBrokerEvents): Promise<{ b: Broker; r: Recorder }> {
+    const b = newBroker(history, events);
     open.push(b);
     const r = new Recorder();
     await b.start(r);
@@ -41,13 +49,22 @@ describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster
     return { b, r };
   }
 
+  async function historyNode(events?: RedisBrokerEvents): Promise<{ b: Broker; r: Recorder; h: History }> {
+    const n = await readyNode({ size: 50, ttlSec: 60 }, events);
+    if (!n.b.history) throw new Error('no history');
+    return { ...n, h: n.b.history };
+  }
+
   function liveCluster(): RedisCluster {
     if (!cluster) throw new Error('the Redis cluster did not start');
     return cluster;
   }
 
-  it('reports kind redis-cluster', () => {
+  it('reports kind redis-cluster, and refuses a key prefix with braces', () => {
     expect(newBroker().kind).toBe('redis-cluster');
+    for (const keyPrefix of ['{app}:', 'a{', 'b}']) {
+      expect(() => createRedisBroker({ cluster: seeds(), keyPrefix, nodeId: 'x', log: memoryLog() })).toThrow(TypeError);
+    }
   });
 
   it('computes the same slot as CLUSTER KEYSLOT', async () => {
@@ -93,6 +110,65 @@ describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster
     expect(remaining).toBe(20);
   });
 
+  it("keeps each channel's history keys on the master that owns its shard channel, for channels on every master", async () => {
+    const c = liveCluster();
+    const a = await historyNode();
+    const b = await historyNode();
+    const tag = randomUUID().slice(0, 8);
+    const channels = Array.from({ length: 24 }, (_, i) => `hs${tag}:${i}`);
+    await Promise.all(channels.map((ch) => b.b.subscribe(ch)));
+    const owners = new Set<number>();
+    for (const ch of channels) {
+      const rc = `pubgate:ch:${ch}`;
+      const keys = historyKeys('pubgate:', ch, rc, true);
+      // CLUSTER KEYSLOT agrees: the three keys and the shard channel share one slot.
+      const slots = await Promise.all([rc, ...keys].map(async (k) => Number((await c.nodes.find((n) => n.running)?.cli('CLUSTER', 'KEYSLOT', k))?.[0])));
+      expect(new Set(slots), ch).toEqual(new Set([keySlot(rc)]));
+      for (let i = 1; i <= 3; i++) expect(await a.h.publish(ch, String(i))).toMatchObject({ offset: i });
+      const owner = await c.ownerOf(rc);
+      owners.add(owner);
+      const node = c.nodes.find((n) => n.port === owner);
+      expect(await node?.cli('GET', keys[0])).toEqual(['3']);
+      expect(await node?.cli('XLEN', keys[2])).toEqual(['3']);
+    }
+    expect(owners.size).toBe(3);
+    await b.r.until(() => channels.every((ch) => b.r.got(ch).length === 3), 'three messages on every channel');
+    for (const ch of channels) {
+      expect(b.r.got(ch).map(frameOffset)).toEqual([1, 2, 3]);
+      expect((await b.h.since(ch, 1, 10)).frames?.map(frameOffset)).toEqual([2, 3]);
+    }
+  });
+
+  it('refuses a script whose shard channel is on another master than its keys (why the keys carry the hash tag)', async () => {
+    const c = liveCluster();
+    const tag = randomUUID().slice(0, 8);
+    const chans = Array.from({ length: 30 }, (_, i) => `pubgate:ch:x${tag}:${i}`);
+    const byOwner = new Map<number, string>();
+    for (const rc of chans) byOwner.set(await c.ownerOf(rc), rc);
+    const [first, second] = [...byOwner.entries()];
+    if (!first || !second) throw new Error('the channels did not spread over two masters');
+    const node = c.nodes.find((n) => n.port === first[0]);
+    const lua = "redis.call('INCR', KEYS[1]); return redis.call('SPUBLISH', ARGV[1], 'x')";
+    const key = `pubgate:o:{${first[1]}}`;
+    // Same slot: fine. Shard channel on another master: refused by Redis.
+    expect(await node?.cli('EVAL', lua, '1', key, first[1])).toEqual(['0']);
+    expect(await node?.cli('EVAL', lua, '1', key, second[1])).toEqual([expect.stringMatching(/non local key|CROSSSLOT/)]);
+  });
+
+  it('publishes with history after SCRIPT FLUSH on every master (NOSCRIPT), in order and without gaps', async () => {
+    const c = liveCluster();
+    const a = await historyNode();
+    const b = await historyNode();
+    const ch = `nf${randomUUID().slice(0, 8)}`;
+    await b.b.subscribe(ch);
+    for (let i = 1; i <= 3; i++) await a.h.publish(ch, String(i));
+    for (const m of await c.masters()) await c.nodes.find((n) => n.port === m.port)?.cli('SCRIPT', 'FLUSH');
+    const more = await Promise.all([4, 5, 6, 7].map((i) => a.h.publish(ch, String(i))));
+    expect(more.map((p) => p.offset)).toEqual([4, 5, 6, 7]);
+    await b.r.until(() => b.r.got(ch).length === 7, 'seven messages');
+    expect(b.r.got(ch).map(frameOffset)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+
   it('recovers when the masters drop its publishing and subscriber connections (CLIENT KILL)', async () => {
     const c = liveCluster();
     const a = await readyNode();
@@ -114,10 +190,11 @@ describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster
   });
 
   // Kills a master: keep these two last in this file.
-  it('resumes delivery after a master is killed and its replica takes over', async () => {
+  it('resumes delivery after a master is killed and its replica takes over; history there keeps its epoch and offsets', async () => {
     const c = liveCluster();
-    const a = await readyNode();
-    const b = await readyNode();
+    const a = await historyNode();
+    const reported: string[] = [];
+    const b = await historyNode({ onReconnect: (conn) => void reported.push(conn), onResubscribed: () => void reported.push('resubscribed') });
     const tag = randomUUID().slice(0, 8);
     const channels = Array.from({ length: 20 }, (_, i) => `f${tag}:${i}`);
     await Promise.all(channels.map((ch) => b.b.subscribe(ch)));
@@ -125,6 +202,15 @@ describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster
     await b.r.until(() => channels.every((ch) => b.r.got(ch).includes('before')), 'every channel before the failover');
 
     const victim = await c.ownerOf(`pubgate:ch:${channels[0] ?? ''}`);
+    // A history channel on the master that is killed, with three messages its replica has received.
+    let hch = '';
+    for (let i = 0; hch === ''; i++) if ((await c.ownerOf(`pubgate:ch:fh${tag}:${i}`)) === victim) hch = `fh${tag}:${i}`;
+    await b.b.subscribe(hch);
+    for (let i = 1; i <= 3; i++) await a.h.publish(hch, String(i));
+    const before = await a.h.position(hch);
+    expect(before.offset).toBe(3);
+    await c.untilReplicated(victim);
+    reported.length = 0;
     const aDown = a.r.nextStatus('down');
     const bDown = b.r.nextStatus('down');
     const failover = c.killMaster(victim);
@@ -135,7 +221,7 @@ describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster
     const { promoted } = await failover;
     await a.r.untilStatus('ready');
     await b.r.untilStatus('ready');
-    expect(b.b.subscribedCount()).toBe(channels.length);
+    expect(b.b.subscribedCount()).toBe(channels.length + 1);
 
     for (const ch of channels) await a.b.publish(ch, 'after');
     await b.r.until(() => channels.every((ch) => b.r.got(ch).includes('after')), 'every channel after the failover');
@@ -144,6 +230,17 @@ describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster
     // The channels of the killed master now live on the promoted replica.
     const moved = (await c.nodes.find((n) => n.port === promoted)?.cli('PUBSUB', 'SHARDCHANNELS', `pubgate:ch:f${tag}:*`)) ?? [];
     expect(moved).toContain(`pubgate:ch:${channels[0] ?? ''}`);
+    // Moving subscriptions to another master is a gap (messages published there
+    // before the new SSUBSCRIBE are missed): reported like a subscriber reconnect.
+    expect(reported).toContain('subscriber');
+    expect(reported).toContain('resubscribed');
+
+    // The promoted replica had the history: same epoch, offsets go on.
+    expect(await b.h.position(hch)).toEqual(before);
+    expect(await a.h.publish(hch, '4')).toEqual({ offset: 4, epoch: before.epoch });
+    expect((await b.h.since(hch, 1, 10)).frames?.map(frameOffset)).toEqual([2, 3, 4]);
+    await b.r.until(() => b.r.got(hch).length === 4, 'four history messages');
+    expect(b.r.got(hch).map(frameOffset)).toEqual([1, 2, 3, 4]);
 
     // A broker started after the failover works too.
     const late = await readyNode();

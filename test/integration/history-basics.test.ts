@@ -1,14 +1,14 @@
 /**
- * History and recovery on one node, embedded broker and Redis alike: offsets
- * and epochs on publish answers, frames and subscribe replies; recovery with
- * `since` (missed messages exactly once, in order, before newer live ones);
- * too-old offsets and wrong epochs; the recovery metrics.
+ * History and recovery on one node, embedded broker, Redis and Redis Cluster
+ * alike: offsets and epochs on publish answers, frames and subscribe replies;
+ * recovery with `since` (missed messages exactly once, in order, before newer
+ * live ones); too-old offsets and wrong epochs; the recovery metrics.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { metric } from '../helpers/gateway.js';
 import {
-  BROKERS,
+  BROKERS_AND_CLUSTER,
   HistoryClient,
   closeClients,
   publishBatchH,
@@ -16,6 +16,7 @@ import {
   publishH,
   publishOffset,
   range,
+  setupTimeoutMs,
   startHistoryGateway,
   type HistorySetup,
 } from '../helpers/history.js';
@@ -23,7 +24,7 @@ import {
 const SIZE = 5;
 const uid = (): string => randomUUID().slice(0, 8);
 
-describe.each(BROKERS)('history on the %s broker', (kind) => {
+describe.each(BROKERS_AND_CLUSTER)('history on the %s broker', (kind) => {
   let setup: HistorySetup | undefined;
   const clients: HistoryClient[] = [];
   const gw = () => {
@@ -38,7 +39,7 @@ describe.each(BROKERS)('history on the %s broker', (kind) => {
 
   beforeAll(async () => {
     setup = await startHistoryGateway(kind, { PUBGATE_HISTORY_SIZE: String(SIZE) });
-  }, 60_000);
+  }, setupTimeoutMs(kind));
   afterEach(async () => {
     await closeClients(clients);
   });

@@ -11,14 +11,13 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GatewayProcess } from '../helpers/gateway.js';
-import type { Frame } from '../helpers/client.js';
 import { startDelayProxy, type DelayProxy } from '../helpers/delay-proxy.js';
-import { HistoryClient, closeClients, publishH, range, type MessageFrame, type Position } from '../helpers/history.js';
+import { HistoryClient, closeClients, range } from '../helpers/history.js';
+import { firstArrivals, mismatches, moveMidStream, repeats, type StreamOptions } from '../helpers/history-stream.js';
 import { startNodes, stopNodes, untilReadyz } from '../helpers/multinode.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 
 const TOTAL = 2000;
-const PER_NODE = TOTAL / 2;
 const IN_FLIGHT = 8; // concurrent publishes per node
 const DISCONNECT_AT = 600; // messages received on the first node before it drops the connection
 /** How late node C's subscriber connection gets what Redis sends (under the 1 s probe interval). */
@@ -47,94 +46,8 @@ function node(i: number): GatewayProcess {
   return n;
 }
 
-/** Publishes `count` messages from `gw` with IN_FLIGHT workers; records offset → data from every answer. */
-async function publisher(gw: GatewayProcess, tag: string, count: number, byOffset: Map<number, unknown>, ch: string): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < count) {
-      const data = { from: tag, seq: next++ };
-      const r = await publishH(gw, ch, data);
-      if (r.status !== 200 || typeof r.body.offset !== 'number') throw new Error(`publish on ${tag}: ${r.status} ${JSON.stringify(r.body)}`);
-      if (byOffset.has(r.body.offset)) throw new Error(`offset ${r.body.offset} answered twice`);
-      byOffset.set(r.body.offset, data);
-    }
-  };
-  await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
-}
-
-interface Move {
-  readonly epoch: string;
-  /** The position the client reconnected with. */
-  readonly since: Position;
-  readonly reply: Frame;
-  /** Message frames before and after the move, in arrival order. */
-  readonly received: MessageFrame[];
-  /** offset → data, from the publish answers. */
-  readonly byOffset: Map<number, unknown>;
-}
-
-/**
- * A client subscribed on `from` receives while both A and B publish TOTAL
- * messages; after DISCONNECT_AT it drops its connection (no close handshake)
- * and subscribes on `to` with since = the last message it got.
- */
-async function moveMidStream(ch: string, from: GatewayProcess, to: GatewayProcess): Promise<Move> {
-  const first = await HistoryClient.open(from.url);
-  clients.push(first);
-  const r0 = await first.subscribe(ch);
-  expect(r0).toEqual({ type: 'reply', id: 1, offset: 0, epoch: expect.any(String) });
-  const epoch = r0.epoch as string;
-
-  const byOffset = new Map<number, unknown>();
-  const publishing = Promise.all([publisher(node(0), 'a', PER_NODE, byOffset, ch), publisher(node(1), 'b', PER_NODE, byOffset, ch)]);
-  publishing.catch(() => undefined); // awaited below; a failure must not go unhandled meanwhile
-
-  await first.until(() => first.messages(ch).length >= DISCONNECT_AT, `${DISCONNECT_AT} messages on the first node`);
-  await first.terminate();
-  const since = first.last(ch);
-  const publishedWhenDropped = byOffset.size;
-
-  const second = await HistoryClient.open(to.url);
-  clients.push(second);
-  const reply = await second.subscribe(ch, since);
-  expect(reply).toMatchObject({ type: 'reply', id: 1, recovered: true, epoch });
-  await publishing;
-  // The move really happened mid-stream: messages were published after it.
-  expect(publishedWhenDropped).toBeLessThan(TOTAL);
-  expect(Number(reply.offset)).toBeLessThan(TOTAL);
-  expect([...byOffset.keys()].sort((x, y) => x - y)).toEqual(range(1, TOTAL));
-  await second.untilOffset(ch, TOTAL);
-  expect(await second.alive()).toBe('open'); // anything repeated after offset N would have arrived by now
-  return { epoch, since, reply, received: [...first.messages(ch), ...second.messages(ch)], byOffset };
-}
-
-/** Offsets in arrival order, each at its first arrival only. */
-function firstArrivals(received: readonly MessageFrame[]): number[] {
-  const seen = new Set<number>();
-  const out: number[] = [];
-  for (const m of received) {
-    const o = Number(m.offset);
-    if (!seen.has(o)) out.push(o);
-    seen.add(o);
-  }
-  return out;
-}
-
-/** Offsets that arrived more than once (one entry per repeat). */
-function repeats(received: readonly MessageFrame[]): number[] {
-  const seen = new Set<number>();
-  const out: number[] = [];
-  for (const m of received) {
-    const o = Number(m.offset);
-    if (seen.has(o)) out.push(o);
-    seen.add(o);
-  }
-  return out;
-}
-
-/** Every received message carries the channel's epoch and the data its offset was published with. */
-function mismatches(mv: Move): MessageFrame[] {
-  return mv.received.filter((m) => m.epoch !== mv.epoch || JSON.stringify(m.data) !== JSON.stringify(mv.byOffset.get(Number(m.offset))));
+function stream(): StreamOptions {
+  return { total: TOTAL, inFlight: IN_FLIGHT, disconnectAt: DISCONNECT_AT, publishers: [node(0), node(1)], clients };
 }
 
 describe('history on two nodes sharing one Redis', () => {
@@ -145,7 +58,7 @@ describe('history on two nodes sharing one Redis', () => {
     clients.push(steady);
     const r0 = await steady.subscribe(ch);
 
-    const mv = await moveMidStream(ch, node(0), node(1));
+    const mv = await moveMidStream(ch, node(0), node(1), stream());
     expect(mv.epoch).toBe(r0.epoch);
     expect(firstArrivals(mv.received)).toEqual(range(1, TOTAL));
     expect(mismatches(mv)).toEqual([]);
@@ -177,7 +90,7 @@ describe('history on two nodes sharing one Redis', () => {
 
     it('no gap, in order, data as published', async () => {
       if (!lagging) throw new Error('node C did not start');
-      const mv = await moveMidStream(`h:lag:${randomUUID().slice(0, 8)}`, node(0), lagging);
+      const mv = await moveMidStream(`h:lag:${randomUUID().slice(0, 8)}`, node(0), lagging, stream());
       expect(firstArrivals(mv.received)).toEqual(range(1, TOTAL));
       expect(mismatches(mv)).toEqual([]);
       repeated = repeats(mv.received);

@@ -2,14 +2,15 @@
  * History expiry (historyTtl): a channel idle for longer than the TTL loses
  * its history, so its epoch changes and its offsets start again; a client
  * recovering with the expired epoch gets `recovered:false`. The embedded
- * broker expires lazily (and on a timer), Redis through key TTLs.
+ * broker expires lazily (and on a timer), Redis and Redis Cluster through key
+ * TTLs.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { waitUntil } from '../helpers/handshake.js';
-import { BROKERS, HistoryClient, closeClients, publishBatchOffsets, publishOffset, startHistoryGateway, type HistorySetup } from '../helpers/history.js';
+import { BROKERS_AND_CLUSTER, HistoryClient, closeClients, publishBatchOffsets, publishOffset, setupTimeoutMs, startHistoryGateway, type HistorySetup } from '../helpers/history.js';
 
-describe.each(BROKERS)('history TTL on the %s broker', (kind) => {
+describe.each(BROKERS_AND_CLUSTER)('history TTL on the %s broker', (kind) => {
   let setup: HistorySetup | undefined;
   const clients: HistoryClient[] = [];
   const gw = () => {
@@ -25,7 +26,7 @@ describe.each(BROKERS)('history TTL on the %s broker', (kind) => {
   beforeAll(async () => {
     // Frame rate off: the poll below subscribes and unsubscribes repeatedly.
     setup = await startHistoryGateway(kind, { PUBGATE_HISTORY_TTL: '1', PUBGATE_CLIENT_FRAME_RATE: '0', PUBGATE_LOG_LEVEL: 'info' });
-  }, 60_000);
+  }, setupTimeoutMs(kind));
   afterEach(async () => {
     await closeClients(clients);
   });

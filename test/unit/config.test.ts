@@ -111,6 +111,12 @@ describe('loadConfig', () => {
     expect(loadConfig({ PUBGATE_REDIS_CLUSTER: 'a:7000,b:7001' }).redisCluster).toEqual(['a:7000', 'b:7001']);
   });
 
+  it('accepts history channels with a Redis Cluster', () => {
+    const c = loadConfig({ PUBGATE_REDIS_CLUSTER: 'a:7000', PUBGATE_HISTORY_CHANNELS: 'h:*' });
+    expect(c.redisCluster).toEqual(['a:7000']);
+    expect(c.historyChannels).toEqual(['h:*']);
+  });
+
   it('rejects malformed lists and combinations', () => {
     expect(problems({ PUBGATE_JWT_SECRETS: 'k1:a,k1:b' })[0]).toMatch(/^PUBGATE_JWT_SECRETS: kid "k1" is given twice/);
     expect(problems({ PUBGATE_ALLOWED_ORIGINS: 'app.example.com' })[0]).toMatch(/^PUBGATE_ALLOWED_ORIGINS:/);
