@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { metric } from '../helpers/gateway.js';
-import { BROKERS, HistoryClient, closeClients, publishBatchOffsets, publishOffset, range, startHistoryGateway, type HistorySetup } from '../helpers/history.js';
+import { BROKERS_AND_CLUSTER, HistoryClient, closeClients, publishBatchOffsets, publishOffset, range, setupTimeoutMs, startHistoryGateway, type HistorySetup } from '../helpers/history.js';
 
 const MAX_BACKPRESSURE = 64 * 1024;
 const BATCH = 500;
@@ -18,7 +18,7 @@ const PAD = 'x'.repeat(1000);
 const BIG_BATCHES = 20;
 const BIG_PAD = 'x'.repeat(2000);
 
-describe.each(BROKERS)('slow consumer recovery on the %s broker', (kind) => {
+describe.each(BROKERS_AND_CLUSTER)('slow consumer recovery on the %s broker', (kind) => {
   let setup: HistorySetup | undefined;
   const clients: HistoryClient[] = [];
   const gw = () => {
@@ -39,7 +39,7 @@ describe.each(BROKERS)('slow consumer recovery on the %s broker', (kind) => {
       PUBGATE_MAX_PUBLISH_BYTES: String(2 * 1024 * 1024),
       PUBGATE_LOG_LEVEL: 'info',
     });
-  }, 60_000);
+  }, setupTimeoutMs(kind));
   afterEach(async () => {
     await closeClients(clients);
   });
