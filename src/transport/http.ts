@@ -46,6 +46,24 @@ export function send(
 }
 
 /**
+ * Resolves on a later turn of the event loop (a `setImmediate`), outside every
+ * uWS callback.
+ *
+ * uWS keeps the socket whose event it is dispatching corked while the JS
+ * handler runs, and the microtasks the handler queued run before uWS returns,
+ * so an `await` does not leave that context. Only one socket per loop can be
+ * corked: a publish fan-out from there cannot cork the subscriber sockets, and
+ * once uWS's topic tree holds 32 messages for a subscriber it sends them one
+ * frame per `send()` system call. Code that publishes many messages from an
+ * HTTP handler (the batch endpoint) runs after this, where uWS corks each
+ * subscriber and sends its queued frames together. The caller answers the
+ * request afterwards with `send`, which corks the response itself.
+ */
+export function outsideUwsCallback(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
  * Reads a request body of at most `limit` bytes. Resolves with the text, or
  * with undefined once the body grew past the limit (the caller answers 413 and
  * closes). Rejects never: an aborted request leaves the promise pending and

@@ -14,7 +14,7 @@ import type { CloseCode } from '../protocol/close-codes.js';
 import { encodeWelcome } from '../protocol/frames.js';
 import { createClientIpResolver } from './client-ip.js';
 import { createConnections } from './connection.js';
-import { readBody, send, watch } from './http.js';
+import { outsideUwsCallback, readBody, send, watch } from './http.js';
 import { createUpgradeHandler } from './upgrade.js';
 import {
   App, COMPRESSION_DISABLED, listenExclusive, COMPRESSION_SHARED, SSLApp, us_listen_socket_close, us_socket_local_port,
@@ -151,6 +151,9 @@ export function createTransport(deps: TransportDeps): Transport {
         if (body === undefined) {
           return respond(413, errorBody('too_large', `body over ${config.maxPublishBytes} bytes`), undefined, true);
         }
+        // Publish outside the HTTP callback, where uWS can cork each subscriber
+        // (see outsideUwsCallback); the answer still waits for the fan-out.
+        await outsideUwsCallback();
         const r = await api.handle(pre.endpoint, body);
         respond(r.status, r.body, r.headers);
       })

@@ -3,6 +3,7 @@ import { connect, token, type Client } from '../helpers/client.js';
 import { TEST_API_KEY, metric, publish, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 
 let gw: GatewayProcess;
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
 beforeAll(async () => {
   gw = await startGateway({ PUBGATE_API_KEYS: `other-key,${TEST_API_KEY}`, PUBGATE_MAX_PUBLISH_BYTES: '65536' });
@@ -128,6 +129,35 @@ describe('POST /v1/publish/batch', () => {
       const f = await c.next((x) => x.type === 'message');
       expect(f.data).toEqual({ i });
     }
+    await c.close();
+  });
+
+  it('delivers batch and single publishes in order, each before anything the subscriber is sent after its 200', async () => {
+    const c = await subscriber(['b:order']);
+    // Batches over 32 messages: uWS queues at most 32 per subscriber before it sends them.
+    const batch = (from: number, n: number) => ({ messages: range(n).map((k) => ({ channel: 'b:order', data: { i: from + k } })) });
+    expect((await post('/v1/publish/batch', JSON.stringify(batch(0, 100)))).status).toBe(200);
+    expect((await publish(gw, { channel: 'b:order', data: { i: 100 } })).status).toBe(200);
+    expect((await post('/v1/publish/batch', JSON.stringify(batch(101, 40)))).status).toBe(200);
+    // The ping reply goes out after every 200 above: the messages must already be ahead of it.
+    expect(await c.request({ type: 'ping', id: 9 })).toEqual({ type: 'reply', id: 9 });
+    expect(c.frames.filter((f) => f.type === 'message').map((f) => (f.data as { i: number }).i)).toEqual(range(141));
+    await c.close();
+  });
+
+  it('keeps each request\'s order when batch and single publishes to one channel run concurrently', async () => {
+    const c = await subscriber(['b:conc']);
+    const tags = ['a', 'b', 'c', 'd'];
+    const requests = tags.map((t) =>
+      post('/v1/publish/batch', JSON.stringify({ messages: range(60).map((k) => ({ channel: 'b:conc', data: { t, k } })) })));
+    const singles = range(20).map((k) => publish(gw, { channel: 'b:conc', data: { t: 's', k } }));
+    for (const r of await Promise.all([...requests, ...singles])) expect(r.status).toBe(200);
+    expect(await c.request({ type: 'ping', id: 3 })).toEqual({ type: 'reply', id: 3 });
+    const got = c.frames.filter((f) => f.type === 'message').map((f) => f.data as { t: string; k: number });
+    expect(got).toHaveLength(4 * 60 + 20);
+    for (const t of tags) expect(got.filter((d) => d.t === t).map((d) => d.k)).toEqual(range(60));
+    // Single publishes on separate connections have no order among themselves; each arrives once.
+    expect(got.filter((d) => d.t === 's').map((d) => d.k).sort((x, y) => x - y)).toEqual(range(20));
     await c.close();
   });
 

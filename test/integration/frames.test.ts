@@ -303,6 +303,22 @@ describe('permissions', () => {
     await sub.c.close();
   });
 
+  it('with the embedded broker, sends a socket publish to its own subscribed publisher before the publish reply', async () => {
+    // The reply waits for the broker's acceptance, which on the embedded broker
+    // is the hand-over to uWS: the message is queued for the socket first.
+    const k = await open({ sub: 'q-self', channels: ['self:*'], publish: ['self:*'] });
+    expect(await k.c.request({ type: 'subscribe', id: 1, channel: 'self:1' })).toEqual({ type: 'reply', id: 1 });
+    const m = k.rec.mark();
+    for (let id = 2; id < 42; id++) k.c.send({ type: 'publish', id, channel: 'self:1', data: id });
+    await k.rec.waitFor((f) => f.type === 'reply' && f.id === 41, m);
+    const seen = k.rec.since(m).map((f) => (f.type === 'message' ? `m${String(f.data)}` : `r${String(f.id)}`));
+    const ids = Array.from({ length: 40 }, (_, i) => i + 2);
+    expect(seen.filter((x) => x.startsWith('m'))).toEqual(ids.map((i) => `m${i}`));
+    expect(seen.filter((x) => x.startsWith('r'))).toEqual(ids.map((i) => `r${i}`));
+    for (const i of ids) expect(seen.indexOf(`m${i}`)).toBeLessThan(seen.indexOf(`r${i}`));
+    await k.c.close();
+  });
+
   it('takes the data member as JSON defines it, even when its key is written with escapes', async () => {
     const sub = await open({ sub: 'e-sub', channels: ['esc'] });
     expect(await sub.c.request({ type: 'subscribe', id: 1, channel: 'esc' })).toEqual({ type: 'reply', id: 1 });
