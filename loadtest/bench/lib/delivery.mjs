@@ -36,7 +36,7 @@ export async function runDelivery(sc, target, ctx) {
     // Subscribers: worker i connects to node i % nodes (cluster: half on each node).
     await Promise.all(workers.map((w, i) => w.call('init', {
       host: '127.0.0.1', port: topo.nodes[i % topo.nodes.length].port, tokenIn: ctx.tokenIn, localPorts: localPortRange(i, nWorkers),
-      deflate: sc.deflate ?? false, inflateEvery: sc.inflateEvery ?? 64,
+      deflate: sc.deflate ?? false, inflateEvery: sc.inflateEvery ?? 61,
     })));
     const share = shares(sc.subscribers, nWorkers);
     const spec = sc.channels > 0 ? { kind: 'mod', prefix: 'bench:', count: sc.channels } : { kind: 'one', name: 'bench' };

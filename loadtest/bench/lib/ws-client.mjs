@@ -112,7 +112,9 @@ export class WsPool {
     this.closeCodes = {};
     this.errors = {};
     this.deflate = o.deflate ?? false; // offer permessage-deflate
-    this.inflateEvery = o.inflateEvery ?? 64; // inflate and check one compressed message in this many (0: none)
+    // Inflate and check one compressed message in this many (0: none). The default is
+    // prime, so that it does not keep hitting the same of the publisher's 64 payloads.
+    this.inflateEvery = o.inflateEvery ?? 61;
     this.extensions = undefined; // Sec-WebSocket-Extensions of the first accepted upgrade ('' when none)
     this.resetCounts();
   }
