@@ -18,8 +18,13 @@ import { cpuList, hasTaskset, waitQuiet } from './lib/proc.mjs';
 import { formatScenario, targetChecks } from './lib/report.mjs';
 import { ROOT, TARGETS } from './lib/targets.mjs';
 
+/** What `all` runs. */
 const SCENARIOS = ['fanout', 'latency', 'connections', 'channels', 'cluster'];
-const USAGE = `usage: node loadtest/bench/run.mjs <${SCENARIOS.join('|')}|all>[,...] [options]
+/** Run only when named. */
+const EXTRA_SCENARIOS = ['compression'];
+const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCENARIOS].join('|')}|all>[,...] [options]
+  all runs ${SCENARIOS.join(', ')}; compression runs pubgate with PUBGATE_COMPRESSION=off and =shared
+  alternately (clients offer permessage-deflate), once per --size (default 100,1024)
   --targets pubgate,baseline   which servers (default both, alternated run by run)
   --runs N                     runs per target (default 3)
   --subscribers N              fanout/cluster 2000, latency 1000, channels = --channels
@@ -29,7 +34,11 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${SCENARIOS.join('|')}|all>[,
   --warmup S                   unmeasured publishing before it (default 1)
   --batch N                    messages per publish request: 1 uses /v1/publish, more /v1/publish/batch
                                (fanout 1, cluster 100, channels 200, latency 1)
-  --size BYTES                 delivered frame size (default 100)
+  --size BYTES                 delivered frame size (default 100; compression: a list, default 100,1024)
+  --data pad|json              message data: {"t":..,"p":"xxx..."} padding, or realistic JSON (chat message
+                               under 300 bytes, a batch of trades above) (default pad; compression json)
+  --inflate-every N            compression: inflate and check one compressed message in N per client process
+                               (default 61, prime: not in step with the 64 payload variants; 0 checks none)
   --rate N                     publishes/s: fixed-rate mode with latency (latency 50; others max)
   --concurrency N              publish requests in flight (fanout 32, latency 16, others 4)
   --window N                   messages per subscriber published but not yet received (default 500)
@@ -59,6 +68,8 @@ const { values: o, positionals } = parseArgs({
     warmup: { type: 'string' },
     batch: { type: 'string' },
     size: { type: 'string' },
+    data: { type: 'string' },
+    'inflate-every': { type: 'string' },
     rate: { type: 'string' },
     concurrency: { type: 'string' },
     window: { type: 'string' },
@@ -85,7 +96,7 @@ if (o.help || positionals.length !== 1) {
 }
 const scenarios = positionals[0] === 'all' ? SCENARIOS : positionals[0].split(',');
 for (const s of scenarios) {
-  if (!SCENARIOS.includes(s)) {
+  if (!SCENARIOS.includes(s) && !EXTRA_SCENARIOS.includes(s)) {
     process.stderr.write(`unknown scenario ${s}\n${USAGE}\n`);
     process.exit(2);
   }
@@ -96,6 +107,10 @@ for (const t of targets) {
     process.stderr.write(`unknown target ${t} (${TARGETS.join(', ')})\n`);
     process.exit(2);
   }
+}
+if (o.data !== undefined && !['pad', 'json'].includes(o.data)) {
+  process.stderr.write(`--data must be pad or json\n${USAGE}\n`);
+  process.exit(2);
 }
 
 // os.cpus(), not availableParallelism(): the latter shrinks once this process is pinned.
@@ -133,6 +148,7 @@ function deliveryParams(name) {
     latency: { subscribers: 1000, channels: 0, batch: 1, duration: 10, rate: 50, concurrency: 16 },
     channels: { subscribers: undefined, channels: 1000, batch: 200, duration: 5, rate: 0, concurrency: 4 },
     cluster: { subscribers: 2000, channels: 0, batch: 100, duration: 5, rate: 0, concurrency: 4 },
+    compression: { subscribers: 2000, channels: 0, batch: 1, duration: 5, rate: 0, concurrency: 32 },
   }[name];
   const channels = num(o.channels, d.channels);
   const rate = num(o.rate, d.rate);
@@ -147,10 +163,28 @@ function deliveryParams(name) {
     rate,
     latency: rate > 0,
     size: num(o.size, 100),
+    data: o.data ?? 'pad',
     concurrency: num(o.concurrency, d.concurrency),
     window: num(o.window, 500),
     workers: num(o.workers, 0),
   };
+}
+
+/**
+ * compression: a fanout per size, run against pubgate with compression off and
+ * shared alternately; clients always offer permessage-deflate.
+ */
+function compressionParams() {
+  const sizes = (o.size ?? '100,1024').split(',').map(Number);
+  return sizes.map((size) => ({
+    ...deliveryParams('compression'),
+    size,
+    data: o.data ?? 'json',
+    deflate: true,
+    inflateEvery: num(o['inflate-every'], 61),
+    legs: ['off', 'shared'].map((c) => ({ label: c, target: 'pubgate', env: { PUBGATE_COMPRESSION: c } })),
+    pair: ['shared', 'off'],
+  }));
 }
 
 function connectionParams() {
@@ -168,7 +202,9 @@ function title(p) {
   if (p.name === 'connections') return `connections: ${p.connections} idle authenticated connections (token in ${ctx.tokenIn}), ${where}`;
   const subs = p.channels > 0 ? `${p.subscribers} subscribers over ${p.channels} channels` : `${p.subscribers} subscribers on one channel`;
   const mode = p.rate > 0 ? `${p.rate} publishes/s of batch ${p.batch}` : `as fast as accepted, batch ${p.batch}, ${p.concurrency} requests in flight`;
-  return `${p.name}: ${subs}${p.cluster ? ' split over 2 nodes + redis, publishing to node A' : ''}, ${mode}, ~${p.size}-byte frames, ${p.durationSec} s, ${where}`;
+  const frames = `~${p.size}-byte frames${p.data === 'json' ? ' of JSON' : ''}`;
+  const deflate = p.deflate ? ', clients offer permessage-deflate, PUBGATE_COMPRESSION off vs shared' : '';
+  return `${p.name}: ${subs}${p.cluster ? ' split over 2 nodes + redis, publishing to node A' : ''}${deflate}, ${mode}, ${frames}, ${p.durationSec} s, ${where}`;
 }
 
 function withTimeout(promise, sec, what) {
@@ -183,27 +219,36 @@ const short = (r, p) => {
   if (!r.ok) return `failed: ${r.error.split('\n')[0]}`;
   if (p.name === 'connections') return `${Math.round(r.handshakesPerSec)} handshakes/s, ${r.kbPerConn.toFixed(2)} KiB/conn`;
   if (p.rate > 0) return `p50 ${r.latency.p50.toFixed(2)} ms, p99 ${r.latency.p99.toFixed(2)} ms, lost ${r.lost}`;
-  return `${Math.round(r.perSec)} deliveries/s, lost ${r.lost}`;
+  const wire = p.deflate ? `, ${r.wireBytesPerDelivery.toFixed(1)} wire bytes/delivery` : '';
+  return `${Math.round(r.perSec)} deliveries/s${wire}, lost ${r.lost}`;
 };
 
 const results = [];
 const cpuModel = (os.cpus()[0]?.model ?? 'unknown').trim();
 process.stdout.write(`pubgate bench: ${nproc} CPUs (${cpuModel}), node ${process.version}, ` +
   `${pin ? `taskset: servers ${o['server-cpus']}, clients ${o['client-cpus']}` : 'no CPU pinning'}, open-files limit ${nofile}\n`);
-for (const name of scenarios) {
-  const p = name === 'connections' ? connectionParams() : deliveryParams(name);
+const paramsOf = (name) => {
+  if (name === 'connections') return [connectionParams()];
+  if (name === 'compression') return compressionParams();
+  return [deliveryParams(name)];
+};
+for (const name of scenarios) for (const p of paramsOf(name)) {
   const runs = [];
   const runs_n = num(o.runs, 3);
+  // Each run runs every leg: the targets, or (compression) pubgate with each setting.
+  const legs = p.legs ?? targets.map((t) => ({ label: t, target: t, env: {} }));
   for (let run = 1; run <= runs_n; run++) {
-    for (const target of targets) {
+    for (const leg of legs) {
+      const target = leg.label;
+      const legCtx = { ...ctx, pubgateEnv: { ...ctx.pubgateEnv, ...leg.env } };
       const waitSec = num(o['quiet-wait'], 5);
       const idle = waitSec > 0 ? await waitQuiet(Object.keys(os.cpus()).map(String), waitSec * 1000) : [];
-      process.stderr.write(`[${name}] run ${run}/${runs_n} ${target} (idle before: ${idle.map((x) => `${Math.round(x * 100)}%`).join(' ') || 'n/a'}) ... `);
+      process.stderr.write(`[${name}${p.legs ? ` ${p.size} B` : ''}] run ${run}/${runs_n} ${target} (idle before: ${idle.map((x) => `${Math.round(x * 100)}%`).join(' ') || 'n/a'}) ... `);
       let r;
       // A run whose server exited under it (e.g. a signal from another process on a shared machine) is run again, once.
       for (let attempt = 0; attempt < 2; attempt++) {
         try {
-          const job = name === 'connections' ? runConnections(p, target, ctx) : runDelivery(p, target, ctx);
+          const job = name === 'connections' ? runConnections(p, leg.target, legCtx) : runDelivery(p, leg.target, legCtx);
           r = await withTimeout(job, num(o.timeout, 180), `${name} run ${run} ${target}`);
         } catch (e) {
           r = { ok: false, error: String(e?.message ?? e) };
@@ -220,8 +265,19 @@ for (const name of scenarios) {
       runs.push({ run, target, r });
     }
   }
-  const { text, summary } = formatScenario(title(p), name, runs, p.rate > 0);
+  const { text, summary } = formatScenario(title(p), name, runs, p.rate > 0, p.pair);
   process.stdout.write(`${text}\n`);
+  if (p.deflate) {
+    // Deflating once per published message would add a cost per message that
+    // shrinks per delivery as subscribers grow; once per subscriber adds the
+    // same cost to every delivery, whatever the subscriber count.
+    const us = (t) => summary.targets[t]?.['server µs/delivery']?.median;
+    const extra = us('shared') - us('off');
+    if (Number.isFinite(extra)) {
+      process.stdout.write(`  compression costs the server ${extra.toFixed(3)} µs more per delivery (medians), ` +
+        `${(extra * p.subscribers).toFixed(1)} µs more per published message reaching ${p.subscribers} subscribers\n`);
+    }
+  }
   results.push({ name, params: p, runs, summary });
 }
 process.stdout.write(`${targetChecks(results)}\n`);

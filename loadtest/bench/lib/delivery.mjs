@@ -8,7 +8,7 @@
 //   rate mode  one /v1/publish every 1/rate s; each message carries its send
 //              time and every receipt is timed (latency).
 import { coreBusy, coreTimes, procCpuSec, sleepMs, splitCores } from './proc.mjs';
-import { createPublisher, makeData } from './publisher.mjs';
+import { createPublisher, makeData, makeJsonData } from './publisher.mjs';
 import { LatencyHistogram } from './stats.mjs';
 import { API_KEY, SECRET, startTopology } from './targets.mjs';
 import { forkWorkers, localPortRange, shares, stopWorkers } from './workers.mjs';
@@ -22,7 +22,8 @@ const cpuMsSince = (mark) => {
 /**
  * sc: { name, cluster, subscribers, channels (0: one channel "bench"), batch,
  *       durationSec, warmupSec, rate (rate mode when > 0), size, concurrency,
- *       window, workers, latency }
+ *       window, workers, latency, data ('pad' | 'json': see publisher.mjs),
+ *       deflate (clients offer permessage-deflate), inflateEvery }
  * ctx: { serverCpus, serverCores, clientCores, tokenIn, profileDir, log }
  */
 export async function runDelivery(sc, target, ctx) {
@@ -33,7 +34,10 @@ export async function runDelivery(sc, target, ctx) {
   const pub = createPublisher({ port: topo.nodes[0].port, apiKey: API_KEY, concurrency: sc.concurrency });
   try {
     // Subscribers: worker i connects to node i % nodes (cluster: half on each node).
-    await Promise.all(workers.map((w, i) => w.call('init', { host: '127.0.0.1', port: topo.nodes[i % topo.nodes.length].port, tokenIn: ctx.tokenIn, localPorts: localPortRange(i, nWorkers) })));
+    await Promise.all(workers.map((w, i) => w.call('init', {
+      host: '127.0.0.1', port: topo.nodes[i % topo.nodes.length].port, tokenIn: ctx.tokenIn, localPorts: localPortRange(i, nWorkers),
+      deflate: sc.deflate ?? false, inflateEvery: sc.inflateEvery ?? 61,
+    })));
     const share = shares(sc.subscribers, nWorkers);
     const spec = sc.channels > 0 ? { kind: 'mod', prefix: 'bench:', count: sc.channels } : { kind: 'one', name: 'bench' };
     let base = 0;
@@ -54,13 +58,15 @@ export async function runDelivery(sc, target, ctx) {
     const nCh = sc.channels > 0 ? sc.channels : 1;
     const subsOf = Array.from({ length: nCh }, (_, c) => (sc.channels > 0 ? Math.floor((sc.subscribers - 1 - c) / nCh) + 1 : sc.subscribers));
     const chName = Array.from({ length: nCh }, (_, c) => (sc.channels > 0 ? `bench:${c}` : 'bench'));
-    const data = makeData(sc.size);
+    const data = (sc.data === 'json' ? makeJsonData : makeData)(sc.size);
+    // The delivered frame is {"type":"message","channel":<channel>,"data":<data>}.
+    const frameOverhead = '{"type":"message","channel":"","data":}'.length;
     let seq = 0;
     const received = () => workers.reduce((a, w) => a + w.progress, 0);
 
     /** Publishes for `durationMs`; resolves when every request was answered. */
     async function publishPhase(durationMs) {
-      const st = { accepted: 0, expected: 0, sentDeliveries: 0, requests: 0, errors: {}, skipped: 0 };
+      const st = { accepted: 0, expected: 0, sentDeliveries: 0, requests: 0, errors: {}, skipped: 0, frameBytes: 0 };
       const path = sc.batch > 1 ? '/v1/publish/batch' : '/v1/publish';
       const windowDeliveries = sc.window * sc.subscribers;
       const rcv0 = received();
@@ -68,10 +74,13 @@ export async function runDelivery(sc, target, ctx) {
         const t = nowMs();
         const parts = [];
         let deliveries = 0;
+        let frameBytes = 0;
         for (let j = 0; j < sc.batch; j++) {
           const c = seq++ % nCh;
-          parts.push(`{"channel":"${chName[c]}","data":${data(t, chName[c])}}`);
+          const d = data(t, chName[c]);
+          parts.push(`{"channel":"${chName[c]}","data":${d}}`);
           deliveries += subsOf[c];
+          frameBytes += frameOverhead + chName[c].length + d.length;
         }
         const body = sc.batch > 1 ? `{"messages":[${parts.join(',')}]}` : parts[0];
         st.sentDeliveries += deliveries;
@@ -80,6 +89,7 @@ export async function runDelivery(sc, target, ctx) {
           if (r.status === 200) {
             st.accepted += sc.batch;
             st.expected += deliveries;
+            st.frameBytes += frameBytes;
           } else {
             st.sentDeliveries -= deliveries;
             const k = `${r.status} ${r.text.slice(0, 80)}`;
@@ -181,6 +191,10 @@ export async function runDelivery(sc, target, ctx) {
     const clientCoreFrac = clientCpuSec / wallSec / ctx.clientCores;
     const closeCodes = {};
     for (const s of stats) for (const [k, v] of Object.entries(s.closeCodes)) closeCodes[k] = (closeCodes[k] ?? 0) + v;
+    const sum = (key) => stats.reduce((a, s) => a + (s[key] ?? 0), 0);
+    const wireBytes = sum('wireBytes');
+    const clientErrors = {};
+    for (const s of stats) for (const [k, v] of Object.entries(s.errors ?? {})) clientErrors[k] = (clientErrors[k] ?? 0) + v;
     return {
       ok: true,
       deliveries,
@@ -200,6 +214,18 @@ export async function runDelivery(sc, target, ctx) {
       serverCpuSec,
       serverCoreFrac,
       usPerDelivery: deliveries > 0 ? (serverCpuSec * 1e6) / deliveries : NaN,
+      clientUsPerDelivery: deliveries > 0 ? (clientCpuSec * 1e6) / deliveries : NaN,
+      // permessage-deflate and bytes on the wire (WebSocket frames, TCP payload)
+      extensions: stats[0]?.extensions ?? '',
+      frameBytesPerMsg: st.accepted > 0 ? st.frameBytes / st.accepted : NaN,
+      wireBytes,
+      wireBytesPerDelivery: deliveries > 0 ? wireBytes / deliveries : NaN,
+      compressed: sum('compressed'),
+      inflated: sum('inflated'),
+      inflatedBytes: sum('inflatedBytes'),
+      inflatedWire: sum('inflatedWire'),
+      inflateErrors: sum('inflateErrors'),
+      clientErrors,
       clientCpuSec,
       clientCoreFrac,
       cores,

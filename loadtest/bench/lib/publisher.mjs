@@ -71,3 +71,70 @@ export function makeData(frameBytes) {
     return `{"t":${ts},"p":"${pad}"}`;
   };
 }
+
+/** A small deterministic PRNG (mulberry32): the same payloads on every run. */
+function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const WORDS = ['ok', 'see', 'you', 'at', 'the', 'meeting', 'deploy', 'is', 'done', 'thanks', 'lunch', 'in', 'ten', 'minutes', 'build', 'green', 'merged', 'review', 'please', 'on', 'my', 'way'];
+const SYMBOLS = ['BTC-USD', 'ETH-USD', 'SOL-USD', 'ETH-BTC', 'DOGE-USD'];
+const VARIANTS = 64;
+
+/**
+ * `data` for one message as an application would publish it, sized so that the
+ * delivered frame is about `frameBytes` long: under 300 bytes a chat message
+ * ({"t":..,"user":..,"text":"words ..."}), otherwise a batch
+ * of trades ({"t":..,"market":..,"seq":..,"trades":[{"id":..,"px":..,"qty":..,
+ * "side":..,"ts":..}, ...]}) whose keys repeat and whose numbers vary: the
+ * kind of JSON permessage-deflate is meant for. 64 variants per channel,
+ * taken in turn; `t` is the send time as with makeData.
+ */
+export function makeJsonData(frameBytes) {
+  const byChannel = new Map();
+  let n = 0;
+  const build = (channel, rnd, i) => {
+    // The frame around the body: {"type":"message","channel":"..","data":{"t":<13 chars>,<body>}}
+    const fixed = `{"type":"message","channel":"${channel}","data":{"t":1234567890.123,}}`.length;
+    const room = frameBytes - fixed;
+    let body;
+    if (frameBytes < 300) {
+      body = `"user":"u${Math.floor(rnd() * 9000) + 1000}","text":""`;
+      const words = [];
+      while (body.length + words.join(' ').length < room) words.push(WORDS[Math.floor(rnd() * WORDS.length)]);
+      const text = words.join(' ').slice(0, Math.max(0, room - body.length));
+      body = body.replace('"text":""', `"text":"${text}"`);
+    } else {
+      const sym = SYMBOLS[i % SYMBOLS.length];
+      const head = `"market":"${sym}","seq":${100000 + i},"trades":[`;
+      const trades = [];
+      let px = 20000 + rnd() * 40000;
+      let len = head.length + 1;
+      for (;;) {
+        px += (rnd() - 0.5) * 20;
+        const t = `{"id":${Math.floor(rnd() * 1e9)},"px":${px.toFixed(2)},"qty":${(rnd() * 3).toFixed(4)},"side":"${rnd() < 0.5 ? 'buy' : 'sell'}","ts":${1700000000000 + Math.floor(rnd() * 1e6)}}`;
+        if (len + t.length + 1 > room) break;
+        trades.push(t);
+        len += t.length + 1;
+      }
+      body = `${head}${trades.join(',')}]`;
+    }
+    return body;
+  };
+  return (t, channel) => {
+    let bodies = byChannel.get(channel);
+    if (bodies === undefined) {
+      const rnd = prng(0x5eed + channel.length);
+      bodies = Array.from({ length: VARIANTS }, (_, i) => build(channel, rnd, i));
+      byChannel.set(channel, bodies);
+    }
+    return `{"t":${t.toFixed(3)},${bodies[n++ % VARIANTS]}}`;
+  };
+}

@@ -40,7 +40,21 @@ function table(header, rows) {
 }
 
 
+/** "100%" of the deliveries arrived compressed, or "-" for none. */
+const share = (part, whole) => (part > 0 && whole > 0 ? pct(part / whole) : '-');
+
 function runRows(kind, runs, rateMode) {
+  if (kind === 'compression' && !rateMode) {
+    return {
+      header: ['run', 'compression', 'deliveries/s', 'msgs published', 'lost', 'srv µs/delivery', 'frame B', 'wire B/delivery', 'compressed', 'inflate checks', 'client µs/delivery', 'server core', 'client core', 'limited by'],
+      rows: runs.map((x) => (x.r.ok ? [
+        x.run, x.target, fmtNum(x.r.perSec), fmtNum(x.r.published), `${fmtNum(x.r.lost)}${x.r.closed ? ` (${x.r.closed} closed)` : ''}`,
+        fmtNum(x.r.usPerDelivery, 3), fmtNum(x.r.frameBytesPerMsg, 0), fmtNum(x.r.wireBytesPerDelivery, 1), share(x.r.compressed, x.r.deliveries),
+        x.r.compressed > 0 ? `${fmtNum(x.r.inflated)} ok, ${fmtNum(x.r.inflateErrors)} bad` : '-',
+        fmtNum(x.r.clientUsPerDelivery, 3), coreCell(x.r.serverCores, x.r.serverCoreFrac), coreCell(x.r.clientCores, x.r.clientCoreFrac), limitedBy(x.r, false),
+      ] : [x.run, x.target, 'error', x.r.error.split('\n')[0], '', '', '', '', '', '', '', '', '', ''])),
+    };
+  }
   if (kind === 'connections') {
     return {
       header: ['run', 'target', 'conns', 'failed', 'handshakes/s', 'srv µs/hs', 'RSS before→after MiB', 'KiB/conn', 'server core', 'client core', 'limited by'],
@@ -79,6 +93,15 @@ function figures(kind, rateMode) {
       ['server KiB RSS/conn', (r) => r.kbPerConn, 2, false],
     ];
   }
+  if (kind === 'compression' && !rateMode) {
+    return [
+      ['deliveries/s', (r) => r.perSec, 0, true],
+      ['server µs/delivery', (r) => r.usPerDelivery, 3, false],
+      ['wire bytes/delivery', (r) => r.wireBytesPerDelivery, 1, false],
+      ['client µs/delivery', (r) => r.clientUsPerDelivery, 3, false],
+      ['lost', (r) => r.lost, 0, false],
+    ];
+  }
   if (rateMode) {
     return [
       ['p50 ms', (r) => r.latency.p50, 2, false],
@@ -97,7 +120,9 @@ function figures(kind, rateMode) {
 /** A run during which other processes took less than 10% of the server's and of the client's core(s). */
 export const isQuiet = (r) => r.ok && (r.serverCores?.other ?? 0) < 0.1 && (r.clientCores?.other ?? 0) < 0.1;
 
-export function summarize(kind, runs, rateMode) {
+/** `pair` [a, b]: the ratio a ÷ b is given for each figure when both ran (default pubgate ÷ baseline). */
+export function summarize(kind, runs, rateMode, pair = ['pubgate', 'baseline']) {
+  const [pa, pb] = pair;
   const targets = [...new Set(runs.map((x) => x.target))];
   const ok = (t) => runs.filter((x) => x.target === t && x.r.ok).map((x) => x.r);
   const out = { targets: {}, ratios: {} };
@@ -111,12 +136,12 @@ export function summarize(kind, runs, rateMode) {
         quiet: { median: median(q), min: range(q)[0], max: range(q)[1], n: q.length },
       };
     }
-    if (targets.includes('pubgate') && targets.includes('baseline')) {
-      const a = out.targets.pubgate[label].median;
-      const b = out.targets.baseline[label].median;
+    if (targets.includes(pa) && targets.includes(pb)) {
+      const a = out.targets[pa][label].median;
+      const b = out.targets[pb][label].median;
       const perRun = [];
-      for (const x of runs.filter((y) => y.target === 'pubgate' && y.r.ok)) {
-        const y = runs.find((z) => z.target === 'baseline' && z.run === x.run && z.r.ok);
+      for (const x of runs.filter((y) => y.target === pa && y.r.ok)) {
+        const y = runs.find((z) => z.target === pb && z.run === x.run && z.r.ok);
         if (y) perRun.push(get(x.r) / get(y.r));
       }
       out.ratios[label] = { ofMedians: a / b, perRun };
@@ -125,16 +150,16 @@ export function summarize(kind, runs, rateMode) {
   return out;
 }
 
-export function formatScenario(title, kind, runs, rateMode) {
+export function formatScenario(title, kind, runs, rateMode, pair = ['pubgate', 'baseline']) {
   const { header, rows } = runRows(kind, runs, rateMode);
-  const sum = summarize(kind, runs, rateMode);
+  const sum = summarize(kind, runs, rateMode, pair);
   const lines = [`\n== ${title}`, table(header, rows), '', 'summary: median [min–max] over the successful runs; "quiet runs only": the runs where other processes used < 10% of each core'];
   for (const [label, , digits] of figures(kind, rateMode)) {
     for (const [t, f] of Object.entries(sum.targets)) {
       const m = f[label];
       if (m.n === 0) continue;
       // A CPU cost per unit also says what one fully used server core could sustain.
-      const capacity = /µs\//.test(label) && m.median > 0 ? `  → ${fmtNum(1e6 / m.median)}/s per fully used server core` : '';
+      const capacity = /^server µs\//.test(label) && m.median > 0 ? `  → ${fmtNum(1e6 / m.median)}/s per fully used server core` : '';
       lines.push(`  ${t.padEnd(9)} ${label.padEnd(22)} ${fmtNum(m.median, digits).padStart(12)}  [${fmtNum(m.min, digits)}–${fmtNum(m.max, digits)}]  (${m.n} runs)${capacity}`);
       if (m.quiet.n > 0 && m.quiet.n < m.n) {
         lines.push(`  ${''.padEnd(9)} ${'  quiet runs only'.padEnd(22)} ${fmtNum(m.quiet.median, digits).padStart(12)}  [${fmtNum(m.quiet.min, digits)}–${fmtNum(m.quiet.max, digits)}]  (${m.quiet.n} runs with other processes < 10% of each core)`);
@@ -142,7 +167,7 @@ export function formatScenario(title, kind, runs, rateMode) {
     }
     const ratio = sum.ratios[label];
     if (ratio && Number.isFinite(ratio.ofMedians)) {
-      lines.push(`  ratio pubgate/baseline ${label}: ${fmtNum(ratio.ofMedians, 2)}×  (per run: ${ratio.perRun.map((x) => fmtNum(x, 2)).join(', ')})`);
+      lines.push(`  ratio ${pair[0]}/${pair[1]} ${label}: ${fmtNum(ratio.ofMedians, 2)}×  (per run: ${ratio.perRun.map((x) => fmtNum(x, 2)).join(', ')})`);
     }
   }
   const failures = runs.filter((x) => !x.r.ok);
@@ -167,6 +192,15 @@ export function formatScenario(title, kind, runs, rateMode) {
   }
   for (const x of runs.filter((y) => y.r.ok && y.r.pubErrors && Object.keys(y.r.pubErrors).length)) {
     lines.push(`  run ${x.run} ${x.target} publish errors: ${JSON.stringify(x.r.pubErrors)}`);
+  }
+  const negotiated = [...new Set(runs.filter((y) => y.r.ok && y.r.extensions !== undefined).map((y) => `${y.target}: ${y.r.extensions ? `"${y.r.extensions}"` : 'none'}`))];
+  if (kind === 'compression' && negotiated.length) lines.push(`  Sec-WebSocket-Extensions answered: ${negotiated.join('; ')}`);
+  for (const x of runs.filter((y) => y.r.ok && y.r.inflated > 0)) {
+    lines.push(`  run ${x.run} ${x.target}: ${fmtNum(x.r.inflated)} sampled frames inflated to valid message frames, ` +
+      `${fmtNum(x.r.inflatedWire / x.r.inflated, 1)} → ${fmtNum(x.r.inflatedBytes / x.r.inflated, 1)} bytes on average`);
+  }
+  for (const x of runs.filter((y) => kind === 'compression' && y.r.ok && y.r.clientErrors && Object.keys(y.r.clientErrors).length)) {
+    lines.push(`  run ${x.run} ${x.target} client errors: ${JSON.stringify(x.r.clientErrors)}`);
   }
   for (const x of runs.filter((y) => y.r.ok && y.r.closeCodes && Object.keys(y.r.closeCodes).length)) {
     lines.push(`  run ${x.run} ${x.target} close frames received: ${JSON.stringify(x.r.closeCodes)}`);

@@ -32,7 +32,7 @@ async function bounded(count, limit, task) {
 
 const handlers = {
   init(m) {
-    pool = new WsPool({ host: m.host, port: m.port, tokenIn: m.tokenIn, localPorts: m.localPorts });
+    pool = new WsPool({ host: m.host, port: m.port, tokenIn: m.tokenIn, localPorts: m.localPorts, deflate: m.deflate, inflateEvery: m.inflateEvery });
     return {};
   },
 
@@ -86,6 +86,7 @@ const handlers = {
     pool.lastRecvMs = 0;
     pool.closedOpen = 0;
     pool.closeCodes = {};
+    pool.resetCounts();
     pool.latency = m.latency ? new LatencyHistogram() : undefined;
     cpuMark = process.cpuUsage();
     clearInterval(progressTimer);
@@ -103,6 +104,14 @@ const handlers = {
       open: pool.conns.size,
       cpuMs: cpuMsSince(cpuMark),
       latency: pool.latency?.toSparse(),
+      extensions: pool.extensions,
+      wireBytes: pool.wireBytes,
+      compressed: pool.compressed,
+      inflated: pool.inflated,
+      inflatedBytes: pool.inflatedBytes,
+      inflatedWire: pool.inflatedWire,
+      inflateErrors: pool.inflateErrors,
+      errors: pool.errors,
     };
   },
 

@@ -9,14 +9,46 @@
 //
 // Assumes the server sends unfragmented frames (uWS and ws both do) whose
 // payload starts with {"type":"<name>" as the pubgate contract's frames do.
+//
+// permessage-deflate (`deflate: true`): the client offers it without context
+// takeover either way, so every compressed frame inflates on its own. Once a
+// connection is open and subscribed, a compressed data frame (RSV1 set) is
+// counted as a message from its header, like an uncompressed one (pubgate
+// compresses only published messages); one in `inflateEvery` is inflated and
+// checked (a JSON message frame), which keeps the client cheap. Bytes read on
+// open connections are counted, so the wire cost per message can be compared.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { constants as zlibConstants, inflateRawSync } from 'node:zlib';
 
 /** One buffer for every read of this process: each read is consumed synchronously. */
 const READ_BUF = Buffer.allocUnsafe(256 * 1024);
 const T_KEY = Buffer.from('"t":');
 const CHAR_M = 0x6d; // 'm' of {"type":"message"
 const TYPE_AT = 9; // offset of that 'm' in the payload
+const RSV1 = 0x40; // "compressed" bit of the first header byte (RFC 7692)
+const DEFLATE_TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
+
+/** What the client offers with `deflate: true`. */
+export const DEFLATE_OFFER = 'permessage-deflate; client_no_context_takeover; server_no_context_takeover';
+
+/**
+ * Inflates one permessage-deflate message payload (RFC 7692 §7.2.2: append
+ * 00 00 ff ff, inflate raw). Only valid without server context takeover,
+ * which is what the client offers.
+ */
+export function inflateMessage(payload) {
+  return inflateRawSync(Buffer.concat([payload, DEFLATE_TAIL]), { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+}
+
+/** The value of header `name` (lower case) in an HTTP response head, or undefined. */
+export function headerValue(head, name) {
+  for (const line of head.split('\r\n')) {
+    const i = line.indexOf(':');
+    if (i > 0 && line.slice(0, i).trim().toLowerCase() === name) return line.slice(i + 1).trim();
+  }
+  return undefined;
+}
 
 // A monotonic clock shared by every process on the machine (CLOCK_MONOTONIC),
 // read cheaply through performance.now() plus a per-process offset.
@@ -58,7 +90,7 @@ function readT(buf, from, to) {
 }
 
 export class WsPool {
-  /** @param {{host: string, port: number, path?: string, tokenIn?: 'header'|'protocol'|'query', localPorts?: [number, number]}} o */
+  /** @param {{host: string, port: number, path?: string, tokenIn?: 'header'|'protocol'|'query', localPorts?: [number, number], deflate?: boolean, inflateEvery?: number}} o */
   constructor(o) {
     this.host = o.host;
     this.port = o.port;
@@ -79,6 +111,23 @@ export class WsPool {
     this.closedOpen = 0; // open connections that closed
     this.closeCodes = {};
     this.errors = {};
+    this.deflate = o.deflate ?? false; // offer permessage-deflate
+    // Inflate and check one compressed message in this many (0: none). The default is
+    // prime, so that it does not keep hitting the same of the publisher's 64 payloads.
+    this.inflateEvery = o.inflateEvery ?? 61;
+    this.extensions = undefined; // Sec-WebSocket-Extensions of the first accepted upgrade ('' when none)
+    this.resetCounts();
+  }
+
+  /** Zeroes what is counted per measurement (messages and lastRecvMs are the caller's). */
+  resetCounts() {
+    this.wireBytes = 0; // bytes read on open connections (frame headers and payloads)
+    this.compressed = 0; // data frames with RSV1 set
+    this.inflated = 0; // of those, inflated and found to be a JSON message frame
+    this.inflatedBytes = 0; // their inflated size
+    this.inflatedWire = 0; // their compressed payload size
+    this.inflateErrors = 0; // did not inflate, or were not a message frame
+    this.sampleTick = 0;
   }
 
   request(token) {
@@ -88,8 +137,9 @@ export class WsPool {
     if (this.tokenIn === 'header') auth += `Authorization: Bearer ${token}\r\n`;
     else if (this.tokenIn === 'protocol') auth = `Sec-WebSocket-Protocol: pubgate.v1, bearer.${token}\r\n`;
     else path += `?access_token=${token}`;
+    const ext = this.deflate ? `Sec-WebSocket-Extensions: ${DEFLATE_OFFER}\r\n` : '';
     return `GET ${path} HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n${auth}\r\n`;
+      `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n${ext}${auth}\r\n`;
   }
 
   takeLocalPort() {
@@ -113,6 +163,10 @@ export class WsPool {
   }
 }
 
+const COLL_FRAME = 0; // an uncompressed frame, handled whole
+const COLL_INFLATED = 1; // a compressed frame, inflated and then handled whole
+const COLL_SAMPLE = 2; // a compressed message already counted, inflated to check it
+
 class Conn {
   constructor(pool) {
     this.pool = pool;
@@ -123,6 +177,9 @@ class Conn {
     this.pend = null; // bytes of an incomplete frame header
     this.coll = null; // chunks of a payload being collected
     this.collOp = 0;
+    this.collKind = 0; // what the collected payload is for: COLL_FRAME, COLL_INFLATED or COLL_SAMPLE
+    this.deflate = false; // permessage-deflate was negotiated
+    this.welcomed = false;
     this.nextId = 1;
     this.waiters = new Map();
     this.onWelcome = null;
@@ -143,6 +200,7 @@ class Conn {
       };
       this.onFail = fail;
       this.onWelcome = () => {
+        this.welcomed = true;
         if (settled) return;
         settled = true;
         clearTimeout(timer);
@@ -213,6 +271,7 @@ class Conn {
   read(buf, n) {
     if (this.state === 2) {
       const pool = this.pool;
+      pool.wireBytes += n;
       if (pool.latency) pool.readNowMs = nowMs();
       const before = pool.messages;
       this.feed(buf, 0, n);
@@ -232,10 +291,24 @@ class Conn {
       this.onFail(`handshake answered ${status}`);
       return true;
     }
+    const ext = headerValue(this.head.slice(0, i), 'sec-websocket-extensions');
+    if (this.pool.extensions === undefined) this.pool.extensions = ext ?? '';
+    if (ext !== undefined && /permessage-deflate/i.test(ext)) {
+      // Without server_no_context_takeover a message could only be inflated after every earlier one.
+      if (!this.pool.deflate || !/server_no_context_takeover/i.test(ext)) {
+        bump(this.pool.errors, 'unexpected_extension');
+        this.onFail(`server answered Sec-WebSocket-Extensions: ${ext}`);
+        return true;
+      }
+      this.deflate = true;
+    }
     const rest = this.head.length - (i + 4);
     this.head = '';
     this.state = 2;
-    if (rest > 0) this.feed(buf, n - rest, n);
+    if (rest > 0) {
+      this.pool.wireBytes += rest;
+      this.feed(buf, n - rest, n);
+    }
     return true;
   }
 
@@ -256,7 +329,7 @@ class Conn {
         if (this.skip === 0 && this.coll !== null) {
           const payload = Buffer.concat(this.coll);
           this.coll = null;
-          this.frame(this.collOp, payload, 0, payload.length);
+          this.collected(this.collKind, this.collOp, payload, 0, payload.length);
         }
         continue;
       }
@@ -286,27 +359,79 @@ class Conn {
       off += hl;
       const op = b0 & 0x0f;
       const have = end - off;
-      if (op <= 2 && len > TYPE_AT && have > TYPE_AT && buf[off + TYPE_AT] === CHAR_M && pool.latency === undefined) {
+      let kind = COLL_FRAME;
+      if ((b0 & RSV1) !== 0 && op <= 2) {
+        kind = COLL_INFLATED;
+        // Open, subscribed, not timing: a compressed data frame is a message,
+        // counted from its header; one in `inflateEvery` is checked.
+        if (this.welcomed && this.waiters.size === 0 && pool.latency === undefined) {
+          pool.messages++;
+          pool.compressed++;
+          kind = pool.inflateEvery > 0 && ++pool.sampleTick >= pool.inflateEvery ? COLL_SAMPLE : -1;
+          if (kind === COLL_SAMPLE) pool.sampleTick = 0;
+        }
+      } else if (op <= 2 && len > TYPE_AT && have > TYPE_AT && buf[off + TYPE_AT] === CHAR_M && pool.latency === undefined) {
         // A message frame, counted from its header: skip the payload.
         pool.messages++;
+        kind = -1;
+      }
+      if (kind === -1) {
         if (have >= len) off += len;
         else {
           this.skip = len - have;
           off = end;
         }
       } else if (have >= len) {
-        this.frame(op, buf, off, off + len);
+        this.collected(kind, op, buf, off, off + len);
         off += len;
       } else {
         this.coll = [Buffer.from(buf.subarray(off, end))];
         this.collOp = op;
+        this.collKind = kind;
         this.skip = len - have;
         off = end;
       }
     }
   }
 
-  /** A whole frame payload in buf[from, to). */
+  /** A whole payload in buf[from, to), collected for `kind`. */
+  collected(kind, op, buf, from, to) {
+    if (kind === COLL_FRAME) {
+      this.frame(op, buf, from, to);
+      return;
+    }
+    const pool = this.pool;
+    let raw;
+    try {
+      raw = inflateMessage(buf.subarray(from, to));
+    } catch (e) {
+      pool.inflateErrors++;
+      bump(pool.errors, `inflate: ${e.code ?? e.message}`);
+      return;
+    }
+    if (kind === COLL_INFLATED) {
+      pool.compressed++;
+      this.frame(op, raw, 0, raw.length);
+      return;
+    }
+    // COLL_SAMPLE: already counted as a message; it must be one.
+    let f;
+    try {
+      f = JSON.parse(raw.toString('utf8'));
+    } catch {
+      f = undefined;
+    }
+    if (f?.type !== 'message' || typeof f.channel !== 'string' || !('data' in f)) {
+      pool.inflateErrors++;
+      bump(pool.errors, 'compressed_frame_not_a_message');
+      return;
+    }
+    pool.inflated++;
+    pool.inflatedBytes += raw.length;
+    pool.inflatedWire += to - from;
+  }
+
+  /** A whole (uncompressed or inflated) frame payload in buf[from, to). */
   frame(op, buf, from, to) {
     const pool = this.pool;
     if (op <= 2) {
