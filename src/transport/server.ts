@@ -72,8 +72,9 @@ export function createTransport(deps: TransportDeps): Transport {
   let inflight = 0;
   const nowMs = (): number => performance.now();
 
-  // With SHARED_COMPRESSOR, uWS deflates a published message once for all its
-  // subscribers that negotiated permessage-deflate.
+  // With SHARED_COMPRESSOR, uWS.js v20 deflates a published message for each
+  // subscriber that negotiated permessage-deflate (one shared zlib stream,
+  // reset per message), not once per message: see docs/benchmarks.md.
   const compress = config.compression === 'shared';
   const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs });
   const upgrade = createUpgradeHandler({
