@@ -2,7 +2,14 @@
  * Per-connection state, kept in uWS's typed user data (`WebSocket<Session>`).
  * Sized for many connections: plain fields, one Set, no per-session timers.
  */
-export type ChannelMatcher = (channel: string) => boolean;
+/** Whether a connection whose token `sub` is `sub` may use `channel`. */
+export type ChannelMatcher = (channel: string, sub: string) => boolean;
+
+/** What a connection may do; one object serves every connection with the same claims. */
+export interface Permissions {
+  readonly subscribe: ChannelMatcher;
+  readonly publish: ChannelMatcher;
+}
 
 export interface Session {
   /** Connection id, as sent in `welcome`. */
@@ -14,8 +21,7 @@ export interface Session {
   readonly ip: string;
   /** Token expiry, unix seconds; 0 for connections without one (anonymous). */
   exp: number;
-  canSubscribe: ChannelMatcher;
-  canPublish: ChannelMatcher;
+  perms: Permissions;
   /** Channels subscribed (or being subscribed) on this connection. */
   readonly channels: Set<string>;
   /** False once the socket closed: nothing may be sent to it any more. */

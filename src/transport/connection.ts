@@ -3,7 +3,7 @@
  * heartbeats and expiry. One reply per client frame `id`, always.
  */
 import type { Verifier } from '../auth/verifier.js';
-import { compilePatterns } from '../auth/permissions.js';
+import type { PermissionsCache } from '../auth/permissions.js';
 import type { Config } from '../config.js';
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js';
 import type { Hub } from '../hub/hub.js';
@@ -27,6 +27,7 @@ export interface ConnectionDeps {
   readonly metrics: Metrics;
   readonly log: Log;
   readonly nowMs: () => number;
+  readonly permissions: PermissionsCache;
 }
 
 export interface Connections {
@@ -44,7 +45,7 @@ export interface Connections {
 }
 
 export function createConnections(deps: ConnectionDeps): Connections {
-  const { config, hub, verifier, metrics, log, nowMs } = deps;
+  const { config, hub, verifier, metrics, log, nowMs, permissions } = deps;
   const frameRate = config.clientFrameRate;
   const expiry = createExpiryWheel<Socket>((ws) => {
     const s = ws.getUserData();
@@ -116,7 +117,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
   }
 
   async function subscribe(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'subscribe' }>): Promise<void> {
-    if (!s.canSubscribe(f.channel)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
+    if (!s.perms.subscribe(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
     if (!s.channels.has(f.channel) && s.channels.size >= config.maxSubscriptions) {
       return replyError(ws, s, f.id, 'limit_exceeded', `at most ${config.maxSubscriptions} subscriptions per connection`);
     }
@@ -142,7 +143,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
   }
 
   async function publish(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'publish' }>): Promise<void> {
-    if (!s.canPublish(f.channel)) return replyError(ws, s, f.id, 'forbidden', `not allowed to publish to ${f.channel}`);
+    if (!s.perms.publish(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to publish to ${f.channel}`);
     try {
       const r = await hub.publishData(f.channel, f.data);
       metrics.published(1);
@@ -160,8 +161,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
       expiry.remove(ws, s.exp);
       s.exp = claims.exp;
       expiry.add(ws, s.exp);
-      s.canSubscribe = compilePatterns(claims.channels, claims.sub);
-      s.canPublish = compilePatterns(claims.publish, claims.sub);
+      s.perms = permissions.get(claims.channels, claims.publish);
       metrics.tokenRefreshed(true);
       send(ws, s, encodeReply(f.id));
     } catch (e) {

@@ -12,6 +12,7 @@ import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { CloseCode } from '../protocol/close-codes.js';
 import { encodeWelcome } from '../protocol/frames.js';
+import { createPermissionsCache } from '../auth/permissions.js';
 import { createClientIpResolver } from './client-ip.js';
 import { createConnections } from './connection.js';
 import { readBody, send, watch } from './http.js';
@@ -75,13 +76,15 @@ export function createTransport(deps: TransportDeps): Transport {
   // With SHARED_COMPRESSOR, uWS deflates a published message once for all its
   // subscribers that negotiated permessage-deflate.
   const compress = config.compression === 'shared';
-  const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs });
+  const permissions = createPermissionsCache();
+  const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, permissions });
   const upgrade = createUpgradeHandler({
     config,
     verifier: deps.verifier,
     metrics,
     log,
     clientIp: createClientIpResolver(config.trustedProxies),
+    permissions,
     connectionCount: () => deps.hub.size,
     isDraining: deps.isDraining,
     nowMs,

@@ -5,11 +5,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { extractToken, selectSubprotocol } from '../auth/token.js';
-import { compilePatterns } from '../auth/permissions.js';
+import type { PermissionsCache } from '../auth/permissions.js';
 import { AuthError, type Claims, type Verifier } from '../auth/verifier.js';
 import type { Config } from '../config.js';
 import { HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
-import type { Session } from '../hub/session.js';
+import type { Permissions, Session } from '../hub/session.js';
 import { createKeyedLimiter } from '../limits/rate.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -27,6 +27,8 @@ export interface UpgradeDeps {
   readonly metrics: Metrics;
   readonly log: Log;
   readonly clientIp: ClientIpResolver;
+  /** Compiled channel permissions, shared between connections with the same claims. */
+  readonly permissions: PermissionsCache;
   readonly connectionCount: () => number;
   readonly isDraining: () => boolean;
   readonly nowMs: () => number;
@@ -55,11 +57,11 @@ function listsToken(header: string, token: string): boolean {
 }
 
 export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req: HttpRequest, context: Context) => void {
-  const { config, verifier, metrics, log, nowMs } = deps;
+  const { config, verifier, metrics, log, nowMs, permissions } = deps;
   const originAllowed = compileOrigins(config.allowedOrigins, config.requireOrigin);
   // Burst twice the rate, and never below one whole token (else rates under 0.5 would refuse everyone).
   const ipLimiter = createKeyedLimiter(config.ipHandshakeRate, Math.max(1, config.ipHandshakeRate * 2));
-  const anonymousChannels = (ch: string): boolean => matchesAny(config.anonymousChannels, ch);
+  const anonymous: Permissions = { subscribe: (ch) => matchesAny(config.anonymousChannels, ch), publish: NONE };
   let seq = 0;
   const connPrefix = randomBytes(3).toString('hex');
 
@@ -104,7 +106,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
       return reject('origin_not_allowed', origin ? `origin ${origin.slice(0, 200)} is not allowed` : 'an Origin header is required', 'origin');
     }
 
-    const finish = (user: string, exp: number, canSubscribe: Session['canSubscribe'], canPublish: Session['canPublish']): void => {
+    const finish = (user: string, exp: number, perms: Permissions): void => {
       if (st.aborted) {
         metrics.handshake('rejected', 'aborted');
         return;
@@ -123,8 +125,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
         anonymous: exp === 0,
         ip,
         exp,
-        canSubscribe,
-        canPublish,
+        perms,
         channels: new Set(),
         open: true,
         lastSeenMs: now,
@@ -145,10 +146,10 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
     const token = extractToken({ authorization, protocols, query });
     if (!token) {
       if (!config.allowAnonymous) return reject('unauthorized', 'a token is required', 'missing', { 'WWW-Authenticate': 'Bearer' });
-      return finish('anonymous', 0, anonymousChannels, NONE);
+      return finish('anonymous', 0, anonymous);
     }
     const accept = (claims: Claims): void =>
-      finish(claims.sub, claims.exp, compilePatterns(claims.channels, claims.sub), compilePatterns(claims.publish, claims.sub));
+      finish(claims.sub, claims.exp, permissions.get(claims.channels, claims.publish));
     const refuse = (e: unknown): void => {
       if (isGatewayError(e)) {
         const reason = e instanceof AuthError ? e.reason : e.code;
