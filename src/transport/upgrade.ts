@@ -9,7 +9,7 @@ import type { PermissionsCache } from '../auth/permissions.js';
 import { AuthError, type Claims, type Verifier } from '../auth/verifier.js';
 import type { Config } from '../config.js';
 import { HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
-import type { Permissions, Session } from '../hub/session.js';
+import { NO_CHANNELS, type Permissions, type Session } from '../hub/session.js';
 import { createKeyedLimiter } from '../limits/rate.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -126,7 +126,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
         ip,
         exp,
         perms,
-        channels: new Set(),
+        channels: NO_CHANNELS,
         open: true,
         lastSeenMs: now,
         frameTokens: 200,
