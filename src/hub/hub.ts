@@ -13,7 +13,7 @@ import type { SinceOffset } from '../protocol/frames.js';
 import { encodeMessage } from '../protocol/frames.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { addChannel, deleteChannel, NO_CHANNELS, type Session, type Socket } from './session.js';
+import { addChannel, deleteChannel, NO_CHANNELS, troubleOf, type Session, type Socket } from './session.js';
 
 /** What the hub needs of the transport: topic fan-out in native code. */
 export interface TopicPublisher {
@@ -363,7 +363,8 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const skipped = slowByChannel.get(channel);
       if (skipped) {
         metrics.dropped('slow_consumer', skipped.size);
-        for (const ws of skipped) ws.getUserData().droppedCount++;
+        // Each got its `trouble` when it was marked slow.
+        for (const ws of skipped) troubleOf(ws.getUserData()).dropped++;
       }
       metrics.delivered(topics.publish(channel, frame));
       if (joining) {

@@ -14,6 +14,7 @@ import type { CloseCode } from '../protocol/close-codes.js';
 import { encodeWelcome } from '../protocol/frames.js';
 import { createPermissionsCache } from '../auth/permissions.js';
 import { createClientIpResolver } from './client-ip.js';
+import { createConnIds } from './conn-id.js';
 import { createConnections } from './connection.js';
 import { readBody, send, watch } from './http.js';
 import { createUpgradeHandler } from './upgrade.js';
@@ -76,14 +77,16 @@ export function createTransport(deps: TransportDeps): Transport {
   // With SHARED_COMPRESSOR, uWS deflates a published message once for all its
   // subscribers that negotiated permessage-deflate.
   const compress = config.compression === 'shared';
+  const connIds = createConnIds();
   const permissions = createPermissionsCache();
-  const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, permissions });
+  const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions });
   const upgrade = createUpgradeHandler({
     config,
     verifier: deps.verifier,
     metrics,
     log,
     clientIp: createClientIpResolver(config.trustedProxies),
+    connIds,
     permissions,
     connectionCount: () => deps.hub.size,
     isDraining: deps.isDraining,
@@ -103,12 +106,11 @@ export function createTransport(deps: TransportDeps): Transport {
       conns.opened(ws);
       ws.send(encodeWelcome({
         node: config.nodeId,
-        conn: s.conn,
+        conn: connIds.name(s.id),
         user: s.user,
         expiresIn: s.exp > 0 ? Math.max(0, Math.round(s.exp - Date.now() / 1000)) : null,
         ping: config.pingInterval,
       }), false);
-      log.debug({ conn: s.conn, user: s.user, ip: s.ip }, 'connection open');
     },
     message: (ws, message, isBinary) => conns.message(ws, message, isBinary),
     pong: (ws) => conns.pong(ws),
