@@ -45,6 +45,9 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   --workers N                  client processes (default max(2, ceil(connections / 5000)))
   --connect-concurrency N      handshakes in flight per client process (default 64)
   --settle S                   connections: idle time before the "after" RSS (default 2)
+  --settle-before S            connections: idle time after the warm-up before the "before" RSS (default 1);
+                               give both ~30 s to compare settled heaps (V8 usually shrinks its
+                               young generation 10-30 s after allocation stops, not always)
   --token-in header|protocol|query   where the JWT travels (default header)
   --server-cpus LIST           taskset CPU list for servers (default 0)
   --client-cpus LIST           taskset CPU list for the runner and clients (default 1)
@@ -76,6 +79,7 @@ const { values: o, positionals } = parseArgs({
     workers: { type: 'string' },
     'connect-concurrency': { type: 'string' },
     settle: { type: 'string' },
+    'settle-before': { type: 'string' },
     'token-in': { type: 'string', default: 'header' },
     'server-cpus': { type: 'string', default: '0' },
     'client-cpus': { type: 'string', default: '1' },
@@ -194,6 +198,7 @@ function connectionParams() {
     workers: num(o.workers, 0),
     connectConcurrency: num(o['connect-concurrency'], 64),
     settleSec: num(o.settle, 2),
+    settleBeforeSec: num(o['settle-before'], 1),
   };
 }
 

@@ -13,7 +13,7 @@ import type { SinceOffset } from '../protocol/frames.js';
 import { encodeMessage } from '../protocol/frames.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { Session, Socket } from './session.js';
+import { addChannel, deleteChannel, NO_CHANNELS, troubleOf, type Session, type Socket } from './session.js';
 
 /** What the hub needs of the transport: topic fan-out in native code. */
 export interface TopicPublisher {
@@ -117,8 +117,14 @@ export const RECOVERY_PAGE_SIZE = 100;
 
 export function createHub(deps: HubDeps): HubWithBroker {
   const { broker, topics, metrics, log } = deps;
-  const sessions = new Set<Socket>();
-  const byUser = new Map<string, Set<Socket>>();
+  /**
+   * Every live socket, by user: the socket itself, or a Set of its sockets
+   * while the user has several. Most users have one connection, and a Set each
+   * would cost ~140 bytes; and one map rather than a Set of all sockets beside
+   * it saves a hash-table entry per connection.
+   */
+  const byUser = new Map<string, Socket | Set<Socket>>();
+  let sessionCount = 0;
   const channels = new Map<string, ChannelState>();
   /** Channel → slow sockets subscribed to it that the transport no longer feeds. */
   const slowByChannel = new Map<string, Set<Socket>>();
@@ -158,6 +164,16 @@ export function createHub(deps: HubDeps): HubWithBroker {
         if (!waiting) drainWaiters.set(ws, (waiting = []));
         waiting.push(resolve);
       });
+    }
+  }
+
+  // Closing a socket from `fn` removes it from byUser meanwhile: Map and Set
+  // iterators allow that, and a Set that shrank to one socket and was replaced
+  // in the map still yields that socket.
+  function forEachSocket(fn: (ws: Socket) => void): void {
+    for (const mine of byUser.values()) {
+      if (mine instanceof Set) for (const ws of mine) fn(ws);
+      else fn(mine);
     }
   }
 
@@ -208,7 +224,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
   }
 
   function drop(ws: Socket, s: Session, channel: string): void {
-    if (!s.channels.delete(channel)) return;
+    if (!deleteChannel(s, channel)) return;
     unmarkChannel(ws, channel);
     stopRecovering(ws, channel);
     if (s.open) ws.unsubscribe(channel);
@@ -219,29 +235,31 @@ export function createHub(deps: HubDeps): HubWithBroker {
   return {
     add(ws) {
       const s = ws.getUserData();
-      sessions.add(ws);
-      let set = byUser.get(s.user);
-      if (!set) {
-        set = new Set();
-        byUser.set(s.user, set);
-      }
-      set.add(ws);
+      const other = byUser.get(s.user);
+      if (other === ws || (other instanceof Set && other.has(ws))) return;
+      sessionCount++;
+      if (other === undefined) byUser.set(s.user, ws);
+      else if (other instanceof Set) other.add(ws);
+      else byUser.set(s.user, new Set([other, ws]));
     },
     remove(ws) {
-      if (!sessions.delete(ws)) return;
       const s = ws.getUserData();
-      const set = byUser.get(s.user);
-      if (set) {
-        set.delete(ws);
-        if (set.size === 0) byUser.delete(s.user);
+      const mine = byUser.get(s.user);
+      if (mine === ws) {
+        byUser.delete(s.user);
+      } else if (mine instanceof Set && mine.delete(ws)) {
+        if (mine.size === 1) byUser.set(s.user, mine.values().next().value as Socket);
+      } else {
+        return; // not (or no longer) a live session
       }
+      sessionCount--;
       for (const ch of s.channels) {
         unmarkChannel(ws, ch);
         stopRecovering(ws, ch);
         metrics.subscriptionsChanged(-1);
         release(ch);
       }
-      s.channels.clear();
+      s.channels = NO_CHANNELS;
       slow.delete(ws);
       wakeDrainWaiters(ws);
     },
@@ -255,7 +273,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
         await channels.get(channel)?.ready;
         return;
       }
-      s.channels.add(channel);
+      addChannel(s, channel);
       if (slow.has(ws)) {
         let set = slowByChannel.get(channel);
         if (!set) slowByChannel.set(channel, (set = new Set()));
@@ -304,7 +322,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       let m = recovering.get(channel);
       if (!m) recovering.set(channel, (m = new Map()));
       m.set(ws, held);
-      s.channels.add(channel);
+      addChannel(s, channel);
       metrics.subscriptionsChanged(1);
       const st = acquire(channel);
       /** Still recovering: not closed, unsubscribed or taken over meanwhile. */
@@ -335,7 +353,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
             // History moved past this socket while it read its replay: it is
             // too slow for the channel's rate (or history was lost). It
             // reconnects and gets recovered:false.
-            log.info({ conn: s.conn, channel, offset: last }, 'history moved past a recovering socket; closing it');
+            log.info({ user: s.user, channel, offset: last }, 'history moved past a recovering socket; closing it');
             stopRecovering(ws, channel);
             deps.closeSocket(ws, r.frames === undefined ? 4008 : 1011);
             return { recovered: false, position, replayed };
@@ -378,7 +396,9 @@ export function createHub(deps: HubDeps): HubWithBroker {
     closeHistorySubscribers() {
       lastLive.clear();
       let n = 0;
-      for (const ws of [...sessions]) {
+      const all: Socket[] = [];
+      forEachSocket((ws) => all.push(ws));
+      for (const ws of all) {
         const s = ws.getUserData();
         if (!s.open) continue;
         for (const ch of s.channels) {
@@ -418,7 +438,8 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const skipped = slowByChannel.get(channel);
       if (skipped) {
         metrics.dropped('slow_consumer', skipped.size);
-        for (const ws of skipped) ws.getUserData().droppedCount++;
+        // Each got its `trouble` when it was marked slow.
+        for (const ws of skipped) troubleOf(ws.getUserData()).dropped++;
       }
       metrics.delivered(topics.publish(channel, frame));
       if (joining) {
@@ -459,16 +480,16 @@ export function createHub(deps: HubDeps): HubWithBroker {
     },
     control(msg) {
       if (msg.kind === 'disconnect') {
-        const set = byUser.get(msg.user);
-        if (!set) return;
-        for (const ws of [...set]) deps.closeSocket(ws, 4501);
+        const mine = byUser.get(msg.user);
+        if (mine === undefined) return;
+        for (const ws of mine instanceof Set ? [...mine] : [mine]) deps.closeSocket(ws, 4501);
       }
     },
     get size() {
-      return sessions.size;
+      return sessionCount;
     },
     forEach(fn) {
-      for (const ws of sessions) fn(ws);
+      forEachSocket(fn);
     },
     channelCount() {
       return channels.size;

@@ -1,30 +1,49 @@
 /**
  * Per-connection state, kept in uWS's typed user data (`WebSocket<Session>`).
- * Sized for many connections: plain fields, one Set, no per-session timers.
+ *
+ * Sized for many idle connections. uWS copies these fields onto its
+ * WebSocket object at the upgrade (`getUserData()` returns that object), where
+ * V8 keeps them in one property array grown 3 slots at a time: 9 fields take
+ * 88 bytes, 12 take 112, 15 take 136. So: nine fields, nothing derivable
+ * (the connection's text id, `anonymous`), objects shared between connections
+ * where they are alike (Permissions, NO_CHANNELS), what only a misbehaving
+ * connection needs in `trouble`, created on first use, small integers rather
+ * than times where that says the same (a number that is not a small integer
+ * costs a 16-byte box), no per-session timers.
  */
-export type ChannelMatcher = (channel: string) => boolean;
+/** Whether a connection whose token `sub` is `sub` may use `channel`. */
+export type ChannelMatcher = (channel: string, sub: string) => boolean;
+
+/** What a connection may do; one object serves every connection with the same claims. */
+export interface Permissions {
+  readonly subscribe: ChannelMatcher;
+  readonly publish: ChannelMatcher;
+}
 
 export interface Session {
-  /** Connection id, as sent in `welcome`. */
-  readonly conn: string;
+  /** Connection number on this node; the transport turns it into the `conn` text of `welcome` and logs. */
+  readonly id: number;
   /** Token `sub`, or `anonymous`. */
   readonly user: string;
-  readonly anonymous: boolean;
-  /** Client IP (after trusted-proxy resolution), for logs. */
-  readonly ip: string;
-  /** Token expiry, unix seconds; 0 for connections without one (anonymous). */
+  /** Token expiry, unix seconds; 0 for anonymous connections (the only ones without). */
   exp: number;
-  canSubscribe: ChannelMatcher;
-  canPublish: ChannelMatcher;
-  /** Channels subscribed (or being subscribed) on this connection. */
-  readonly channels: Set<string>;
+  perms: Permissions;
+  /**
+   * Channels subscribed (or being subscribed) on this connection: NO_CHANNELS
+   * while there are none. Only the hub changes it, with addChannel and deleteChannel.
+   */
+  channels: ReadonlySet<string>;
   /** False once the socket closed: nothing may be sent to it any more. */
   open: boolean;
-  /** Last time (ms, monotonic clock) the client sent anything, a pong included. */
-  lastSeenMs: number;
-  /** Token bucket for client frames. */
-  frameTokens: number;
-  frameRefillMs: number;
+  /** Heartbeats since the client last sent anything (a frame or a pong). */
+  idleBeats: number;
+  /** The client frame rate limit's token bucket: when (ms, monotonic) it is full again; 0 is full (limits/rate.ts takeToken). */
+  frameFullAtMs: number;
+  /** Rate-limit strikes and slow-consumer state: undefined until the connection first needs them. */
+  trouble: Trouble | undefined;
+}
+
+export interface Trouble {
   /** Consecutive frames refused by the rate limit. */
   strikes: number;
   /**
@@ -34,7 +53,30 @@ export interface Session {
    */
   slowSinceMs: number;
   /** Messages skipped for this socket (slowConsumerPolicy=drop), for the close log. */
-  droppedCount: number;
+  dropped: number;
+}
+
+export function troubleOf(s: Session): Trouble {
+  return (s.trouble ??= { strikes: 0, slowSinceMs: 0, dropped: 0 });
+}
+
+/**
+ * The channels of every session that has none: one shared empty set instead
+ * of an empty Set (~140 bytes) per connection.
+ */
+export const NO_CHANNELS: ReadonlySet<string> = new Set<string>();
+
+export function addChannel(s: Session, channel: string): void {
+  if (s.channels === NO_CHANNELS) s.channels = new Set([channel]);
+  else (s.channels as Set<string>).add(channel);
+}
+
+/** Removes a channel; false when the session did not have it. */
+export function deleteChannel(s: Session, channel: string): boolean {
+  if (!s.channels.has(channel)) return false;
+  if (s.channels.size === 1) s.channels = NO_CHANNELS;
+  else (s.channels as Set<string>).delete(channel);
+  return true;
 }
 
 /** The socket surface the hub uses; uWS's WebSocket<Session> satisfies it. */

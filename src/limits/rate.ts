@@ -21,6 +21,20 @@ export function take(b: Bucket, ratePerSec: number, burst: number, nowMs: number
   return false;
 }
 
+/**
+ * The same token bucket kept in one number (the GCRA form), for state held per
+ * connection: `fullAtMs`, the time at which the bucket is full again. At `now`
+ * it holds `burst - max(0, fullAtMs - now) * rate / 1000` tokens; taking one
+ * pushes `fullAtMs` back by one token's refill time. 0 is a full bucket.
+ * Returns the new `fullAtMs`, or undefined when the bucket holds no whole token.
+ */
+export function takeToken(fullAtMs: number, ratePerSec: number, burst: number, nowMs: number): number | undefined {
+  const perTokenMs = 1000 / ratePerSec;
+  const debtMs = Math.max(0, fullAtMs - nowMs);
+  if (burst - debtMs / perTokenMs < 1) return undefined;
+  return nowMs + debtMs + perTokenMs;
+}
+
 /** Seconds until the bucket holds a whole token again (for Retry-After). */
 export function secondsUntilToken(b: Bucket, ratePerSec: number): number {
   return Math.max(1, Math.ceil((1 - b.tokens) / ratePerSec));

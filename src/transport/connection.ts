@@ -3,16 +3,17 @@
  * heartbeats and expiry. One reply per client frame `id`, always.
  */
 import type { Verifier } from '../auth/verifier.js';
-import { compilePatterns } from '../auth/permissions.js';
+import type { PermissionsCache } from '../auth/permissions.js';
 import type { Config } from '../config.js';
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js';
 import type { Hub } from '../hub/hub.js';
-import type { Session, Socket } from '../hub/session.js';
+import { troubleOf, type Session, type Socket } from '../hub/session.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { CLOSE, CLOSE_REASON, type CloseCode } from '../protocol/close-codes.js';
 import { encodeErrorReply, encodeReply, parseClientFrame, type ClientFrame } from '../protocol/frames.js';
-import { take } from '../limits/rate.js';
+import { takeToken } from '../limits/rate.js';
+import type { ConnIds } from './conn-id.js';
 import { createExpiryWheel } from './expiry.js';
 
 /** Consecutive rate-limited frames after which a client is closed with 1008. */
@@ -27,6 +28,8 @@ export interface ConnectionDeps {
   readonly metrics: Metrics;
   readonly log: Log;
   readonly nowMs: () => number;
+  readonly connIds: ConnIds;
+  readonly permissions: PermissionsCache;
 }
 
 export interface Connections {
@@ -44,7 +47,8 @@ export interface Connections {
 }
 
 export function createConnections(deps: ConnectionDeps): Connections {
-  const { config, hub, verifier, metrics, log, nowMs } = deps;
+  const { config, hub, verifier, metrics, log, nowMs, permissions } = deps;
+  const conn = (s: Session): string => deps.connIds.name(s.id);
   const frameRate = config.clientFrameRate;
   const expiry = createExpiryWheel<Socket>((ws) => {
     const s = ws.getUserData();
@@ -75,11 +79,15 @@ export function createConnections(deps: ConnectionDeps): Connections {
       replyError(ws, s, id, e.code, e.message);
       return;
     }
-    log.error({ err: e, conn: s.conn }, `${what} failed`);
+    log.error({ err: e, conn: conn(s) }, `${what} failed`);
     replyError(ws, s, id, 'internal', `${what} failed`);
   }
 
-  // Heartbeat: ping every interval; close what has been silent for two.
+  // Heartbeat: ping every interval; close what has been silent for two. A
+  // connection that last sent something between two beats is closed at the
+  // third beat after that: by then it has been silent for two whole intervals
+  // (counting beats, rather than keeping a time per connection, says the same
+  // in a small integer).
   const pingMs = config.pingInterval * 1000;
   const slowClose = config.slowConsumerPolicy === 'close';
   const heartbeat = setInterval(() => {
@@ -87,11 +95,15 @@ export function createConnections(deps: ConnectionDeps): Connections {
     hub.forEach((ws) => {
       const s = ws.getUserData();
       if (!s.open) return;
+      const slowSinceMs = s.trouble?.slowSinceMs ?? 0;
       // A slow consumer whose buffer never drained: close it anyway (its close
       // frame may not fit, so the client may see 1006 instead of 4008).
-      if (s.slowSinceMs > 0 && slowClose && now - s.slowSinceMs > 2 * pingMs) close(ws, CLOSE.SLOW_CONSUMER);
-      else if (now - s.lastSeenMs > 2 * pingMs) close(ws, CLOSE.PING_TIMEOUT);
-      else ws.ping();
+      if (slowSinceMs > 0 && slowClose && now - slowSinceMs > 2 * pingMs) close(ws, CLOSE.SLOW_CONSUMER);
+      else if (s.idleBeats >= 2) close(ws, CLOSE.PING_TIMEOUT);
+      else {
+        s.idleBeats++;
+        ws.ping();
+      }
     });
   }, pingMs);
   heartbeat.unref();
@@ -108,15 +120,15 @@ export function createConnections(deps: ConnectionDeps): Connections {
     if (!s.open) return;
     hub.detach(ws);
     if (config.slowConsumerPolicy === 'close') {
-      log.info({ conn: s.conn, user: s.user, buffered: ws.getBufferedAmount() }, 'slow consumer: closing with 4008 once its buffer drained');
+      log.info({ conn: conn(s), user: s.user, buffered: ws.getBufferedAmount() }, 'slow consumer: closing with 4008 once its buffer drained');
       if (ws.getBufferedAmount() < closeWhenBelow) close(ws, CLOSE.SLOW_CONSUMER);
     } else {
-      log.info({ conn: s.conn, user: s.user }, 'slow consumer: skipping its messages until it caught up (slowConsumerPolicy=drop)');
+      log.info({ conn: conn(s), user: s.user }, 'slow consumer: skipping its messages until it caught up (slowConsumerPolicy=drop)');
     }
   }
 
   async function subscribe(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'subscribe' }>): Promise<void> {
-    if (!s.canSubscribe(f.channel)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
+    if (!s.perms.subscribe(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
     if (!s.channels.has(f.channel) && s.channels.size >= config.maxSubscriptions) {
       return replyError(ws, s, f.id, 'limit_exceeded', `at most ${config.maxSubscriptions} subscriptions per connection`);
     }
@@ -142,7 +154,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
   }
 
   async function publish(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'publish' }>): Promise<void> {
-    if (!s.canPublish(f.channel)) return replyError(ws, s, f.id, 'forbidden', `not allowed to publish to ${f.channel}`);
+    if (!s.perms.publish(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to publish to ${f.channel}`);
     try {
       const r = await hub.publishData(f.channel, f.data);
       metrics.published(1);
@@ -160,8 +172,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
       expiry.remove(ws, s.exp);
       s.exp = claims.exp;
       expiry.add(ws, s.exp);
-      s.canSubscribe = compilePatterns(claims.channels, claims.sub);
-      s.canPublish = compilePatterns(claims.publish, claims.sub);
+      s.perms = permissions.get(claims.channels, claims.publish);
       metrics.tokenRefreshed(true);
       send(ws, s, encodeReply(f.id));
     } catch (e) {
@@ -187,7 +198,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
         void publish(ws, s, f);
         return;
       case 'refresh':
-        if (s.anonymous) return replyError(ws, s, f.id, 'bad_request', 'anonymous connections have no token to refresh');
+        if (s.exp === 0) return replyError(ws, s, f.id, 'bad_request', 'anonymous connections have no token to refresh');
         void refresh(ws, s, f);
         return;
     }
@@ -203,7 +214,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
     message(ws, data, isBinary) {
       const s = ws.getUserData();
       if (!s.open) return;
-      s.lastSeenMs = nowMs();
+      s.idleBeats = 0;
       if (isBinary) {
         metrics.frameRejected('binary');
         return close(ws, CLOSE.UNSUPPORTED_DATA);
@@ -215,8 +226,9 @@ export function createConnections(deps: ConnectionDeps): Connections {
       // Parse at once: the ArrayBuffer is only valid until this handler returns.
       const parsed = parseClientFrame(Buffer.from(data).toString('utf8'));
       if (frameRate > 0 && !takeFrameToken(s, frameRate, nowMs())) {
-        s.strikes++;
-        if (s.strikes >= MAX_RATE_STRIKES) {
+        const t = troubleOf(s);
+        t.strikes++;
+        if (t.strikes >= MAX_RATE_STRIKES) {
           metrics.frameRejected('rate_limited');
           return close(ws, CLOSE.POLICY_VIOLATION);
         }
@@ -228,11 +240,11 @@ export function createConnections(deps: ConnectionDeps): Connections {
         }
         return;
       }
-      s.strikes = 0;
+      if (s.trouble) s.trouble.strikes = 0;
       if (!parsed.ok) {
         if (parsed.id === undefined) {
           metrics.frameRejected('malformed');
-          log.debug({ conn: s.conn, reason: parsed.message }, 'malformed frame');
+          log.debug({ conn: conn(s), reason: parsed.message }, 'malformed frame');
           return close(ws, CLOSE.MALFORMED);
         }
         return replyError(ws, s, parsed.id, 'bad_request', parsed.message);
@@ -240,15 +252,16 @@ export function createConnections(deps: ConnectionDeps): Connections {
       dispatch(ws, s, parsed.frame);
     },
     pong(ws) {
-      ws.getUserData().lastSeenMs = nowMs();
+      ws.getUserData().idleBeats = 0;
     },
     dropped(ws) {
       const s = ws.getUserData();
       // Once slow, the hub counts every skipped message at delivery time.
-      if (!s.open || s.slowSinceMs > 0) return;
+      if (!s.open || (s.trouble?.slowSinceMs ?? 0) > 0) return;
       metrics.dropped('slow_consumer', 1);
-      s.droppedCount++;
-      s.slowSinceMs = nowMs();
+      const t = troubleOf(s);
+      t.dropped++;
+      t.slowSinceMs = nowMs();
       hub.markSlow(ws);
       queueMicrotask(() => takeOver(ws, s));
     },
@@ -256,13 +269,14 @@ export function createConnections(deps: ConnectionDeps): Connections {
       const s = ws.getUserData();
       if (!s.open) return;
       hub.drained(ws);
-      if (s.slowSinceMs === 0) return;
+      const t = s.trouble;
+      if (t === undefined || t.slowSinceMs === 0) return;
       if (config.slowConsumerPolicy === 'close') {
         if (ws.getBufferedAmount() < closeWhenBelow) close(ws, CLOSE.SLOW_CONSUMER);
       } else if (ws.getBufferedAmount() === 0) {
         hub.reattach(ws);
-        log.info({ conn: s.conn, user: s.user, dropped: s.droppedCount }, 'slow consumer caught up; delivering again');
-        s.slowSinceMs = 0;
+        log.info({ conn: conn(s), user: s.user, dropped: t.dropped }, 'slow consumer caught up; delivering again');
+        t.slowSinceMs = 0;
       }
     },
     closed(ws, code, reason) {
@@ -271,7 +285,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
       expiry.remove(ws, s.exp);
       hub.remove(ws);
       metrics.connectionClosed(code);
-      log.debug({ conn: s.conn, user: s.user, code, reason, dropped: s.droppedCount || undefined }, 'connection closed');
+      log.debug({ conn: conn(s), user: s.user, code, reason, dropped: s.trouble?.dropped || undefined }, 'connection closed');
     },
     close,
     stop() {
@@ -282,9 +296,8 @@ export function createConnections(deps: ConnectionDeps): Connections {
 }
 
 function takeFrameToken(s: Session, rate: number, now: number): boolean {
-  const b = { tokens: s.frameTokens, updatedMs: s.frameRefillMs };
-  const ok = take(b, rate, FRAME_BURST, now);
-  s.frameTokens = b.tokens;
-  s.frameRefillMs = b.updatedMs;
-  return ok;
+  const fullAtMs = takeToken(s.frameFullAtMs, rate, FRAME_BURST, now);
+  if (fullAtMs === undefined) return false;
+  s.frameFullAtMs = fullAtMs;
+  return true;
 }

@@ -12,7 +12,9 @@ import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { CloseCode } from '../protocol/close-codes.js';
 import { encodeWelcome } from '../protocol/frames.js';
+import { createPermissionsCache } from '../auth/permissions.js';
 import { createClientIpResolver } from './client-ip.js';
+import { createConnIds } from './conn-id.js';
 import { createConnections } from './connection.js';
 import { outsideUwsCallback, readBody, send, watch } from './http.js';
 import { createUpgradeHandler } from './upgrade.js';
@@ -76,13 +78,17 @@ export function createTransport(deps: TransportDeps): Transport {
   // subscriber that negotiated permessage-deflate (one shared zlib stream,
   // reset per message), not once per message: see docs/benchmarks.md.
   const compress = config.compression === 'shared';
-  const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs });
+  const connIds = createConnIds();
+  const permissions = createPermissionsCache();
+  const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions });
   const upgrade = createUpgradeHandler({
     config,
     verifier: deps.verifier,
     metrics,
     log,
     clientIp: createClientIpResolver(config.trustedProxies),
+    connIds,
+    permissions,
     connectionCount: () => deps.hub.size,
     isDraining: deps.isDraining,
     nowMs,
@@ -101,12 +107,11 @@ export function createTransport(deps: TransportDeps): Transport {
       conns.opened(ws);
       ws.send(encodeWelcome({
         node: config.nodeId,
-        conn: s.conn,
+        conn: connIds.name(s.id),
         user: s.user,
         expiresIn: s.exp > 0 ? Math.max(0, Math.round(s.exp - Date.now() / 1000)) : null,
         ping: config.pingInterval,
       }), false);
-      log.debug({ conn: s.conn, user: s.user, ip: s.ip }, 'connection open');
     },
     message: (ws, message, isBinary) => conns.message(ws, message, isBinary),
     pong: (ws) => conns.pong(ws),

@@ -3,18 +3,18 @@
  * capacity, subprotocol. A rejected upgrade is a plain HTTP status with the
  * JSON error body; the upgrade never happens.
  */
-import { randomBytes } from 'node:crypto';
 import { extractToken, selectSubprotocol } from '../auth/token.js';
-import { compilePatterns } from '../auth/permissions.js';
+import type { PermissionsCache } from '../auth/permissions.js';
 import { AuthError, type Claims, type Verifier } from '../auth/verifier.js';
 import type { Config } from '../config.js';
 import { HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
-import type { Session } from '../hub/session.js';
+import { NO_CHANNELS, type Permissions, type Session } from '../hub/session.js';
 import { createKeyedLimiter } from '../limits/rate.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { matchesAny } from '../protocol/channel.js';
 import type { ClientIpResolver } from './client-ip.js';
+import type { ConnIds } from './conn-id.js';
 import { send, watch } from './http.js';
 import { compileOrigins } from './origin.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
@@ -27,6 +27,9 @@ export interface UpgradeDeps {
   readonly metrics: Metrics;
   readonly log: Log;
   readonly clientIp: ClientIpResolver;
+  readonly connIds: ConnIds;
+  /** Compiled channel permissions, shared between connections with the same claims. */
+  readonly permissions: PermissionsCache;
   readonly connectionCount: () => number;
   readonly isDraining: () => boolean;
   readonly nowMs: () => number;
@@ -55,13 +58,11 @@ function listsToken(header: string, token: string): boolean {
 }
 
 export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req: HttpRequest, context: Context) => void {
-  const { config, verifier, metrics, log, nowMs } = deps;
+  const { config, verifier, metrics, log, nowMs, connIds, permissions } = deps;
   const originAllowed = compileOrigins(config.allowedOrigins, config.requireOrigin);
   // Burst twice the rate, and never below one whole token (else rates under 0.5 would refuse everyone).
   const ipLimiter = createKeyedLimiter(config.ipHandshakeRate, Math.max(1, config.ipHandshakeRate * 2));
-  const anonymousChannels = (ch: string): boolean => matchesAny(config.anonymousChannels, ch);
-  let seq = 0;
-  const connPrefix = randomBytes(3).toString('hex');
+  const anonymous: Permissions = { subscribe: (ch) => matchesAny(config.anonymousChannels, ch), publish: NONE };
 
   return (res, req, context) => {
     // Copy everything synchronously: req is invalid after the first await.
@@ -104,7 +105,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
       return reject('origin_not_allowed', origin ? `origin ${origin.slice(0, 200)} is not allowed` : 'an Origin header is required', 'origin');
     }
 
-    const finish = (user: string, exp: number, canSubscribe: Session['canSubscribe'], canPublish: Session['canPublish']): void => {
+    const finish = (user: string, exp: number, perms: Permissions): void => {
       if (st.aborted) {
         metrics.handshake('rejected', 'aborted');
         return;
@@ -116,26 +117,21 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
       if (!ipAllowed) {
         return reject('rate_limited', 'too many handshakes from this address', 'ip_rate', { 'Retry-After': String(ipLimiter.retryAfterSec(ip)) });
       }
-      const now = nowMs();
       const session: Session = {
-        conn: `${connPrefix}${(seq++).toString(36)}`,
+        id: connIds.next(),
         user,
-        anonymous: exp === 0,
-        ip,
         exp,
-        canSubscribe,
-        canPublish,
-        channels: new Set(),
+        perms,
+        channels: NO_CHANNELS,
         open: true,
-        lastSeenMs: now,
-        frameTokens: 200,
-        frameRefillMs: now,
-        strikes: 0,
-        slowSinceMs: 0,
-        droppedCount: 0,
+        idleBeats: 0,
+        frameFullAtMs: 0,
+        trouble: undefined,
       };
       st.done = true;
       metrics.handshake('accepted', 'ok');
+      // Logged here, where the client IP is at hand: the session does not keep it.
+      log.debug({ conn: connIds.name(session.id), user, ip }, 'connection open');
       const upgrade = (): void => res.upgrade(session, key, selectSubprotocol(protocols) ?? '', extensions, context);
       // Inside the handler the response is already corked; after an await it must be corked again.
       if (sync) upgrade();
@@ -145,10 +141,10 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
     const token = extractToken({ authorization, protocols, query });
     if (!token) {
       if (!config.allowAnonymous) return reject('unauthorized', 'a token is required', 'missing', { 'WWW-Authenticate': 'Bearer' });
-      return finish('anonymous', 0, anonymousChannels, NONE);
+      return finish('anonymous', 0, anonymous);
     }
     const accept = (claims: Claims): void =>
-      finish(claims.sub, claims.exp, compilePatterns(claims.channels, claims.sub), compilePatterns(claims.publish, claims.sub));
+      finish(claims.sub, claims.exp, permissions.get(claims.channels, claims.publish));
     const refuse = (e: unknown): void => {
       if (isGatewayError(e)) {
         const reason = e instanceof AuthError ? e.reason : e.code;

@@ -9,7 +9,7 @@ import type { Broker } from '../../src/broker/broker.js';
 import { frameOffset, type History } from '../../src/broker/history.js';
 import { createMemoryBroker } from '../../src/broker/memory-broker.js';
 import { createHub, type HubWithBroker } from '../../src/hub/hub.js';
-import type { Session, Socket } from '../../src/hub/session.js';
+import { NO_CHANNELS, type Session, type Socket } from '../../src/hub/session.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
 
@@ -17,21 +17,15 @@ const CH = 'h:room';
 
 function session(): Session {
   return {
-    conn: 'c1',
+    id: 1,
     user: 'u1',
-    anonymous: false,
-    ip: '127.0.0.1',
     exp: 0,
-    canSubscribe: () => true,
-    canPublish: () => true,
-    channels: new Set(),
+    perms: { subscribe: () => true, publish: () => true },
+    channels: NO_CHANNELS,
     open: true,
-    lastSeenMs: 0,
-    frameTokens: 200,
-    frameRefillMs: 0,
-    strikes: 0,
-    slowSinceMs: 0,
-    droppedCount: 0,
+    idleBeats: 0,
+    frameFullAtMs: 0,
+    trouble: undefined,
   };
 }
 

@@ -11,7 +11,7 @@ const cpuMsSince = (mark) => {
   return (d.user + d.system) / 1000;
 };
 
-/** sc: { connections, workers, connectConcurrency, settleSec }; ctx as in delivery.mjs */
+/** sc: { connections, workers, connectConcurrency, settleSec, settleBeforeSec }; ctx as in delivery.mjs */
 export async function runConnections(sc, target, ctx) {
   const topo = await startTopology(target, { cluster: false, cpus: ctx.serverCpus, profileDir: ctx.profileDir, pubgateMain: ctx.pubgateMain, env: ctx.pubgateEnv });
   const srv = topo.nodes[0];
@@ -24,7 +24,7 @@ export async function runConnections(sc, target, ctx) {
       count: 200, base: 1_000_000 + i * 200, secret: SECRET, concurrency: 16, timeoutMs: 10_000, phaseTimeoutMs: 30_000,
     }, 60_000)));
     await Promise.all(workers.map((w) => w.call('drop')));
-    await sleepMs(1000);
+    await sleepMs((sc.settleBeforeSec ?? 1) * 1000);
 
     const mem0 = srv.adminPort ? await pubgateMemory(srv.adminPort) : undefined;
     const rss0 = procRssKb(srv.pid);
@@ -67,7 +67,9 @@ export async function runConnections(sc, target, ctx) {
     let memPerConn;
     if (mem0 && mem1 && ok > 0) {
       const per = (k) => (mem1[k] - mem0[k]) / 1024 / ok;
-      memPerConn = { heapUsed: per('heapUsed'), heapTotal: per('heapTotal'), oldUsed: per('oldUsed'), newUsed: per('newUsed'), external: per('external') };
+      memPerConn = {
+        heapUsed: per('heapUsed'), heapTotal: per('heapTotal'), oldUsed: per('oldUsed'), newUsed: per('newUsed'), newTotal: per('newTotal'), external: per('external'),
+      };
     }
     topo.assertAlive();
     const still = await Promise.all(workers.map((w) => w.call('count', { latency: false }).then(() => w.call('stats'))));

@@ -187,7 +187,7 @@ export function formatScenario(title, kind, runs, rateMode, pair = ['pubgate', '
   for (const x of runs.filter((y) => y.r.ok && y.r.memPerConn)) {
     const m = x.r.memPerConn;
     lines.push(`  run ${x.run} ${x.target} memory per connection (KiB, from its metrics): RSS ${fmtNum(x.r.kbPerConn, 2)} = ` +
-      `V8 heap committed ${fmtNum(m.heapTotal, 2)} (used ${fmtNum(m.heapUsed, 2)}: old ${fmtNum(m.oldUsed, 2)}, new ${fmtNum(m.newUsed, 2)}) ` +
+      `V8 heap committed ${fmtNum(m.heapTotal, 2)} (young generation ${fmtNum(m.newTotal, 2)}; used ${fmtNum(m.heapUsed, 2)}: old ${fmtNum(m.oldUsed, 2)}, new ${fmtNum(m.newUsed, 2)}) ` +
       `+ external ${fmtNum(m.external, 2)} + native/other ${fmtNum(x.r.kbPerConn - m.heapTotal - m.external, 2)}`);
   }
   for (const x of runs.filter((y) => y.r.ok && y.r.pubErrors && Object.keys(y.r.pubErrors).length)) {

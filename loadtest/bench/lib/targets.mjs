@@ -33,7 +33,8 @@ function httpStatus(port, path) {
 
 /**
  * pubgate's own view of its memory, from the admin port's Prometheus text
- * (bytes): V8 heap used/committed in total and for the old and new spaces,
+ * (bytes): V8 heap used/committed in total and for the old and new spaces
+ * (new: also committed, which V8 resizes on its own, up to 32 MiB),
  * and external (ArrayBuffers and other off-heap memory V8 knows of).
  */
 export function pubgateMemory(adminPort) {
@@ -52,6 +53,7 @@ export function pubgateMemory(adminPort) {
           heapTotal: get(/^nodejs_heap_size_total_bytes\{[^}]*\} (\S+)$/m),
           oldUsed: get(/^nodejs_heap_space_size_used_bytes\{space="old"[^}]*\} (\S+)$/m),
           newUsed: get(/^nodejs_heap_space_size_used_bytes\{space="new"[^}]*\} (\S+)$/m),
+          newTotal: get(/^nodejs_heap_space_size_total_bytes\{space="new"[^}]*\} (\S+)$/m),
           external: get(/^nodejs_external_memory_bytes\{[^}]*\} (\S+)$/m),
         });
       });
