@@ -59,7 +59,8 @@ describe('drain on SIGTERM with 500 connected clients (PUBGATE_DRAIN_SECONDS=4)'
   const WINDOW_MS = DRAIN_SECONDS * 1000;
 
   it('goes unready, refuses upgrades with 503 draining, closes every client with 1001 spread over the window, and exits 0 within drainSeconds + 5 s', async () => {
-    const gw = await gateway({ PUBGATE_DRAIN_SECONDS: String(DRAIN_SECONDS), PUBGATE_LOG_LEVEL: 'info' });
+    // debug: the node logs each close, with its time, which the spread check reads.
+    const gw = await gateway({ PUBGATE_DRAIN_SECONDS: String(DRAIN_SECONDS), PUBGATE_LOG_LEVEL: 'debug' });
     const jwt = await token({ sub: 'drain', channels: ['news'] });
     const clients = await openMany(gw.url, jwt, N, 25);
     expect(clients).toHaveLength(N);
@@ -110,16 +111,21 @@ describe('drain on SIGTERM with 500 connected clients (PUBGATE_DRAIN_SECONDS=4)'
     for (const c of closes) codes.set(c.code, (codes.get(c.code) ?? 0) + 1);
     expect(Object.fromEntries(codes)).toEqual({ 1001: N });
 
-    // Spread. A correct drain closes about N/3600 clients per ms from t0 on
-    // (90% of the window): the middle 80% span ~2.9 s and any 200 ms slice
-    // (5% of the window) holds ~28 clients (5.6%). All at once would put
+    // Spread, on the node's own clock (its `connection closed` lines): the
+    // clients' arrival times would add the test process's own stalls. A
+    // correct drain closes about N/3600 clients per ms from the signal on
+    // (90% of the window): the middle 80% span ~2.9 s and any 400 ms slice
+    // (10% of the window) holds ~56 clients (11%). All at once would put
     // every close in one slice with a span near 0; so would closing in a
-    // few bursts. The bounds leave 1.8x and 2.7x of room for a slow machine.
-    const at = closes.map((c) => c.atMs).sort((a, b) => a - b);
+    // few bursts. The bounds leave room for a node stalled about a second
+    // on a loaded machine (1.8x on the span, 2.7x on the slice).
+    const serverCloses = gw.lines.slice(mark).filter((l) => l.msg === 'connection closed' && l.code === 1001);
+    expect(serverCloses).toHaveLength(N);
+    const at = serverCloses.map((l) => Date.parse(String(l.time))).sort((a, b) => a - b);
     const middleSpan = quantile(at, 0.9) - quantile(at, 0.1);
     expect(middleSpan, `middle 80% of closes span ${middleSpan.toFixed(0)} ms`).toBeGreaterThanOrEqual(0.4 * WINDOW_MS);
-    const densest = densestSlice(at, 0.05 * WINDOW_MS);
-    expect(densest, `${densest} closes within one ${0.05 * WINDOW_MS} ms slice`).toBeLessThanOrEqual(0.15 * N);
+    const densest = densestSlice(at, 0.1 * WINDOW_MS);
+    expect(densest, `${densest} closes within one ${0.1 * WINDOW_MS} ms slice`).toBeLessThanOrEqual(0.3 * N);
   });
 });
 
