@@ -35,6 +35,8 @@ export interface Config {
   readonly tlsCert: string | undefined;
   readonly tlsKey: string | undefined;
   readonly compression: 'off' | 'shared';
+  /** With compression: frames shorter than this (characters) are sent uncompressed. */
+  readonly compressionThreshold: number;
   readonly nodeId: string;
   readonly redisUrl: string | undefined;
   readonly redisCluster: readonly string[];
@@ -244,6 +246,7 @@ export const SETTINGS: readonly Setting[] = [
   s('tlsCert', optional(str), undefined),
   s('tlsKey', optional(str), undefined),
   s('compression', oneOf(['off', 'shared'] as const), 'off'),
+  s('compressionThreshold', int(0, 64 * 1024 * 1024), 256),
   s('nodeId', (raw) => {
     const v = str(raw);
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(v)) throw new Invalid('must be 1-64 characters of A-Z a-z 0-9 _ . -');

@@ -70,7 +70,10 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   metrics.observeBrokerChannels(() => broker.subscribedCount());
   const hub = createHub({
     broker,
-    topics: { publish: (topic, frame) => late.transport?.publish(topic, frame) ?? 0 },
+    topics: {
+      publish: (topic, frame) => late.transport?.publish(topic, frame) ?? 0,
+      sendTo: (ws, frame) => late.transport?.sendTo(ws, frame),
+    },
     metrics,
     log,
     closeSocket: (ws: Socket, code) => late.transport?.closeSocket(ws, code),

@@ -15,10 +15,12 @@ import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { addChannel, deleteChannel, NO_CHANNELS, troubleOf, type Session, type Socket } from './session.js';
 
-/** What the hub needs of the transport: topic fan-out in native code. */
+/** What the hub needs of the transport: topic fan-out in native code, and single sends (replays). */
 export interface TopicPublisher {
   /** Sends `frame` to every socket subscribed to `topic`; returns how many it reached. */
   publish(topic: string, frame: string): number;
+  /** Sends a message frame to one socket, compressed as the transport compresses published frames. */
+  sendTo(ws: Socket, frame: string): void;
 }
 
 interface ChannelState {
@@ -362,7 +364,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
           for (const f of page) {
             await room(ws, s, f.length);
             if (!current()) return { recovered: false, position, replayed };
-            ws.send(f, false);
+            topics.sendTo(ws, f);
             last = frameOffset(f);
             replayed++;
           }
@@ -373,7 +375,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
         for (const f of held.frames) {
           const o = frameOffset(f);
           if (o > last) {
-            ws.send(f, false);
+            topics.sendTo(ws, f);
             last = o;
           }
         }
@@ -430,7 +432,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
               // here on live delivery is past its replay: it joins the topic
               // after this frame went out to the others.
               (joining ??= []).push(ws);
-              ws.send(frame, false);
+              topics.sendTo(ws, frame);
             }
           }
         }

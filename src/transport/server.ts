@@ -37,6 +37,8 @@ export interface TransportDeps {
 export interface Transport {
   /** Fans a frame out to a topic's sockets in native code; returns how many it reached. */
   publish(topic: string, frame: string): number;
+  /** Sends a message frame to one socket (compressed like published frames). */
+  sendTo(ws: Socket, frame: string): void;
   listen(): Promise<{ port: number; adminPort: number }>;
   /** Closes one socket with a catalog code. */
   closeSocket(ws: Socket, code: CloseCode): void;
@@ -77,7 +79,10 @@ export function createTransport(deps: TransportDeps): Transport {
   // With SHARED_COMPRESSOR, uWS.js v20 deflates a published message for each
   // subscriber that negotiated permessage-deflate (one shared zlib stream,
   // reset per message), not once per message: see docs/benchmarks.md.
-  const compress = config.compression === 'shared';
+  // Frames under compressionThreshold go out plain: deflate saves little on
+  // them for many times the CPU (permessage-deflate is per message, RSV1).
+  const compressFrom = config.compression === 'shared' ? config.compressionThreshold : Number.POSITIVE_INFINITY;
+  const compress = (frame: string): boolean => frame.length >= compressFrom;
   const connIds = createConnIds();
   const permissions = createPermissionsCache();
   const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions });
@@ -201,8 +206,11 @@ export function createTransport(deps: TransportDeps): Transport {
   return {
     publish: (topic, frame) => {
       const n = app.numSubscribers(topic);
-      if (n > 0) app.publish(topic, frame, false, compress);
+      if (n > 0) app.publish(topic, frame, false, compress(frame));
       return n;
+    },
+    sendTo: (ws, frame) => {
+      ws.send(frame, false, compress(frame));
     },
     async listen() {
       publicListener = await listenOn(app, config.port, 'public');

@@ -15,12 +15,18 @@ import { record, within, type Recording } from '../helpers/recorder.js';
 
 let shared: GatewayProcess;
 let off: GatewayProcess;
+/** Compresses every frame (threshold 0), and keeps history on h:*. */
+let everything: GatewayProcess;
 
 beforeAll(async () => {
-  [shared, off] = await startGateways([{ PUBGATE_COMPRESSION: 'shared' }, { PUBGATE_COMPRESSION: 'off' }]);
+  [shared, off, everything] = await startGateways([
+    { PUBGATE_COMPRESSION: 'shared' },
+    { PUBGATE_COMPRESSION: 'off' },
+    { PUBGATE_COMPRESSION: 'shared', PUBGATE_COMPRESSION_THRESHOLD: '0', PUBGATE_HISTORY_CHANNELS: 'h:*' },
+  ]);
 });
 afterAll(async () => {
-  await Promise.all([shared, off].map((g) => g?.stop()));
+  await Promise.all([shared, off, everything].map((g) => g?.stop()));
 });
 
 /** Memory of a process from /proc (Linux), bytes: resident now and its peak (high-water mark). */
@@ -184,6 +190,59 @@ describe('PUBGATE_COMPRESSION=shared', () => {
     await fresh.close();
     bystander.ws.close(1000);
     await bystander.closed;
+  });
+});
+
+describe('PUBGATE_COMPRESSION_THRESHOLD', () => {
+  // 'a' × n deflates to a few bytes: a frame that went out compressed takes far
+  // fewer bytes on the wire than its length, a plain one at least its length.
+  const frameLength = (channel: string, data: unknown): number => JSON.stringify({ type: 'message', channel, data }).length;
+
+  it('sends frames shorter than the threshold (default 256) plain, and longer ones compressed', async () => {
+    const c = await open(shared.url, await token({ sub: 'threshold', channels: ['z:*'] }), true);
+    expect(c.extensionsHeader).toMatch(/^permessage-deflate\b/);
+    await subscribe(c, 1, 'z:thr');
+    const small = { text: 'a'.repeat(150) };
+    expect(frameLength('z:thr', small)).toBeLessThan(256);
+    const [s] = await publishAndReceive(shared, 'z:thr', small, [c]);
+    expect(s!.data).toEqual(small);
+    expect(s!.wireBytes).toBeGreaterThanOrEqual(frameLength('z:thr', small));
+    const medium = { text: 'a'.repeat(400) };
+    const [m] = await publishAndReceive(shared, 'z:thr', medium, [c]);
+    expect(m!.data).toEqual(medium);
+    expect(m!.wireBytes).toBeLessThan(100);
+    c.ws.close(1000);
+    await c.closed;
+  });
+
+  it('with threshold 0 compresses every frame, history replays included', async () => {
+    const jwt = await token({ sub: 'threshold-0', channels: ['z:*', 'h:*'] });
+    const c = await open(everything.url, jwt, true);
+    await subscribe(c, 1, 'z:thr0');
+    const small = { text: 'a'.repeat(150) };
+    const [s] = await publishAndReceive(everything, 'z:thr0', small, [c]);
+    expect(s!.data).toEqual(small);
+    expect(s!.wireBytes).toBeLessThan(100);
+
+    // Five 5 KB messages in history, then a client recovering them from offset 0.
+    let from = c.rec.mark();
+    c.ws.send(JSON.stringify({ type: 'subscribe', id: 2, channel: 'h:thr0' }));
+    const first = await c.rec.waitFor((f) => f.type === 'reply' && f.id === 2, from);
+    expect(first).toMatchObject({ offset: 0, epoch: expect.any(String) });
+    const text = 'b'.repeat(5000);
+    for (let i = 1; i <= 5; i++) expect((await publish(everything, { channel: 'h:thr0', data: { i, text } })).status).toBe(200);
+    const r = await open(everything.url, jwt, true);
+    const bytes0 = r.socket.bytesRead;
+    from = r.rec.mark();
+    r.ws.send(JSON.stringify({ type: 'subscribe', id: 1, channel: 'h:thr0', since: { offset: 0, epoch: first.epoch } }));
+    expect(await r.rec.waitFor((f) => f.type === 'reply' && f.id === 1, from)).toEqual({ type: 'reply', id: 1, recovered: true, offset: 5, epoch: first.epoch });
+    const replayed = r.rec.since(from).filter((f) => f.type === 'message');
+    expect(replayed.map((f) => (f.data as { i: number }).i)).toEqual([1, 2, 3, 4, 5]);
+    expect(replayed.every((f) => (f.data as { text: string }).text === text)).toBe(true);
+    // 25 KB of frames, compressed on the wire (the reply is a few dozen bytes).
+    expect(r.socket.bytesRead - bytes0).toBeLessThan(2000);
+    for (const x of [c, r]) x.ws.close(1000);
+    await Promise.all([c.closed, r.closed]);
   });
 });
 

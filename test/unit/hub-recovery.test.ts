@@ -98,6 +98,7 @@ async function setup(opts: { historySize: number; page: number; maxRecoveryBuffe
         }
         return n;
       },
+      sendTo: (sock, frame) => void sock.send(frame),
     },
     metrics: createMetrics('test'),
     log: silentLogger(),

@@ -44,7 +44,7 @@ describe('hub sessions', () => {
     const broker = createMemoryBroker();
     hub = createHub({
       broker,
-      topics: { publish: () => 0 },
+      topics: { publish: () => 0, sendTo: () => undefined },
       metrics: createMetrics('test'),
       log: silentLogger(),
       closeSocket: (ws, code) => {
