@@ -166,11 +166,12 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
         const message = keyDigests.length === 0 ? 'the publish API is disabled: no API keys are configured' : 'missing or unknown API key';
         return { ok: false, endpoint, response: errorResponse('unauthorized', message, 401, { 'WWW-Authenticate': 'Bearer' }) };
       }
-      if (!limiter.take(key, now())) {
+      const at = now();
+      if (!limiter.take(key, at)) {
         return {
           ok: false,
           endpoint,
-          response: errorResponse('rate_limited', 'API key over its request rate', 429, { 'Retry-After': String(limiter.retryAfterSec(key)) }),
+          response: errorResponse('rate_limited', 'API key over its request rate', 429, { 'Retry-After': String(limiter.retryAfterSec(key, at)) }),
         };
       }
       const mediaType = head.contentType.split(';')[0]?.trim().toLowerCase();

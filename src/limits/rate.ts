@@ -1,33 +1,14 @@
 /**
- * Token buckets: per client IP for handshakes (in a bounded map), per API key
- * for the publish API. Refill is computed on use; no timers.
+ * Token buckets, each kept in one number (the GCRA form): `fullAtMs`, the time
+ * at which the bucket is full again. At `now` it holds
+ * `burst - max(0, fullAtMs - now) * rate / 1000` tokens; taking one pushes
+ * `fullAtMs` back by one token's refill time; 0 (or any past time) is a full
+ * bucket. Per connection for client frames (a session field), per client IP
+ * for handshakes and per API key for the publish API (bounded maps). Refill is
+ * computed on use; no timers.
  */
-export interface Bucket {
-  tokens: number;
-  updatedMs: number;
-}
 
-/** Refills `b` to `now` and takes one token if there is one. */
-export function take(b: Bucket, ratePerSec: number, burst: number, nowMs: number): boolean {
-  const elapsed = nowMs - b.updatedMs;
-  if (elapsed > 0) {
-    b.tokens = Math.min(burst, b.tokens + (elapsed * ratePerSec) / 1000);
-    b.updatedMs = nowMs;
-  }
-  if (b.tokens >= 1) {
-    b.tokens -= 1;
-    return true;
-  }
-  return false;
-}
-
-/**
- * The same token bucket kept in one number (the GCRA form), for state held per
- * connection: `fullAtMs`, the time at which the bucket is full again. At `now`
- * it holds `burst - max(0, fullAtMs - now) * rate / 1000` tokens; taking one
- * pushes `fullAtMs` back by one token's refill time. 0 is a full bucket.
- * Returns the new `fullAtMs`, or undefined when the bucket holds no whole token.
- */
+/** Takes one token: the new `fullAtMs`, or undefined when the bucket holds no whole token. */
 export function takeToken(fullAtMs: number, ratePerSec: number, burst: number, nowMs: number): number | undefined {
   const perTokenMs = 1000 / ratePerSec;
   const debtMs = Math.max(0, fullAtMs - nowMs);
@@ -35,15 +16,17 @@ export function takeToken(fullAtMs: number, ratePerSec: number, burst: number, n
   return nowMs + debtMs + perTokenMs;
 }
 
-/** Seconds until the bucket holds a whole token again (for Retry-After). */
-export function secondsUntilToken(b: Bucket, ratePerSec: number): number {
-  return Math.max(1, Math.ceil((1 - b.tokens) / ratePerSec));
+/** Seconds until the bucket holds a whole token again (for Retry-After), at least 1. */
+export function secondsUntilToken(fullAtMs: number, ratePerSec: number, burst: number, nowMs: number): number {
+  const perTokenMs = 1000 / ratePerSec;
+  const waitMs = Math.max(0, fullAtMs - nowMs) - (burst - 1) * perTokenMs;
+  return Math.max(1, Math.ceil(waitMs / 1000));
 }
 
 export interface KeyedLimiter {
   /** Takes a token for `key`; false when over the rate. */
   take(key: string, nowMs: number): boolean;
-  retryAfterSec(key: string): number;
+  retryAfterSec(key: string, nowMs: number): number;
   readonly size: number;
 }
 
@@ -53,12 +36,12 @@ export interface KeyedLimiter {
  * the oldest. Rate 0 disables the limiter.
  */
 export function createKeyedLimiter(ratePerSec: number, burst: number, maxKeys = 100_000): KeyedLimiter {
-  const buckets = new Map<string, Bucket>();
-  const fullAfterMs = ratePerSec > 0 ? (burst / ratePerSec) * 1000 : 0;
+  /** key → fullAtMs */
+  const buckets = new Map<string, number>();
 
   function evict(nowMs: number): void {
-    for (const [k, b] of buckets) {
-      if (nowMs - b.updatedMs >= fullAfterMs) buckets.delete(k);
+    for (const [k, fullAtMs] of buckets) {
+      if (fullAtMs <= nowMs) buckets.delete(k);
     }
     // Still full: drop the oldest tenth (Map iterates in insertion order).
     if (buckets.size >= maxKeys) {
@@ -73,17 +56,16 @@ export function createKeyedLimiter(ratePerSec: number, burst: number, maxKeys = 
   return {
     take(key, nowMs) {
       if (ratePerSec <= 0) return true;
-      let b = buckets.get(key);
-      if (!b) {
-        if (buckets.size >= maxKeys) evict(nowMs);
-        b = { tokens: burst, updatedMs: nowMs };
-        buckets.set(key, b);
-      }
-      return take(b, ratePerSec, burst, nowMs);
+      const fullAtMs = buckets.get(key);
+      if (fullAtMs === undefined && buckets.size >= maxKeys) evict(nowMs);
+      const next = takeToken(fullAtMs ?? 0, ratePerSec, burst, nowMs);
+      if (next === undefined) return false;
+      buckets.set(key, next);
+      return true;
     },
-    retryAfterSec(key) {
-      const b = buckets.get(key);
-      return b ? secondsUntilToken(b, ratePerSec) : 1;
+    retryAfterSec(key, nowMs) {
+      const fullAtMs = buckets.get(key);
+      return fullAtMs === undefined ? 1 : secondsUntilToken(fullAtMs, ratePerSec, burst, nowMs);
     },
     get size() {
       return buckets.size;

@@ -80,7 +80,8 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
     /** True while this handler runs; false once the verification went asynchronous. */
     let sync = true;
     // Every attempt takes from the IP's bucket, so a flood of bad tokens is limited too.
-    const ipAllowed = ipLimiter.take(ip, nowMs());
+    const attemptMs = nowMs();
+    const ipAllowed = ipLimiter.take(ip, attemptMs);
 
     const reject = (code: ErrorCode, message: string, reason: string, headers?: Record<string, string>, status = HTTP_STATUS[code]): void => {
       metrics.handshake('rejected', code);
@@ -115,7 +116,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
         return reject('overloaded', 'node is at its connection limit', 'overloaded', { 'Retry-After': '5' });
       }
       if (!ipAllowed) {
-        return reject('rate_limited', 'too many handshakes from this address', 'ip_rate', { 'Retry-After': String(ipLimiter.retryAfterSec(ip)) });
+        return reject('rate_limited', 'too many handshakes from this address', 'ip_rate', { 'Retry-After': String(ipLimiter.retryAfterSec(ip, attemptMs)) });
       }
       const session: Session = {
         id: connIds.next(),

@@ -1,5 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { take, takeToken, type Bucket } from '../../src/limits/rate.js';
+import { createKeyedLimiter, secondsUntilToken, takeToken } from '../../src/limits/rate.js';
+
+/** The textbook token bucket (tokens and a refill time), as the oracle the one-number form must agree with. */
+function classicBucket(ratePerSec: number, burst: number) {
+  let tokens = burst;
+  let updatedMs = 0;
+  return (nowMs: number): boolean => {
+    tokens = Math.min(burst, tokens + ((nowMs - updatedMs) * ratePerSec) / 1000);
+    updatedMs = nowMs;
+    if (tokens < 1) return false;
+    tokens -= 1;
+    return true;
+  };
+}
 
 describe('takeToken', () => {
   it('starts full: a burst passes, the next frame does not', () => {
@@ -15,19 +28,19 @@ describe('takeToken', () => {
     expect(takeToken(fullAt, 10, 5, 1100)).toBeDefined();
   });
 
-  it('decides like the two-number token bucket it replaces', () => {
+  it('decides like the textbook token bucket', () => {
     // A deterministic pseudo-random sequence of frame times: bursts, pauses, steady sending.
     let seed = 12345;
     const rnd = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
     for (const [rate, burst] of [[50, 200], [3, 6], [0.5, 1], [1000, 10]] as const) {
-      const bucket: Bucket = { tokens: burst, updatedMs: 0 };
+      const classic = classicBucket(rate, burst);
       let fullAt = 0;
       let now = 1000 + rnd() * 1000;
       let allowed = 0;
       for (let i = 0; i < 20_000; i++) {
         const gap = rnd() < 0.02 ? (rnd() * 20_000) / rate : (rnd() * 1000) / rate;
         now += gap;
-        const a = take(bucket, rate, burst, now);
+        const a = classic(now);
         const next = takeToken(fullAt, rate, burst, now);
         expect([rate, i, next !== undefined]).toEqual([rate, i, a]);
         if (next !== undefined) {
@@ -38,5 +51,30 @@ describe('takeToken', () => {
       expect(allowed).toBeGreaterThan(1000);
       expect(allowed).toBeLessThan(20_000);
     }
+  });
+
+  it('gives Retry-After as the whole seconds until a token is back, at least 1', () => {
+    // 0.5/s, burst 2: two tokens taken at t=0 → the first is back after 2 s.
+    let fullAt = 0;
+    for (let i = 0; i < 2; i++) fullAt = takeToken(fullAt, 0.5, 2, 0) as number;
+    expect(takeToken(fullAt, 0.5, 2, 0)).toBeUndefined();
+    expect(secondsUntilToken(fullAt, 0.5, 2, 0)).toBe(2);
+    expect(secondsUntilToken(fullAt, 0.5, 2, 1500)).toBe(1);
+    expect(takeToken(fullAt, 0.5, 2, 1999)).toBeUndefined();
+    expect(takeToken(fullAt, 0.5, 2, 2000)).toBeDefined();
+    expect(secondsUntilToken(0, 10, 5, 0)).toBe(1);
+  });
+});
+
+describe('createKeyedLimiter', () => {
+  it('keeps a bucket per key, and stays within maxKeys by evicting full buckets first', () => {
+    const l = createKeyedLimiter(1, 2, 4);
+    expect([l.take('a', 0), l.take('a', 0), l.take('a', 0)]).toEqual([true, true, false]);
+    expect(l.retryAfterSec('a', 0)).toBe(1);
+    expect(l.take('b', 0)).toBe(true);
+    expect(l.take('a', 1000)).toBe(true);
+    for (const k of ['c', 'd', 'e', 'f', 'g']) l.take(k, 10_000);
+    expect(l.size).toBeLessThanOrEqual(4);
+    expect(createKeyedLimiter(0, 1).take('x', 0)).toBe(true);
   });
 });
