@@ -6,10 +6,8 @@
 //
 //   k6 run -e WS_URL=... -e API_URL=... -e API_KEY=... -e JWT_SECRET=... \
 //          -e SUBSCRIBERS=2000 -e CHANNELS=2000 -e PER_CONN=1 -e RATE=20 -e BATCH=100 loadtest/k6/channels.js
-import { check, sleep } from 'k6';
-import { Counter, Rate, Trend } from 'k6/metrics';
-import ws from 'k6/ws';
-import { cfg, connectArgs, createGapTracker, messageData, mintTokens, num, parseFrame, publishBatch, subscribeFrame } from './lib/pubgate.js';
+import { Counter, Rate } from 'k6/metrics';
+import { cfg, messageData, mintTokens, num, publishBatch, staggeredStart, subscribeAndHold, subscriberMetrics } from './lib/pubgate.js';
 
 const SUBSCRIBERS = num('SUBSCRIBERS', 1000);
 const CHANNELS = num('CHANNELS', 1000);
@@ -20,11 +18,7 @@ const RAMP_S = num('RAMP', 30);
 const PUBLISH_SEC = num('DURATION_S', 120);
 const channel = (i) => `${cfg.prefix}:ch:${i % CHANNELS}`;
 
-const deliveryLatency = new Trend('delivery_latency', true);
-const received = new Counter('messages_received');
-const dropped = new Counter('messages_dropped');
-const subscribed = new Rate('subscribe_ok');
-const unexpectedCloses = new Counter('unexpected_closes');
+const metrics = subscriberMetrics();
 const publishOk = new Rate('publish_ok');
 const published = new Counter('messages_published');
 
@@ -59,46 +53,17 @@ export const options = {
 };
 
 export function setup() {
-  return { tokens: mintTokens(cfg.tokenPool, [`${cfg.prefix}:*`], cfg.tokenTtlSec) };
+  return { tokens: mintTokens() };
 }
 
 export function subscriber(data) {
   const token = data.tokens[(__VU - 1) % data.tokens.length];
-  const { url, params } = connectArgs(token, { scenario: 'subscribers' });
-  const gap = createGapTracker();
   const index = (__VU - 1) % SUBSCRIBERS;
-  const startDelayMs = index * ((RAMP_S * 1000 * 0.8) / SUBSCRIBERS);
-  const holdMs = RAMP_S * 1000 - startDelayMs + PUBLISH_SEC * 1000 + 5000;
-  let closing = false;
-  sleep(startDelayMs / 1000);
-  const res = ws.connect(url, params, (socket) => {
-    socket.on('message', (text) => {
-      const f = parseFrame(text);
-      if (!f) return;
-      if (f.type === 'message') {
-        received.add(1);
-        const d = f.data;
-        if (d && typeof d.t === 'number') deliveryLatency.add(Date.now() - d.t);
-        if (d && d.pub !== undefined) {
-          const lost = gap(f.channel, d.pub, d.seq);
-          if (lost > 0) dropped.add(lost);
-        }
-      } else if (f.type === 'welcome') {
-        // Subscription k of connection i: channel (i * PER_CONN + k), so every channel gets subscribers.
-        for (let k = 0; k < PER_CONN; k++) socket.send(subscribeFrame(k + 1, channel(index * PER_CONN + k)));
-      } else if (f.type === 'reply') {
-        subscribed.add(!f.error);
-      }
-    });
-    socket.on('close', (code) => {
-      if (!closing) unexpectedCloses.add(1, { code: String(code) });
-    });
-    socket.setTimeout(() => {
-      closing = true;
-      socket.close(1000);
-    }, holdMs);
-  });
-  check(res, { 'handshake answered 101': (r) => r && r.status === 101 });
+  const holdMs = staggeredStart(index, SUBSCRIBERS, RAMP_S, PUBLISH_SEC);
+  // Subscription k of connection i: channel (i * PER_CONN + k), so every channel gets subscribers.
+  const channels = [];
+  for (let k = 0; k < PER_CONN; k++) channels.push(channel(index * PER_CONN + k));
+  subscribeAndHold(token, channels, holdMs, metrics);
 }
 
 let k = 0;
@@ -107,10 +72,9 @@ export function publisher() {
   // Message k of this VU goes to channel k % CHANNELS with sequence number
   // floor(k / CHANNELS): consecutive per (channel, VU), so subscribers can spot
   // gaps. A refused batch is sent again with the same numbers (not a drop).
-  const pub = `vu${__VU}`;
   const k0 = k;
   const messages = [];
-  for (let i = 0; i < BATCH; i++, k++) messages.push({ channel: channel(k % CHANNELS), data: messageData(pub, Math.floor(k / CHANNELS)) });
+  for (let i = 0; i < BATCH; i++, k++) messages.push({ channel: channel(k % CHANNELS), data: messageData(Math.floor(k / CHANNELS)) });
   const res = publishBatch(messages, { scenario: 'publisher' });
   const ok = res.status === 200;
   publishOk.add(ok);

@@ -6,10 +6,9 @@
 // and to the subscribe reply, and unexpected closes.
 //
 //   k6 run -e WS_URL=wss://ws.example.com/ws -e JWT_SECRET=... -e VUS=5000 loadtest/k6/connect-ramp.js
-import { check, sleep } from 'k6';
+import { sleep } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
-import ws from 'k6/ws';
-import { cfg, connectArgs, mintTokens, num, parseFrame, subscribeFrame } from './lib/pubgate.js';
+import { cfg, closeAfter, connect, mintTokens, num, onFrames, subscribeFrame } from './lib/pubgate.js';
 
 const VUS = num('VUS', 1000);
 const RAMP = __ENV.RAMP || '60s';
@@ -47,37 +46,28 @@ export const options = {
 };
 
 export function setup() {
-  return { tokens: mintTokens(cfg.tokenPool, [`${cfg.prefix}:*`], cfg.tokenTtlSec) };
+  return { tokens: mintTokens() };
 }
 
 export default function (data) {
   const token = data.tokens[(__VU - 1) % data.tokens.length];
-  const { url, params } = connectArgs(token, { scenario: 'ramp' });
   const t0 = Date.now();
   let tWelcome = 0;
-  let closingOnPurpose = false;
-  const res = ws.connect(url, params, (socket) => {
-    socket.on('message', (text) => {
-      const f = parseFrame(text);
-      if (!f) return;
-      if (f.type === 'welcome') {
+  const ok = connect(token, { scenario: 'ramp' }, (socket) => {
+    onFrames(socket, {
+      welcome: () => {
         tWelcome = Date.now();
         welcomeMs.add(tWelcome - t0);
         socket.send(subscribeFrame(1, CHANNEL));
-      } else if (f.type === 'reply' && f.id === 1) {
+      },
+      reply: (f) => {
+        if (f.id !== 1) return;
         subscribeOk.add(!f.error);
         if (!f.error) subscribeMs.add(Date.now() - tWelcome);
-      }
+      },
     });
-    socket.on('close', (code) => {
-      if (!closingOnPurpose) unexpectedCloses.add(1, { code: String(code) });
-    });
-    socket.setTimeout(() => {
-      closingOnPurpose = true;
-      socket.close(1000);
-    }, HOLD_MS);
+    closeAfter(socket, HOLD_MS, unexpectedCloses);
   });
-  const ok = check(res, { 'handshake answered 101': (r) => r && r.status === 101 });
   handshakeOk.add(ok);
   if (!ok) sleep(1);
 }

@@ -1,4 +1,4 @@
-/* global __ENV, __VU */
+/* global __ENV */
 // Publish API throughput: RATE requests per second to /v1/publish (MODE=single)
 // or /v1/publish/batch with BATCH messages each (MODE=batch), spread over
 // CHANNELS channels, for DURATION. Checks every answer is 200 with the
@@ -16,6 +16,7 @@ const MODE = __ENV.MODE || 'single';
 const BATCH = Math.max(1, Math.min(num('BATCH', 100), 1000));
 const CHANNELS = num('CHANNELS', 100);
 const DURATION = __ENV.DURATION || '1m';
+const channel = (i) => `${cfg.prefix}:api:${i % CHANNELS}`;
 
 const messagesAccepted = new Counter('messages_accepted');
 
@@ -41,10 +42,9 @@ export const options = {
 let n = 0;
 
 export default function () {
-  const pub = `vu${__VU}`;
   if (MODE === 'batch') {
     const messages = [];
-    for (let i = 0; i < BATCH; i++, n++) messages.push({ channel: `${cfg.prefix}:api:${n % CHANNELS}`, data: messageData(pub, n) });
+    for (let i = 0; i < BATCH; i++, n++) messages.push({ channel: channel(n), data: messageData(n) });
     const res = publishBatch(messages, { mode: 'batch' });
     const ok = check(res, {
       'batch answered 200': (r) => r.status === 200,
@@ -53,11 +53,11 @@ export default function () {
     if (ok) messagesAccepted.add(BATCH);
     return;
   }
-  const channel = `${cfg.prefix}:api:${n % CHANNELS}`;
-  const res = publish(channel, messageData(pub, n++), { mode: 'single' });
+  const ch = channel(n);
+  const res = publish(ch, messageData(n++), { mode: 'single' });
   const ok = check(res, {
     'publish answered 200': (r) => r.status === 200,
-    'publish names the channel': (r) => r.status === 200 && JSON.parse(r.body).channel === channel,
+    'publish names the channel': (r) => r.status === 200 && JSON.parse(r.body).channel === ch,
   });
   if (ok) messagesAccepted.add(1);
 }

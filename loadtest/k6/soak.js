@@ -9,11 +9,11 @@
 //
 //   k6 run -e WS_URL=... -e API_URL=... -e API_KEY=... -e JWT_SECRET=... \
 //          -e SUBSCRIBERS=5000 -e CHANNELS=500 -e RATE=200 -e DURATION=1h loadtest/k6/soak.js
-import { check, sleep } from 'k6';
-import { Counter, Rate, Trend } from 'k6/metrics';
-import ws from 'k6/ws';
+import { sleep } from 'k6';
+import { Counter, Rate } from 'k6/metrics';
 import {
-  cfg, connectArgs, createGapTracker, durationSec, messageData, mintToken, mintTokens, num, parseFrame, publish, refreshFrame, subscribeFrame,
+  cfg, closeAfter, connect, deliveryRecorder, durationSec, messageData, mintToken, mintTokens, num, onFrames, publish, refreshFrame, subscribeFrame,
+  subscriberMetrics,
 } from './lib/pubgate.js';
 
 const SUBSCRIBERS = num('SUBSCRIBERS', 1000);
@@ -27,13 +27,9 @@ const REFRESH_S = num('REFRESH', 0);
 const TOKEN_TTL = REFRESH_S > 0 ? REFRESH_S * 2 + 60 : cfg.tokenTtlSec;
 const channel = (i) => `${cfg.prefix}:soak:${i % CHANNELS}`;
 
-const deliveryLatency = new Trend('delivery_latency', true);
-const received = new Counter('messages_received');
-const dropped = new Counter('messages_dropped');
+const metrics = subscriberMetrics();
 const handshakeOk = new Rate('handshake_ok');
-const subscribed = new Rate('subscribe_ok');
 const refreshed = new Rate('refresh_ok');
-const unexpectedCloses = new Counter('unexpected_closes');
 const reconnects = new Counter('reconnects');
 const publishOk = new Rate('publish_ok');
 const wsErrors = new Rate('ws_errors');
@@ -78,7 +74,7 @@ export const options = {
 export function setup() {
   // Connections close themselves just before the end, so only earlier closes count as unexpected.
   const endAt = Date.now() + (RAMP_S + durationSec(DURATION)) * 1000 - 2000;
-  return { tokens: mintTokens(cfg.tokenPool, [`${cfg.prefix}:*`], TOKEN_TTL), endAt };
+  return { tokens: mintTokens(TOKEN_TTL), endAt };
 }
 
 // One iteration holds one connection until it closes; the next iteration reconnects.
@@ -91,44 +87,27 @@ export function subscriber(data) {
   }
   const index = (__VU - 1) % SUBSCRIBERS;
   const sub = `k6-user-${index % data.tokens.length}`;
-  const token = iteration === 0 ? data.tokens[index % data.tokens.length] : (cfg.jwtSecret ? mintToken(sub, [`${cfg.prefix}:*`], TOKEN_TTL) : data.tokens[index % data.tokens.length]);
+  const token = iteration > 0 && cfg.jwtSecret ? mintToken(sub, TOKEN_TTL) : data.tokens[index % data.tokens.length];
   if (iteration++ > 0) reconnects.add(1);
-  const gap = createGapTracker();
-  const { url, params } = connectArgs(token, { scenario: 'subscribers' });
+  const recordDelivery = deliveryRecorder(metrics);
   let nextId = 1;
-  let closing = false;
-  const res = ws.connect(url, params, (socket) => {
-    socket.on('message', (text) => {
-      const f = parseFrame(text);
-      if (!f) return;
-      if (f.type === 'message') {
-        received.add(1);
-        const d = f.data;
-        if (d && typeof d.t === 'number') deliveryLatency.add(Date.now() - d.t);
-        if (d && d.pub !== undefined) {
-          const lost = gap(f.channel, d.pub, d.seq);
-          if (lost > 0) dropped.add(lost);
-        }
-      } else if (f.type === 'welcome') {
+  const ok = connect(token, { scenario: 'subscribers' }, (socket) => {
+    onFrames(socket, {
+      message: recordDelivery,
+      welcome: () => {
         for (let k = 0; k < PER_CONN; k++) socket.send(subscribeFrame(nextId++, channel(index * PER_CONN + k)));
-      } else if (f.type === 'reply') {
-        if (f.id <= PER_CONN) subscribed.add(!f.error);
+      },
+      reply: (f) => {
+        if (f.id <= PER_CONN) metrics.subscribed.add(!f.error);
         else refreshed.add(!f.error);
-      }
+      },
     });
     socket.on('error', () => wsErrors.add(1));
-    socket.on('close', (code) => {
-      if (!closing) unexpectedCloses.add(1, { code: String(code) });
-    });
-    socket.setTimeout(() => {
-      closing = true;
-      socket.close(1000);
-    }, Math.max(0, data.endAt - Date.now()));
+    closeAfter(socket, Math.max(0, data.endAt - Date.now()), metrics.unexpectedCloses);
     if (REFRESH_S > 0 && cfg.jwtSecret) {
-      socket.setInterval(() => socket.send(refreshFrame(nextId++, mintToken(sub, [`${cfg.prefix}:*`], TOKEN_TTL))), REFRESH_S * 1000);
+      socket.setInterval(() => socket.send(refreshFrame(nextId++, mintToken(sub, TOKEN_TTL))), REFRESH_S * 1000);
     }
   });
-  const ok = check(res, { 'handshake answered 101': (r) => r && r.status === 101 });
   handshakeOk.add(ok);
   wsErrors.add(!ok);
   if (!ok) sleep(1 + Math.random() * 2);
@@ -138,7 +117,7 @@ let seq = 0;
 
 export function publisher() {
   const k = seq;
-  const res = publish(channel(k), messageData(`vu${__VU}`, Math.floor(k / CHANNELS)), { scenario: 'publisher' });
+  const res = publish(channel(k), messageData(Math.floor(k / CHANNELS)), { scenario: 'publisher' });
   const ok = res.status === 200;
   publishOk.add(ok);
   if (ok) seq++;

@@ -1,11 +1,15 @@
-/* global __ENV */
+/* global __ENV, __VU */
 // Shared helpers for the pubgate k6 scripts: configuration from the
 // environment, HS256 tokens built by hand (k6/crypto + k6/encoding), the
-// WebSocket connect parameters for each way of passing the token, frames, the
-// publish API, and per-publisher sequence tracking for dropped messages.
+// WebSocket connection (token passed the configured way, frames dispatched by
+// type, closed on purpose after a while), the subscriber side of the delivery
+// scripts (latency and dropped messages), and the publish API.
+import { check, sleep } from 'k6';
 import crypto from 'k6/crypto';
 import encoding from 'k6/encoding';
 import http from 'k6/http';
+import { Counter, Rate, Trend } from 'k6/metrics';
+import ws from 'k6/ws';
 
 const env = (name, fallback) => (__ENV[name] !== undefined && __ENV[name] !== '' ? __ENV[name] : fallback);
 export const num = (name, fallback) => Number(env(name, fallback));
@@ -55,19 +59,19 @@ export function signJwt(claims, secret, kid) {
   return `${header}.${payload}.${signature}`;
 }
 
-/** A token for `sub` that may read `channels` (patterns), valid for `ttlSec`. */
-export function mintToken(sub, channels, ttlSec) {
+/** A token for `sub` that may read every load-test channel (`<prefix>:*`), valid for `ttlSec`. */
+export function mintToken(sub, ttlSec = cfg.tokenTtlSec) {
   const { kid, secret } = splitSecret(cfg.jwtSecret);
   const now = Math.floor(Date.now() / 1000);
-  return signJwt({ sub, iat: now, exp: now + ttlSec, channels }, secret, kid);
+  return signJwt({ sub, iat: now, exp: now + ttlSec, channels: [`${cfg.prefix}:*`] }, secret, kid);
 }
 
-/** Tokens for setup(): TOKEN when given, else `count` tokens minted from JWT_SECRET. */
-export function mintTokens(count, channels, ttlSec = cfg.tokenTtlSec) {
+/** Tokens for setup(): TOKEN when given, else TOKEN_POOL tokens (`sub` k6-user-<i>) minted from JWT_SECRET. */
+export function mintTokens(ttlSec = cfg.tokenTtlSec) {
   if (cfg.token) return [cfg.token];
   if (!cfg.jwtSecret) throw new Error('set JWT_SECRET (to mint tokens) or TOKEN (a ready token)');
   const out = [];
-  for (let i = 0; i < count; i++) out.push(mintToken(`k6-user-${i}`, channels, ttlSec));
+  for (let i = 0; i < cfg.tokenPool; i++) out.push(mintToken(`k6-user-${i}`, ttlSec));
   return out;
 }
 
@@ -88,14 +92,41 @@ export function connectArgs(token, tags) {
   return { url, params: { headers, tags } };
 }
 
+/** ws.connect with `token`; runs `onOpen(socket)` and returns whether the handshake answered 101 (a k6 check). */
+export function connect(token, tags, onOpen) {
+  const { url, params } = connectArgs(token, tags);
+  const res = ws.connect(url, params, onOpen);
+  return check(res, { 'handshake answered 101': (r) => r && r.status === 101 });
+}
+
+/** Calls `handlers[frame.type](frame)` for each JSON frame the server sends; other types are ignored. */
+export function onFrames(socket, handlers) {
+  socket.on('message', (text) => {
+    const f = parseFrame(text);
+    if (f && Object.prototype.hasOwnProperty.call(handlers, f.type)) handlers[f.type](f);
+  });
+}
+
+/** Closes `socket` (1000) after `ms`; a close before that is added to `unexpectedCloses`, tagged with its code. */
+export function closeAfter(socket, ms, unexpectedCloses) {
+  let closing = false;
+  socket.on('close', (code) => {
+    if (!closing) unexpectedCloses.add(1, { code: String(code) });
+  });
+  socket.setTimeout(() => {
+    closing = true;
+    socket.close(1000);
+  }, ms);
+}
+
 export const subscribeFrame = (id, channel) => JSON.stringify({ type: 'subscribe', id, channel });
 export const refreshFrame = (id, token) => JSON.stringify({ type: 'refresh', id, token });
 
 const PAD = 'x'.repeat(Math.max(0, cfg.padBytes));
 
-/** `data` of a published message: send time, publisher id and sequence number (for drop detection), padding. */
-export function messageData(pub, seq) {
-  return { t: Date.now(), pub, seq, p: PAD };
+/** `data` of a published message: send time, publisher (this VU) and sequence number (for drop detection), padding. */
+export function messageData(seq) {
+  return { t: Date.now(), pub: `vu${__VU}`, seq, p: PAD };
 }
 
 const apiHeaders = () => ({ Authorization: `Bearer ${cfg.apiKey}`, 'Content-Type': 'application/json' });
@@ -113,7 +144,7 @@ export function publishBatch(messages, tags) {
  * messages were lost in between; returns how many. The first message of each
  * pair only sets the starting point (a subscriber joins mid-stream).
  */
-export function createGapTracker() {
+function createGapTracker() {
   const last = {};
   return (channel, pub, seq) => {
     const key = `${channel}|${pub}`;
@@ -130,4 +161,66 @@ export function parseFrame(text) {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The subscriber-side metrics of the delivery scripts (fanout, channels, soak).
+ * Call it in the init context: k6 creates metrics nowhere else.
+ */
+export function subscriberMetrics() {
+  return {
+    deliveryLatency: new Trend('delivery_latency', true),
+    received: new Counter('messages_received'),
+    dropped: new Counter('messages_dropped'),
+    subscribed: new Rate('subscribe_ok'),
+    unexpectedCloses: new Counter('unexpected_closes'),
+  };
+}
+
+/**
+ * A handler for one connection's `message` frames: counts the message, records
+ * its delivery latency (now − `data.t`) and the messages lost before it.
+ */
+export function deliveryRecorder(metrics) {
+  const gap = createGapTracker();
+  return (f) => {
+    metrics.received.add(1);
+    const d = f.data;
+    if (d && typeof d.t === 'number') metrics.deliveryLatency.add(Date.now() - d.t);
+    if (d && d.pub !== undefined) {
+      const lost = gap(f.channel, d.pub, d.seq);
+      if (lost > 0) metrics.dropped.add(lost);
+    }
+  };
+}
+
+/**
+ * Spreads `count` subscribers' connects over the first 80% of `rampSec`: sleeps
+ * for subscriber `index`'s turn, then returns how long it should stay connected
+ * (until publishing, `publishSec` from the end of the ramp, has ended, plus 5 s
+ * for messages in flight).
+ */
+export function staggeredStart(index, count, rampSec, publishSec) {
+  const startDelayMs = index * ((rampSec * 1000 * 0.8) / count);
+  sleep(startDelayMs / 1000);
+  return rampSec * 1000 - startDelayMs + publishSec * 1000 + 5000;
+}
+
+/**
+ * One subscriber of fanout.js and channels.js: connects, subscribes to
+ * `channels` (ids 1..n) on `welcome`, records every message and the subscribe
+ * replies, and closes after `holdMs`.
+ */
+export function subscribeAndHold(token, channels, holdMs, metrics) {
+  const recordDelivery = deliveryRecorder(metrics);
+  connect(token, { scenario: 'subscribers' }, (socket) => {
+    onFrames(socket, {
+      message: recordDelivery,
+      welcome: () => channels.forEach((channel, i) => socket.send(subscribeFrame(i + 1, channel))),
+      reply: (f) => {
+        if (f.id >= 1 && f.id <= channels.length) metrics.subscribed.add(!f.error);
+      },
+    });
+    closeAfter(socket, holdMs, metrics.unexpectedCloses);
+  });
 }
