@@ -4,6 +4,7 @@
  * `data`), publish calls that return the parsed answer, and the gateway and
  * Redis set-up shared by the history-*.test.ts files.
  */
+import type { MessageFrame, SinceOffset as Position } from '../../src/protocol/frames.js';
 import type { Frame } from './client.js';
 import { RecordingClient } from './recording-client.js';
 import { TEST_API_KEY, startGateway, type GatewayProcess } from './gateway.js';
@@ -20,18 +21,8 @@ export function setupTimeoutMs(kind: BrokerKind): number {
   return kind === 'redis-cluster' ? 180_000 : 60_000;
 }
 
-export interface MessageFrame {
-  readonly type: 'message';
-  readonly channel: string;
-  readonly offset?: number;
-  readonly epoch?: string;
-  readonly data: unknown;
-}
-
-export interface Position {
-  readonly offset: number;
-  readonly epoch: string;
-}
+/** A message frame and a channel position (`since`) as the gateway defines them. */
+export type { MessageFrame, SinceOffset as Position } from '../../src/protocol/frames.js';
 
 /**
  * A client that records every frame in arrival order. Waits are on events
