@@ -5,6 +5,7 @@
 import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { TEST_SECRET } from './gateway.js';
+import { addWaiter, type Waiter } from './waiters.js';
 
 export interface Frame {
   readonly type: string;
@@ -48,18 +49,18 @@ function buildUrl(url: string, o: ConnectOptions): { url: string; protocols: str
   return { url: u, protocols, headers };
 }
 
-export async function connect(url: string, o: ConnectOptions = {}): Promise<Client> {
-  const b = buildUrl(url, o);
-  const ws = new WebSocket(b.url, b.protocols, { headers: b.headers, perMessageDeflate: o.perMessageDeflate ?? false, maxPayload: 64 * 1024 * 1024 });
+/**
+ * The frames of `ws` not read yet. `next` takes the first one that matches,
+ * or waits for it: a frame that arrives while a wait matches it goes to that
+ * wait instead of `frames`. `closedInfo` (once the socket closed) goes into
+ * the timeout message.
+ */
+export function frameInbox(
+  ws: WebSocket,
+  closedInfo: () => { code: number; reason: string } | undefined,
+): { frames: Frame[]; next(pred?: (f: Frame) => boolean, timeoutMs?: number): Promise<Frame> } {
   const frames: Frame[] = [];
-  const waiters: { pred: (f: Frame) => boolean; resolve: (f: Frame) => void }[] = [];
-  let closedInfo: { code: number; reason: string } | undefined;
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
-    ws.on('close', (code, reason) => {
-      closedInfo = { code, reason: reason.toString() };
-      resolve(closedInfo);
-    });
-  });
+  const waiters: Waiter<Frame>[] = [];
   ws.on('message', (data) => {
     const f = JSON.parse(data.toString()) as Frame;
     const i = waiters.findIndex((w) => w.pred(f));
@@ -69,21 +70,25 @@ export async function connect(url: string, o: ConnectOptions = {}): Promise<Clie
   const next = (pred: (f: Frame) => boolean = () => true, timeoutMs = 10_000): Promise<Frame> => {
     const i = frames.findIndex(pred);
     if (i >= 0) return Promise.resolve(frames.splice(i, 1)[0]!);
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (f: Frame) => {
-          clearTimeout(timer);
-          resolve(f);
-        },
-      };
-      const timer = setTimeout(() => {
-        waiters.splice(waiters.indexOf(w), 1);
-        reject(new Error(`no matching frame within ${timeoutMs} ms${closedInfo ? `; socket closed ${closedInfo.code} ${closedInfo.reason}` : ''}`));
-      }, timeoutMs);
-      waiters.push(w);
+    return addWaiter(waiters, pred, timeoutMs, () => {
+      const c = closedInfo();
+      return new Error(`no matching frame within ${timeoutMs} ms${c ? `; socket closed ${c.code} ${c.reason}` : ''}`);
     });
   };
+  return { frames, next };
+}
+
+export async function connect(url: string, o: ConnectOptions = {}): Promise<Client> {
+  const b = buildUrl(url, o);
+  const ws = new WebSocket(b.url, b.protocols, { headers: b.headers, perMessageDeflate: o.perMessageDeflate ?? false, maxPayload: 64 * 1024 * 1024 });
+  let closedInfo: { code: number; reason: string } | undefined;
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
+    ws.on('close', (code, reason) => {
+      closedInfo = { code, reason: reason.toString() };
+      resolve(closedInfo);
+    });
+  });
+  const { frames, next } = frameInbox(ws, () => closedInfo);
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', reject);

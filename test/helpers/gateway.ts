@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { addWaiter, type Waiter } from './waiters.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const MAIN = `${ROOT}dist/main.js`;
@@ -69,7 +70,7 @@ export async function startGateway(env: Record<string, string> = {}, opts: { bar
   const proc = spawn(process.execPath, [MAIN], { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: LogLine[] = [];
   const stderr: string[] = [];
-  const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  const waiters: Waiter<LogLine>[] = [];
   createInterface({ input: proc.stdout! }).on('line', (text) => {
     let l: LogLine;
     try {
@@ -92,21 +93,7 @@ export async function startGateway(env: Record<string, string> = {}, opts: { bar
   const waitForLog = (pred: (l: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> => {
     const found = lines.find(pred);
     if (found) return Promise.resolve(found);
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (l: LogLine) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      };
-      const timer = setTimeout(() => {
-        const i = waiters.indexOf(w);
-        if (i >= 0) waiters.splice(i, 1);
-        reject(new Error(`log line not seen in ${timeoutMs} ms; stderr: ${stderr.join('\n')}`));
-      }, timeoutMs);
-      waiters.push(w);
-    });
+    return addWaiter(waiters, pred, timeoutMs, () => new Error(`log line not seen in ${timeoutMs} ms; stderr: ${stderr.join('\n')}`));
   };
 
   const started = waitForLog((l) => l.msg === 'listening');
