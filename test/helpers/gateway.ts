@@ -4,7 +4,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { addWaiter, type Waiter } from './waiters.js';
@@ -13,17 +12,6 @@ export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const MAIN = `${ROOT}dist/main.js`;
 export const TEST_SECRET = 'test-secret-0123456789abcdef0123456789';
 export const TEST_API_KEY = 'test-api-key-1';
-
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const addr = srv.address();
-  const port = typeof addr === 'object' && addr ? addr.port : 0;
-  srv.close();
-  await once(srv, 'close');
-  return port;
-}
 
 export interface LogLine {
   readonly level: string;
