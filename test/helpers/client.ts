@@ -2,6 +2,7 @@
  * A test WebSocket client (the `ws` package): waits for frames and closes as
  * events, never by sleeping. A wait that times out fails the test.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { TEST_SECRET } from './gateway.js';
@@ -120,10 +121,8 @@ export interface Refusal {
   readonly headers: Record<string, string | string[] | undefined>;
 }
 
-/** Attempts an upgrade that must be refused; resolves with the HTTP answer. */
-export function refused(url: string, o: ConnectOptions = {}): Promise<Refusal> {
-  const b = buildUrl(url, o);
-  const ws = new WebSocket(b.url, b.protocols, { headers: b.headers });
+/** The HTTP answer to the upgrade `ws` attempts, which must be refused (rejects if it is accepted). */
+export function upgradeRefusal(ws: WebSocket): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
     ws.once('open', () => {
       ws.terminate();
@@ -132,18 +131,23 @@ export function refused(url: string, o: ConnectOptions = {}): Promise<Refusal> {
     ws.once('unexpected-response', (_req, res) => {
       let text = '';
       res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => {
-        let body: Refusal['body'] = {};
-        try {
-          body = JSON.parse(text) as Refusal['body'];
-        } catch {
-          body = {};
-        }
-        resolve({ status: res.statusCode ?? 0, body, headers: res.headers });
-      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
     });
-    ws.once('error', (e) => reject(e));
+    ws.once('error', reject);
   });
+}
+
+/** Attempts an upgrade that must be refused; resolves with the HTTP answer, its JSON body parsed. */
+export async function refused(url: string, o: ConnectOptions = {}): Promise<Refusal> {
+  const b = buildUrl(url, o);
+  const answer = await upgradeRefusal(new WebSocket(b.url, b.protocols, { headers: b.headers }));
+  let body: Refusal['body'];
+  try {
+    body = JSON.parse(answer.body) as Refusal['body'];
+  } catch {
+    body = {};
+  }
+  return { status: answer.status, body, headers: answer.headers };
 }
 
 export interface TokenOptions {

@@ -8,7 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
-import { frameInbox, type Frame } from './client.js';
+import { frameInbox, upgradeRefusal, type Frame } from './client.js';
 import { TEST_API_KEY } from './gateway.js';
 
 export interface WireOptions {
@@ -147,19 +147,7 @@ export interface HttpAnswer {
 /** Attempts an upgrade that must be refused; resolves with the HTTP answer. */
 export function refusedUpgrade(url: string, o: WireOptions = {}): Promise<HttpAnswer> {
   const b = wsOptions(o);
-  const ws = new WebSocket(b.url(url), b.protocols, b.opts);
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => {
-      ws.terminate();
-      reject(new Error('upgrade was accepted'));
-    });
-    ws.once('unexpected-response', (_req, res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
-    });
-    ws.once('error', reject);
-  });
+  return upgradeRefusal(new WebSocket(b.url(url), b.protocols, b.opts));
 }
 
 export interface RequestOptions {
