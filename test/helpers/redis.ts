@@ -17,7 +17,8 @@ import { freePort } from './ports.js';
 const running = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
-function trackProcess(p: ChildProcess): void {
+/** SIGKILLs `p` if it still runs when the test process exits. */
+export function trackProcess(p: ChildProcess): void {
   running.add(p);
   p.once('exit', () => running.delete(p));
   if (!exitHookInstalled) {
