@@ -14,7 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOCS, anchor, runCheck, type CheckReport, type StepName } from '../../packages/client/src/check/check.js';
 import { token } from '../helpers/client.js';
 import { buildClient } from '../helpers/client-build.js';
-import { ROOT, freePort, startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { ROOT, startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { freePort } from '../helpers/ports.js';
 import { NGINX, startNginx, type NginxChild } from '../helpers/nginx-child.js';
 
 const ORIGIN = 'https://app.example.test';

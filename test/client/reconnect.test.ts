@@ -6,62 +6,27 @@
  * refresh, 4501, and publishes queued while disconnected.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { token } from '../helpers/client.js';
-import { ClientProbe } from '../helpers/client-probe.js';
-import { publish, startGateway, type GatewayProcess } from '../helpers/gateway.js';
-import { pollUntil, startRedis, type RedisServer } from '../helpers/redis.js';
-import { startForwarder, type Forwarder } from '../helpers/tcp-forwarder.js';
+import { useClientFixture, type ClientProbe } from '../helpers/client-probe.js';
+import { publish, type GatewayProcess } from '../helpers/gateway.js';
+import { untilReadyz } from '../helpers/multinode.js';
+import { pollUntil } from '../helpers/redis.js';
+import type { Forwarder } from '../helpers/tcp-forwarder.js';
 import type { ConnectOptions } from '../../packages/client/src/index.js';
 
-let redis: RedisServer | undefined;
-const gateways: GatewayProcess[] = [];
-const probes: ClientProbe[] = [];
-const forwarders: Forwarder[] = [];
-
-beforeAll(async () => {
-  redis = await startRedis();
-}, 60_000);
-
-afterAll(async () => {
-  await redis?.stop();
-});
-
-afterEach(async () => {
-  await Promise.allSettled(probes.splice(0).map((p) => p.close()));
-  await Promise.allSettled(gateways.splice(0).map((g) => g.stop('SIGKILL')));
-  await Promise.allSettled(forwarders.splice(0).map((f) => f.close()));
-});
-
-function redisUrl(): string {
-  if (!redis) throw new Error('redis-server did not start');
-  return redis.url;
-}
-
-async function gateway(env: Record<string, string> = {}): Promise<GatewayProcess> {
-  const g = await startGateway(env);
-  gateways.push(g);
-  return g;
-}
+const fx = useClientFixture();
 
 /** Nodes on the shared Redis, ready (broker connected). */
 async function nodes(...ids: string[]): Promise<GatewayProcess[]> {
-  const list = await Promise.all(ids.map((id) => gateway({ PUBGATE_NODE_ID: id, PUBGATE_REDIS_URL: redisUrl() })));
-  for (const g of list) await pollUntil(async () => (await fetch(`${g.admin}/readyz`)).status === 200, `${g.admin}/readyz 200`);
+  const list = await Promise.all(ids.map((id) => fx.gateway({ PUBGATE_NODE_ID: id, PUBGATE_REDIS_URL: fx.redis().url })));
+  for (const g of list) await untilReadyz(g, 200);
   return list;
-}
-
-async function forwarder(targetPort?: number): Promise<Forwarder> {
-  const f = await startForwarder(targetPort);
-  forwarders.push(f);
-  return f;
 }
 
 async function probe(url: string | string[], o: Partial<ConnectOptions> = {}): Promise<ClientProbe> {
   const jwt = await token({ sub: 'client-user', channels: ['cl:*'], publish: ['cl:pub:*'] });
-  const p = new ClientProbe({ url, token: jwt, backoff: { minMs: 100, maxMs: 1000 }, ...o });
-  probes.push(p);
-  return p;
+  return fx.probe({ url, token: jwt, ...o });
 }
 
 async function published(gw: GatewayProcess | Forwarder, channel: string, data: unknown): Promise<void> {
@@ -78,7 +43,7 @@ const chan = (name: string): string => `cl:${name}:${randomUUID().slice(0, 8)}`;
 
 describe('@pubgate/client against real gateways', () => {
   it('subscribes, receives HTTP publishes, publishes over the socket, and gets refusals as PubgateErrors', async () => {
-    const gw = await gateway({ PUBGATE_NODE_ID: 'solo' });
+    const gw = await fx.gateway({ PUBGATE_NODE_ID: 'solo' });
     const p = await probe(gw.url);
     const ch = chan('basic');
     const pubCh = `cl:pub:${randomUUID().slice(0, 8)}`;
@@ -156,8 +121,8 @@ describe('@pubgate/client against real gateways', () => {
   });
 
   it('one URL (a load balancer) while its node is killed and a new node starts behind it: the client keeps retrying and comes back', async () => {
-    const first = await gateway({ PUBGATE_NODE_ID: 'lb-1' });
-    const lb = await forwarder(first.port);
+    const first = await fx.gateway({ PUBGATE_NODE_ID: 'lb-1' });
+    const lb = await fx.forwarder(first.port);
     const p = await probe(lb.url());
     const ch = chan('lb');
     await p.subscribe(ch).ready;
@@ -170,7 +135,7 @@ describe('@pubgate/client against real gateways', () => {
     expect(p.of('disconnected').every((d) => d.code === 1006 && d.url === lb.url()), p.trace()).toBe(true);
     expect(p.of('connecting').map((c) => c.attempt).slice(0, 3), p.trace()).toEqual([0, 1, 2]);
 
-    const second = await gateway({ PUBGATE_NODE_ID: 'lb-2' });
+    const second = await fx.gateway({ PUBGATE_NODE_ID: 'lb-2' });
     lb.setTarget(second.port);
     await p.until(() => p.of('resubscribed').length > 0, 'resubscribed on the new node');
     expect(p.client.welcome?.node, p.trace()).toBe('lb-2');
@@ -180,8 +145,8 @@ describe('@pubgate/client against real gateways', () => {
   });
 
   it('publishes made while the node is down wait in the queue and go out after the reconnect', async () => {
-    const first = await gateway({ PUBGATE_NODE_ID: 'q-1' });
-    const lb = await forwarder(first.port);
+    const first = await fx.gateway({ PUBGATE_NODE_ID: 'q-1' });
+    const lb = await fx.forwarder(first.port);
     const p = await probe(lb.url(), { requestTimeoutMs: 30_000 });
     const ch = `cl:pub:${randomUUID().slice(0, 8)}`;
     await p.subscribe(ch).ready;
@@ -190,7 +155,7 @@ describe('@pubgate/client against real gateways', () => {
     await p.until(() => p.client.state !== 'connected', 'connection lost');
 
     const pending = [p.client.publish(ch, 'q1'), p.client.publish(ch, 'q2')];
-    const second = await gateway({ PUBGATE_NODE_ID: 'q-2' });
+    const second = await fx.gateway({ PUBGATE_NODE_ID: 'q-2' });
     lb.setTarget(second.port);
     await expect(Promise.all(pending)).resolves.toHaveLength(2);
     await p.untilCount(ch, 2);
@@ -205,7 +170,7 @@ describe('@pubgate/client against real gateways', () => {
     await published(b!, ch, 'before');
     await p.untilCount(ch, 1);
 
-    await redis!.restart();
+    await fx.redis().restart();
     for (const g of [a!, b!]) await pollUntil(async () => (await fetch(`${g.admin}/readyz`)).status === 200, `${g.admin} ready after the Redis restart`);
     // Publish until one arrives: the node may still be renewing its Redis subscriptions (503) right after readiness.
     let n = 0;
@@ -225,7 +190,7 @@ describe('@pubgate/client against real gateways', () => {
   });
 
   it('4001 at token expiry: the client calls getToken, reconnects with the new token and resubscribes', async () => {
-    const gw = await gateway({ PUBGATE_NODE_ID: 'exp', PUBGATE_JWT_CLOCK_TOLERANCE: '0' });
+    const gw = await fx.gateway({ PUBGATE_NODE_ID: 'exp', PUBGATE_JWT_CLOCK_TOLERANCE: '0' });
     const tokens: string[] = [];
     const getToken = async (): Promise<string> => {
       const t = await token({ sub: 'client-user', channels: ['cl:*'] }, { ttlSec: 3600 });
@@ -245,7 +210,7 @@ describe('@pubgate/client against real gateways', () => {
   });
 
   it('refreshes the token on the open connection before it expires, and the connection outlives the first token', async () => {
-    const gw = await gateway({ PUBGATE_NODE_ID: 'refresh', PUBGATE_JWT_CLOCK_TOLERANCE: '0' });
+    const gw = await fx.gateway({ PUBGATE_NODE_ID: 'refresh', PUBGATE_JWT_CLOCK_TOLERANCE: '0' });
     const getToken = (): Promise<string> => token({ sub: 'client-user', channels: ['cl:*'] }, { ttlSec: 3600 });
     const ttlSec = 3;
     const short = await token({ sub: 'client-user', channels: ['cl:*'] }, { ttlSec });
@@ -265,7 +230,7 @@ describe('@pubgate/client against real gateways', () => {
   });
 
   it('4501 from POST /v1/disconnect closes the client for good', async () => {
-    const gw = await gateway({ PUBGATE_NODE_ID: 'kick' });
+    const gw = await fx.gateway({ PUBGATE_NODE_ID: 'kick' });
     const p = await probe(gw.url);
     await p.client.whenConnected(20_000);
     const res = await fetch(`${gw.http}/v1/disconnect`, {

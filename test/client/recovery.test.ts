@@ -13,58 +13,28 @@
  */
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { describe, expect, it, type TestContext } from 'vitest';
 import { token } from '../helpers/client.js';
-import { ClientProbe } from '../helpers/client-probe.js';
-import { TEST_API_KEY, metric, startGateway, type GatewayProcess } from '../helpers/gateway.js';
-import { pollUntil, startRedis, type RedisServer } from '../helpers/redis.js';
-import { startForwarder, type Forwarder } from '../helpers/tcp-forwarder.js';
+import { useClientFixture, type ClientProbe } from '../helpers/client-probe.js';
+import { TEST_API_KEY, metric, type GatewayProcess } from '../helpers/gateway.js';
+import { untilReadyz } from '../helpers/multinode.js';
+import { pollUntil } from '../helpers/redis.js';
 import type { ConnectOptions, MessageFrame, SubscribeResult } from '../../packages/client/src/index.js';
 
 const HISTORY = { PUBGATE_HISTORY_CHANNELS: 'hist:*' };
 
-let redis: RedisServer | undefined;
-const gateways: GatewayProcess[] = [];
-const probes: ClientProbe[] = [];
-const forwarders: Forwarder[] = [];
+const fx = useClientFixture();
 
-beforeAll(async () => {
-  redis = await startRedis();
-}, 60_000);
-
-afterAll(async () => {
-  await redis?.stop();
-});
-
-afterEach(async () => {
-  await Promise.allSettled(probes.splice(0).map((p) => p.close()));
-  await Promise.allSettled(gateways.splice(0).map((g) => g.stop('SIGKILL')));
-  await Promise.allSettled(forwarders.splice(0).map((f) => f.close()));
-});
-
-function server(): RedisServer {
-  if (!redis) throw new Error('redis-server did not start');
-  return redis;
-}
-
+/** A node with history channels, ready (broker connected). */
 async function gateway(env: Record<string, string>): Promise<GatewayProcess> {
-  const g = await startGateway({ ...HISTORY, ...env });
-  gateways.push(g);
-  await pollUntil(async () => (await fetch(`${g.admin}/readyz`)).status === 200, `${g.admin}/readyz 200`);
+  const g = await fx.gateway({ ...HISTORY, ...env });
+  await untilReadyz(g, 200);
   return g;
-}
-
-async function forwarder(targetPort?: number): Promise<Forwarder> {
-  const f = await startForwarder(targetPort);
-  forwarders.push(f);
-  return f;
 }
 
 async function probe(url: string | string[], o: Partial<ConnectOptions> = {}): Promise<ClientProbe> {
   const jwt = await token({ sub: 'recovery-user', channels: ['hist:*'] });
-  const p = new ClientProbe({ url, token: jwt, backoff: { minMs: 100, maxMs: 1000 }, ...o });
-  probes.push(p);
-  return p;
+  return fx.probe({ url, token: jwt, ...o });
 }
 
 /** Publishes over HTTP, retrying while the node answers 503 (its broker subscriptions are being renewed). */
@@ -98,9 +68,9 @@ const seq = (from: number, to: number): number[] => Array.from({ length: to - fr
 
 describe('@pubgate/client recovery on history channels', () => {
   it('a killed node: the client moves to another node and recovers what was published meanwhile, in order, once (recovered:true)', async (ctx) => {
-    const a = await gateway({ PUBGATE_NODE_ID: 'rec-a', PUBGATE_REDIS_URL: server().url });
-    const b = await gateway({ PUBGATE_NODE_ID: 'rec-b', PUBGATE_REDIS_URL: server().url });
-    const lb = await forwarder(); // the second URL: no backend until the gap has been published
+    const a = await gateway({ PUBGATE_NODE_ID: 'rec-a', PUBGATE_REDIS_URL: fx.redis().url });
+    const b = await gateway({ PUBGATE_NODE_ID: 'rec-b', PUBGATE_REDIS_URL: fx.redis().url });
+    const lb = await fx.forwarder(); // the second URL: no backend until the gap has been published
     const p = await probe([a.url, lb.url()]);
     const ch = `hist:kill:${randomUUID().slice(0, 8)}`;
     const infos: unknown[] = [];
@@ -126,7 +96,7 @@ describe('@pubgate/client recovery on history channels', () => {
 
   it('a client that had received nothing yet recovers from the position in the subscribe reply', async (ctx) => {
     const gw = await gateway({ PUBGATE_NODE_ID: 'rec-pos' });
-    const lb = await forwarder(gw.port);
+    const lb = await fx.forwarder(gw.port);
     const p = await probe(lb.url());
     const ch = `hist:pos:${randomUUID().slice(0, 8)}`;
     const { offset, epoch } = requireHistory(ctx, await p.subscribe(ch).ready);
@@ -143,8 +113,8 @@ describe('@pubgate/client recovery on history channels', () => {
   });
 
   it('a cut broker subscription: the node closes with 1011, the client reconnects and recovers the gap (recovered:true)', async (ctx) => {
-    const gw = await gateway({ PUBGATE_NODE_ID: 'rec-1011', PUBGATE_REDIS_URL: server().url });
-    const lb = await forwarder(gw.port);
+    const gw = await gateway({ PUBGATE_NODE_ID: 'rec-1011', PUBGATE_REDIS_URL: fx.redis().url });
+    const lb = await fx.forwarder(gw.port);
     const p = await probe(lb.url());
     const ch = `hist:cut:${randomUUID().slice(0, 8)}`;
     const { epoch } = requireHistory(ctx, await p.subscribe(ch).ready);
@@ -153,7 +123,7 @@ describe('@pubgate/client recovery on history channels', () => {
 
     // Hold the client off once it is disconnected, so that the gap is published while it is away.
     p.client.once('disconnected', () => lb.setTarget(undefined));
-    await server().cli('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    await fx.redis().cli('CLIENT', 'KILL', 'TYPE', 'pubsub');
     await p.until(() => p.of('disconnected').length > 0, 'the 1011 close');
     expect(p.of('disconnected')[0], p.trace()).toMatchObject({ code: 1011 });
     for (const i of [2, 3]) await publish(gw, ch, { i });
@@ -218,8 +188,8 @@ describe('@pubgate/client recovery on history channels', () => {
   }, 120_000);
 
   it('history lost (Redis restarted without its data): recovered:false, reported as an event and to the subscription, which stays live', async (ctx) => {
-    const gw = await gateway({ PUBGATE_NODE_ID: 'rec-lost', PUBGATE_REDIS_URL: server().url });
-    const lb = await forwarder(gw.port);
+    const gw = await gateway({ PUBGATE_NODE_ID: 'rec-lost', PUBGATE_REDIS_URL: fx.redis().url });
+    const lb = await fx.forwarder(gw.port);
     const p = await probe(lb.url());
     const ch = `hist:lost:${randomUUID().slice(0, 8)}`;
     const infos: unknown[] = [];
@@ -230,7 +200,7 @@ describe('@pubgate/client recovery on history channels', () => {
     lb.setTarget(undefined);
     lb.dropAll();
     await p.until(() => p.of('disconnected').length > 0, 'disconnected');
-    await server().restart();
+    await fx.redis().restart();
     await pollUntil(async () => (await fetch(`${gw.admin}/readyz`)).status === 200, 'the node ready after the Redis restart');
     lb.setTarget(gw.port);
     await p.until(() => p.of('resubscribed').length > 0, 'resubscribed');

@@ -13,7 +13,8 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { token } from '../helpers/client.js';
-import { freePort, metric, startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { metric, startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { freePort } from '../helpers/ports.js';
 import {
   findTool, makeCert, missingTool, removeDir, renderNginx, startProxy, tempDir, type Cert, type ProxyProcess, type RenderedNginx,
 } from '../helpers/proxies.js';

@@ -10,7 +10,8 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { token } from '../helpers/client.js';
-import { freePort, startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { freePort } from '../helpers/ports.js';
 import {
   findTool, makeCert, missingTool, removeDir, renderApache, renderHaproxy, startProxy, tempDir, type Cert, type ProxyProcess,
 } from '../helpers/proxies.js';

@@ -1,9 +1,14 @@
 /**
  * Drives a @pubgate/client instance in integration tests: records its events
  * and the messages of its subscriptions, and waits on conditions that every
- * event re-checks (bounded by a hang guard, never a sleep).
+ * event re-checks (bounded by a hang guard, never a sleep); and the set-up the
+ * tests of the client against real gateways share (useClientFixture).
  */
 import WebSocket from 'ws';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { startGateway, type GatewayProcess } from './gateway.js';
+import { startRedis, type RedisServer } from './redis.js';
+import { startForwarder, type Forwarder } from './tcp-forwarder.js';
 import {
   connect,
   type ClientEvents,
@@ -97,4 +102,56 @@ export class ClientProbe {
   close(): Promise<void> {
     return this.client.close();
   }
+}
+
+/**
+ * For a test file of the client against real gateways: one redis-server for
+ * the whole file; the gateways, TCP forwarders and probes started through
+ * this are ended after each test (gateways with SIGKILL). Probes reconnect
+ * with a short backoff (100 ms to 1 s) unless their options say otherwise.
+ */
+export function useClientFixture(): {
+  redis(): RedisServer;
+  gateway(env?: Record<string, string>): Promise<GatewayProcess>;
+  forwarder(targetPort?: number): Promise<Forwarder>;
+  probe(options: ConnectOptions): ClientProbe;
+} {
+  let redis: RedisServer | undefined;
+  const gateways: GatewayProcess[] = [];
+  const probes: ClientProbe[] = [];
+  const forwarders: Forwarder[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+  }, 60_000);
+  afterAll(async () => {
+    await redis?.stop();
+  });
+  afterEach(async () => {
+    await Promise.allSettled(probes.splice(0).map((p) => p.close()));
+    await Promise.allSettled(gateways.splice(0).map((g) => g.stop('SIGKILL')));
+    await Promise.allSettled(forwarders.splice(0).map((f) => f.close()));
+  });
+
+  return {
+    redis() {
+      if (!redis) throw new Error('redis-server did not start');
+      return redis;
+    },
+    async gateway(env = {}) {
+      const g = await startGateway(env);
+      gateways.push(g);
+      return g;
+    },
+    async forwarder(targetPort) {
+      const f = await startForwarder(targetPort);
+      forwarders.push(f);
+      return f;
+    },
+    probe(options) {
+      const p = new ClientProbe({ backoff: { minMs: 100, maxMs: 1000 }, ...options });
+      probes.push(p);
+      return p;
+    },
+  };
 }

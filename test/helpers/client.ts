@@ -2,9 +2,11 @@
  * A test WebSocket client (the `ws` package): waits for frames and closes as
  * events, never by sleeping. A wait that times out fails the test.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { TEST_SECRET } from './gateway.js';
+import { addWaiter, type Waiter } from './waiters.js';
 
 export interface Frame {
   readonly type: string;
@@ -48,18 +50,18 @@ function buildUrl(url: string, o: ConnectOptions): { url: string; protocols: str
   return { url: u, protocols, headers };
 }
 
-export async function connect(url: string, o: ConnectOptions = {}): Promise<Client> {
-  const b = buildUrl(url, o);
-  const ws = new WebSocket(b.url, b.protocols, { headers: b.headers, perMessageDeflate: o.perMessageDeflate ?? false, maxPayload: 64 * 1024 * 1024 });
+/**
+ * The frames of `ws` not read yet. `next` takes the first one that matches,
+ * or waits for it: a frame that arrives while a wait matches it goes to that
+ * wait instead of `frames`. `closedInfo` (once the socket closed) goes into
+ * the timeout message.
+ */
+export function frameInbox(
+  ws: WebSocket,
+  closedInfo: () => { code: number; reason: string } | undefined,
+): { frames: Frame[]; next(pred?: (f: Frame) => boolean, timeoutMs?: number): Promise<Frame> } {
   const frames: Frame[] = [];
-  const waiters: { pred: (f: Frame) => boolean; resolve: (f: Frame) => void }[] = [];
-  let closedInfo: { code: number; reason: string } | undefined;
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
-    ws.on('close', (code, reason) => {
-      closedInfo = { code, reason: reason.toString() };
-      resolve(closedInfo);
-    });
-  });
+  const waiters: Waiter<Frame>[] = [];
   ws.on('message', (data) => {
     const f = JSON.parse(data.toString()) as Frame;
     const i = waiters.findIndex((w) => w.pred(f));
@@ -69,21 +71,25 @@ export async function connect(url: string, o: ConnectOptions = {}): Promise<Clie
   const next = (pred: (f: Frame) => boolean = () => true, timeoutMs = 10_000): Promise<Frame> => {
     const i = frames.findIndex(pred);
     if (i >= 0) return Promise.resolve(frames.splice(i, 1)[0]!);
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (f: Frame) => {
-          clearTimeout(timer);
-          resolve(f);
-        },
-      };
-      const timer = setTimeout(() => {
-        waiters.splice(waiters.indexOf(w), 1);
-        reject(new Error(`no matching frame within ${timeoutMs} ms${closedInfo ? `; socket closed ${closedInfo.code} ${closedInfo.reason}` : ''}`));
-      }, timeoutMs);
-      waiters.push(w);
+    return addWaiter(waiters, pred, timeoutMs, () => {
+      const c = closedInfo();
+      return new Error(`no matching frame within ${timeoutMs} ms${c ? `; socket closed ${c.code} ${c.reason}` : ''}`);
     });
   };
+  return { frames, next };
+}
+
+export async function connect(url: string, o: ConnectOptions = {}): Promise<Client> {
+  const b = buildUrl(url, o);
+  const ws = new WebSocket(b.url, b.protocols, { headers: b.headers, perMessageDeflate: o.perMessageDeflate ?? false, maxPayload: 64 * 1024 * 1024 });
+  let closedInfo: { code: number; reason: string } | undefined;
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
+    ws.on('close', (code, reason) => {
+      closedInfo = { code, reason: reason.toString() };
+      resolve(closedInfo);
+    });
+  });
+  const { frames, next } = frameInbox(ws, () => closedInfo);
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', reject);
@@ -115,10 +121,8 @@ export interface Refusal {
   readonly headers: Record<string, string | string[] | undefined>;
 }
 
-/** Attempts an upgrade that must be refused; resolves with the HTTP answer. */
-export function refused(url: string, o: ConnectOptions = {}): Promise<Refusal> {
-  const b = buildUrl(url, o);
-  const ws = new WebSocket(b.url, b.protocols, { headers: b.headers });
+/** The HTTP answer to the upgrade `ws` attempts, which must be refused (rejects if it is accepted). */
+export function upgradeRefusal(ws: WebSocket): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
     ws.once('open', () => {
       ws.terminate();
@@ -127,18 +131,23 @@ export function refused(url: string, o: ConnectOptions = {}): Promise<Refusal> {
     ws.once('unexpected-response', (_req, res) => {
       let text = '';
       res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => {
-        let body: Refusal['body'] = {};
-        try {
-          body = JSON.parse(text) as Refusal['body'];
-        } catch {
-          body = {};
-        }
-        resolve({ status: res.statusCode ?? 0, body, headers: res.headers });
-      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
     });
-    ws.once('error', (e) => reject(e));
+    ws.once('error', reject);
   });
+}
+
+/** Attempts an upgrade that must be refused; resolves with the HTTP answer, its JSON body parsed. */
+export async function refused(url: string, o: ConnectOptions = {}): Promise<Refusal> {
+  const b = buildUrl(url, o);
+  const answer = await upgradeRefusal(new WebSocket(b.url, b.protocols, { headers: b.headers }));
+  let body: Refusal['body'];
+  try {
+    body = JSON.parse(answer.body) as Refusal['body'];
+  } catch {
+    body = {};
+  }
+  return { status: answer.status, body, headers: answer.headers };
 }
 
 export interface TokenOptions {

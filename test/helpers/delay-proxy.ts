@@ -12,6 +12,7 @@
  * Fault injection for races between two connections of one node to Redis.
  */
 import net from 'node:net';
+import { listenOnLoopback } from './ports.js';
 
 export interface DelayProxyOptions {
   readonly target: { readonly host: string; readonly port: number };
@@ -78,12 +79,7 @@ export async function startDelayProxy(o: DelayProxyOptions): Promise<DelayProxy>
     client.on('error', end);
     upstream.on('error', end);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  const port = await listenOnLoopback(server);
   return {
     port,
     get matched() {

@@ -4,25 +4,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { addWaiter, type Waiter } from './waiters.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const MAIN = `${ROOT}dist/main.js`;
 export const TEST_SECRET = 'test-secret-0123456789abcdef0123456789';
 export const TEST_API_KEY = 'test-api-key-1';
-
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const addr = srv.address();
-  const port = typeof addr === 'object' && addr ? addr.port : 0;
-  srv.close();
-  await once(srv, 'close');
-  return port;
-}
 
 export interface LogLine {
   readonly level: string;
@@ -69,7 +58,7 @@ export async function startGateway(env: Record<string, string> = {}, opts: { bar
   const proc = spawn(process.execPath, [MAIN], { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: LogLine[] = [];
   const stderr: string[] = [];
-  const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  const waiters: Waiter<LogLine>[] = [];
   createInterface({ input: proc.stdout! }).on('line', (text) => {
     let l: LogLine;
     try {
@@ -92,21 +81,7 @@ export async function startGateway(env: Record<string, string> = {}, opts: { bar
   const waitForLog = (pred: (l: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> => {
     const found = lines.find(pred);
     if (found) return Promise.resolve(found);
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (l: LogLine) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      };
-      const timer = setTimeout(() => {
-        const i = waiters.indexOf(w);
-        if (i >= 0) waiters.splice(i, 1);
-        reject(new Error(`log line not seen in ${timeoutMs} ms; stderr: ${stderr.join('\n')}`));
-      }, timeoutMs);
-      waiters.push(w);
-    });
+    return addWaiter(waiters, pred, timeoutMs, () => new Error(`log line not seen in ${timeoutMs} ms; stderr: ${stderr.join('\n')}`));
   };
 
   const started = waitForLog((l) => l.msg === 'listening');

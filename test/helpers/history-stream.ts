@@ -87,6 +87,30 @@ export async function moveMidStream(ch: string, from: GatewayProcess, to: Gatewa
   return { epoch, since, reply, received: [...first.messages(ch), ...second.messages(ch)], byOffset };
 }
 
+/**
+ * moveMidStream from `from` to `to` while a steady subscriber stays on `to`
+ * for the whole run; both must end with offsets 1..total exactly once, in
+ * order, in one epoch, each carrying the data its publish was answered with.
+ */
+export async function expectMoveInOrder(ch: string, from: GatewayProcess, to: GatewayProcess, o: StreamOptions): Promise<void> {
+  // Live delivery alone is the offset order too.
+  const steady = await HistoryClient.open(to.url);
+  o.clients.push(steady);
+  const r0 = await steady.subscribe(ch);
+
+  const mv = await moveMidStream(ch, from, to, o);
+  expect(mv.epoch).toBe(r0.epoch);
+  expect(firstArrivals(mv.received)).toEqual(range(1, o.total));
+  expect(mismatches(mv)).toEqual([]);
+  // No duplicate: every offset exactly once, in order.
+  expect(mv.received.map((m) => m.offset)).toEqual(range(1, o.total));
+
+  await steady.untilOffset(ch, o.total);
+  expect(steady.offsets(ch)).toEqual(range(1, o.total));
+  // Both nodes' publishes were interleaved in the sequence.
+  expect(new Set(mv.received.map((m) => (m.data as { from: string }).from))).toEqual(new Set(['a', 'b']));
+}
+
 /** Offsets in arrival order, each at its first arrival only. */
 export function firstArrivals(received: readonly MessageFrame[]): number[] {
   const seen = new Set<number>();

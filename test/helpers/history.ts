@@ -2,8 +2,10 @@
  * Helpers for history and recovery tests: a WebSocket client that keeps every
  * frame with its `offset` and `epoch` (the multinode Subscriber keeps only
  * `data`), publish calls that return the parsed answer, and the gateway and
- * Redis set-up shared by the history-*.test.ts files.
+ * broker set-up shared by the single-node history-*.test.ts files.
  */
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import type { MessageFrame, SinceOffset as Position } from '../../src/protocol/frames.js';
 import type { Frame } from './client.js';
 import { RecordingClient } from './recording-client.js';
 import { TEST_API_KEY, startGateway, type GatewayProcess } from './gateway.js';
@@ -16,21 +18,17 @@ export const BROKERS: readonly BrokerKind[] = ['memory', 'redis'];
 export const BROKERS_AND_CLUSTER: readonly BrokerKind[] = [...BROKERS, 'redis-cluster'];
 
 /** A hang guard for startHistoryGateway (a Redis Cluster takes a while to form on a loaded machine). */
-export function setupTimeoutMs(kind: BrokerKind): number {
+function setupTimeoutMs(kind: BrokerKind): number {
   return kind === 'redis-cluster' ? 180_000 : 60_000;
 }
 
-export interface MessageFrame {
-  readonly type: 'message';
-  readonly channel: string;
-  readonly offset?: number;
-  readonly epoch?: string;
-  readonly data: unknown;
-}
+/** A message frame and a channel position (`since`) as the gateway defines them. */
+export type { MessageFrame, SinceOffset as Position } from '../../src/protocol/frames.js';
 
-export interface Position {
-  readonly offset: number;
-  readonly epoch: string;
+export interface HistoryClaims {
+  readonly user?: string;
+  readonly channels?: readonly string[];
+  readonly publish?: readonly string[];
 }
 
 /**
@@ -45,7 +43,7 @@ export class HistoryClient extends RecordingClient {
     this.frames.push(f);
   }
 
-  static open(url: string, o: { user?: string; channels?: readonly string[]; publish?: readonly string[] } = {}): Promise<HistoryClient> {
+  static open(url: string, o: HistoryClaims = {}): Promise<HistoryClient> {
     const claims = { user: o.user ?? 'h-user', channels: o.channels ?? ['h:*', 'p:*'], publish: o.publish ?? [] };
     return RecordingClient.connect(url, claims, (ws) => new HistoryClient(ws));
   }
@@ -148,14 +146,14 @@ export function range(from: number, to: number): number[] {
  * One gateway on the given broker (Redis or a Redis Cluster started here), ready.
  * `stop` ends both; safe when start failed half-way.
  */
-export interface HistorySetup {
+interface HistorySetup {
   gw: GatewayProcess;
   redis: RedisServer | undefined;
   cluster: RedisCluster | undefined;
   stop(): Promise<void>;
 }
 
-export async function startHistoryGateway(kind: BrokerKind, env: Record<string, string>): Promise<HistorySetup> {
+async function startHistoryGateway(kind: BrokerKind, env: Record<string, string>): Promise<HistorySetup> {
   let redis: RedisServer | undefined;
   let cluster: RedisCluster | undefined;
   if (kind === 'redis') redis = await startRedis();
@@ -190,4 +188,38 @@ export async function startHistoryGateway(kind: BrokerKind, env: Record<string, 
     throw e;
   }
   return setup;
+}
+
+/**
+ * For a describe block: one gateway with `env` on a fresh `kind` broker,
+ * started before all its tests and stopped (with the broker) after them.
+ * `open` connects a HistoryClient to it; those are closed after each test.
+ */
+export function useHistoryGateway(
+  kind: BrokerKind,
+  env: Record<string, string>,
+): { gw(): GatewayProcess; open(o?: HistoryClaims): Promise<HistoryClient> } {
+  let setup: HistorySetup | undefined;
+  const clients: HistoryClient[] = [];
+  const gw = (): GatewayProcess => {
+    if (!setup) throw new Error('gateway did not start');
+    return setup.gw;
+  };
+  beforeAll(async () => {
+    setup = await startHistoryGateway(kind, env);
+  }, setupTimeoutMs(kind));
+  afterEach(async () => {
+    await closeClients(clients);
+  });
+  afterAll(async () => {
+    await setup?.stop();
+  });
+  return {
+    gw,
+    async open(o = {}) {
+      const c = await HistoryClient.open(gw().url, o);
+      clients.push(c);
+      return c;
+    },
+  };
 }

@@ -6,11 +6,11 @@
 import { createHmac, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, SignJWT, type JWK } from 'jose';
 import { TEST_SECRET } from './gateway.js';
+import { listenOnLoopback } from './ports.js';
 
 export const nowSec = (): number => Math.floor(Date.now() / 1000);
 
@@ -101,8 +101,7 @@ export async function startJwksServer(): Promise<JwksServer> {
     fetches += 1;
     res.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
   return {
     url: `http://127.0.0.1:${port}/.well-known/jwks.json`,
     get fetches() {

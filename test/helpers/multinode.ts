@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import type { Frame } from './client.js';
 import { RecordingClient } from './recording-client.js';
 import { TEST_API_KEY, startGateway, type GatewayProcess, type LogLine } from './gateway.js';
-import { pollUntil } from './redis.js';
+import { pollUntil, startRedis, startRedisCluster, type RedisCluster, type RedisServer } from './redis.js';
 
 /** Starts one gateway per node id (in parallel), all with `env`. Started ones land in `into` even if another fails. */
 export async function startNodes(ids: readonly string[], env: Record<string, string>, into: GatewayProcess[]): Promise<GatewayProcess[]> {
@@ -24,6 +24,54 @@ export async function startNodes(ids: readonly string[], env: Record<string, str
 /** Stops every gateway (never throws), then empties the list. */
 export async function stopNodes(nodes: GatewayProcess[]): Promise<void> {
   await Promise.allSettled(nodes.splice(0).map((n) => n.stop()));
+}
+
+/**
+ * The gateway nodes of a test file and the broker they share: a fresh
+ * redis-server (startOnRedis) or Redis Cluster (startOnCluster), then one
+ * node per id on it, each ready. Whatever started is kept here, so `stop`
+ * also ends a start that failed half-way.
+ */
+export class NodeGroup {
+  /** The nodes started so far; startNodes(..., group.nodes) adds more that `stop` ends too. */
+  readonly nodes: GatewayProcess[] = [];
+  #redis: RedisServer | undefined;
+  #cluster: RedisCluster | undefined;
+
+  async startOnRedis(ids: readonly string[], env: Record<string, string> = {}): Promise<void> {
+    this.#redis = await startRedis();
+    await startNodes(ids, { ...env, PUBGATE_REDIS_URL: this.#redis.url }, this.nodes);
+    await Promise.all(this.nodes.map((n) => untilReadyz(n, 200)));
+  }
+
+  async startOnCluster(ids: readonly string[], env: Record<string, string> = {}): Promise<void> {
+    this.#cluster = await startRedisCluster();
+    await startNodes(ids, { ...env, PUBGATE_REDIS_CLUSTER: this.#cluster.seeds.join(',') }, this.nodes);
+    await Promise.all(this.nodes.map((n) => untilReadyz(n, 200, 60_000)));
+  }
+
+  node(i: number): GatewayProcess {
+    const n = this.nodes[i];
+    if (!n) throw new Error(`gateway ${i} did not start`);
+    return n;
+  }
+
+  redis(): RedisServer {
+    if (!this.#redis) throw new Error('redis-server did not start');
+    return this.#redis;
+  }
+
+  cluster(): RedisCluster {
+    if (!this.#cluster) throw new Error('the Redis cluster did not start');
+    return this.#cluster;
+  }
+
+  /** Stops every node, then the broker. */
+  async stop(): Promise<void> {
+    await stopNodes(this.nodes);
+    await this.#redis?.stop();
+    await this.#cluster?.stop();
+  }
 }
 
 export async function readyz(gw: GatewayProcess): Promise<number> {

@@ -1,15 +1,15 @@
 /**
  * A throwaway nginx for tests: its own prefix directory and config, one
- * process (master_process off, daemon off) on a free loopback port, stopped by
- * its PID. Used to put a correctly or deliberately wrongly configured reverse
- * proxy in front of a gateway.
+ * process (master_process off, daemon off) on a free loopback port, run and
+ * stopped like the other proxy processes (startProxy). Used to put a correctly
+ * or deliberately wrongly configured reverse proxy in front of a gateway.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from './gateway.js';
+import { freePort } from './ports.js';
+import { startProxy } from './proxies.js';
 
 export const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx'].find((p) => existsSync(p));
 
@@ -19,17 +19,6 @@ export interface NginxChild {
   url(pathname?: string): string;
   errorLog(): string;
   stop(): Promise<void>;
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 /**
@@ -68,31 +57,14 @@ ${server}
   writeFileSync(file, conf);
   const test = spawnSync(NGINX, ['-p', dir, '-e', `${dir}/logs/error.log`, '-c', file, '-t'], { encoding: 'utf8' });
   if (test.status !== 0) throw new Error(`nginx -t failed: ${test.stderr}`);
-  const proc: ChildProcess = spawn(NGINX, ['-p', dir, '-e', `${dir}/logs/error.log`, '-c', file], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  const kill = (): void => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-  };
-  process.once('exit', kill);
-  const deadline = Date.now() + 15_000;
-  while (!(await listening(port))) {
-    if (proc.exitCode !== null || Date.now() > deadline) {
-      kill();
-      throw new Error(`nginx did not listen on ${port}: ${stderr}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const proc = await startProxy(NGINX, ['-p', dir, '-e', `${dir}/logs/error.log`, '-c', file], [port], 'nginx');
   return {
     port,
     dir,
     url: (pathname = '/ws') => `ws://127.0.0.1:${port}${pathname}`,
     errorLog: () => spawnSync('tail', ['-n', '30', `${dir}/logs/error.log`], { encoding: 'utf8' }).stdout,
     async stop() {
-      kill();
-      await exited;
-      process.off('exit', kill);
+      await proc.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -18,7 +18,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ROOT } from './gateway.js';
-import { pollUntil } from './redis.js';
+import { pollUntil, trackProcess } from './redis.js';
 
 export const DEPLOY = path.join(ROOT, 'deploy');
 
@@ -123,20 +123,6 @@ export function makeCert(dir: string, names: readonly string[], file = 'server')
 
 // ---- processes -----------------------------------------------------------------
 
-const running = new Set<ChildProcess>();
-let exitHook = false;
-
-function track(p: ChildProcess): void {
-  running.add(p);
-  p.once('exit', () => running.delete(p));
-  if (!exitHook) {
-    exitHook = true;
-    process.once('exit', () => {
-      for (const q of running) q.kill('SIGKILL');
-    });
-  }
-}
-
 export interface ProxyProcess {
   readonly proc: ChildProcess;
   /** stdout and stderr so far (the last 16 KiB). */
@@ -160,7 +146,7 @@ export function portOpen(port: number): Promise<boolean> {
 /** Starts a foreground proxy and waits until every port in `ports` accepts connections. */
 export async function startProxy(cmd: string, args: readonly string[], ports: readonly number[], what: string): Promise<ProxyProcess> {
   const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  track(proc);
+  trackProcess(proc);
   let out = '';
   const keep = (d: Buffer): void => {
     out = (out + d.toString()).slice(-16_384);

@@ -12,11 +12,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from './ports.js';
 
 const running = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
-function trackProcess(p: ChildProcess): void {
+/** SIGKILLs `p` if it still runs when the test process exits. */
+export function trackProcess(p: ChildProcess): void {
   running.add(p);
   p.once('exit', () => running.delete(p));
   if (!exitHookInstalled) {
@@ -25,20 +27,6 @@ function trackProcess(p: ChildProcess): void {
       for (const q of running) q.kill('SIGKILL');
     });
   }
-}
-
-/** A port that was free a moment ago on 127.0.0.1 (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Runs redis-cli (raw output) against 127.0.0.1:port; returns the non-empty lines. */

@@ -5,6 +5,7 @@
  * at once (the client sees 1006), as a load balancer without healthy backends does.
  */
 import net from 'node:net';
+import { listenOnLoopback } from './ports.js';
 
 export interface Forwarder {
   readonly port: number;
@@ -39,12 +40,7 @@ export async function startForwarder(targetPort?: number): Promise<Forwarder> {
     client.pipe(upstream);
     upstream.pipe(client);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  const port = await listenOnLoopback(server);
   return {
     port,
     http: `http://127.0.0.1:${port}`,

@@ -8,7 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
-import type { Frame } from './client.js';
+import { frameInbox, upgradeRefusal, type Frame } from './client.js';
 import { TEST_API_KEY } from './gateway.js';
 
 export interface WireOptions {
@@ -63,8 +63,6 @@ function wsOptions(o: WireOptions): { url: (u: string) => string; protocols: str
 export async function openClient(url: string, o: WireOptions = {}): Promise<WireClient> {
   const b = wsOptions(o);
   const ws = new WebSocket(b.url(url), b.protocols, b.opts);
-  const frames: Frame[] = [];
-  const waiters: { pred: (f: Frame) => boolean; resolve: (f: Frame) => void }[] = [];
   let pings = 0;
   const pingWaiters: { count: number; resolve: () => void }[] = [];
   let closedInfo: { code: number; reason: string } | undefined;
@@ -82,30 +80,7 @@ export async function openClient(url: string, o: WireOptions = {}): Promise<Wire
       if (pings >= pingWaiters[i]!.count) pingWaiters.splice(i, 1)[0]!.resolve();
     }
   });
-  ws.on('message', (data) => {
-    const f = JSON.parse(data.toString()) as Frame;
-    const i = waiters.findIndex((w) => w.pred(f));
-    if (i >= 0) waiters.splice(i, 1)[0]!.resolve(f);
-    else frames.push(f);
-  });
-  const next = (pred: (f: Frame) => boolean = () => true, timeoutMs = 10_000): Promise<Frame> => {
-    const i = frames.findIndex(pred);
-    if (i >= 0) return Promise.resolve(frames.splice(i, 1)[0]!);
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (f: Frame) => {
-          clearTimeout(timer);
-          resolve(f);
-        },
-      };
-      const timer = setTimeout(() => {
-        waiters.splice(waiters.indexOf(w), 1);
-        reject(new Error(`no matching frame within ${timeoutMs} ms${closedInfo ? `; socket closed ${closedInfo.code} ${closedInfo.reason}` : ''}`));
-      }, timeoutMs);
-      waiters.push(w);
-    });
-  };
+  const { next } = frameInbox(ws, () => closedInfo);
   let peerFingerprint256: string | undefined;
   await new Promise<void>((resolve, reject) => {
     ws.once('upgrade', (res) => {
@@ -172,19 +147,7 @@ export interface HttpAnswer {
 /** Attempts an upgrade that must be refused; resolves with the HTTP answer. */
 export function refusedUpgrade(url: string, o: WireOptions = {}): Promise<HttpAnswer> {
   const b = wsOptions(o);
-  const ws = new WebSocket(b.url(url), b.protocols, b.opts);
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => {
-      ws.terminate();
-      reject(new Error('upgrade was accepted'));
-    });
-    ws.once('unexpected-response', (_req, res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
-    });
-    ws.once('error', reject);
-  });
+  return upgradeRefusal(new WebSocket(b.url(url), b.protocols, b.opts));
 }
 
 export interface RequestOptions {

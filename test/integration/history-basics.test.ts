@@ -5,47 +5,15 @@
  * live ones); too-old offsets and wrong epochs; the recovery metrics.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { metric } from '../helpers/gateway.js';
-import {
-  BROKERS_AND_CLUSTER,
-  HistoryClient,
-  closeClients,
-  publishBatchH,
-  publishBatchOffsets,
-  publishH,
-  publishOffset,
-  range,
-  setupTimeoutMs,
-  startHistoryGateway,
-  type HistorySetup,
-} from '../helpers/history.js';
+import { BROKERS_AND_CLUSTER, publishBatchH, publishBatchOffsets, publishH, publishOffset, range, useHistoryGateway } from '../helpers/history.js';
 
 const SIZE = 5;
 const uid = (): string => randomUUID().slice(0, 8);
 
 describe.each(BROKERS_AND_CLUSTER)('history on the %s broker', (kind) => {
-  let setup: HistorySetup | undefined;
-  const clients: HistoryClient[] = [];
-  const gw = () => {
-    if (!setup) throw new Error('gateway did not start');
-    return setup.gw;
-  };
-  const open = async (o: { publish?: string[] } = {}): Promise<HistoryClient> => {
-    const c = await HistoryClient.open(gw().url, o);
-    clients.push(c);
-    return c;
-  };
-
-  beforeAll(async () => {
-    setup = await startHistoryGateway(kind, { PUBGATE_HISTORY_SIZE: String(SIZE) });
-  }, setupTimeoutMs(kind));
-  afterEach(async () => {
-    await closeClients(clients);
-  });
-  afterAll(async () => {
-    await setup?.stop();
-  });
+  const { gw, open } = useHistoryGateway(kind, { PUBGATE_HISTORY_SIZE: String(SIZE) });
 
   it('offsets grow by one per message; frames and subscribe replies carry offset and epoch on history channels only', async () => {
     const ch = `h:basic:${uid()}`;

@@ -11,43 +11,26 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { keySlot } from '../../src/broker/redis-cluster.js';
 import type { GatewayProcess } from '../helpers/gateway.js';
 import { HistoryClient, closeClients, publishBatchH, publishOffset, range } from '../helpers/history.js';
-import { firstArrivals, mismatches, moveMidStream } from '../helpers/history-stream.js';
-import { startNodes, stopNodes, untilReadyz } from '../helpers/multinode.js';
-import { startRedisCluster, type RedisCluster } from '../helpers/redis.js';
+import { expectMoveInOrder } from '../helpers/history-stream.js';
+import { NodeGroup, untilReadyz } from '../helpers/multinode.js';
 
 const TOTAL = 2000;
 const NODE_ENV = { PUBGATE_HISTORY_CHANNELS: 'h:*', PUBGATE_HISTORY_SIZE: '20000', PUBGATE_LOG_LEVEL: 'info' };
 
-let cluster: RedisCluster | undefined;
-const nodes: GatewayProcess[] = [];
+const group = new NodeGroup();
+const { nodes } = group;
 const clients: HistoryClient[] = [];
 
-beforeAll(async () => {
-  cluster = await startRedisCluster();
-  await startNodes(['hc-a', 'hc-b'], { ...NODE_ENV, PUBGATE_REDIS_CLUSTER: cluster.seeds.join(',') }, nodes);
-  await Promise.all(nodes.map((n) => untilReadyz(n, 200, 60_000)));
-}, 240_000);
+beforeAll(() => group.startOnCluster(['hc-a', 'hc-b'], NODE_ENV), 240_000);
 
 afterAll(async () => {
   await closeClients(clients);
-  await stopNodes(nodes);
-  await cluster?.stop();
+  await group.stop();
 });
 
 afterEach(async () => {
   await closeClients(clients);
 });
-
-function liveCluster(): RedisCluster {
-  if (!cluster) throw new Error('the Redis cluster did not start');
-  return cluster;
-}
-
-function node(i: number): GatewayProcess {
-  const n = nodes[i];
-  if (!n) throw new Error(`gateway ${i} did not start`);
-  return n;
-}
 
 async function open(gw: GatewayProcess): Promise<HistoryClient> {
   const c = await HistoryClient.open(gw.url);
@@ -58,22 +41,12 @@ async function open(gw: GatewayProcess): Promise<HistoryClient> {
 describe('history on two gateway nodes sharing a Redis Cluster', () => {
   it(`a subscriber that moves from node A to node B with since while both publish receives offsets 1..${TOTAL} once each, in order`, async () => {
     const ch = `h:cmn:${randomUUID().slice(0, 8)}`;
-    const steady = await open(node(1));
-    const r0 = await steady.subscribe(ch);
-
-    const mv = await moveMidStream(ch, node(0), node(1), { total: TOTAL, inFlight: 8, disconnectAt: 600, publishers: [node(0), node(1)], clients });
-    expect(mv.epoch).toBe(r0.epoch);
-    expect(firstArrivals(mv.received)).toEqual(range(1, TOTAL));
-    expect(mismatches(mv)).toEqual([]);
-    expect(mv.received.map((m) => m.offset)).toEqual(range(1, TOTAL));
-
-    await steady.untilOffset(ch, TOTAL);
-    expect(steady.offsets(ch)).toEqual(range(1, TOTAL));
-    expect(new Set(mv.received.map((m) => (m.data as { from: string }).from))).toEqual(new Set(['a', 'b']));
+    const [a, b] = [group.node(0), group.node(1)];
+    await expectMoveInOrder(ch, a, b, { total: TOTAL, inFlight: 8, disconnectAt: 600, publishers: [a, b], clients });
   }, 180_000);
 
   it('channels on every master each keep their own offsets, epoch and history', async () => {
-    const c = liveCluster();
+    const c = group.cluster();
     const tag = randomUUID().slice(0, 8);
     // Enough channels that every master owns at least two of them.
     const byOwner = new Map<number, string[]>();
@@ -89,7 +62,7 @@ describe('history on two gateway nodes sharing a Redis Cluster', () => {
     expect(byOwner.size).toBe(3);
     const channels = [...byOwner.values()].flat();
 
-    const sub = await open(node(1));
+    const sub = await open(group.node(1));
     const epochs = new Map<string, string>();
     for (const ch of channels) {
       const r = await sub.subscribe(ch);
@@ -98,7 +71,7 @@ describe('history on two gateway nodes sharing a Redis Cluster', () => {
     }
     // Three rounds of one batch over every channel, from node A: offsets 1, 2, 3 per channel.
     for (const round of [1, 2, 3]) {
-      const res = await publishBatchH(node(0), channels.map((channel) => ({ channel, data: { round } })));
+      const res = await publishBatchH(group.node(0), channels.map((channel) => ({ channel, data: { round } })));
       expect(res.status).toBe(200);
       expect(res.body.results).toEqual(channels.map((channel) => ({ channel, offset: round })));
     }
@@ -114,7 +87,7 @@ describe('history on two gateway nodes sharing a Redis Cluster', () => {
     }
 
     // A client recovers every channel from offset 1 on the other node.
-    const rec = await open(node(0));
+    const rec = await open(group.node(0));
     for (const ch of channels) {
       expect(await rec.subscribe(ch, { offset: 1, epoch: epochs.get(ch) ?? '' })).toMatchObject({ recovered: true, offset: 3, epoch: epochs.get(ch) });
     }
@@ -126,15 +99,15 @@ describe('history on two gateway nodes sharing a Redis Cluster', () => {
 
   // Kills a master: keep this last in this file.
   it('after a master failover the promoted replica keeps the history it had (same epoch), and its subscribers recover with since', async () => {
-    const c = liveCluster();
+    const c = group.cluster();
     const tag = randomUUID().slice(0, 8);
     const victim = (await c.masters())[0]?.port ?? 0;
     let ch = '';
     for (let i = 0; ch === ''; i++) if ((await c.ownerOf(`pubgate:ch:h:fo:${tag}:${i}`)) === victim) ch = `h:fo:${tag}:${i}`;
 
-    const sub = await open(node(1));
+    const sub = await open(group.node(1));
     const epoch = (await sub.subscribe(ch)).epoch as string;
-    for (const n of range(1, 5)) expect(await publishOffset(node(0), ch, { n })).toBe(n);
+    for (const n of range(1, 5)) expect(await publishOffset(group.node(0), ch, { n })).toBe(n);
     await sub.untilOffset(ch, 5);
     // Replication is asynchronous: what the replica has not received when its master dies is lost.
     await c.untilReplicated(victim);
@@ -146,14 +119,14 @@ describe('history on two gateway nodes sharing a Redis Cluster', () => {
     await Promise.all(nodes.map((n) => untilReadyz(n, 200, 60_000, 'after the failover')));
 
     // Publishes go on from the replica's counter, in the same epoch.
-    for (const n of range(6, 8)) expect(await publishOffset(node(0), ch, { n })).toBe(n);
+    for (const n of range(6, 8)) expect(await publishOffset(group.node(0), ch, { n })).toBe(n);
 
-    const back = await open(node(1));
+    const back = await open(group.node(1));
     expect(await back.subscribe(ch, sub.last(ch))).toEqual({ type: 'reply', id: 1, recovered: true, offset: 8, epoch });
     await back.untilOffset(ch, 8);
     expect(back.messages(ch)).toEqual(range(6, 8).map((n) => ({ type: 'message', channel: ch, offset: n, epoch, data: { n } })));
     // Everything from offset 0 is still there too.
-    const all = await open(node(0));
+    const all = await open(group.node(0));
     expect(await all.subscribe(ch, { offset: 0, epoch })).toMatchObject({ recovered: true, offset: 8, epoch });
     await all.untilOffset(ch, 8);
     expect(all.offsets(ch)).toEqual(range(1, 8));

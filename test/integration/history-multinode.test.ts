@@ -13,9 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GatewayProcess } from '../helpers/gateway.js';
 import { startDelayProxy, type DelayProxy } from '../helpers/delay-proxy.js';
 import { HistoryClient, closeClients, range } from '../helpers/history.js';
-import { firstArrivals, mismatches, moveMidStream, repeats, type StreamOptions } from '../helpers/history-stream.js';
-import { startNodes, stopNodes, untilReadyz } from '../helpers/multinode.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { expectMoveInOrder, firstArrivals, mismatches, moveMidStream, repeats, type StreamOptions } from '../helpers/history-stream.js';
+import { NodeGroup, startNodes, untilReadyz } from '../helpers/multinode.js';
 
 const TOTAL = 2000;
 const IN_FLIGHT = 8; // concurrent publishes per node
@@ -24,51 +23,23 @@ const DISCONNECT_AT = 600; // messages received on the first node before it drop
 const LAG_MS = 300;
 const NODE_ENV = { PUBGATE_HISTORY_CHANNELS: 'h:*', PUBGATE_HISTORY_SIZE: '20000', PUBGATE_LOG_LEVEL: 'info' };
 
-const nodes: GatewayProcess[] = [];
+const group = new NodeGroup();
 const clients: HistoryClient[] = [];
-let redis: RedisServer | undefined;
 
-beforeAll(async () => {
-  redis = await startRedis();
-  await startNodes(['hist-a', 'hist-b'], { ...NODE_ENV, PUBGATE_REDIS_URL: redis.url }, nodes);
-  await Promise.all(nodes.map((n) => untilReadyz(n, 200)));
-}, 60_000);
+beforeAll(() => group.startOnRedis(['hist-a', 'hist-b'], NODE_ENV), 60_000);
 
 afterAll(async () => {
   await closeClients(clients);
-  await stopNodes(nodes);
-  await redis?.stop();
+  await group.stop();
 });
 
-function node(i: number): GatewayProcess {
-  const n = nodes[i];
-  if (!n) throw new Error(`gateway ${i} did not start`);
-  return n;
-}
-
 function stream(): StreamOptions {
-  return { total: TOTAL, inFlight: IN_FLIGHT, disconnectAt: DISCONNECT_AT, publishers: [node(0), node(1)], clients };
+  return { total: TOTAL, inFlight: IN_FLIGHT, disconnectAt: DISCONNECT_AT, publishers: [group.node(0), group.node(1)], clients };
 }
 
 describe('history on two nodes sharing one Redis', () => {
   it(`a subscriber that moves from node A to node B with since mid-stream receives offsets 1..${TOTAL} in order, no gap`, async () => {
-    const ch = `h:mn:${randomUUID().slice(0, 8)}`;
-    // A subscriber on node B for the whole run: live delivery alone is the offset order too.
-    const steady = await HistoryClient.open(node(1).url);
-    clients.push(steady);
-    const r0 = await steady.subscribe(ch);
-
-    const mv = await moveMidStream(ch, node(0), node(1), stream());
-    expect(mv.epoch).toBe(r0.epoch);
-    expect(firstArrivals(mv.received)).toEqual(range(1, TOTAL));
-    expect(mismatches(mv)).toEqual([]);
-    // No duplicate: every offset exactly once, in order.
-    expect(mv.received.map((m) => m.offset)).toEqual(range(1, TOTAL));
-
-    await steady.untilOffset(ch, TOTAL);
-    expect(steady.offsets(ch)).toEqual(range(1, TOTAL));
-    // Both nodes' publishes were interleaved in the sequence.
-    expect(new Set(mv.received.map((m) => (m.data as { from: string }).from))).toEqual(new Set(['a', 'b']));
+    await expectMoveInOrder(`h:mn:${randomUUID().slice(0, 8)}`, group.node(0), group.node(1), stream());
   });
 
   describe('recovery on a node whose Redis subscriber connection lags behind its publisher connection', () => {
@@ -76,11 +47,10 @@ describe('history on two nodes sharing one Redis', () => {
     let lagging: GatewayProcess | undefined;
     let repeated: number[] | undefined;
     beforeAll(async () => {
-      const r = redis;
-      if (!r) throw new Error('redis-server did not start');
+      const r = group.redis();
       // Node C reaches Redis through a proxy that delays what Redis sends on C's subscriber connection.
       proxy = await startDelayProxy({ target: { host: '127.0.0.1', port: r.port }, marker: 'pubgate-hist-c-sub', delayMs: LAG_MS });
-      [lagging] = await startNodes(['hist-c'], { ...NODE_ENV, PUBGATE_REDIS_URL: `redis://127.0.0.1:${proxy.port}` }, nodes);
+      [lagging] = await startNodes(['hist-c'], { ...NODE_ENV, PUBGATE_REDIS_URL: `redis://127.0.0.1:${proxy.port}` }, group.nodes);
       await untilReadyz(lagging!, 200);
       expect(proxy.matched).toBeGreaterThan(0);
     }, 60_000);
@@ -90,7 +60,7 @@ describe('history on two nodes sharing one Redis', () => {
 
     it('no gap, in order, data as published', async () => {
       if (!lagging) throw new Error('node C did not start');
-      const mv = await moveMidStream(`h:lag:${randomUUID().slice(0, 8)}`, node(0), lagging, stream());
+      const mv = await moveMidStream(`h:lag:${randomUUID().slice(0, 8)}`, group.node(0), lagging, stream());
       expect(firstArrivals(mv.received)).toEqual(range(1, TOTAL));
       expect(mismatches(mv)).toEqual([]);
       repeated = repeats(mv.received);

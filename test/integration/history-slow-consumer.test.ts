@@ -5,9 +5,9 @@
  * = the last offset it received and ends up with every offset exactly once.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { metric } from '../helpers/gateway.js';
-import { BROKERS_AND_CLUSTER, HistoryClient, closeClients, publishBatchOffsets, publishOffset, range, setupTimeoutMs, startHistoryGateway, type HistorySetup } from '../helpers/history.js';
+import { BROKERS_AND_CLUSTER, publishBatchOffsets, publishOffset, range, useHistoryGateway } from '../helpers/history.js';
 
 const MAX_BACKPRESSURE = 64 * 1024;
 const BATCH = 500;
@@ -19,32 +19,12 @@ const BIG_BATCHES = 20;
 const BIG_PAD = 'x'.repeat(2000);
 
 describe.each(BROKERS_AND_CLUSTER)('slow consumer recovery on the %s broker', (kind) => {
-  let setup: HistorySetup | undefined;
-  const clients: HistoryClient[] = [];
-  const gw = () => {
-    if (!setup) throw new Error('gateway did not start');
-    return setup.gw;
-  };
-  const open = async (): Promise<HistoryClient> => {
-    const c = await HistoryClient.open(gw().url);
-    clients.push(c);
-    return c;
-  };
-
-  beforeAll(async () => {
-    setup = await startHistoryGateway(kind, {
-      PUBGATE_SLOW_CONSUMER_POLICY: 'close',
-      PUBGATE_MAX_BACKPRESSURE: String(MAX_BACKPRESSURE),
-      PUBGATE_HISTORY_SIZE: String(Math.max(MAX_BATCHES, BIG_BATCHES) * BATCH + 100),
-      PUBGATE_MAX_PUBLISH_BYTES: String(2 * 1024 * 1024),
-      PUBGATE_LOG_LEVEL: 'info',
-    });
-  }, setupTimeoutMs(kind));
-  afterEach(async () => {
-    await closeClients(clients);
-  });
-  afterAll(async () => {
-    await setup?.stop();
+  const { gw, open } = useHistoryGateway(kind, {
+    PUBGATE_SLOW_CONSUMER_POLICY: 'close',
+    PUBGATE_MAX_BACKPRESSURE: String(MAX_BACKPRESSURE),
+    PUBGATE_HISTORY_SIZE: String(Math.max(MAX_BATCHES, BIG_BATCHES) * BATCH + 100),
+    PUBGATE_MAX_PUBLISH_BYTES: String(2 * 1024 * 1024),
+    PUBGATE_LOG_LEVEL: 'info',
   });
 
   it('a 4008-closed slow consumer reconnects with since and ends up with offsets 1..N exactly', async () => {

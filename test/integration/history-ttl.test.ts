@@ -6,33 +6,13 @@
  * TTLs.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { waitUntil } from '../helpers/handshake.js';
-import { BROKERS_AND_CLUSTER, HistoryClient, closeClients, publishBatchOffsets, publishOffset, setupTimeoutMs, startHistoryGateway, type HistorySetup } from '../helpers/history.js';
+import { BROKERS_AND_CLUSTER, publishBatchOffsets, publishOffset, useHistoryGateway } from '../helpers/history.js';
 
 describe.each(BROKERS_AND_CLUSTER)('history TTL on the %s broker', (kind) => {
-  let setup: HistorySetup | undefined;
-  const clients: HistoryClient[] = [];
-  const gw = () => {
-    if (!setup) throw new Error('gateway did not start');
-    return setup.gw;
-  };
-  const open = async (): Promise<HistoryClient> => {
-    const c = await HistoryClient.open(gw().url);
-    clients.push(c);
-    return c;
-  };
-
-  beforeAll(async () => {
-    // Frame rate off: the poll below subscribes and unsubscribes repeatedly.
-    setup = await startHistoryGateway(kind, { PUBGATE_HISTORY_TTL: '1', PUBGATE_CLIENT_FRAME_RATE: '0', PUBGATE_LOG_LEVEL: 'info' });
-  }, setupTimeoutMs(kind));
-  afterEach(async () => {
-    await closeClients(clients);
-  });
-  afterAll(async () => {
-    await setup?.stop();
-  });
+  // Frame rate off: the poll below subscribes and unsubscribes repeatedly.
+  const { gw, open } = useHistoryGateway(kind, { PUBGATE_HISTORY_TTL: '1', PUBGATE_CLIENT_FRAME_RATE: '0', PUBGATE_LOG_LEVEL: 'info' });
 
   it('after the channel was idle longer than the TTL: new epoch, offsets from 1, the old position not recovered', async () => {
     const ch = `h:ttl:${randomUUID().slice(0, 8)}`;

@@ -5,55 +5,37 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type GatewayProcess } from '../helpers/gateway.js';
 import {
+  NodeGroup,
   Subscriber,
   closeAll,
   logMark,
   publishBatch,
   seq,
-  startNodes,
-  stopNodes,
   untilReadyz,
   waitForNewLog,
   watchReadyz,
 } from '../helpers/multinode.js';
-import { startRedisCluster, type RedisCluster, type RedisServer } from '../helpers/redis.js';
+import type { RedisServer } from '../helpers/redis.js';
 
 const IDS = ['cl-a', 'cl-b', 'cl-c'] as const;
-let cluster: RedisCluster | undefined;
-const nodes: GatewayProcess[] = [];
+const group = new NodeGroup();
+const { nodes } = group;
 const subs: Subscriber[] = [];
 
-beforeAll(async () => {
-  cluster = await startRedisCluster();
-  await startNodes(IDS, { PUBGATE_REDIS_CLUSTER: cluster.seeds.join(',') }, nodes);
-  await Promise.all(nodes.map((n) => untilReadyz(n, 200, 60_000)));
-}, 240_000);
+beforeAll(() => group.startOnCluster(IDS), 240_000);
 
 afterAll(async () => {
   await closeAll(subs);
-  await stopNodes(nodes);
-  await cluster?.stop();
+  await group.stop();
 });
 
 afterEach(async () => {
   await closeAll(subs);
 });
 
-function liveCluster(): RedisCluster {
-  if (!cluster) throw new Error('the Redis cluster did not start');
-  return cluster;
-}
-
-function node(i: number): GatewayProcess {
-  const n = nodes[i];
-  if (!n) throw new Error(`gateway ${i} did not start`);
-  return n;
-}
-
 function redisAt(port: number): RedisServer {
-  const s = liveCluster().nodes.find((n) => n.port === port);
+  const s = group.cluster().nodes.find((n) => n.port === port);
   if (!s) throw new Error(`no cluster node on ${port}`);
   return s;
 }
@@ -76,14 +58,14 @@ async function publishRoundRobin(channels: readonly string[], total: number, bat
       const k = b * batch + j;
       return { channel: channels[k % channels.length] ?? '', data: Math.floor(k / channels.length) };
     });
-    const res = await publishBatch(node(b % nodes.length), messages);
+    const res = await publishBatch(group.node(b % nodes.length), messages);
     expect(res.status, await res.clone().text()).toBe(200);
   }
 }
 
 /** Channel → port of the master owning it (redis channel `pubgate:ch:<channel>`). */
 async function owners(channels: readonly string[]): Promise<Map<string, number>> {
-  const c = liveCluster();
+  const c = group.cluster();
   const out = new Map<string, number>();
   for (const ch of channels) out.set(ch, await c.ownerOf(`pubgate:ch:${ch}`));
   return out;
@@ -91,7 +73,7 @@ async function owners(channels: readonly string[]): Promise<Map<string, number>>
 
 describe('three gateway nodes on a Redis Cluster (sharded pub/sub)', () => {
   it('fans out 2000 messages over 20 channels from every node to every node in publish order, each channel SSUBSCRIBEd only on its owning master', async () => {
-    const c = liveCluster();
+    const c = group.cluster();
     const tag = randomUUID().slice(0, 8);
     const channels = seq(20).map((i) => `mn:cl:${tag}:${i}`);
     const listeners = await listenersOn(channels);
@@ -116,7 +98,7 @@ describe('three gateway nodes on a Redis Cluster (sharded pub/sub)', () => {
     const PER_CHANNEL = TOTAL / channels.length;
     await publishRoundRobin(channels, TOTAL, 250);
     // One more per channel: a duplicate or late copy of an earlier message would show before it.
-    expect((await publishBatch(node(2), channels.map((channel) => ({ channel, data: 'end' })))).status).toBe(200);
+    expect((await publishBatch(group.node(2), channels.map((channel) => ({ channel, data: 'end' })))).status).toBe(200);
     await Promise.all(
       listeners.map((l) => l.until(() => channels.every((ch) => l.got(ch).length >= PER_CHANNEL + 1), `all messages on ${String(l.welcome?.node)}`, 120_000)),
     );
@@ -125,7 +107,7 @@ describe('three gateway nodes on a Redis Cluster (sharded pub/sub)', () => {
   }, 180_000);
 
   it('survives a master failover: every node goes not ready then ready, and delivery resumes on that shard without subscribers reconnecting', async () => {
-    const c = liveCluster();
+    const c = group.cluster();
     const tag = randomUUID().slice(0, 8);
     const channels = seq(20).map((i) => `mn:fo:${tag}:${i}`);
     const listeners = await listenersOn(channels);
@@ -134,7 +116,7 @@ describe('three gateway nodes on a Redis Cluster (sharded pub/sub)', () => {
     const onVictim = channels.filter((ch) => own.get(ch) === victim);
     expect(onVictim.length).toBeGreaterThan(0);
 
-    expect((await publishBatch(node(0), channels.map((channel) => ({ channel, data: 'before' })))).status).toBe(200);
+    expect((await publishBatch(group.node(0), channels.map((channel) => ({ channel, data: 'before' })))).status).toBe(200);
     await Promise.all(listeners.map((l) => l.until(() => channels.every((ch) => l.got(ch).length >= 1), 'the message before the failover')));
 
     const marks = nodes.map(logMark);
@@ -166,8 +148,8 @@ describe('three gateway nodes on a Redis Cluster (sharded pub/sub)', () => {
     for (const ch of onVictim) expect(Number((await redisAt(promoted).cli('PUBSUB', 'SHARDNUMSUB', `pubgate:ch:${ch}`))[1])).toBe(3);
 
     // Published on two other nodes, received on the sockets that never reconnected.
-    expect((await publishBatch(node(1), channels.map((channel) => ({ channel, data: 'after-b' })))).status).toBe(200);
-    expect((await publishBatch(node(2), channels.map((channel) => ({ channel, data: 'after-c' })))).status).toBe(200);
+    expect((await publishBatch(group.node(1), channels.map((channel) => ({ channel, data: 'after-b' })))).status).toBe(200);
+    expect((await publishBatch(group.node(2), channels.map((channel) => ({ channel, data: 'after-c' })))).status).toBe(200);
     await Promise.all(listeners.map((l) => l.until(() => channels.every((ch) => l.got(ch).length >= 3), `messages after the failover on ${String(l.welcome?.node)}`, 30_000)));
     for (const l of listeners) {
       for (const ch of channels) expect(l.got(ch), `${ch} on ${String(l.welcome?.node)}`).toEqual(['before', 'after-b', 'after-c']);

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { metric, type GatewayProcess } from '../helpers/gateway.js';
 import {
+  NodeGroup,
   Subscriber,
   closeAll,
   disconnectUser,
@@ -23,38 +24,29 @@ import {
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 
 const IDS = ['out-a', 'out-b', 'out-c'] as const;
-const servers: RedisServer[] = [];
-const nodes: GatewayProcess[] = [];
+const group = new NodeGroup();
+const { nodes } = group;
+/** Nodes and a redis-server of their own that a test starts. */
 const extraNodes: GatewayProcess[] = [];
+const extraServers: RedisServer[] = [];
 const subs: Subscriber[] = [];
-let redis: RedisServer | undefined;
 
-beforeAll(async () => {
-  redis = await startRedis();
-  servers.push(redis);
-  await startNodes(IDS, { PUBGATE_REDIS_URL: redis.url }, nodes);
-  await Promise.all(nodes.map((n) => untilReadyz(n, 200)));
-}, 120_000);
+beforeAll(() => group.startOnRedis(IDS), 120_000);
 
 afterAll(async () => {
   await closeAll(subs);
-  await stopNodes(nodes);
+  await group.stop();
   await stopNodes(extraNodes);
-  await Promise.allSettled(servers.map((s) => s.stop()));
+  await Promise.allSettled(extraServers.map((s) => s.stop()));
 });
 
 /** Each test starts with Redis up, every node ready and no subscriber left over. */
 afterEach(async () => {
   await closeAll(subs);
-  if (redis && !redis.running) await redis.start();
+  const redis = group.redis();
+  if (!redis.running) await redis.start();
   await Promise.all(nodes.map((n) => untilReadyz(n, 200, 30_000, 'between tests')));
 });
-
-function node(i: number): GatewayProcess {
-  const n = nodes[i];
-  if (!n) throw new Error(`gateway ${i} did not start`);
-  return n;
-}
 
 async function open(gw: GatewayProcess, o: SubscriberOptions = {}): Promise<Subscriber> {
   const s = await Subscriber.open(gw.url, o);
@@ -66,17 +58,16 @@ const each = <T>(f: (n: GatewayProcess) => Promise<T>): Promise<T[]> => Promise.
 
 describe('Redis faults with three gateway nodes', () => {
   it('Redis kill -9 and restart: subscribers stay connected, /readyz 503 within 5 s, publishes refused (never delivered later), delivery resumes on the same sockets', async () => {
-    const r = redis;
-    if (!r) throw new Error('redis-server did not start');
+    const r = group.redis();
     const ch = `mn:out:${randomUUID().slice(0, 8)}`;
     const listeners = await Promise.all(nodes.map((n) => open(n)));
     for (const [i, l] of listeners.entries()) {
       expect(l.welcome?.node).toBe(IDS[i]);
       await l.subscribe(ch);
     }
-    const wsPublisher = await open(node(0), { user: 'mn-ws-pub', publish: ['mn:*'] });
+    const wsPublisher = await open(group.node(0), { user: 'mn-ws-pub', publish: ['mn:*'] });
 
-    expect((await publishOne(node(2), ch, 'before')).status).toBe(200);
+    expect((await publishOne(group.node(2), ch, 'before')).status).toBe(200);
     await Promise.all(listeners.map((l) => l.untilCount(ch, 1)));
     expect(await each((n) => metric(n.admin, 'pubgate_broker_up'))).toEqual([1, 1, 1]);
     expect(await each((n) => metric(n.admin, 'pubgate_broker_channels'))).toEqual([1, 1, 1]);
@@ -116,7 +107,7 @@ describe('Redis faults with three gateway nodes', () => {
 
     // New messages, published on node B and over node A's socket, reach all three
     // subscribers on the sockets that stayed open; nothing from the outage arrives.
-    expect((await publishOne(node(1), ch, 'after-1')).status).toBe(200);
+    expect((await publishOne(group.node(1), ch, 'after-1')).status).toBe(200);
     const wsOk = await wsPublisher.request({ type: 'publish', channel: ch, data: 'after-2' });
     expect(wsOk.error).toBeUndefined();
     await Promise.all(listeners.map((l) => l.untilCount(ch, 3)));
@@ -132,16 +123,15 @@ describe('Redis faults with three gateway nodes', () => {
   // A channel another local client already holds is no exception: while the
   // broker is down, no subscribe is confirmed (the subscription is gone at Redis).
   it('a subscribe during a Redis outage is never answered success before the broker confirmed it (even for a channel the node already holds)', async () => {
-    const r = redis;
-    if (!r) throw new Error('redis-server did not start');
+    const r = group.redis();
     const ch = `mn:held:${randomUUID().slice(0, 8)}`;
-    const holder = await open(node(0));
+    const holder = await open(group.node(0));
     await holder.subscribe(ch);
-    const late = await open(node(0));
+    const late = await open(group.node(0));
 
     await r.kill9();
     let redisBack = false;
-    await untilReadyz(node(0), 503, 5_000, 'within 5 s of Redis being killed');
+    await untilReadyz(group.node(0), 503, 5_000, 'within 5 s of Redis being killed');
     let answeredDuringOutage = false;
     const pending = late.request({ type: 'subscribe', channel: ch }, 60_000).then((f) => {
       answeredDuringOutage = !redisBack;
@@ -150,7 +140,7 @@ describe('Redis faults with three gateway nodes', () => {
     pending.catch(() => undefined); // awaited below; a close before the reply must not go unhandled meanwhile
     // Two round trips through node A while Redis stays down.
     expect(await late.alive()).toBe('open');
-    await expectUnavailable(await publishOne(node(0), ch, 'outage'));
+    await expectUnavailable(await publishOne(group.node(0), ch, 'outage'));
     redisBack = true;
     await r.start();
     const reply = await pending;
@@ -160,7 +150,7 @@ describe('Redis faults with three gateway nodes', () => {
 
   it('a node started while Redis is down answers /healthz 200 and /readyz 503, and becomes ready when Redis starts', async () => {
     const late = await startRedis({ start: false });
-    servers.push(late);
+    extraServers.push(late);
     const [gw] = await startNodes(['out-late'], { PUBGATE_REDIS_URL: late.url }, extraNodes);
     if (!gw) throw new Error('gateway did not start');
     expect(await healthz(gw)).toBe(200);

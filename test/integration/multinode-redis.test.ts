@@ -6,8 +6,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { metric, type GatewayProcess } from '../helpers/gateway.js';
+import { metric } from '../helpers/gateway.js';
 import {
+  NodeGroup,
   Subscriber,
   closeAll,
   disconnectUser,
@@ -17,32 +18,25 @@ import {
   publishOne,
   readyz,
   seq,
-  startNodes,
-  stopNodes,
   untilReadyz,
   waitForNewLog,
   type SubscriberOptions,
 } from '../helpers/multinode.js';
 import { within } from '../helpers/recorder.js';
-import { pollUntil, startRedis, type RedisServer } from '../helpers/redis.js';
+import { pollUntil } from '../helpers/redis.js';
 
 const IDS = ['mn-a', 'mn-b', 'mn-c'] as const;
-let redis: RedisServer | undefined;
-const nodes: GatewayProcess[] = [];
+const group = new NodeGroup();
+const { nodes } = group;
 const subs: Subscriber[] = [];
 
-beforeAll(async () => {
-  redis = await startRedis();
-  // A larger send buffer than the default: 10 000 messages arrive as fast as three
-  // nodes publish them, and this test is about fan-out, not about slow consumers.
-  await startNodes(IDS, { PUBGATE_REDIS_URL: redis.url, PUBGATE_MAX_BACKPRESSURE: String(16 * 1024 * 1024) }, nodes);
-  await Promise.all(nodes.map((n) => untilReadyz(n, 200)));
-}, 120_000);
+// A larger send buffer than the default: 10 000 messages arrive as fast as three
+// nodes publish them, and this test is about fan-out, not about slow consumers.
+beforeAll(() => group.startOnRedis(IDS, { PUBGATE_MAX_BACKPRESSURE: String(16 * 1024 * 1024) }), 120_000);
 
 afterAll(async () => {
   await closeAll(subs);
-  await stopNodes(nodes);
-  await redis?.stop();
+  await group.stop();
 });
 
 /** Every test leaves no subscriber behind, and waits until every node released its channels. */
@@ -53,19 +47,8 @@ afterEach(async () => {
   }
 });
 
-function node(i: number): GatewayProcess {
-  const n = nodes[i];
-  if (!n) throw new Error(`gateway ${i} did not start`);
-  return n;
-}
-
-function server(): RedisServer {
-  if (!redis) throw new Error('redis-server did not start');
-  return redis;
-}
-
 async function open(i: number, o: SubscriberOptions = {}): Promise<Subscriber> {
-  const s = await Subscriber.open(node(i).url, o);
+  const s = await Subscriber.open(group.node(i).url, o);
   subs.push(s);
   expect(s.welcome?.node).toBe(IDS[i]);
   return s;
@@ -90,13 +73,13 @@ describe('three gateway nodes on one Redis', () => {
         const k = b * BATCH + j;
         return { channel: channels[k % channels.length] ?? '', data: Math.floor(k / channels.length) };
       });
-      const res = await publishBatch(node(b % nodes.length), messages);
+      const res = await publishBatch(group.node(b % nodes.length), messages);
       expect(res.status).toBe(200);
       const body = (await res.json()) as { results: Array<{ channel: string }> };
       expect(body.results.map((r) => r.channel)).toEqual(messages.map((m) => m.channel));
     }
     // One more message per channel: any duplicate or late copy of an earlier one would show before it.
-    expect((await publishBatch(node(1), channels.map((channel) => ({ channel, data: 'end' })))).status).toBe(200);
+    expect((await publishBatch(group.node(1), channels.map((channel) => ({ channel, data: 'end' })))).status).toBe(200);
 
     await Promise.all(
       listeners.map((l) =>
@@ -117,7 +100,7 @@ describe('three gateway nodes on one Redis', () => {
   }, 240_000);
 
   it('holds pubgate:ch:<x> in Redis once per node with local listeners and releases it with the last one (PUBSUB NUMSUB / CHANNELS, pubgate_broker_channels)', async () => {
-    const r = server();
+    const r = group.redis();
     const tag = randomUUID().slice(0, 8);
     const ch = `mn:rc:${tag}`;
     const other = `mn:rc:${tag}:other`;
@@ -125,8 +108,8 @@ describe('three gateway nodes on one Redis', () => {
     const listed = async (): Promise<string[]> => (await r.cli('PUBSUB', 'CHANNELS', `pubgate:ch:mn:rc:${tag}*`)).sort();
     /** pubgate_broker_channels (confirmed at the broker) equals the channels with local listeners, and `n`. */
     const expectChannels = async (i: number, n: number): Promise<void> => {
-      expect(await metric(node(i).admin, 'pubgate_broker_channels'), `pubgate_broker_channels on ${IDS[i]}`).toBe(n);
-      expect(await metric(node(i).admin, 'pubgate_channels'), `pubgate_channels on ${IDS[i]}`).toBe(n);
+      expect(await metric(group.node(i).admin, 'pubgate_broker_channels'), `pubgate_broker_channels on ${IDS[i]}`).toBe(n);
+      expect(await metric(group.node(i).admin, 'pubgate_channels'), `pubgate_channels on ${IDS[i]}`).toBe(n);
     };
 
     const a1 = await open(0);
@@ -162,7 +145,7 @@ describe('three gateway nodes on one Redis', () => {
     await expectChannels(1, 0);
 
     // The remaining channel still delivers, from another node.
-    expect((await publishOne(node(2), other, 'still here')).status).toBe(200);
+    expect((await publishOne(group.node(2), other, 'still here')).status).toBe(200);
     await a1.untilCount(other, 1);
     expect(a1.got(other)).toEqual(['still here']);
     expect(a1.got(ch)).toEqual([]);
@@ -180,7 +163,7 @@ describe('three gateway nodes on one Redis', () => {
     const others = await Promise.all(nodes.map((_, i) => open(i, { user: `mn-stay-${tag}` })));
     const closes0 = await Promise.all(nodes.map((n) => metric(n.admin, 'pubgate_disconnects_total', { code: '4501' })));
 
-    const res = await disconnectUser(node(2), user);
+    const res = await disconnectUser(group.node(2), user);
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({});
     const [ca, cb] = await Promise.all([within(onA.closed, 10_000, 'close on node A'), within(onB.closed, 10_000, 'close on node B')]);
@@ -195,7 +178,7 @@ describe('three gateway nodes on one Redis', () => {
   // Readiness counts only channels Redis confirmed once (and the internal ones):
   // a first SUBSCRIBE in flight must not make a healthy node look down.
   it('stays ready while clients subscribe to new channels: no "broker status down" while Redis is healthy', async () => {
-    const gw = node(0);
+    const gw = group.node(0);
     const tag = randomUUID().slice(0, 8);
     const s = await open(0);
     const mark = logMark(gw);
@@ -219,7 +202,7 @@ describe('three gateway nodes on one Redis', () => {
   });
 
   it('marks every node not ready when its self-probe stops coming back (CLIENT PAUSE WRITE blocks PUBLISH) and ready again once it does', async () => {
-    const r = server();
+    const r = group.redis();
     const ch = `mn:pause:${randomUUID().slice(0, 8)}`;
     const listener = await open(2);
     await listener.subscribe(ch);
@@ -249,7 +232,7 @@ describe('three gateway nodes on one Redis', () => {
       expect(await readyz(n)).toBe(200);
       expect(await metric(n.admin, 'pubgate_broker_up')).toBe(1);
     }
-    expect((await publishOne(node(0), ch, 'after')).status).toBe(200);
+    expect((await publishOne(group.node(0), ch, 'after')).status).toBe(200);
     await listener.untilCount(ch, 1);
     // Nothing refused during the pause was delivered later.
     expect(listener.got(ch)).toEqual(['after']);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { connect, token } from '../helpers/client.js';
-import { TEST_API_KEY, TEST_SECRET, freePort, publish, runGateway, startGateway } from '../helpers/gateway.js';
+import { TEST_API_KEY, TEST_SECRET, publish, runGateway, startGateway } from '../helpers/gateway.js';
+import { freePort } from '../helpers/ports.js';
 
 describe('node dist/main.js', () => {
   it('runs configured by environment variables only, with no config file', async () => {
