@@ -6,7 +6,7 @@
 #     -e PUBGATE_JWT_SECRETS=... -e PUBGATE_API_KEYS=... -e PUBGATE_REDIS_URL=redis://redis:6379 pubgate
 # More in docs/deploy.md.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:22-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app

@@ -19,6 +19,7 @@ import { SubLink } from './redis-link.js';
 import {
   Scripts,
   backoffMs,
+  RESP_VERSION,
   connOptions,
   errorText,
   unavailable,
@@ -107,6 +108,7 @@ export class ClusterTransport implements Publisher, SubRouter {
         // counts as ready only when every master connection is.
         enableReadyCheck: false,
         disableClientInfo: true,
+        protocol: RESP_VERSION,
         connectTimeout: tuning.connectTimeoutMs,
         commandTimeout: tuning.commandTimeoutMs,
         keepAlive: tuning.keepAliveMs,

@@ -22,6 +22,13 @@ export interface ConnTuning {
 export const DEFAULT_TUNING: ConnTuning = { commandTimeoutMs: 1000, connectTimeoutMs: 2000, keepAliveMs: 5000 };
 
 /**
+ * ioredis 6 speaks RESP3 by default (a HELLO round trip on every connect, pub/sub
+ * messages as push frames). The suites run on RESP2 against Redis 7, Valkey 8,
+ * Cluster and Sentinel, so every connection asks for RESP2 explicitly.
+ */
+export const RESP_VERSION = 2;
+
+/**
  * Options for every connection we open ourselves. Nothing is queued while a
  * connection is down (enableOfflineQueue false), nothing in flight survives a
  * drop (maxRetriesPerRequest 0 rejects it at once, no resend after reconnect),
@@ -29,6 +36,7 @@ export const DEFAULT_TUNING: ConnTuning = { commandTimeoutMs: 1000, connectTimeo
  */
 export function connOptions(t: ConnTuning, onRetry: (delayMs: number) => void): RedisOptions {
   return {
+    protocol: RESP_VERSION,
     lazyConnect: true,
     enableOfflineQueue: false,
     autoResubscribe: false,

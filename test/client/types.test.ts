@@ -117,7 +117,7 @@ connect({ url: 'ws://x/ws', WebSocket: globalThis.WebSocket });
         compilerOptions: {
           target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2022', 'DOM'], types: ['ws'], strict: true, noEmit: true, skipLibCheck: true, esModuleInterop: true,
           typeRoots: [path.join(ROOT, 'node_modules/@types')],
-          baseUrl: ROOT, paths: { ws: [path.join(ROOT, 'node_modules/@types/ws')] },
+          paths: { ws: [path.join(ROOT, 'node_modules/@types/ws')] },
         },
         files: ['ws-consumer.ts'],
       }),

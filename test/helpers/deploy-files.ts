@@ -34,7 +34,7 @@ function jsYaml(): JsYaml {
     try {
       yaml = createRequire(import.meta.url)('js-yaml') as JsYaml;
     } catch (e) {
-      throw new Error(`js-yaml is not installed (add it to devDependencies): ${(e as Error).message}`);
+      throw new Error(`js-yaml is not installed (add it to devDependencies): ${(e as Error).message}`, { cause: e });
     }
   }
   return yaml;

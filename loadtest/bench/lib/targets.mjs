@@ -96,7 +96,7 @@ async function startNode(target, { cpus, redisUrl, nodeId, profileDir, env: extr
       await waitReady(adminPort, `pubgate ${nodeId}`);
     } catch (e) {
       await p.stop();
-      throw new Error(`${e.message}\n  ${p.tail.join('\n  ')}`);
+      throw new Error(`${e.message}\n  ${p.tail.join('\n  ')}`, { cause: e });
     }
     // Profiling needs a clean exit (SIGTERM drains in 0 s, then the profile is written).
     const stop = p.stop;
