@@ -57,6 +57,9 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   --timeout S                  hard limit per scenario run (default 180)
   --pubgate-main FILE          the pubgate entry to run (default dist/main.js; e.g. another build to compare)
   --pubgate-env NAME=VALUE     extra PUBGATE_* setting for pubgate (repeatable)
+  --compare-main FILE          also run this pubgate entry as a third target, "before", in the same runs
+                               (e.g. the build of an older commit in a git worktree), with ratios pubgate/before
+  --compare-node PATH          the node binary for --compare-main (default this one; e.g. an older Node.js)
   --quiet-wait S               before each run, wait up to S s for the cores to be ≥ 85% idle (default 5; 0 skips)`;
 
 const { values: o, positionals } = parseArgs({
@@ -90,6 +93,8 @@ const { values: o, positionals } = parseArgs({
     'quiet-wait': { type: 'string', default: '5' },
     'pubgate-main': { type: 'string' },
     'pubgate-env': { type: 'string', multiple: true },
+    'compare-main': { type: 'string' },
+    'compare-node': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -242,10 +247,11 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
   const runs_n = num(o.runs, 3);
   // Each run runs every leg: the targets, or (compression) pubgate with each setting.
   const legs = p.legs ?? targets.map((t) => ({ label: t, target: t, env: {} }));
+  if (o['compare-main'] && !p.legs) legs.push({ label: 'before', target: 'pubgate', env: {}, pubgateMain: o['compare-main'], pubgateNode: o['compare-node'] });
   for (let run = 1; run <= runs_n; run++) {
     for (const leg of legs) {
       const target = leg.label;
-      const legCtx = { ...ctx, pubgateEnv: { ...ctx.pubgateEnv, ...leg.env } };
+      const legCtx = { ...ctx, pubgateEnv: { ...ctx.pubgateEnv, ...leg.env }, pubgateMain: leg.pubgateMain ?? ctx.pubgateMain, pubgateNode: leg.pubgateNode };
       const waitSec = num(o['quiet-wait'], 5);
       const idle = waitSec > 0 ? await waitQuiet(Object.keys(os.cpus()).map(String), waitSec * 1000) : [];
       process.stderr.write(`[${name}${p.legs ? ` ${p.size} B` : ''}] run ${run}/${runs_n} ${target} (idle before: ${idle.map((x) => `${Math.round(x * 100)}%`).join(' ') || 'n/a'}) ... `);
@@ -272,6 +278,10 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
   }
   const { text, summary } = formatScenario(title(p), name, runs, p.rate > 0, p.pair);
   process.stdout.write(`${text}\n`);
+  if (legs.some((l) => l.label === 'before')) {
+    const { text: vs } = formatScenario(`${title(p)}: pubgate against --compare-main`, name, runs.filter((x) => x.target !== 'baseline'), p.rate > 0, ['pubgate', 'before']);
+    process.stdout.write(`${vs.split('\n').filter((l) => l.startsWith('  ratio ')).join('\n')}\n`);
+  }
   if (p.deflate) {
     // Deflating once per published message would add a cost per message that
     // shrinks per delivery as subscribers grow; once per subscriber adds the

@@ -13,7 +13,7 @@ const cpuMsSince = (mark) => {
 
 /** sc: { connections, workers, connectConcurrency, settleSec, settleBeforeSec }; ctx as in delivery.mjs */
 export async function runConnections(sc, target, ctx) {
-  const topo = await startTopology(target, { cluster: false, cpus: ctx.serverCpus, profileDir: ctx.profileDir, pubgateMain: ctx.pubgateMain, env: ctx.pubgateEnv });
+  const topo = await startTopology(target, { cluster: false, cpus: ctx.serverCpus, profileDir: ctx.profileDir, pubgateMain: ctx.pubgateMain, pubgateNode: ctx.pubgateNode, env: ctx.pubgateEnv });
   const srv = topo.nodes[0];
   const nWorkers = sc.workers || Math.max(2, Math.ceil(sc.connections / 5000));
   const workers = forkWorkers(nWorkers);

@@ -27,7 +27,7 @@ const cpuMsSince = (mark) => {
  * ctx: { serverCpus, serverCores, clientCores, tokenIn, profileDir, log }
  */
 export async function runDelivery(sc, target, ctx) {
-  const topo = await startTopology(target, { cluster: sc.cluster, cpus: ctx.serverCpus, profileDir: ctx.profileDir, pubgateMain: ctx.pubgateMain, env: ctx.pubgateEnv });
+  const topo = await startTopology(target, { cluster: sc.cluster, cpus: ctx.serverCpus, profileDir: ctx.profileDir, pubgateMain: ctx.pubgateMain, pubgateNode: ctx.pubgateNode, env: ctx.pubgateEnv });
   const nWorkers = sc.workers || Math.max(2, Math.ceil(sc.subscribers / 5000));
   let pump = () => undefined;
   const workers = forkWorkers(nWorkers, () => pump());

@@ -72,7 +72,7 @@ async function waitReady(adminPort, name, timeoutMs = 15_000) {
   throw new Error(`${name}: /readyz did not answer 200 within ${timeoutMs} ms`);
 }
 
-async function startNode(target, { cpus, redisUrl, nodeId, profileDir, env: extraEnv, pubgateMain = PUBGATE_MAIN }) {
+async function startNode(target, { cpus, redisUrl, nodeId, profileDir, env: extraEnv, pubgateMain = PUBGATE_MAIN, pubgateNode = process.execPath }) {
   const port = await freePort();
   if (target === 'pubgate') {
     if (!existsSync(pubgateMain)) throw new Error(`${pubgateMain} is missing: run npm run build first`);
@@ -91,7 +91,7 @@ async function startNode(target, { cpus, redisUrl, nodeId, profileDir, env: extr
       ...extraEnv,
     };
     const args = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, pubgateMain] : [pubgateMain];
-    const p = await startProcess({ name: `pubgate ${nodeId}`, cmd: process.execPath, args, env, cpus, readyPorts: [port, adminPort] });
+    const p = await startProcess({ name: `pubgate ${nodeId}`, cmd: pubgateNode, args, env, cpus, readyPorts: [port, adminPort] });
     try {
       await waitReady(adminPort, `pubgate ${nodeId}`);
     } catch (e) {
@@ -129,7 +129,7 @@ async function startRedis(cpus) {
  * using it. Every server process is pinned to `cpus`. `procs` lists them all
  * (for CPU figures); `nodes` the gateway nodes.
  */
-export async function startTopology(target, { cluster, cpus, profileDir, env, pubgateMain }) {
+export async function startTopology(target, { cluster, cpus, profileDir, env, pubgateMain, pubgateNode }) {
   const procs = [];
   // A server that exited during a run (crash, or a signal from another process) voids the run.
   const assertAlive = () => {
@@ -142,15 +142,15 @@ export async function startTopology(target, { cluster, cpus, profileDir, env, pu
   };
   try {
     if (!cluster) {
-      const n = await startNode(target, { cpus, nodeId: `${target}-1`, profileDir, env, pubgateMain });
+      const n = await startNode(target, { cpus, nodeId: `${target}-1`, profileDir, env, pubgateMain, pubgateNode });
       procs.push(n);
       return { nodes: [n], procs, stop: stopAll, assertAlive };
     }
     const redis = await startRedis(cpus);
     procs.push(redis);
-    const a = await startNode(target, { cpus, redisUrl: redis.url, nodeId: `${target}-a`, profileDir, env, pubgateMain });
+    const a = await startNode(target, { cpus, redisUrl: redis.url, nodeId: `${target}-a`, profileDir, env, pubgateMain, pubgateNode });
     procs.push(a);
-    const b = await startNode(target, { cpus, redisUrl: redis.url, nodeId: `${target}-b`, profileDir, env, pubgateMain });
+    const b = await startNode(target, { cpus, redisUrl: redis.url, nodeId: `${target}-b`, profileDir, env, pubgateMain, pubgateNode });
     procs.push(b);
     return { nodes: [a, b], redis, procs, stop: stopAll, assertAlive };
   } catch (e) {
