@@ -8,6 +8,8 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Integration tests start real processes; two cores, so keep parallelism modest.
     maxWorkers: 2,
-    reporters: ['default'],
+    // The skip reporter first: its list of tests that did not run (and, with CI
+    // set, the failure it causes) comes before vitest's summary, which stays last.
+    reporters: ['./test/helpers/skip-reporter.ts', 'default'],
   },
 });

@@ -6,7 +6,8 @@
  * the demo backend, survives a restart of the gateway node (1001, reconnect,
  * resubscribe), and leaves a screenshot in test-artifacts/.
  *
- * Skips, saying why, only when /usr/bin/chromium is absent (apt-get install -y chromium).
+ * Skips only when chromium is not installed (needs(): the run's skip summary
+ * says so, with the install command).
  */
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -16,11 +17,9 @@ import { buildClient } from '../helpers/client-build.js';
 import { startDemo, type DemoServer } from '../helpers/demo-server.js';
 import { ROOT, TEST_API_KEY, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { startForwarder, type Forwarder } from '../helpers/tcp-forwarder.js';
+import { findTool, needs } from '../helpers/tools.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const SKIP_REASON = `${CHROMIUM} not found: install Debian's chromium package (apt-get install -y chromium) to run the browser test`;
-if (!HAVE_CHROMIUM) console.warn(`test/client/browser.test.ts skipped: ${SKIP_REASON}`);
+const CHROMIUM = findTool('chromium');
 
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 
@@ -46,7 +45,7 @@ async function publishHttp(gw: GatewayProcess, data: unknown): Promise<void> {
   expect(res.status, await res.text()).toBe(200);
 }
 
-describe.skipIf(!HAVE_CHROMIUM)('demo page in headless Chromium', () => {
+describe('demo page in headless Chromium', needs('chromium'), () => {
   beforeAll(async () => {
     dist = await buildClient();
     lb = await startForwarder();
@@ -54,7 +53,7 @@ describe.skipIf(!HAVE_CHROMIUM)('demo page in headless Chromium', () => {
     lb.setTarget((await gateway('browser-1')).port);
     const { chromium } = await import('playwright-core');
     browser = await chromium.launch({
-      executablePath: CHROMIUM,
+      executablePath: CHROMIUM!,
       headless: true,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
     });

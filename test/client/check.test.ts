@@ -7,7 +7,7 @@
  * a short idle timeout, no upstream).
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,10 +16,11 @@ import { token } from '../helpers/client.js';
 import { buildClient } from '../helpers/client-build.js';
 import { ROOT, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { freePort } from '../helpers/ports.js';
-import { NGINX, startNginx, type NginxChild } from '../helpers/nginx-child.js';
+import { startNginx, type NginxChild } from '../helpers/nginx-child.js';
+import { findTool, needs } from '../helpers/tools.js';
 
 const ORIGIN = 'https://app.example.test';
-const OPENSSL = ['/usr/bin/openssl', '/usr/local/bin/openssl'].find((p) => existsSync(p));
+const OPENSSL = findTool('openssl');
 
 let dist = '';
 const gateways: GatewayProcess[] = [];
@@ -147,7 +148,7 @@ describe('pubgate-check against a gateway', () => {
     expect(help.out).toContain('usage: pubgate-check <ws-url>');
   });
 
-  describe.skipIf(!OPENSSL)('TLS (the gateway serving wss:// with a self-signed certificate for localhost)', () => {
+  describe('TLS (the gateway serving wss:// with a self-signed certificate for localhost)', needs('openssl'), () => {
     let tlsGw: GatewayProcess | undefined;
     let cert = '';
 
@@ -184,7 +185,7 @@ describe('pubgate-check against a gateway', () => {
   });
 });
 
-describe.skipIf(!NGINX)('pubgate-check through nginx', () => {
+describe('pubgate-check through nginx', needs('nginx'), () => {
   const proxies: NginxChild[] = [];
   const nginx = async (upstreamPort: number, server: string): Promise<NginxChild> => {
     const n = await startNginx(upstreamPort, server);

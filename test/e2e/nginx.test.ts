@@ -16,22 +16,20 @@ import { token } from '../helpers/client.js';
 import { metric, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { freePort } from '../helpers/ports.js';
 import {
-  findTool, makeCert, missingTool, removeDir, renderNginx, startProxy, tempDir, type Cert, type ProxyProcess, type RenderedNginx,
+  makeCert, removeDir, renderNginx, startProxy, tempDir, type Cert, type ProxyProcess, type RenderedNginx,
 } from '../helpers/proxies.js';
 import { pollUntil, startRedis, type RedisServer } from '../helpers/redis.js';
+import { findTool, needs } from '../helpers/tools.js';
 import { openClient, publishVia, refusedUpgrade, request, type WireClient, type WireOptions } from '../helpers/wire.js';
 
 const NGINX = findTool('nginx');
-const HAVE_REDIS = findTool('redis-server') !== undefined;
-const SKIP = !NGINX ? missingTool('nginx', 'nginx') : !HAVE_REDIS ? missingTool('redis-server', 'redis-server') : undefined;
-if (SKIP) console.warn(`e2e/nginx: ${SKIP}`);
 
 const WS_HOST = 'ws.example.com';
 const API_HOST = 'api.example.com';
 const READ_TIMEOUT_SEC = 3;
 const PING_SEC = 1;
 
-describe.skipIf(SKIP !== undefined)(`nginx in front of two nodes (deploy/nginx)${SKIP ? ` (${SKIP})` : ''}`, () => {
+describe('nginx in front of two nodes (deploy/nginx)', needs('nginx', 'openssl'), () => {
   let redis: RedisServer | undefined;
   let certDir: string | undefined;
   let cert: Cert;

@@ -13,18 +13,14 @@ import { token } from '../helpers/client.js';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { freePort } from '../helpers/ports.js';
 import {
-  findTool, makeCert, missingTool, removeDir, renderApache, renderHaproxy, startProxy, tempDir, type Cert, type ProxyProcess,
+  makeCert, removeDir, renderApache, renderHaproxy, startProxy, tempDir, type Cert, type ProxyProcess,
 } from '../helpers/proxies.js';
 import { pollUntil, startRedis, type RedisServer } from '../helpers/redis.js';
+import { findTool, needs } from '../helpers/tools.js';
 import { openClient, publishVia, refusedUpgrade, type WireClient, type WireOptions } from '../helpers/wire.js';
 
 const APACHE = findTool('apache2');
 const HAPROXY = findTool('haproxy');
-const NO_REDIS = findTool('redis-server') === undefined ? missingTool('redis-server', 'redis-server') : undefined;
-const SKIP_APACHE = !APACHE ? missingTool('apache2', 'apache2') : NO_REDIS;
-const SKIP_HAPROXY = !HAPROXY ? missingTool('haproxy', 'haproxy') : NO_REDIS;
-if (SKIP_APACHE) console.warn(`e2e/proxies: Apache ${SKIP_APACHE}`);
-if (SKIP_HAPROXY) console.warn(`e2e/proxies: HAProxy ${SKIP_HAPROXY}`);
 
 const WS_HOST = 'ws.example.com';
 const API_HOST = 'api.example.com';
@@ -162,7 +158,7 @@ async function routes(f: ReturnType<typeof fixture>, httpsPort: number): Promise
   await c.close();
 }
 
-describe.skipIf(SKIP_APACHE !== undefined)(`Apache in front of two nodes (deploy/apache)${SKIP_APACHE ? ` (${SKIP_APACHE})` : ''}`, () => {
+describe('Apache in front of two nodes (deploy/apache)', needs('apache2', 'openssl'), () => {
   const f = fixture('apache');
   let httpsPort: number;
   let accessLog: string;
@@ -226,7 +222,7 @@ describe.skipIf(SKIP_APACHE !== undefined)(`Apache in front of two nodes (deploy
     drainAndReconnect(f, httpsPort, false));
 });
 
-describe.skipIf(SKIP_HAPROXY !== undefined)(`HAProxy in front of two nodes (deploy/haproxy)${SKIP_HAPROXY ? ` (${SKIP_HAPROXY})` : ''}`, () => {
+describe('HAProxy in front of two nodes (deploy/haproxy)', needs('haproxy', 'openssl'), () => {
   const f = fixture('haproxy');
   let httpsPort: number;
   let proxy: ProxyProcess;

@@ -5,13 +5,14 @@
  * or deliberately wrongly configured reverse proxy in front of a gateway.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './ports.js';
 import { startProxy } from './proxies.js';
+import { findTool } from './tools.js';
 
-export const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx'].find((p) => existsSync(p));
+export const NGINX = findTool('nginx');
 
 export interface NginxChild {
   readonly port: number;

@@ -7,43 +7,25 @@
  * so a config that drifts from what the tests assume fails loudly instead of
  * being tested half-rendered.
  *
- * Also: finding the tools (nginx, apache2, haproxy, promtool, openssl), a
- * self-signed certificate made with openssl, and running each proxy as a
+ * Also: a self-signed certificate made with openssl, and running each proxy as a
  * foreground child process that is killed when the test process exits.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, chmodSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ROOT } from './gateway.js';
 import { pollUntil, trackProcess } from './redis.js';
+import { findTool } from './tools.js';
 
 export const DEPLOY = path.join(ROOT, 'deploy');
 
 // ---- tools -------------------------------------------------------------------
 
-const SEARCH_PATH = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/local/sbin'].filter((d) => d !== '');
-
-/** Absolute path of an executable (also looked up in the sbin dirs), or undefined. */
-export function findTool(name: string): string | undefined {
-  for (const dir of SEARCH_PATH) {
-    const p = path.join(dir, name);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
-}
-
-/** The message a test shows when it is skipped because a tool is missing. */
-export function missingTool(tool: string, debianPackage: string): string {
-  return `skipped: ${tool} not found (install the Debian package "${debianPackage}": apt-get install -y ${debianPackage})`;
-}
+// The tool list and lookup live in tools.ts; findTool and missingTool stay importable from here.
+export { findTool, missingTool } from './tools.js';
 
 export interface RunResult {
   readonly code: number | null;

@@ -22,8 +22,9 @@ import { connect, refused, token } from '../helpers/client.js';
 import { metric, publish, ROOT, startGateway, TEST_API_KEY, type GatewayProcess } from '../helpers/gateway.js';
 import { freePort } from '../helpers/ports.js';
 import { DEPLOY_DIR, labelNames, loadYaml, metricNames, parseScrape, type Scrape } from '../helpers/deploy-files.js';
-import { findTool, missingTool, removeDir, run, shortOutput, tempDir } from '../helpers/proxies.js';
+import { removeDir, run, shortOutput, tempDir } from '../helpers/proxies.js';
 import { pollUntil, startRedis, type RedisServer } from '../helpers/redis.js';
+import { findTool, needs } from '../helpers/tools.js';
 
 const CHANNEL = 'chan-observability-7f3a';
 const USER = 'user-observability-9c1e';
@@ -184,7 +185,7 @@ describe('metrics used by the dashboard, the alert rules and docs/metrics.md', (
     }
   });
 
-  it.skipIf(!PROMTOOL)(PROMTOOL ? 'has dashboard queries that parse as PromQL (promtool)' : `dashboard queries parse (${missingTool('promtool', 'prometheus')})`, () => {
+  it('has dashboard queries that parse as PromQL (promtool)', needs('promtool'), () => {
     const dir = tempDir('pubgate-promql-');
     try {
       const rules = dashboardQueries()

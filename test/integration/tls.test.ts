@@ -9,13 +9,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { token } from '../helpers/client.js';
 import { runGateway, startGateway, TEST_API_KEY, type GatewayProcess } from '../helpers/gateway.js';
-import { findTool, makeCert, missingTool, removeDir, tempDir, type Cert } from '../helpers/proxies.js';
+import { makeCert, removeDir, tempDir, type Cert } from '../helpers/proxies.js';
+import { needs } from '../helpers/tools.js';
 import { openClient, publishVia, request } from '../helpers/wire.js';
 
-const OPENSSL = findTool('openssl');
-if (!OPENSSL) console.warn(`tls: ${missingTool('openssl', 'openssl')}`);
-
-describe.skipIf(!OPENSSL)(OPENSSL ? 'TLS on the node (PUBGATE_TLS_CERT / PUBGATE_TLS_KEY)' : `TLS on the node (${missingTool('openssl', 'openssl')})`, () => {
+describe('TLS on the node (PUBGATE_TLS_CERT / PUBGATE_TLS_KEY)', needs('openssl'), () => {
   let dir: string;
   let cert: Cert;
   let gw: GatewayProcess;
