@@ -4,7 +4,7 @@
  * `burst - max(0, fullAtMs - now) * rate / 1000` tokens; taking one pushes
  * `fullAtMs` back by one token's refill time; 0 (or any past time) is a full
  * bucket. Per connection for client frames (a session field), per client IP
- * for handshakes and per API key for the publish API (bounded maps). Refill is
+ * for handshakes and per API key for the publish API (bounded LRU maps). Refill is
  * computed on use; no timers.
  */
 
@@ -30,38 +30,38 @@ export interface KeyedLimiter {
   readonly size: number;
 }
 
-/**
- * One bucket per key, at most `maxKeys` of them: when full, buckets that have
- * refilled completely (and so carry no information) are evicted first, then
- * the oldest. Rate 0 disables the limiter.
- */
-export function createKeyedLimiter(ratePerSec: number, burst: number, maxKeys = 100_000): KeyedLimiter {
-  /** key → fullAtMs */
-  const buckets = new Map<string, number>();
+/** Default bound on a keyed limiter's buckets (about 100 bytes each: some 10 MB at the bound). */
+export const MAX_LIMITER_KEYS = 100_000;
 
-  function evict(nowMs: number): void {
-    for (const [k, fullAtMs] of buckets) {
-      if (fullAtMs <= nowMs) buckets.delete(k);
-    }
-    // Still full: drop the oldest tenth (Map iterates in insertion order).
-    if (buckets.size >= maxKeys) {
-      let n = Math.ceil(maxKeys / 10);
-      for (const k of buckets.keys()) {
-        buckets.delete(k);
-        if (--n === 0) break;
-      }
-    }
-  }
+/**
+ * One bucket per key, at most `maxKeys` of them, kept in least-recently-used
+ * order (a Map iterates in insertion order; every take moves its key to the
+ * end). A new key at the bound evicts the least recently used one, so a full
+ * map never refuses a new key and never grows: a key that was evicted simply
+ * starts again with a full bucket. Rate 0 disables the limiter (nothing is
+ * stored).
+ */
+export function createKeyedLimiter(ratePerSec: number, burst: number, maxKeys = MAX_LIMITER_KEYS): KeyedLimiter {
+  if (!(maxKeys >= 1)) throw new RangeError('maxKeys must be at least 1');
+  /** key → fullAtMs, least recently used first */
+  const buckets = new Map<string, number>();
 
   return {
     take(key, nowMs) {
       if (ratePerSec <= 0) return true;
       const fullAtMs = buckets.get(key);
-      if (fullAtMs === undefined && buckets.size >= maxKeys) evict(nowMs);
+      if (fullAtMs === undefined) {
+        if (buckets.size >= maxKeys) {
+          const lru = buckets.keys().next();
+          if (lru.done !== true) buckets.delete(lru.value);
+        }
+      } else {
+        buckets.delete(key);
+      }
       const next = takeToken(fullAtMs ?? 0, ratePerSec, burst, nowMs);
-      if (next === undefined) return false;
-      buckets.set(key, next);
-      return true;
+      // A refused take keeps its debt (and becomes the most recently used key).
+      buckets.set(key, next ?? fullAtMs ?? 0);
+      return next !== undefined;
     },
     retryAfterSec(key, nowMs) {
       const fullAtMs = buckets.get(key);

@@ -14,6 +14,10 @@ export interface Metrics {
   connectionOpened(): void;
   connectionClosed(code: number): void;
   handshake(result: HandshakeResult, reason: string): void;
+  /** A refused handshake by its fine reason (a closed set: transport/admission.ts HANDSHAKE_REJECT_REASONS). */
+  handshakeRejection(reason: string): void;
+  /** A handshake token checked by the verifier: `ok` or the error code it was refused with. */
+  tokenVerified(result: 'ok' | 'unauthorized' | 'unavailable' | 'internal'): void;
   subscriptionsChanged(delta: number): void;
   channelsChanged(delta: number): void;
   published(count: number): void;
@@ -62,6 +66,18 @@ export function createMetrics(nodeId: string): Metrics {
     name: 'pubgate_handshakes_total',
     help: 'WebSocket upgrades by result and reason (the error code, or "ok")',
     labelNames: ['result', 'reason'],
+    registers: [registry],
+  });
+  const handshakeRejections = new Counter({
+    name: 'pubgate_handshake_rejections_total',
+    help: 'Refused WebSocket upgrades by fine reason (duplicate_header, ip_rate, bad_signature, ...)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const verifications = new Counter({
+    name: 'pubgate_handshake_verifications_total',
+    help: 'Upgrade tokens checked by the verifier (signature and claims), by result',
+    labelNames: ['result'],
     registers: [registry],
   });
   const subscriptions = new Gauge({ name: 'pubgate_subscriptions', help: 'Channel subscriptions on this node', registers: [registry] });
@@ -165,6 +181,7 @@ export function createMetrics(nodeId: string): Metrics {
   brokerUp.set(0);
   dropped.inc({ reason: 'slow_consumer' }, 0);
   handshakes.inc({ result: 'accepted', reason: 'ok' }, 0);
+  verifications.inc({ result: 'ok' }, 0);
 
   return {
     connectionOpened: () => connections.inc(),
@@ -173,6 +190,8 @@ export function createMetrics(nodeId: string): Metrics {
       disconnects.inc({ code: closeCodeLabel(code) });
     },
     handshake: (result, reason) => handshakes.inc({ result, reason }),
+    handshakeRejection: (reason) => handshakeRejections.inc({ reason }),
+    tokenVerified: (result) => verifications.inc({ result }),
     subscriptionsChanged: (d) => subscriptions.inc(d),
     channelsChanged: (d) => channels.inc(d),
     published: (n) => published.inc(n),

@@ -13,6 +13,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { CloseCode } from '../protocol/close-codes.js';
 import { encodeWelcome } from '../protocol/frames.js';
 import { createPermissionsCache } from '../auth/permissions.js';
+import { createRejectionLog } from './admission.js';
 import { createClientIpResolver } from './client-ip.js';
 import { createConnIds } from './conn-id.js';
 import { createConnections } from './connection.js';
@@ -47,6 +48,7 @@ export interface Transport {
   closeAdminListener(): void;
   /** Public API requests still being answered. */
   inflightRequests(): number;
+  /** Stops the heartbeat and writes the pending handshake-rejection summary. */
   stopTimers(): void;
 }
 
@@ -86,11 +88,13 @@ export function createTransport(deps: TransportDeps): Transport {
   const connIds = createConnIds();
   const permissions = createPermissionsCache();
   const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions });
+  const rejections = createRejectionLog(log);
   const upgrade = createUpgradeHandler({
     config,
     verifier: deps.verifier,
     metrics,
     log,
+    rejections,
     clientIp: createClientIpResolver(config.trustedProxies),
     connIds,
     permissions,
@@ -129,6 +133,7 @@ export function createTransport(deps: TransportDeps): Transport {
   app.get('/ws', (res) => {
     const st = watch(res);
     metrics.handshake('rejected', 'bad_request');
+    metrics.handshakeRejection('not_upgrade');
     send(res, st, 426, errorBody('bad_request', 'this endpoint needs a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)'), {
       Upgrade: 'websocket',
     });
@@ -227,6 +232,9 @@ export function createTransport(deps: TransportDeps): Transport {
       adminListener = undefined;
     },
     inflightRequests: () => inflight,
-    stopTimers: () => conns.stop(),
+    stopTimers: () => {
+      conns.stop();
+      rejections.flush();
+    },
   };
 }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ERROR_CODES, HTTP_STATUS } from '../../src/errors.js';
 import { CLOSE, CLOSE_REASON } from '../../src/protocol/close-codes.js';
+import { HANDSHAKE_REJECT_REASONS } from '../../src/transport/admission.js';
 
 const doc = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8');
 
@@ -35,6 +36,15 @@ describe('docs/errors.md', () => {
     const rows = tableKeys('Close codes');
     expect([...rows.keys()].map(Number).sort()).toEqual(Object.values(CLOSE).map(Number).sort());
     for (const [code, cells] of rows) expect(cells[0], code).toBe(CLOSE_REASON[Number(code) as keyof typeof CLOSE_REASON]);
+  });
+
+  it('lists every handshake rejection reason in src/transport/admission.ts, and no other, each with an error code', () => {
+    const rows = tableKeys('Handshake rejection reasons');
+    expect([...rows.keys()].sort()).toEqual([...new Set(HANDSHAKE_REJECT_REASONS)].sort());
+    for (const [reason, cells] of rows) {
+      if (reason === 'aborted') continue; // no answer is sent
+      expect(ERROR_CODES, reason).toContain(/^`([a-z_]+)`$/.exec(cells[1] ?? '')?.[1]);
+    }
   });
 
   it('keeps every close reason under 123 bytes', () => {

@@ -67,14 +67,41 @@ describe('takeToken', () => {
 });
 
 describe('createKeyedLimiter', () => {
-  it('keeps a bucket per key, and stays within maxKeys by evicting full buckets first', () => {
+  it('keeps a bucket per key', () => {
     const l = createKeyedLimiter(1, 2, 4);
     expect([l.take('a', 0), l.take('a', 0), l.take('a', 0)]).toEqual([true, true, false]);
     expect(l.retryAfterSec('a', 0)).toBe(1);
     expect(l.take('b', 0)).toBe(true);
     expect(l.take('a', 1000)).toBe(true);
-    for (const k of ['c', 'd', 'e', 'f', 'g']) l.take(k, 10_000);
-    expect(l.size).toBeLessThanOrEqual(4);
     expect(createKeyedLimiter(0, 1).take('x', 0)).toBe(true);
+  });
+
+  it('evicts the least recently used key at the bound, never refusing a new key, never growing', () => {
+    const l = createKeyedLimiter(1, 1, 3);
+    // a, b, c spend their one token; a is used again (refused) so b is now the least recently used.
+    for (const k of ['a', 'b', 'c']) expect(l.take(k, 0)).toBe(true);
+    expect(l.take('a', 0)).toBe(false);
+    // A new key at the bound: taken (full bucket), and b is evicted.
+    expect(l.take('d', 0)).toBe(true);
+    expect(l.size).toBe(3);
+    // b starts over with a full bucket; a and c kept their debt (a refused take kept a's).
+    expect(l.take('b', 0)).toBe(true); // evicts c (least recently used now)
+    expect(l.take('a', 0)).toBe(false);
+    expect(l.take('d', 0)).toBe(false);
+    expect(l.take('c', 0)).toBe(true); // c was evicted: fresh bucket
+    expect(l.size).toBe(3);
+  });
+
+  it('holds a flood of distinct keys at the bound and keeps the busiest key if it stays in use', () => {
+    const l = createKeyedLimiter(1, 1, 1000);
+    expect(l.take('attacker', 0)).toBe(true);
+    let refusedNew = 0;
+    let attackerPassed = 0;
+    for (let i = 0; i < 50_000; i++) {
+      if (!l.take(`k${i}`, 0)) refusedNew++;
+      // The attacker keeps trying: it stays among the recently used, so its debt is never evicted.
+      if (i % 500 === 0 && l.take('attacker', 0)) attackerPassed++;
+    }
+    expect([refusedNew, attackerPassed, l.size]).toEqual([0, 0, 1000]);
   });
 });
