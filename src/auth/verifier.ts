@@ -12,6 +12,9 @@
  *   key material exists for it (a secret, a fitting PEM key, or a JWKS URL).
  * - No EmbeddedJWK, no UnsecuredJWT; `jku`/`x5u`/`jwk` headers are never used.
  * - `exp` and `sub` are required; `iss`/`aud` are checked when configured.
+ * - Local keys (secrets, PEM) are checked by jws-sync.ts, synchronously; every
+ *   token, JWKS ones too, is first decoded there (strict base64url). Its
+ *   decisions are held to jose's by test/unit/auth-jws-differential.test.ts.
  */
 import type { KeyObject } from 'node:crypto';
 import {
