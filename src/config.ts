@@ -85,9 +85,37 @@ export class ConfigError extends Error {
  * real deployment.
  */
 export const DEVELOPMENT_SECRETS: readonly string[] = [
-  'pubgate-development-secret-not-for-production',
+  'pubgate-development-secret-not-for-production-0123456789abcdefgh',
+  'pubgate-development-secret-not-for-production', // the shorter one of earlier releases
   'pubgate-development-api-key',
 ];
+
+/** RFC 7518 §3.2: an HMAC key at least as long as the hash output. */
+export const HMAC_MIN_SECRET_BYTES: Readonly<Record<'HS256' | 'HS384' | 'HS512', number>> = { HS256: 32, HS384: 48, HS512: 64 };
+
+/**
+ * One line per configured HMAC secret shorter than RFC 7518 §3.2 asks for the
+ * allowed HMAC algorithms. A secret is not bound to one algorithm (any secret
+ * verifies any allowed HS* token, selected by kid only), so each must be as
+ * long as the hash of the strongest allowed one: 32 bytes (UTF-8) with HS256
+ * alone, 64 once HS512 is allowed. Secrets are named by position and kid,
+ * never by value. Refused with NODE_ENV=production, a warning otherwise.
+ */
+export function shortHmacSecrets(c: Pick<Config, 'jwtAlgorithms' | 'jwtSecrets'>): string[] {
+  let alg: keyof typeof HMAC_MIN_SECRET_BYTES | undefined;
+  for (const a of c.jwtAlgorithms) {
+    if (a in HMAC_MIN_SECRET_BYTES && (alg === undefined || HMAC_MIN_SECRET_BYTES[a as typeof alg] > HMAC_MIN_SECRET_BYTES[alg])) {
+      alg = a as typeof alg;
+    }
+  }
+  if (alg === undefined) return []; // no HMAC algorithm allowed: the secrets are never used
+  const min = HMAC_MIN_SECRET_BYTES[alg];
+  return c.jwtSecrets.flatMap((sec, i) => {
+    if (Buffer.byteLength(sec.secret, 'utf8') >= min) return [];
+    const which = `secret ${i + 1} of ${c.jwtSecrets.length}${sec.kid !== undefined ? ` (kid ${JSON.stringify(sec.kid)})` : ' (no kid)'}`;
+    return [`${which} is shorter than ${min} bytes, the minimum for ${alg} (RFC 7518 §3.2)`];
+  });
+}
 
 type Raw = string | number | boolean | readonly unknown[] | undefined;
 type Parser<T> = (raw: Exclude<Raw, undefined>) => T;
@@ -371,6 +399,7 @@ function checkCombinations(c: Config, nodeEnv: string | undefined, problems: str
     problems.push('PUBGATE_ADMIN_PORT: must differ from PUBGATE_PORT');
   }
   if (nodeEnv === 'production') {
+    for (const line of shortHmacSecrets(c)) problems.push(`PUBGATE_JWT_SECRETS: ${line}; refused when NODE_ENV=production`);
     for (const sec of c.jwtSecrets) {
       if (DEVELOPMENT_SECRETS.includes(sec.secret)) {
         problems.push('PUBGATE_JWT_SECRETS: the development secret from config/development.json is refused when NODE_ENV=production');

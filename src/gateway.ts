@@ -7,7 +7,7 @@ import { createVerifier } from './auth/verifier.js';
 import type { Broker, BrokerStatus } from './broker/broker.js';
 import { createMemoryBroker } from './broker/memory-broker.js';
 import { createRedisBroker } from './broker/redis-broker.js';
-import type { Config } from './config.js';
+import { shortHmacSecrets, type Config } from './config.js';
 import { createHub } from './hub/hub.js';
 import type { Socket } from './hub/session.js';
 import type { Log } from './observability/logger.js';
@@ -115,6 +115,8 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     log.warn({}, 'no JWT secrets configured (PUBGATE_JWT_SECRETS): every token will be rejected');
   }
   if (config.apiKeys.length === 0) log.warn({}, 'no API keys configured (PUBGATE_API_KEYS): the publish API answers 401');
+  const shortSecrets = shortHmacSecrets(config); // with NODE_ENV=production loadConfig has refused them already
+  if (shortSecrets.length > 0) log.warn({ secrets: shortSecrets }, 'HMAC secrets shorter than RFC 7518 requires (PUBGATE_JWT_SECRETS): refused when NODE_ENV=production');
 
   return {
     metrics,

@@ -9,8 +9,17 @@
  * the upgrade handler keeps the upgrade on uWS's synchronous path, which is not
  * affected, and a synchronous HMAC check costs a few microseconds instead of a
  * WebCrypto round trip. jose still verifies tokens whose key comes from a JWKS
- * (that needs network I/O anyway), and its behaviour is the reference for the
- * claim rules below; the same tests run against both paths.
+ * (that needs network I/O anyway).
+ *
+ * This is security code kept only for that reason, and it is fenced: jose is
+ * its reference. test/unit/auth-jws-differential.test.ts runs jose's jwtVerify
+ * and this module on the same generated corpus (every allowed algorithm and
+ * key type, mutated signatures, encodings, headers, claims) and requires the
+ * same decision for every token. The one intended difference: the base64url
+ * here is strict (no padding, no whitespace, zero trailing bits), where jose
+ * on Node 22 decodes with the forgiving atob; this side only ever rejects
+ * more. Delete this module (and verify with jose alone) once the uWS build
+ * carries PR #1929 (uWebSockets.js >= v20.69) and its canary test passes.
  */
 import { constants, createHmac, timingSafeEqual, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import type { JwtAlgorithm } from '../config.js';
@@ -21,13 +30,40 @@ export interface DecodedJws {
   readonly kid: string | undefined;
   /** `header.payload`, the signed bytes. */
   readonly signingInput: string;
-  readonly payloadPart: string;
+  /** The decoded payload bytes (not yet parsed: that happens only after the signature is checked). */
+  readonly payload: Buffer;
   readonly signature: Buffer;
 }
 
-function decodeJson(part: string): unknown {
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * Strict base64url (RFC 7515 §2, RFC 4648 §5 without padding): only the
+ * base64url alphabet, no '=' padding, no whitespace, no length that leaves a
+ * single character, and the unused bits of the last character zero (the one
+ * canonical encoding of the bytes). Node's own decoder skips what it does not
+ * understand, so this check comes first.
+ */
+export function decodeBase64url(part: string): Buffer {
+  if (!BASE64URL.test(part)) throw new AuthError('malformed');
+  const rest = part.length % 4;
+  if (rest === 1) throw new AuthError('malformed');
+  if (rest !== 0) {
+    const last = ALPHABET.indexOf(part[part.length - 1]!);
+    // 2 characters carry 12 bits for 1 byte (4 unused), 3 carry 18 for 2 (2 unused).
+    const unusedMask = rest === 2 ? 0b1111 : 0b11;
+    if ((last & unusedMask) !== 0) throw new AuthError('malformed');
+  }
+  return Buffer.from(part, 'base64url');
+}
+
+/** UTF-8 as jose decodes it: invalid sequences are an error, a leading BOM is dropped. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+function parseJson(bytes: Uint8Array): unknown {
   try {
-    return JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    return JSON.parse(UTF8.decode(bytes));
   } catch {
     throw new AuthError('malformed');
   }
@@ -37,24 +73,41 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-/** Splits and decodes the protected header. The caller has checked the compact shape. */
+/**
+ * `crit` (RFC 7515 §4.1.11) as jose handles it: when present it must be a
+ * non-empty array of non-empty strings, each naming an understood extension
+ * that the header carries. The only extension understood is `b64` (RFC 7797),
+ * and only as `true`: `b64: false` (an unencoded payload) is not a JWT. A
+ * `b64` without `crit` is an unknown parameter and ignored, as jose does.
+ */
+function checkCrit(header: Record<string, unknown>): void {
+  const { crit } = header;
+  if (crit === undefined) return;
+  if (!Array.isArray(crit) || crit.length === 0) throw new AuthError('malformed');
+  for (const name of crit) {
+    if (name !== 'b64' || !Object.hasOwn(header, 'b64')) throw new AuthError('malformed');
+  }
+  if (header.b64 !== true) throw new AuthError('malformed');
+}
+
+/** Splits a compact JWS, decodes all three parts and checks the protected header. */
 export function decodeJws(token: string): DecodedJws {
-  const dot1 = token.indexOf('.');
-  const dot2 = token.indexOf('.', dot1 + 1);
-  const header = decodeJson(token.slice(0, dot1));
+  const parts = token.split('.');
+  if (parts.length !== 3) throw new AuthError('malformed');
+  const [headerPart, payloadPart, signaturePart] = parts as [string, string, string];
+  const header = parseJson(decodeBase64url(headerPart));
   if (!isObject(header)) throw new AuthError('malformed');
   const { alg, kid } = header;
   if (typeof alg !== 'string' || alg === '') throw new AuthError('malformed');
+  // RFC 7515 §4.1.4: a kid is a string. Any other value selects no key.
   if (kid !== undefined && typeof kid !== 'string') throw new AuthError('malformed');
-  // No extension is understood: any `crit` makes the token invalid (RFC 7515 §4.1.11),
-  // and an unencoded payload (`b64: false`, RFC 7797) is not accepted.
-  if (header.crit !== undefined || (header.b64 !== undefined && header.b64 !== true)) throw new AuthError('malformed');
+  checkCrit(header);
   return {
     alg,
     kid,
-    signingInput: token.slice(0, dot2),
-    payloadPart: token.slice(dot1 + 1, dot2),
-    signature: Buffer.from(token.slice(dot2 + 1), 'base64url'),
+    signingInput: `${headerPart}.${payloadPart}`,
+    payload: decodeBase64url(payloadPart),
+    signature: decodeBase64url(signaturePart),
   };
 }
 
@@ -93,27 +146,32 @@ export interface ClaimRules {
 }
 
 /**
- * The payload as an object, with the registered claims checked as jose does:
- * `exp` required (expired when exp <= now - tolerance), `nbf` (not yet valid
- * when nbf > now + tolerance), `iat` a number when present, `iss`/`aud` when
- * configured, `sub` a non-empty string.
+ * The payload as an object, with the registered claims checked as jose's
+ * jwtVerify does with pubgate's options (requiredClaims exp and sub,
+ * clockTolerance, issuer, audience): `exp`, `nbf` and `iat` numbers when
+ * present, "now" in whole seconds (rounded down), expired when
+ * exp <= now - tolerance, not yet valid when nbf > now + tolerance. Then
+ * pubgate's own rules, which toClaims applies after jose on the JWKS path
+ * too: `sub` a non-empty string, `exp` finite.
  */
-export function checkClaims(payloadPart: string, rules: ClaimRules, nowSec: number): Record<string, unknown> {
-  const p = decodeJson(payloadPart);
+export function checkClaims(payload: Uint8Array, rules: ClaimRules, nowMs: number): Record<string, unknown> {
+  const p = parseJson(payload);
   if (!isObject(p)) throw new AuthError('malformed');
+  if (!Object.hasOwn(p, 'exp') || !Object.hasOwn(p, 'sub')) throw new AuthError('claim_invalid');
+  const now = Math.floor(nowMs / 1000);
   const tol = rules.clockToleranceSec;
-  for (const name of ['exp', 'nbf', 'iat'] as const) {
-    if (p[name] !== undefined && (typeof p[name] !== 'number' || !Number.isFinite(p[name]))) throw new AuthError('claim_invalid');
-  }
-  if (p.exp === undefined) throw new AuthError('claim_invalid');
-  if ((p.exp as number) <= nowSec - tol) throw new AuthError('expired');
-  if (p.nbf !== undefined && (p.nbf as number) > nowSec + tol) throw new AuthError('not_yet_valid');
   if (rules.issuer !== undefined && p.iss !== rules.issuer) throw new AuthError('claim_invalid');
   if (rules.audience !== undefined) {
     const aud = p.aud;
     const ok = typeof aud === 'string' ? aud === rules.audience : Array.isArray(aud) && aud.includes(rules.audience);
     if (!ok) throw new AuthError('claim_invalid');
   }
+  for (const name of ['exp', 'nbf', 'iat'] as const) {
+    if (p[name] !== undefined && typeof p[name] !== 'number') throw new AuthError('claim_invalid');
+  }
+  if (p.nbf !== undefined && (p.nbf as number) > now + tol) throw new AuthError('not_yet_valid');
+  if ((p.exp as number) <= now - tol) throw new AuthError('expired');
+  if (!Number.isFinite(p.exp)) throw new AuthError('claim_invalid');
   if (typeof p.sub !== 'string' || p.sub === '') throw new AuthError('claim_invalid');
   return p;
 }

@@ -12,6 +12,9 @@
  *   key material exists for it (a secret, a fitting PEM key, or a JWKS URL).
  * - No EmbeddedJWK, no UnsecuredJWT; `jku`/`x5u`/`jwk` headers are never used.
  * - `exp` and `sub` are required; `iss`/`aud` are checked when configured.
+ * - Local keys (secrets, PEM) are checked by jws-sync.ts, synchronously; every
+ *   token, JWKS ones too, is first decoded there (strict base64url). Its
+ *   decisions are held to jose's by test/unit/auth-jws-differential.test.ts.
  */
 import type { KeyObject } from 'node:crypto';
 import {
@@ -78,9 +81,6 @@ export interface VerifierOptions {
   readonly jwksTimeoutMs?: number;
 }
 
-/** Three base64url parts; the signature may be empty (`alg: none`, which is then refused by name). */
-const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
-
 const ALGORITHM_NAMES: ReadonlySet<string> = new Set(JWT_ALGORITHMS);
 
 export async function createVerifier(cfg: VerifierConfig, opts: VerifierOptions = {}): Promise<ConfiguredVerifier> {
@@ -123,20 +123,20 @@ export async function createVerifier(cfg: VerifierConfig, opts: VerifierOptions 
   function verifyLocally(token: string): JWTPayload | undefined {
     if (typeof token !== 'string' || token === '') throw new AuthError('missing');
     if (token.length > MAX_TOKEN_LENGTH) throw new AuthError('too_long');
-    if (!COMPACT_JWS.test(token)) throw new AuthError('malformed');
+    // Three strict base64url parts and a well-formed header, for every token (JWKS ones too).
     const jws = decodeJws(token);
     if (!ALGORITHM_NAMES.has(jws.alg) || !allowed.has(jws.alg)) throw new AuthError('alg_not_allowed');
     const alg = jws.alg as JwtAlgorithm;
-    const nowSec = now().getTime() / 1000;
+    const nowMs = now().getTime();
     if (isHmacAlgorithm(alg)) {
       const keys = hmac.candidates(jws.kid);
       if (keys.length === 0) throw new AuthError('unknown_kid');
       if (!validWith(jws, alg, keys)) throw new AuthError('bad_signature');
-      return checkClaims(jws.payloadPart, rules, nowSec) as JWTPayload;
+      return checkClaims(jws.payload, rules, nowMs) as JWTPayload;
     }
     // PEM keys first (no I/O, and they work while the JWKS endpoint is down); they carry no kid.
     const local = pemKeys.filter((k) => keyFitsAlgorithm(alg, k));
-    if (validWith(jws, alg, local)) return checkClaims(jws.payloadPart, rules, nowSec) as JWTPayload;
+    if (validWith(jws, alg, local)) return checkClaims(jws.payload, rules, nowMs) as JWTPayload;
     if (jwks === undefined) throw new AuthError(local.length === 0 ? 'unknown_kid' : 'bad_signature');
     return undefined;
   }
@@ -221,7 +221,12 @@ function stringArrayClaim(payload: JWTPayload, name: 'channels' | 'publish'): re
   return Object.freeze([...value]);
 }
 
-function toClaims(payload: JWTPayload): Claims {
+/**
+ * pubgate's own claim rules, applied to a payload jose (JWKS path) or
+ * jws-sync.ts (local keys) has verified. Exported for the differential test,
+ * which compares the two paths at this layer.
+ */
+export function toClaims(payload: JWTPayload): Claims {
   const { sub, exp } = payload;
   if (typeof sub !== 'string' || sub === '') throw new AuthError('claim_invalid');
   // jose has checked that exp is present and a number; be explicit for the type.
