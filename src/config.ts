@@ -60,6 +60,8 @@ export interface Config {
   readonly trustedProxies: readonly Cidr[];
   readonly maxPayloadLength: number;
   readonly maxPublishBytes: number;
+  /** Publish API: the whole request body must arrive within this many ms of the request head, or 408. */
+  readonly httpBodyTimeoutMs: number;
   readonly maxBackpressure: number;
   readonly slowConsumerPolicy: 'close' | 'drop';
   readonly pingInterval: number;
@@ -302,6 +304,7 @@ export const SETTINGS: readonly Setting[] = [
   s('trustedProxies', cidrs, []),
   s('maxPayloadLength', int(256, 16 * 1024 * 1024), 16_384),
   s('maxPublishBytes', int(256, 64 * 1024 * 1024), 65_536),
+  s('httpBodyTimeoutMs', int(100, 600_000), 5000),
   s('maxBackpressure', int(1024, 1024 * 1024 * 1024), 1_048_576),
   s('slowConsumerPolicy', oneOf(['close', 'drop'] as const), 'close'),
   s('pingInterval', num(0.1, 3600), 25),

@@ -140,7 +140,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
       const sockets: Socket[] = [];
       hub.forEach((ws) => sockets.push(ws));
       const windowMs = config.drainSeconds * 1000;
-      log.info({ connections: sockets.length, drainSeconds: config.drainSeconds }, 'draining');
+      log.info({ connections: sockets.length, requests: t.inflightRequests(), drainSeconds: config.drainSeconds }, 'draining');
       // Spread the 1001 closes evenly over 90% of the window, so clients do not
       // reconnect to the other nodes all at once; the rest is for stragglers.
       const spreadMs = windowMs * 0.9;
@@ -159,9 +159,14 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
         };
         tick();
       });
-      // In-flight publish requests finish (bounded by the rest of the window plus 4 s).
+      // In-flight publish requests finish (bounded by the rest of the window
+      // plus 4 s). Each one ends on its own within httpBodyTimeoutMs plus the
+      // broker's answer: an answer, a 413 or 408, or its client going away
+      // all release it (transport/api-route.ts).
       const deadline = t0 + windowMs + 4000;
       while (t.inflightRequests() > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      const unfinished = t.inflightRequests();
+      if (unfinished > 0) log.warn({ requests: unfinished }, 'drain deadline passed with publish API requests in flight: cutting them');
       t.closePublicListener();
       t.stopTimers();
       await broker.close();

@@ -35,7 +35,7 @@ export interface Session {
   channels: ReadonlySet<string>;
   /** False once the socket closed: nothing may be sent to it any more. */
   open: boolean;
-  /** Heartbeats since the client last sent anything (a frame or a pong). */
+  /** Heartbeat ticks (four per ping interval) since the client last sent anything (a frame or a pong). */
   idleBeats: number;
   /** The client frame rate limit's token bucket: when (ms, monotonic) it is full again; 0 is full (limits/rate.ts takeToken). */
   frameFullAtMs: number;

@@ -27,6 +27,10 @@ export interface Metrics {
   clientFrame(type: string): void;
   frameRejected(code: string): void;
   apiRequest(endpoint: ApiEndpoint, status: number, seconds: number): void;
+  /** The client went away before its API request was answered: while its body was arriving, or after. */
+  apiAborted(endpoint: ApiEndpoint, phase: 'body' | 'response'): void;
+  /** Samples the API requests in flight (reading a body or being answered) at each scrape. */
+  observeApiInflight(count: () => number): void;
   brokerStatus(status: BrokerStatus): void;
   brokerReconnect(): void;
   brokerPublishError(reason: string): void;
@@ -117,6 +121,21 @@ export function createMetrics(nodeId: string): Metrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry],
   });
+  const apiAborts = new Counter({
+    name: 'pubgate_api_requests_aborted_total',
+    help: 'Publish API requests whose client went away before the answer, by endpoint and phase (body, response)',
+    labelNames: ['endpoint', 'phase'],
+    registers: [registry],
+  });
+  let apiInflightSource: () => number = () => 0;
+  new Gauge({
+    name: 'pubgate_api_requests_in_flight',
+    help: 'Publish API requests being read or answered',
+    registers: [registry],
+    collect() {
+      this.set(apiInflightSource());
+    },
+  });
   const brokerUp = new Gauge({ name: 'pubgate_broker_up', help: '1 when the broker is connected and its subscriptions are live', registers: [registry] });
   const brokerState = new Gauge({ name: 'pubgate_broker_status', help: 'Broker status (1 for the current one)', labelNames: ['status'], registers: [registry] });
   const brokerReconnects = new Counter({ name: 'pubgate_broker_reconnects_total', help: 'Broker reconnections', registers: [registry] });
@@ -205,6 +224,10 @@ export function createMetrics(nodeId: string): Metrics {
     apiRequest: (endpoint, status, seconds) => {
       apiRequests.inc({ endpoint, status: String(status) });
       apiDuration.observe({ endpoint }, seconds);
+    },
+    apiAborted: (endpoint, phase) => apiAborts.inc({ endpoint, phase }),
+    observeApiInflight: (count) => {
+      apiInflightSource = count;
     },
     brokerStatus: (status) => {
       brokerUp.set(status === 'ready' ? 1 : 0);

@@ -20,6 +20,8 @@ import { createExpiryWheel } from './expiry.js';
 export const MAX_RATE_STRIKES = 50;
 /** Burst of the per-connection frame bucket, as the contract gives it. */
 export const FRAME_BURST = 200;
+/** Heartbeat checks per ping interval: a silent connection is closed at most this fraction of an interval late. */
+export const HEARTBEAT_TICKS_PER_PING = 4;
 
 export interface ConnectionDeps {
   readonly config: Config;
@@ -83,15 +85,22 @@ export function createConnections(deps: ConnectionDeps): Connections {
     replyError(ws, s, id, 'internal', `${what} failed`);
   }
 
-  // Heartbeat: ping every interval; close what has been silent for two. A
-  // connection that last sent something between two beats is closed at the
-  // third beat after that: by then it has been silent for two whole intervals
-  // (counting beats, rather than keeping a time per connection, says the same
-  // in a small integer).
+  // Heartbeat: ping every interval; close what has been silent for two. The
+  // check runs HEARTBEAT_TICKS_PER_PING times per interval and counts, per
+  // connection, the ticks since the client last sent anything (a complete
+  // frame or a pong; a frame still arriving is not activity): a small integer
+  // rather than a time per connection. A connection is closed at the first
+  // tick at which it has been silent for two whole intervals, so 2 to 2.25
+  // intervals after its last frame, never before. That also bounds a client
+  // stuck in a frame uWS waits for (an unmasked frame, an unfinished frame or
+  // fragmented message under uWS's size limit: docs/protocol.md, Frames).
   const pingMs = config.pingInterval * 1000;
+  const closeAfterTicks = 2 * HEARTBEAT_TICKS_PER_PING;
   const slowClose = config.slowConsumerPolicy === 'close';
+  let tick = 0;
   const heartbeat = setInterval(() => {
     const now = nowMs();
+    const ping = ++tick % HEARTBEAT_TICKS_PER_PING === 0;
     hub.forEach((ws) => {
       const s = ws.getUserData();
       if (!s.open) return;
@@ -99,13 +108,13 @@ export function createConnections(deps: ConnectionDeps): Connections {
       // A slow consumer whose buffer never drained: close it anyway (its close
       // frame may not fit, so the client may see 1006 instead of 4008).
       if (slowSinceMs > 0 && slowClose && now - slowSinceMs > 2 * pingMs) close(ws, CLOSE.SLOW_CONSUMER);
-      else if (s.idleBeats >= 2) close(ws, CLOSE.PING_TIMEOUT);
+      else if (s.idleBeats >= closeAfterTicks) close(ws, CLOSE.PING_TIMEOUT);
       else {
         s.idleBeats++;
-        ws.ping();
+        if (ping) ws.ping();
       }
     });
-  }, pingMs);
+  }, pingMs / HEARTBEAT_TICKS_PER_PING);
   heartbeat.unref();
 
   // Slow consumers. uWS skips messages for a socket whose buffer is over

@@ -3,7 +3,7 @@ import type { HttpResponse } from './uws.js';
 
 const STATUS_TEXT: Readonly<Record<number, string>> = {
   200: 'OK', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
-  405: 'Method Not Allowed', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 426: 'Upgrade Required',
+  405: 'Method Not Allowed', 408: 'Request Timeout', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 426: 'Upgrade Required',
   429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
 };
 
@@ -15,13 +15,16 @@ export function statusLine(status: number): string {
 export interface ResponseState {
   aborted: boolean;
   done: boolean;
+  /** Called once when uWS reports the client gone (set by readBody while it waits). */
+  onAbort: (() => void) | undefined;
 }
 
 export function watch(res: HttpResponse, onAbort?: () => void): ResponseState {
-  const st: ResponseState = { aborted: false, done: false };
+  const st: ResponseState = { aborted: false, done: false, onAbort: undefined };
   res.onAborted(() => {
     st.aborted = true;
     onAbort?.();
+    st.onAbort?.();
   });
   return st;
 }
@@ -63,29 +66,45 @@ export function outsideUwsCallback(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/** How a body read ended: the text, or why there is none. */
+export type BodyRead =
+  | { readonly kind: 'body'; readonly text: string }
+  /** The body grew past the limit: the caller answers 413 and closes. */
+  | { readonly kind: 'too_large' }
+  /** The whole body did not arrive within the deadline: the caller answers 408 and closes. */
+  | { readonly kind: 'timeout' }
+  /** The client went away first: nothing can be answered. */
+  | { readonly kind: 'aborted' };
+
 /**
- * Reads a request body of at most `limit` bytes. Resolves with the text, or
- * with undefined once the body grew past the limit (the caller answers 413 and
- * closes). Rejects never: an aborted request leaves the promise pending and
- * `st.aborted` set, and uWS frees the response.
+ * Reads a request body of at most `limit` bytes that must arrive whole within
+ * `timeoutMs`. Always settles, exactly once: with the text, or with why not
+ * (over the limit, past the deadline, or the client went away), so the caller's
+ * bookkeeping (the in-flight count) runs on every path. Never rejects.
  */
-export function readBody(res: HttpResponse, st: ResponseState, limit: number): Promise<string | undefined> {
+export function readBody(res: HttpResponse, st: ResponseState, limit: number, timeoutMs: number): Promise<BodyRead> {
   return new Promise((resolve) => {
+    if (st.aborted) return resolve({ kind: 'aborted' });
     const chunks: Buffer[] = [];
     let size = 0;
-    let over = false;
+    let settled = false;
+    const settle = (r: BodyRead): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      st.onAbort = undefined;
+      chunks.length = 0;
+      resolve(r);
+    };
+    const timer = setTimeout(() => settle({ kind: 'timeout' }), timeoutMs);
+    st.onAbort = () => settle({ kind: 'aborted' });
     res.onData((ab, isLast) => {
-      if (over || st.aborted) return;
+      if (settled) return;
       size += ab.byteLength;
-      if (size > limit) {
-        over = true;
-        chunks.length = 0;
-        resolve(undefined);
-        return;
-      }
+      if (size > limit) return settle({ kind: 'too_large' });
       // The ArrayBuffer is reused by uWS after this callback: copy it.
       chunks.push(Buffer.from(new Uint8Array(ab).slice()));
-      if (isLast) resolve(Buffer.concat(chunks, size).toString('utf8'));
+      if (isLast) settle({ kind: 'body', text: Buffer.concat(chunks, size).toString('utf8') });
     });
   });
 }

@@ -17,7 +17,8 @@ import { createRejectionLog } from './admission.js';
 import { createClientIpResolver } from './client-ip.js';
 import { createConnIds } from './conn-id.js';
 import { createConnections } from './connection.js';
-import { outsideUwsCallback, readBody, send, watch } from './http.js';
+import { createApiRoute } from './api-route.js';
+import { send, watch } from './http.js';
 import { createUpgradeHandler } from './upgrade.js';
 import {
   App, COMPRESSION_DISABLED, listenExclusive, COMPRESSION_SHARED, SSLApp, us_listen_socket_close, us_socket_local_port,
@@ -75,7 +76,6 @@ export function createTransport(deps: TransportDeps): Transport {
   const admin: TemplatedApp = App();
   let publicListener: us_listen_socket | undefined;
   let adminListener: us_listen_socket | undefined;
-  let inflight = 0;
   const nowMs = (): number => performance.now();
 
   // With SHARED_COMPRESSOR, uWS.js v20 deflates a published message for each
@@ -85,6 +85,7 @@ export function createTransport(deps: TransportDeps): Transport {
   // them for many times the CPU (permessage-deflate is per message, RSV1).
   const compressFrom = config.compression === 'shared' ? config.compressionThreshold : Number.POSITIVE_INFINITY;
   const compress = (frame: string): boolean => frame.length >= compressFrom;
+  const apiRoute = createApiRoute({ api, metrics, log, maxPublishBytes: config.maxPublishBytes, bodyTimeoutMs: config.httpBodyTimeoutMs });
   const connIds = createConnIds();
   const permissions = createPermissionsCache();
   const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions });
@@ -139,48 +140,7 @@ export function createTransport(deps: TransportDeps): Transport {
     });
   });
 
-  app.any('/*', (res, req) => {
-    const t0 = performance.now();
-    const head = {
-      method: req.getMethod(),
-      path: req.getUrl(),
-      authorization: req.getHeader('authorization'),
-      contentType: req.getHeader('content-type'),
-      contentLength: req.getHeader('content-length'),
-    };
-    const st = watch(res);
-    const pre = api.preflight(head);
-    const respond = (status: number, body: string, headers?: Readonly<Record<string, string>>, closeConn = false): void => {
-      send(res, st, status, body, headers, 'application/json', closeConn);
-      metrics.apiRequest(pre.endpoint, status, (performance.now() - t0) / 1000);
-      if (status >= 400) log.warn({ path: head.path, status, endpoint: pre.endpoint }, 'api request rejected');
-    };
-    if (!pre.ok) {
-      // Answer before reading a body we will not use; close the connection so
-      // an unread body cannot be taken for the next request.
-      const closeConn = head.method !== 'get' && head.method !== 'head';
-      return respond(pre.response.status, pre.response.body, pre.response.headers, closeConn);
-    }
-    inflight++;
-    void readBody(res, st, config.maxPublishBytes)
-      .then(async (body) => {
-        if (body === undefined) {
-          return respond(413, errorBody('too_large', `body over ${config.maxPublishBytes} bytes`), undefined, true);
-        }
-        // Publish outside the HTTP callback, where uWS can cork each subscriber
-        // (see outsideUwsCallback); the answer still waits for the fan-out.
-        await outsideUwsCallback();
-        const r = await api.handle(pre.endpoint, body);
-        respond(r.status, r.body, r.headers);
-      })
-      .catch((e: unknown) => {
-        log.error({ err: e, path: head.path }, 'api request failed');
-        respond(500, errorBody('internal', 'internal error'));
-      })
-      .finally(() => {
-        inflight--;
-      });
-  });
+  app.any('/*', apiRoute.handle);
 
   admin.get('/healthz', (res) => send(res, watch(res), 200, '{"status":"ok"}'));
   admin.get('/readyz', (res) => {
@@ -231,7 +191,7 @@ export function createTransport(deps: TransportDeps): Transport {
       if (adminListener) us_listen_socket_close(adminListener);
       adminListener = undefined;
     },
-    inflightRequests: () => inflight,
+    inflightRequests: apiRoute.inflight,
     stopTimers: () => {
       conns.stop();
       rejections.flush();

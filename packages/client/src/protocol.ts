@@ -28,6 +28,7 @@ export const ERROR_CODES = [
   'method_not_allowed',
   'unsupported_media_type',
   'too_large',
+  'request_timeout',
   'rate_limited',
   'limit_exceeded',
   'origin_not_allowed',
