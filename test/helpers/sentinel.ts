@@ -10,7 +10,7 @@
  * the two other Sentinels, and a failover returns once the Sentinels name the
  * new master and it says role:master.
  */
-import { findTool, missingTool } from './proxies.js';
+import { NO_SENTINEL, SENTINEL_BIN } from './server-tools.js';
 import { freePort } from './ports.js';
 import { pollUntil, startRedis, type RedisServer } from './redis.js';
 
@@ -47,14 +47,6 @@ export interface SentinelGroup {
   stop(): Promise<void>;
 }
 
-/** The redis-sentinel executable, or undefined when it is not installed. */
-export function sentinelTool(): string | undefined {
-  return findTool('redis-sentinel');
-}
-
-/** The skip message for a missing redis-sentinel. */
-export const NO_SENTINEL = missingTool('redis-sentinel', 'redis-sentinel');
-
 /** Fields of a SENTINEL MASTER / REPLICAS entry as a map (redis-cli --raw prints name and value on alternate lines). */
 function fields(lines: readonly string[]): Map<string, string> {
   const m = new Map<string, string>();
@@ -63,7 +55,7 @@ function fields(lines: readonly string[]): Map<string, string> {
 }
 
 export async function startSentinelGroup(opts: SentinelGroupOptions = {}): Promise<SentinelGroup> {
-  const sentinelBin = sentinelTool();
+  const sentinelBin = SENTINEL_BIN;
   if (!sentinelBin) throw new Error(NO_SENTINEL);
   const name = opts.name ?? 'pubgate-master';
   const servers: RedisServer[] = [];

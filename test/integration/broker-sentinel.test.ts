@@ -13,9 +13,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Broker } from '../../src/broker/broker.js';
 import { createRedisBroker, type RedisBrokerEvents, type RedisBrokerOptions } from '../../src/broker/redis-broker.js';
 import { expectUnavailable, memoryLog, Recorder, runBrokerContract, type MemoryLog } from '../helpers/broker-contract.js';
-import { NO_SENTINEL, sentinelTool, startSentinelGroup, type SentinelGroup } from '../helpers/sentinel.js';
+import { startSentinelGroup, type SentinelGroup } from '../helpers/sentinel.js';
+import { NO_SENTINEL, SENTINEL_BIN } from '../helpers/server-tools.js';
 
-const SENTINEL = sentinelTool();
+const SENTINEL = SENTINEL_BIN;
 if (!SENTINEL) console.warn(`broker-sentinel: ${NO_SENTINEL}`);
 
 const DATA_PASSWORD = `data-${randomUUID()}`;

@@ -20,9 +20,10 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { metric, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { HistoryClient, closeClients, publishBatchOffsets, publishH, range } from '../helpers/history.js';
 import { readyz, untilReadyz } from '../helpers/multinode.js';
-import { NO_SENTINEL, sentinelTool, startSentinelGroup, type SentinelGroup } from '../helpers/sentinel.js';
+import { startSentinelGroup, type SentinelGroup } from '../helpers/sentinel.js';
+import { NO_SENTINEL, SENTINEL_BIN } from '../helpers/server-tools.js';
 
-const SENTINEL = sentinelTool();
+const SENTINEL = SENTINEL_BIN;
 if (!SENTINEL) console.warn(`history-sentinel-failover: ${NO_SENTINEL}`);
 
 const DATA_PASSWORD = `data-${randomUUID()}`;
