@@ -40,6 +40,13 @@ export interface Config {
   readonly nodeId: string;
   readonly redisUrl: string | undefined;
   readonly redisCluster: readonly string[];
+  /** Redis Sentinel `host:port` list; with redisSentinelName, selects the Sentinel-managed master. */
+  readonly redisSentinels: readonly string[];
+  readonly redisSentinelName: string | undefined;
+  /** Password of the Sentinels themselves (their requirepass). */
+  readonly redisSentinelPassword: string | undefined;
+  /** Password of the Redis data nodes (Sentinel mode, or a PUBGATE_REDIS_URL without one). */
+  readonly redisPassword: string | undefined;
   readonly jwtAlgorithms: readonly JwtAlgorithm[];
   readonly jwtSecrets: readonly HmacSecret[];
   readonly jwtPublicKeys: string | undefined;
@@ -284,6 +291,14 @@ export const SETTINGS: readonly Setting[] = [
   }, `${hostname()}-${process.pid}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64)),
   s('redisUrl', url(['redis:', 'rediss:']), undefined),
   s('redisCluster', seeds, []),
+  s('redisSentinels', seeds, []),
+  s('redisSentinelName', optional((raw) => {
+    const v = str(raw);
+    if (!/^[!-~]{1,256}$/.test(v)) throw new Invalid('must be 1-256 printable characters without spaces');
+    return v;
+  }), undefined),
+  s('redisSentinelPassword', optional(str), undefined),
+  s('redisPassword', optional(str), undefined),
   s('jwtAlgorithms', algorithms, ['HS256']),
   s('jwtSecrets', secrets, []),
   s('jwtPublicKeys', optional(str), undefined),
@@ -379,6 +394,41 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   return Object.freeze(out) as unknown as Config;
 }
 
+/** Sentinel and password settings against the other broker settings. Messages never quote a password. */
+function checkRedisCombinations(c: Config, problems: string[]): void {
+  const sentinel = c.redisSentinels.length > 0;
+  if (sentinel && c.redisCluster.length > 0) {
+    problems.push('PUBGATE_REDIS_SENTINELS: set either PUBGATE_REDIS_SENTINELS or PUBGATE_REDIS_CLUSTER, not both');
+  }
+  if (sentinel && c.redisUrl !== undefined) {
+    problems.push('PUBGATE_REDIS_SENTINELS: set either PUBGATE_REDIS_SENTINELS or PUBGATE_REDIS_URL, not both (the Sentinels name the master; its password goes in PUBGATE_REDIS_PASSWORD)');
+  }
+  if (sentinel && c.redisSentinelName === undefined) {
+    problems.push('PUBGATE_REDIS_SENTINEL_NAME: PUBGATE_REDIS_SENTINELS needs the master group name the Sentinels monitor');
+  }
+  if (!sentinel && c.redisSentinelName !== undefined) {
+    problems.push('PUBGATE_REDIS_SENTINEL_NAME: set only together with PUBGATE_REDIS_SENTINELS');
+  }
+  if (!sentinel && c.redisSentinelPassword !== undefined) {
+    problems.push('PUBGATE_REDIS_SENTINEL_PASSWORD: set only together with PUBGATE_REDIS_SENTINELS');
+  }
+  if (c.redisPassword !== undefined) {
+    if (c.redisCluster.length > 0) {
+      problems.push('PUBGATE_REDIS_PASSWORD: not supported with PUBGATE_REDIS_CLUSTER');
+    } else if (c.redisUrl !== undefined) {
+      let inUrl = false;
+      try {
+        inUrl = new URL(c.redisUrl).password !== '';
+      } catch {
+        // validated when parsed
+      }
+      if (inUrl) problems.push('PUBGATE_REDIS_PASSWORD: PUBGATE_REDIS_URL carries a password already; set it in one place');
+    } else if (!sentinel) {
+      problems.push('PUBGATE_REDIS_PASSWORD: set only together with PUBGATE_REDIS_URL or PUBGATE_REDIS_SENTINELS');
+    }
+  }
+}
+
 function checkCombinations(c: Config, nodeEnv: string | undefined, problems: string[]): void {
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
     problems.push('PUBGATE_TLS_CERT: PUBGATE_TLS_CERT and PUBGATE_TLS_KEY must be set together');
@@ -394,6 +444,7 @@ function checkCombinations(c: Config, nodeEnv: string | undefined, problems: str
   if (c.redisUrl !== undefined && c.redisCluster.length > 0) {
     problems.push('PUBGATE_REDIS_CLUSTER: set either PUBGATE_REDIS_URL or PUBGATE_REDIS_CLUSTER, not both');
   }
+  checkRedisCombinations(c, problems);
   const asym = c.jwtAlgorithms.some((a) => !a.startsWith('HS'));
   if (asym && c.jwtPublicKeys === undefined && c.jwtJwksUrl === undefined) {
     problems.push('PUBGATE_JWT_PUBLIC_KEYS: public-key algorithms need PUBGATE_JWT_PUBLIC_KEYS or PUBGATE_JWT_JWKS_URL');

@@ -30,10 +30,20 @@ export interface GatewayOptions {
 
 function chooseBroker(config: Config, log: Log, metrics: Metrics, onGap: () => void): Broker {
   const history = config.historyChannels.length > 0 ? { size: config.historySize, ttlSec: config.historyTtl } : undefined;
-  if (config.redisUrl === undefined && config.redisCluster.length === 0) return createMemoryBroker(history ? { history } : {});
+  if (config.redisUrl === undefined && config.redisCluster.length === 0 && config.redisSentinels.length === 0) {
+    return createMemoryBroker(history ? { history } : {});
+  }
+  const sentinel = config.redisSentinels.length > 0 && config.redisSentinelName !== undefined
+    ? {
+        sentinels: config.redisSentinels,
+        name: config.redisSentinelName,
+        ...(config.redisSentinelPassword !== undefined ? { sentinelPassword: config.redisSentinelPassword } : {}),
+      }
+    : undefined;
   return createRedisBroker({
     ...(history ? { history } : {}),
-    ...(config.redisUrl !== undefined ? { url: config.redisUrl } : { cluster: config.redisCluster }),
+    ...(sentinel ? { sentinel } : config.redisUrl !== undefined ? { url: config.redisUrl } : { cluster: config.redisCluster }),
+    ...(config.redisPassword !== undefined ? { password: config.redisPassword } : {}),
     nodeId: config.nodeId,
     log,
     events: {

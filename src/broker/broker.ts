@@ -22,7 +22,7 @@ export interface BrokerHandlers {
 }
 
 export interface Broker {
-  readonly kind: 'memory' | 'redis' | 'redis-cluster';
+  readonly kind: 'memory' | 'redis' | 'redis-sentinel' | 'redis-cluster';
   /** Message history (offsets, epochs, recovery), when the broker was created with history options. */
   readonly history: History | undefined;
   readonly status: BrokerStatus;

@@ -4,8 +4,9 @@
  * - One Redis channel per pubgate channel, `<prefix>ch:<channel>`; a node holds
  *   exactly the channels it has local listeners for. Payloads are frame texts,
  *   passed through untouched.
- * - Standalone (`url`): PUBLISH/SUBSCRIBE on one publishing and one subscriber
- *   connection. Cluster (`cluster` seeds): SPUBLISH/SSUBSCRIBE, one subscriber
+ * - Standalone (`url`, or `sentinel`: the master of a Redis Sentinel group,
+ *   looked up again on every reconnect): PUBLISH/SUBSCRIBE on one publishing
+ *   and one subscriber connection. Cluster (`cluster` seeds): SPUBLISH/SSUBSCRIBE, one subscriber
  *   connection per master, so a message only travels inside its shard.
  * - History (optional): a Lua script per publish that appends and (S)PUBLISHes
  *   in one step, on the publishing side; on a cluster the channel's history
@@ -30,6 +31,7 @@ import {
   type ConnTuning,
   type PublishErrorReason,
   type Publisher,
+  type SentinelTarget,
   type SubRouter,
   type TransportEvents,
 } from './redis-conn.js';
@@ -38,7 +40,7 @@ import { StandalonePublisher, StandaloneRouter } from './redis-standalone.js';
 import type { HistoryOptions } from './history.js';
 import { createRedisHistory } from './redis-history.js';
 
-export type { PublishErrorReason } from './redis-conn.js';
+export type { PublishErrorReason, SentinelTarget } from './redis-conn.js';
 
 /** Optional callbacks for metrics; every one is called synchronously and must not throw. */
 export interface RedisBrokerEvents {
@@ -55,8 +57,12 @@ export interface RedisBrokerEvents {
 }
 
 export interface RedisBrokerOptions {
-  /** redis:// or rediss:// URL of a standalone Redis. Exactly one of url and cluster. */
+  /** redis:// or rediss:// URL of a standalone Redis. Exactly one of url, sentinel and cluster. */
   readonly url?: string;
+  /** A Redis Sentinel group: the node talks to its current master, and follows failovers. */
+  readonly sentinel?: SentinelTarget;
+  /** Password of the Redis data nodes (standalone or Sentinel; a URL may carry it instead). */
+  readonly password?: string;
   /** `host:port` seeds of a Redis Cluster (sharded pub/sub, Redis >= 7). */
   readonly cluster?: readonly string[];
   /** Prefix of every Redis channel name; default 'pubgate:'. */
@@ -78,9 +84,17 @@ export interface RedisBrokerOptions {
 
 export function createRedisBroker(opts: RedisBrokerOptions): Broker {
   const clusterMode = (opts.cluster?.length ?? 0) > 0;
-  if (clusterMode === (opts.url !== undefined && opts.url !== '')) {
-    throw new TypeError('createRedisBroker needs exactly one of url and cluster');
+  const sentinelMode = opts.sentinel !== undefined;
+  if ([clusterMode, sentinelMode, opts.url !== undefined && opts.url !== ''].filter(Boolean).length !== 1) {
+    throw new TypeError('createRedisBroker needs exactly one of url, sentinel and cluster');
   }
+  if (sentinelMode && (opts.sentinel.sentinels.length === 0 || opts.sentinel.name === '')) {
+    throw new TypeError('createRedisBroker: a sentinel target needs at least one Sentinel and the master group name');
+  }
+  if (clusterMode && opts.password !== undefined) {
+    throw new TypeError('createRedisBroker: password is not supported with cluster');
+  }
+  const kind = clusterMode ? 'redis-cluster' : sentinelMode ? 'redis-sentinel' : 'redis';
   const prefix = opts.keyPrefix ?? 'pubgate:';
   if (clusterMode && /[{}]/.test(prefix)) {
     // A brace in the prefix would make it (part of) the hash tag of every name: the
@@ -90,7 +104,7 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
   const chPrefix = `${prefix}ch:`;
   const controlCh = `${prefix}control`;
   const probeCh = `${prefix}probe:${opts.nodeId}`;
-  const log = opts.log.child({ component: 'broker', broker: clusterMode ? 'redis-cluster' : 'redis' });
+  const log = opts.log.child({ component: 'broker', broker: kind });
   const ev = opts.events ?? {};
   const probeIntervalMs = Math.max(10, opts.probeIntervalMs ?? 1000);
   const publishTimeoutMs = opts.publishTimeoutMs ?? 2000;
@@ -135,9 +149,12 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
     publisher = t;
     router = t;
   } else {
-    const url = opts.url ?? '';
-    publisher = new StandalonePublisher(url, tuning, `${connName}-pub`, log, transportEvents);
-    router = new StandaloneRouter(url, tuning, `${connName}-sub`, log, transportEvents);
+    const target = {
+      ...(opts.sentinel ? { sentinel: opts.sentinel } : { url: opts.url ?? '' }),
+      ...(opts.password !== undefined ? { password: opts.password } : {}),
+    };
+    publisher = new StandalonePublisher(target, tuning, `${connName}-pub`, log, transportEvents);
+    router = new StandaloneRouter(target, tuning, `${connName}-sub`, log, transportEvents);
   }
 
   // ---- status -------------------------------------------------------------
@@ -257,7 +274,7 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
     : undefined;
 
   return {
-    kind: clusterMode ? 'redis-cluster' : 'redis',
+    kind,
     history,
     get status() {
       return status;

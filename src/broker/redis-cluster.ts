@@ -22,6 +22,7 @@ import {
   RESP_VERSION,
   connOptions,
   errorText,
+  parseHostPort,
   unavailable,
   type ConnTuning,
   type Publisher,
@@ -52,12 +53,6 @@ export function keySlot(key: string): number {
   let crc = 0;
   for (const b of Buffer.from(k, 'utf8')) crc = ((crc << 8) & 0xffff) ^ (CRC16_TABLE[((crc >> 8) ^ b) & 0xff] ?? 0);
   return crc % SLOTS;
-}
-
-function parseHostPort(s: string): { host: string; port: number } {
-  const i = s.lastIndexOf(':');
-  if (i <= 0) return { host: s, port: 6379 };
-  return { host: s.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(s.slice(i + 1)) };
 }
 
 export class ClusterTransport implements Publisher, SubRouter {

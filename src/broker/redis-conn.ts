@@ -53,6 +53,67 @@ export function connOptions(t: ConnTuning, onRetry: (delayMs: number) => void): 
   };
 }
 
+/** `host:port` (IPv6 in brackets) → host and port; 6379 when no port is given. */
+export function parseHostPort(s: string): { host: string; port: number } {
+  const i = s.lastIndexOf(':');
+  if (i <= 0) return { host: s, port: 6379 };
+  return { host: s.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(s.slice(i + 1)) };
+}
+
+/** The master of a Redis Sentinel group. */
+export interface SentinelTarget {
+  /** `host:port` of each Sentinel (more are learnt from them: SENTINEL SENTINELS). */
+  readonly sentinels: readonly string[];
+  /** The master group name the Sentinels monitor. */
+  readonly name: string;
+  /** The Sentinels' own password (their requirepass), if any. */
+  readonly sentinelPassword?: string;
+}
+
+/** Where a standalone transport connects: a redis:// URL, or the master a Sentinel group names. */
+export interface StandaloneTarget {
+  readonly url?: string;
+  readonly sentinel?: SentinelTarget;
+  /** Password of the data nodes (not needed when the URL carries it). */
+  readonly password?: string;
+}
+
+/**
+ * The ioredis constructor arguments for one standalone connection: `base`
+ * (connOptions) plus the password and, for Sentinel, the group. Through
+ * Sentinel every connect (the first and each reconnect, on the same retry
+ * strategy) asks the Sentinels for the current master and then checks that
+ * the server says role:master (ready check), so after a failover a
+ * reconnect lands on the promoted replica. failoverDetector: each connection
+ * also listens for `+switch-master` on the Sentinels and drops itself when the
+ * master changes, so a master that hangs without closing its sockets
+ * (SIGSTOP, a network partition) is left as soon as the Sentinels promote
+ * another. Nothing here is logged: the passwords stay in these options.
+ */
+export function standaloneConnection(target: StandaloneTarget, base: RedisOptions, t: ConnTuning): { url: string | undefined; options: RedisOptions } {
+  const password = target.password !== undefined ? { password: target.password } : {};
+  const s = target.sentinel;
+  if (!s) return { url: target.url, options: { ...base, ...password } };
+  return {
+    url: undefined,
+    options: {
+      ...base,
+      ...password,
+      sentinels: s.sentinels.map(parseHostPort),
+      name: s.name,
+      role: 'master',
+      ...(s.sentinelPassword !== undefined ? { sentinelPassword: s.sentinelPassword } : {}),
+      // A Sentinel that does not answer must not hold up the search for the master.
+      sentinelCommandTimeout: t.commandTimeoutMs,
+      // Every Sentinel unreachable: retry the round after the usual backoff, never give up.
+      sentinelRetryStrategy: (times: number) => backoffMs(times),
+      failoverDetector: true,
+      // A failover-detector connection to a Sentinel that dropped comes back on the backoff (ioredis: 60 s).
+      sentinelReconnectStrategy: (times: number) => backoffMs(times),
+    },
+  };
+}
+
 export function unavailable(message: string, retryAfterSec = 1): GatewayError {
   return new GatewayError('unavailable', message, retryAfterSec);
 }

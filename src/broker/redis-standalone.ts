@@ -1,11 +1,13 @@
 /**
  * Standalone Redis: one publishing connection (PUBLISH, fails fast while down)
  * and one subscriber connection (SubLink) holding every channel of this node.
+ * The server is named by a URL or found through Redis Sentinel (the current
+ * master of a group, looked up again on every reconnect): see standaloneConnection.
  */
 import { Redis } from 'ioredis';
 import type { Log } from '../observability/logger.js';
 import { SubLink } from './redis-link.js';
-import { Scripts, connOptions, disconnectRedis, errorText, type ConnTuning, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
+import { Scripts, connOptions, disconnectRedis, errorText, standaloneConnection, type ConnTuning, type StandaloneTarget, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
 
 export class StandalonePublisher implements Publisher {
   private readonly redis: Redis;
@@ -15,13 +17,12 @@ export class StandalonePublisher implements Publisher {
   private errorLogged = false;
   private closed = false;
 
-  constructor(url: string, tuning: ConnTuning, connectionName: string, private readonly log: Log, private readonly events: TransportEvents) {
-    this.redis = new Redis(url, {
-      ...connOptions(tuning, (d) => {
-        this.lastDelayMs = d;
-      }),
-      connectionName,
+  constructor(target: StandaloneTarget, tuning: ConnTuning, connectionName: string, private readonly log: Log, private readonly events: TransportEvents) {
+    const base = connOptions(tuning, (d) => {
+      this.lastDelayMs = d;
     });
+    const { url, options } = standaloneConnection(target, { ...base, connectionName }, tuning);
+    this.redis = url !== undefined ? new Redis(url, options) : new Redis(options);
     this.scripts = new Scripts(this.redis);
     this.redis.on('ready', () => {
       if (this.closed) return;
@@ -79,11 +80,12 @@ export class StandalonePublisher implements Publisher {
 export class StandaloneRouter implements SubRouter {
   private readonly link: SubLink;
 
-  constructor(url: string, tuning: ConnTuning, connectionName: string, log: Log, events: TransportEvents) {
+  constructor(target: StandaloneTarget, tuning: ConnTuning, connectionName: string, log: Log, events: TransportEvents) {
+    const { url, options } = standaloneConnection(target, { ...connOptions(tuning, () => undefined), connectionName }, tuning);
     this.link = new SubLink({
       name: 'subscriber',
-      url,
-      redisOptions: { ...connOptions(tuning, () => undefined), connectionName },
+      ...(url !== undefined ? { url } : {}),
+      redisOptions: options,
       sharded: false,
       log,
       events,

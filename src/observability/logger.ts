@@ -1,7 +1,7 @@
 /**
  * Structured JSON logs (pino). The only importer of pino. Secrets never reach a
- * log line: tokens, Authorization headers, API keys and query strings are
- * redacted here, and callers log paths, never URLs with their query.
+ * log line: tokens, Authorization headers, API keys, Redis and Sentinel
+ * passwords and query strings are redacted here, and callers log paths, never URLs with their query.
  */
 import pino from 'pino';
 import type { LogLevel } from '../config.js';
@@ -30,6 +30,14 @@ const REDACT = [
   '*.secret',
   'query',
   '*.query',
+  'password',
+  '*.password',
+  'sentinelPassword',
+  '*.sentinelPassword',
+  'redisPassword',
+  '*.redisPassword',
+  'redisSentinelPassword',
+  '*.redisSentinelPassword',
 ];
 
 export interface LoggerOptions {

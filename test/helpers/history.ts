@@ -12,7 +12,8 @@ import { TEST_API_KEY, startGateway, type GatewayProcess } from './gateway.js';
 import { untilReadyz } from './multinode.js';
 import { startRedis, startRedisCluster, type RedisCluster, type RedisServer } from './redis.js';
 
-export type BrokerKind = 'memory' | 'redis' | 'redis-cluster';
+/** 'valkey': the Redis broker on a valkey-server (Valkey 8). */
+export type BrokerKind = 'memory' | 'redis' | 'valkey' | 'redis-cluster';
 export const BROKERS: readonly BrokerKind[] = ['memory', 'redis'];
 /** BROKERS and a real 3-master Redis Cluster (slower to start: see setupTimeoutMs). */
 export const BROKERS_AND_CLUSTER: readonly BrokerKind[] = [...BROKERS, 'redis-cluster'];
@@ -157,6 +158,7 @@ async function startHistoryGateway(kind: BrokerKind, env: Record<string, string>
   let redis: RedisServer | undefined;
   let cluster: RedisCluster | undefined;
   if (kind === 'redis') redis = await startRedis();
+  if (kind === 'valkey') redis = await startRedis({ binary: 'valkey-server' });
   if (kind === 'redis-cluster') cluster = await startRedisCluster();
   const brokerEnv: Record<string, string> = redis
     ? { PUBGATE_REDIS_URL: redis.url }

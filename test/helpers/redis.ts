@@ -1,14 +1,16 @@
 /**
  * Real redis-server processes for integration tests: a standalone server on a
  * free loopback port (kill -9 and restart on the same port), and a 3-master /
- * 3-replica cluster (kill a master, wait for its replica to take over).
+ * 3-replica cluster (kill a master, wait for its replica to take over). The
+ * server binary is an option (valkey-server takes the same arguments), and so
+ * is a config file (redis-sentinel needs one: see sentinel.ts).
  *
  * Every process started here is tracked and SIGKILLed when the test process
  * exits, so a failing test never leaves a server behind; tests still stop
  * their servers in afterAll.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,16 +33,22 @@ export function trackProcess(p: ChildProcess): void {
 
 /** Runs redis-cli (raw output) against 127.0.0.1:port; returns the non-empty lines. */
 export function redisCli(port: number, ...args: string[]): Promise<string[]> {
+  return redisCliAuth(port, undefined, ...args);
+}
+
+/** redisCli, authenticating with `password` when given (passed in the environment, not on the command line). */
+export function redisCliAuth(port: number, password: string | undefined, ...args: string[]): Promise<string[]> {
+  const env = password !== undefined ? { ...process.env, REDISCLI_AUTH: password } : process.env;
   return new Promise((resolve, reject) => {
-    execFile('redis-cli', ['-h', '127.0.0.1', '-p', String(port), '--raw', ...args], { timeout: 10_000 }, (err, stdout, stderr) => {
+    execFile('redis-cli', ['-h', '127.0.0.1', '-p', String(port), '--raw', ...args], { timeout: 10_000, env }, (err, stdout, stderr) => {
       if (err) reject(new Error(`redis-cli -p ${port} ${args.join(' ')} failed: ${err.message} ${stderr}`));
       else resolve(stdout.split('\n').filter((l) => l.length > 0));
     });
   });
 }
 
-/** True when a PING on 127.0.0.1:port is answered +PONG. */
-export function ping(port: number): Promise<boolean> {
+/** True when a PING on 127.0.0.1:port is answered +PONG (after an AUTH with `password`, when given). */
+export function ping(port: number, password?: string): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.connect({ host: '127.0.0.1', port });
     let buf = '';
@@ -50,10 +58,13 @@ export function ping(port: number): Promise<boolean> {
     };
     sock.setTimeout(1000, () => done(false));
     sock.once('error', () => done(false));
-    sock.once('connect', () => sock.write('PING\r\n'));
+    const auth = password !== undefined ? `AUTH ${JSON.stringify(password)}\r\n` : '';
+    sock.once('connect', () => sock.write(`${auth}PING\r\n`));
     sock.on('data', (d) => {
       buf += d.toString();
-      if (buf.includes('\r\n')) done(buf.startsWith('+PONG'));
+      const lines = buf.split('\r\n');
+      const want = password !== undefined ? 2 : 1;
+      if (lines.length > want) done(lines[want - 1] === '+PONG');
     });
   });
 }
@@ -90,6 +101,10 @@ export interface RedisServer {
   restart(): Promise<void>;
   /** Stops the server and removes its directory. Safe to call twice. */
   stop(): Promise<void>;
+  /** SIGSTOP: the process hangs with its sockets open (no FIN), like a frozen host. */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
   cli(...args: string[]): Promise<string[]>;
   /** The last lines the server printed (for failure messages). */
   output(): string;
@@ -101,12 +116,21 @@ export interface RedisServerOptions {
   readonly args?: readonly string[];
   /** false: allocate the port only; call start() later. Default true. */
   readonly start?: boolean;
+  /** The server executable: a name on PATH or a path. Default redis-server (valkey-server takes the same arguments). */
+  readonly binary?: string;
+  /** Lines of a config file written to the server's dir and passed as its first argument (redis-sentinel needs one). */
+  readonly config?: readonly string[];
+  /** requirepass of the server: cli() and the PING check authenticate with it. */
+  readonly password?: string;
 }
 
 /** A redis-server on a free loopback port, no persistence, in a temp dir. */
 export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisServer> {
   const port = opts.port ?? (await freePort());
   const dir = mkdtempSync(path.join(os.tmpdir(), `pubgate-redis-${port}-`));
+  const binary = opts.binary ?? 'redis-server';
+  const configFile = path.join(dir, 'redis.conf');
+  if (opts.config) writeFileSync(configFile, opts.config.join('\n') + '\n');
   let proc: ChildProcess | undefined;
   let out = '';
   let exited: Promise<void> = Promise.resolve();
@@ -120,8 +144,13 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
     async start() {
       if (server.running) return;
       const p = spawn(
-        'redis-server',
-        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...(opts.args ?? [])],
+        binary,
+        [
+          ...(opts.config ? [configFile] : []),
+          '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
+          ...(opts.password !== undefined ? ['--requirepass', opts.password] : []),
+          ...(opts.args ?? []),
+        ],
         { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
       );
       trackProcess(p);
@@ -133,9 +162,15 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
       p.stderr?.on('data', keep);
       exited = new Promise((resolve) => p.once('exit', () => resolve()));
       await pollUntil(async () => {
-        if (p.exitCode !== null || p.signalCode !== null) throw new Error(`redis-server exited: ${out}`);
-        return ping(port);
-      }, `redis-server on port ${port} to answer PING`);
+        if (p.exitCode !== null || p.signalCode !== null) throw new Error(`${binary} exited: ${out}`);
+        return ping(port, opts.password);
+      }, `${binary} on port ${port} to answer PING`);
+    },
+    pause() {
+      if (server.running) proc?.kill('SIGSTOP');
+    },
+    resume() {
+      if (server.running) proc?.kill('SIGCONT');
     },
     async kill9() {
       if (!proc || !server.running) return;
@@ -150,7 +185,7 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
       await server.kill9();
       rmSync(dir, { recursive: true, force: true });
     },
-    cli: (...args) => redisCli(port, ...args),
+    cli: (...args) => redisCliAuth(port, opts.password, ...args),
     output: () => out,
   };
   if (opts.start !== false) {

@@ -332,6 +332,23 @@ describe('RedisBroker (standalone) against a real redis-server', () => {
     expect(a.seen.probes).toContain(undefined);
   });
 
+  it('authenticates with the password option when the URL carries none, and stays down with a wrong one', async () => {
+    const secret = `pw-${randomUUID()}`;
+    const srv = await startRedis({ password: secret });
+    servers.push(srv);
+    const ok = await readyNode(srv.url, { password: secret });
+    await ok.b.subscribe('auth');
+    await ok.b.publish('auth', 'hello');
+    await ok.r.untilReceived('auth', 'hello');
+    const bad = node(srv.url, { password: 'wrong-password-123' });
+    await bad.b.start(bad.r);
+    expect(bad.b.status).toBe('down');
+    await expectUnavailable(bad.b.publish('auth', 'nope'));
+    const text = JSON.stringify([...ok.log.lines, ...bad.log.lines]);
+    expect(bad.log.lines.some((l) => l.level === 'warn')).toBe(true);
+    expect(text.includes(secret) || text.includes('wrong-password-123')).toBe(false);
+  });
+
   it('ignores control messages that are not valid JSON ControlMessages', async () => {
     const a = await readyNode(sharedUrl(), { keyPrefix: 'ctl:' });
     const bad = ['not json', '[1,2]', '{"kind":"disconnect"}', '{"kind":"other","user":"u"}', '{"kind":"disconnect","user":7}', 'null'];

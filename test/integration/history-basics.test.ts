@@ -1,18 +1,30 @@
 /**
- * History and recovery on one node, embedded broker, Redis and Redis Cluster
- * alike: offsets and epochs on publish answers, frames and subscribe replies;
+ * History and recovery on one node, embedded broker, Redis, Valkey and Redis
+ * Cluster alike: offsets and epochs on publish answers, frames and subscribe replies;
  * recovery with `since` (missed messages exactly once, in order, before newer
  * live ones); too-old offsets and wrong epochs; the recovery metrics.
  */
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { metric } from '../helpers/gateway.js';
-import { BROKERS_AND_CLUSTER, publishBatchH, publishBatchOffsets, publishH, publishOffset, range, useHistoryGateway } from '../helpers/history.js';
+import { NO_VALKEY, VALKEY_BIN } from '../helpers/server-tools.js';
+import { BROKERS_AND_CLUSTER, type BrokerKind, publishBatchH, publishBatchOffsets, publishH, publishOffset, range, useHistoryGateway } from '../helpers/history.js';
 
 const SIZE = 5;
 const uid = (): string => randomUUID().slice(0, 8);
 
-describe.each(BROKERS_AND_CLUSTER)('history on the %s broker', (kind) => {
+const VALKEY = VALKEY_BIN;
+if (!VALKEY) console.warn(`history-basics: ${NO_VALKEY}`);
+const KINDS: readonly BrokerKind[] = [...BROKERS_AND_CLUSTER, ...(VALKEY ? (['valkey'] as const) : [])];
+
+// Without valkey-server, one skipped case says so (the summary counts it).
+if (!VALKEY) {
+  describe.skip(`history on the valkey broker (${NO_VALKEY})`, () => {
+    it('runs the cases below on valkey-server', () => undefined);
+  });
+}
+
+describe.each(KINDS)('history on the %s broker', (kind) => {
   const { gw, open } = useHistoryGateway(kind, { PUBGATE_HISTORY_SIZE: String(SIZE) });
 
   it('offsets grow by one per message; frames and subscribe replies carry offset and epoch on history channels only', async () => {

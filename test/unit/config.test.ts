@@ -128,6 +128,56 @@ describe('loadConfig', () => {
     expect(problems({ PUBGATE_REDIS_URL: 'redis://a:1', PUBGATE_REDIS_CLUSTER: 'b:2' })[0]).toMatch(/^PUBGATE_REDIS_CLUSTER:/);
   });
 
+  it('reads the Redis Sentinel settings, from the environment or the file', () => {
+    const c = loadConfig({
+      PUBGATE_REDIS_SENTINELS: 's1:26379, s2:26380,10.0.0.3:26381',
+      PUBGATE_REDIS_SENTINEL_NAME: 'mymaster',
+      PUBGATE_REDIS_SENTINEL_PASSWORD: 'sentinel-pw',
+      PUBGATE_REDIS_PASSWORD: 'data-pw',
+      PUBGATE_HISTORY_CHANNELS: 'h:*',
+    });
+    expect(c).toMatchObject({
+      redisSentinels: ['s1:26379', 's2:26380', '10.0.0.3:26381'],
+      redisSentinelName: 'mymaster',
+      redisSentinelPassword: 'sentinel-pw',
+      redisPassword: 'data-pw',
+      redisUrl: undefined,
+      redisCluster: [],
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'pubgate-config-'));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ redisSentinels: ['a:1', 'b:2'], redisSentinelName: 'm' }));
+    expect(loadConfig({ PUBGATE_CONFIG: file })).toMatchObject({ redisSentinels: ['a:1', 'b:2'], redisSentinelName: 'm', redisPassword: undefined });
+    // The data password also goes with a URL that carries none.
+    expect(loadConfig({ PUBGATE_REDIS_URL: 'redis://r:6379', PUBGATE_REDIS_PASSWORD: 'pw' }).redisPassword).toBe('pw');
+    expect(loadConfig({}).redisSentinels).toEqual([]);
+  });
+
+  it('refuses contradictory Redis settings with one line each, never quoting a password', () => {
+    const S = { PUBGATE_REDIS_SENTINELS: 's1:26379', PUBGATE_REDIS_SENTINEL_NAME: 'm' };
+    const secret = 'very-secret-password-123';
+    const cases: Array<[Record<string, string>, RegExp]> = [
+      [{ ...S, PUBGATE_REDIS_CLUSTER: 'c:7000' }, /^PUBGATE_REDIS_SENTINELS: set either PUBGATE_REDIS_SENTINELS or PUBGATE_REDIS_CLUSTER, not both$/],
+      [{ ...S, PUBGATE_REDIS_URL: `redis://:${secret}@r:6379` }, /^PUBGATE_REDIS_SENTINELS: set either PUBGATE_REDIS_SENTINELS or PUBGATE_REDIS_URL, not both/],
+      [{ PUBGATE_REDIS_SENTINELS: 's1:26379' }, /^PUBGATE_REDIS_SENTINEL_NAME: PUBGATE_REDIS_SENTINELS needs the master group name/],
+      [{ PUBGATE_REDIS_SENTINEL_NAME: 'm' }, /^PUBGATE_REDIS_SENTINEL_NAME: set only together with PUBGATE_REDIS_SENTINELS$/],
+      [{ PUBGATE_REDIS_URL: 'redis://r:6379', PUBGATE_REDIS_SENTINEL_PASSWORD: secret }, /^PUBGATE_REDIS_SENTINEL_PASSWORD: set only together with PUBGATE_REDIS_SENTINELS$/],
+      [{ PUBGATE_REDIS_CLUSTER: 'c:7000', PUBGATE_REDIS_PASSWORD: secret }, /^PUBGATE_REDIS_PASSWORD: not supported with PUBGATE_REDIS_CLUSTER$/],
+      [{ PUBGATE_REDIS_URL: `redis://:${secret}@r:6379`, PUBGATE_REDIS_PASSWORD: secret }, /^PUBGATE_REDIS_PASSWORD: PUBGATE_REDIS_URL carries a password already/],
+      [{ PUBGATE_REDIS_PASSWORD: secret }, /^PUBGATE_REDIS_PASSWORD: set only together with PUBGATE_REDIS_URL or PUBGATE_REDIS_SENTINELS$/],
+      [{ ...S, PUBGATE_REDIS_SENTINELS: 's1' }, /^PUBGATE_REDIS_SENTINELS: seed "s1" is not host:port$/],
+      [{ ...S, PUBGATE_REDIS_SENTINEL_NAME: 'my master' }, /^PUBGATE_REDIS_SENTINEL_NAME: must be 1-256 printable characters/],
+    ];
+    for (const [env, re] of cases) {
+      const p = problems(env);
+      expect(p, JSON.stringify(env)).toHaveLength(1);
+      expect(p[0], JSON.stringify(env)).toMatch(re);
+      expect(p[0]).not.toContain(secret);
+    }
+    // Everything at once: every problem reported together.
+    expect(problems({ ...S, PUBGATE_REDIS_CLUSTER: 'c:7000', PUBGATE_REDIS_PASSWORD: secret, PUBGATE_REDIS_URL: 'redis://r:1' }).length).toBeGreaterThanOrEqual(3);
+  });
+
   it('refuses the development secret and API key when NODE_ENV=production', () => {
     const dev = JSON.parse(readFileSync(new URL('../../config/development.json', import.meta.url), 'utf8')) as Record<string, string>;
     const env = { PUBGATE_JWT_SECRETS: dev.jwtSecrets!, PUBGATE_API_KEYS: dev.apiKeys! };
