@@ -10,7 +10,7 @@
  * the two other Sentinels, and a failover returns once the Sentinels name the
  * new master and it says role:master.
  */
-import { NO_SENTINEL, SENTINEL_BIN } from './server-tools.js';
+import { SENTINEL_BIN } from './server-tools.js';
 import { freePort } from './ports.js';
 import { pollUntil, startRedis, type RedisServer } from './redis.js';
 
@@ -56,7 +56,7 @@ function fields(lines: readonly string[]): Map<string, string> {
 
 export async function startSentinelGroup(opts: SentinelGroupOptions = {}): Promise<SentinelGroup> {
   const sentinelBin = SENTINEL_BIN;
-  if (!sentinelBin) throw new Error(NO_SENTINEL);
+  if (!sentinelBin) throw new Error('redis-sentinel not found (see test/helpers/tools.ts)');
   const name = opts.name ?? 'pubgate-master';
   const servers: RedisServer[] = [];
   const sentinels: RedisServer[] = [];

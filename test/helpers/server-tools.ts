@@ -1,13 +1,12 @@
 /**
- * The optional Redis-family servers some tests run on, and the message a test
- * shows when it skips because one is missing (missingTool's wording).
+ * The optional Redis-family servers some tests run on (listed, with their
+ * Debian packages, in test/helpers/tools.ts). Tests skip through
+ * needs('redis-sentinel') / needs('valkey-server'), which the skip reporter lists.
  */
-import { findTool, missingTool } from './proxies.js';
+import { findTool } from './tools.js';
 
 /** The redis-sentinel executable (Debian package redis-sentinel), or undefined. */
 export const SENTINEL_BIN: string | undefined = findTool('redis-sentinel');
-export const NO_SENTINEL = missingTool('redis-sentinel', 'redis-sentinel');
 
 /** The valkey-server executable (Valkey 8; on Debian bookworm from bookworm-backports), or undefined. */
 export const VALKEY_BIN: string | undefined = findTool('valkey-server');
-export const NO_VALKEY = `${missingTool('valkey-server', 'valkey-server')}; on Debian bookworm it comes from bookworm-backports: apt-get install -y -t bookworm-backports valkey-server`;

@@ -14,10 +14,10 @@ import type { Broker } from '../../src/broker/broker.js';
 import { createRedisBroker, type RedisBrokerEvents, type RedisBrokerOptions } from '../../src/broker/redis-broker.js';
 import { expectUnavailable, memoryLog, Recorder, runBrokerContract, type MemoryLog } from '../helpers/broker-contract.js';
 import { startSentinelGroup, type SentinelGroup } from '../helpers/sentinel.js';
-import { NO_SENTINEL, SENTINEL_BIN } from '../helpers/server-tools.js';
+import { SENTINEL_BIN } from '../helpers/server-tools.js';
+import { needs } from '../helpers/tools.js';
 
 const SENTINEL = SENTINEL_BIN;
-if (!SENTINEL) console.warn(`broker-sentinel: ${NO_SENTINEL}`);
 
 const DATA_PASSWORD = `data-${randomUUID()}`;
 const SENTINEL_PASSWORD = `sentinel-${randomUUID()}`;
@@ -46,7 +46,7 @@ function sentinelBroker(g: SentinelGroup, extra: Partial<RedisBrokerOptions> = {
   });
 }
 
-describe.skipIf(!SENTINEL)(SENTINEL ? 'RedisBroker through Redis Sentinel' : `RedisBroker through Redis Sentinel (${NO_SENTINEL})`, () => {
+describe('RedisBroker through Redis Sentinel', needs('redis-sentinel'), () => {
   runBrokerContract({
     name: 'redis-sentinel',
     newBroker: () => sentinelBroker(liveShared()),

@@ -8,10 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisBroker } from '../../src/broker/redis-broker.js';
 import { expectUnavailable, memoryLog, Recorder, runBrokerContract } from '../helpers/broker-contract.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
-import { NO_VALKEY, VALKEY_BIN } from '../helpers/server-tools.js';
+import { VALKEY_BIN } from '../helpers/server-tools.js';
+import { needs } from '../helpers/tools.js';
 
 const VALKEY = VALKEY_BIN;
-if (!VALKEY) console.warn(`broker-valkey: ${NO_VALKEY}`);
 
 let shared: RedisServer | undefined;
 beforeAll(async () => {
@@ -26,7 +26,7 @@ function url(): string {
   return shared.url;
 }
 
-describe.skipIf(!VALKEY)(VALKEY ? 'RedisBroker against Valkey' : `RedisBroker against Valkey (${NO_VALKEY})`, () => {
+describe('RedisBroker against Valkey', needs('valkey-server'), () => {
   it('runs on a real valkey-server 8', async () => {
     if (!shared) throw new Error('valkey-server did not start');
     const info = (await shared.cli('INFO', 'server')).join('\n');

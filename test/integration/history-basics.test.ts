@@ -7,19 +7,19 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { metric } from '../helpers/gateway.js';
-import { NO_VALKEY, VALKEY_BIN } from '../helpers/server-tools.js';
+import { VALKEY_BIN } from '../helpers/server-tools.js';
+import { needs } from '../helpers/tools.js';
 import { BROKERS_AND_CLUSTER, type BrokerKind, publishBatchH, publishBatchOffsets, publishH, publishOffset, range, useHistoryGateway } from '../helpers/history.js';
 
 const SIZE = 5;
 const uid = (): string => randomUUID().slice(0, 8);
 
 const VALKEY = VALKEY_BIN;
-if (!VALKEY) console.warn(`history-basics: ${NO_VALKEY}`);
 const KINDS: readonly BrokerKind[] = [...BROKERS_AND_CLUSTER, ...(VALKEY ? (['valkey'] as const) : [])];
 
 // Without valkey-server, one skipped case says so (the summary counts it).
 if (!VALKEY) {
-  describe.skip(`history on the valkey broker (${NO_VALKEY})`, () => {
+  describe('history on the valkey broker', needs('valkey-server'), () => {
     it('runs the cases below on valkey-server', () => undefined);
   });
 }

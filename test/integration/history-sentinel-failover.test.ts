@@ -21,10 +21,8 @@ import { metric, startGateway, type GatewayProcess } from '../helpers/gateway.js
 import { HistoryClient, closeClients, publishBatchOffsets, publishH, range } from '../helpers/history.js';
 import { readyz, untilReadyz } from '../helpers/multinode.js';
 import { startSentinelGroup, type SentinelGroup } from '../helpers/sentinel.js';
-import { NO_SENTINEL, SENTINEL_BIN } from '../helpers/server-tools.js';
+import { needs } from '../helpers/tools.js';
 
-const SENTINEL = SENTINEL_BIN;
-if (!SENTINEL) console.warn(`history-sentinel-failover: ${NO_SENTINEL}`);
 
 const DATA_PASSWORD = `data-${randomUUID()}`;
 const SENTINEL_PASSWORD = `sentinel-${randomUUID()}`;
@@ -73,7 +71,7 @@ async function publishThrough(gw: GatewayProcess, channel: string, datas: readon
   return { offsets, refused };
 }
 
-describe.skipIf(!SENTINEL)(SENTINEL ? 'history across a Sentinel failover' : `history across a Sentinel failover (${NO_SENTINEL})`, () => {
+describe('history across a Sentinel failover', needs('redis-sentinel'), () => {
   it('master killed: /readyz 503 then 200 on the promoted replica, publishes resume, the history subscriber gets every offset once (1011, then since)', async () => {
     const group = await startSentinelGroup({ password: DATA_PASSWORD, sentinelPassword: SENTINEL_PASSWORD });
     groups.push(group);

@@ -220,8 +220,12 @@ describe('jws-sync against jose, on a generated corpus', () => {
   it('generates a deterministic corpus of thousands of cases', () => {
     expect(corpus.length).toBeGreaterThan(2500);
     // Same seed, same cases (labels; the bytes of randomized signatures differ).
+    // A variant equal to the part it mutates is left out, so the signature
+    // mutations of the randomized ECDSA and PSS signatures can come and go
+    // (e.g. "standard alphabet" only exists when the signature has a - or _).
     const again = buildCorpus(keys, { seed: SEED, nowSec: NOW_SEC, issuer: ISSUER, audience: AUDIENCE });
-    expect(again.map((c) => c.label)).toEqual(corpus.map((c) => c.label));
+    const stable = (c: CorpusCase): boolean => !/^(ES|PS)\S* signature characters: /.test(c.label);
+    expect(again.filter(stable).map((c) => c.label)).toEqual(corpus.filter(stable).map((c) => c.label));
     // Cases that do not involve a randomized signature are byte-identical.
     const deterministic = (c: CorpusCase): boolean => /^HS|^RS|^EdDSA|^confusion: HS/.test(c.label);
     expect(again.filter(deterministic).map((c) => c.token)).toEqual(corpus.filter(deterministic).map((c) => c.token));
