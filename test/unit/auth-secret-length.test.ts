@@ -6,7 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, HMAC_MIN_SECRET_BYTES, loadConfig, shortHmacSecrets } from '../../src/config.js';
+import { HMAC_MIN_SECRET_BYTES, loadConfig, shortHmacSecrets } from '../../src/config.js';
+import { configProblems } from '../helpers/config-problems.js';
 
 const PRODUCTION = { NODE_ENV: 'production' };
 const SHORT = 'short-hmac-secret-of-31-bytes!!'; // 31 bytes: one under the HS256 minimum
@@ -14,15 +15,7 @@ const LONG32 = 'a-hmac-secret-of-exactly-32-byte';
 const LONG48 = 'an-hmac-secret-of-exactly-forty-eight-bytes-long';
 const LONG64 = 'an-hmac-secret-that-is-exactly-sixty-four-bytes-long-for-HS512!!';
 
-function problems(env: Record<string, string>): string[] {
-  try {
-    loadConfig(env);
-  } catch (e) {
-    if (e instanceof ConfigError) return [...e.problems];
-    throw e;
-  }
-  return [];
-}
+const problems = configProblems;
 
 describe('HMAC secret length', () => {
   it('uses lengths that are what their names say', () => {

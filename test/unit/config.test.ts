@@ -3,19 +3,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, SETTINGS, envName, loadConfig, type Config } from '../../src/config.js';
+import { SETTINGS, envName, loadConfig, type Config } from '../../src/config.js';
+import { configProblems } from '../helpers/config-problems.js';
 
 const EXAMPLE = new URL('../../config/example.env', import.meta.url);
 
-function problems(env: Record<string, string>): string[] {
-  try {
-    loadConfig(env);
-  } catch (e) {
-    if (e instanceof ConfigError) return [...e.problems];
-    throw e;
-  }
-  return [];
-}
+const problems = configProblems;
 
 describe('config/example.env', () => {
   const lines = readFileSync(EXAMPLE, 'utf8').split('\n');
