@@ -11,7 +11,7 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Log } from '../observability/logger.js';
-import { disconnectRedis, errorText, unavailable, type TransportEvents } from './redis-conn.js';
+import { disconnectRedis, errorText, unavailable, untimedWhileReady, type TransportEvents } from './redis-conn.js';
 import { SubscriptionBatcher } from './sub-batcher.js';
 
 export interface LinkOptions {
@@ -33,8 +33,6 @@ export interface LinkOptions {
 export class SubLink {
   private readonly redis: Redis;
   private readonly batcher: SubscriptionBatcher;
-  /** The connection's per-command timeout, restored for the handshake of each new connection. */
-  private readonly handshakeTimeout: number | undefined;
   private everReady = false;
   private errorLogged = false;
   private closed = false;
@@ -49,18 +47,20 @@ export class SubLink {
     r.on('close', () => this.onClose());
     r.on('error', (err: Error) => this.onError(err));
     r.on('moved', () => o.onMoved?.());
-    this.handshakeTimeout = r.options.commandTimeout;
     this.batcher = new SubscriptionBatcher({
       name: o.name,
       log: o.log,
       batchKey: o.batchKey,
-      stallMs: this.handshakeTimeout ?? 1000,
+      stallMs: r.options.commandTimeout ?? 1000,
       onChange: () => o.events.change(),
       send: (op, chs) => {
         if (op === 'subscribe') return o.sharded ? r.ssubscribe(...chs) : r.subscribe(...chs);
         return o.sharded ? r.sunsubscribe(...chs) : r.unsubscribe(...chs);
       },
     });
+    // (Un)subscribe commands are bounded by the batcher's stall watchdog (a
+    // command ioredis timed out would leave its count of commands in flight wrong).
+    untimedWhileReady(r);
   }
 
   connected(): boolean {
@@ -116,20 +116,12 @@ export class SubLink {
     if (this.everReady) this.o.events.reconnected('subscriber');
     this.everReady = true;
     this.errorLogged = false;
-    // (Un)subscribe commands are bounded by the batcher's stall watchdog, not by
-    // ioredis' per-command timer: that timer fires before a reply already waiting
-    // in the socket is read (after a busy spell of our own event loop), and the
-    // reply to a command it timed out is then consumed without a word, which
-    // would leave the batcher's count of commands in flight wrong for good.
-    this.redis.options.commandTimeout = undefined;
     this.o.log.debug({ link: this.o.name, channels: this.batcher.wanted.size }, 'redis subscriber connected; resubscribing');
     this.batcher.connectionUp();
     this.o.events.change();
   }
 
   private onClose(): void {
-    // The next connection's handshake (CLIENT SETNAME, ready check) runs with the configured timeout.
-    this.redis.options.commandTimeout = this.handshakeTimeout;
     this.batcher.connectionDown('broker subscriber connection dropped');
     if (this.closed) return;
     this.o.events.failure('subscriber', 'connection closed');

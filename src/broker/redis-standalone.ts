@@ -5,7 +5,7 @@
 import { Redis } from 'ioredis';
 import type { Log } from '../observability/logger.js';
 import { SubLink } from './redis-link.js';
-import { Scripts, connOptions, disconnectRedis, errorText, type ConnTuning, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
+import { Scripts, connOptions, disconnectRedis, errorText, untimedWhileReady, type ConnTuning, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
 
 export class StandalonePublisher implements Publisher {
   private readonly redis: Redis;
@@ -23,6 +23,8 @@ export class StandalonePublisher implements Publisher {
       connectionName,
     });
     this.scripts = new Scripts(this.redis);
+    // Publishes are bounded by the broker's publish timeout (redis-broker.ts guarded).
+    untimedWhileReady(this.redis);
     this.redis.on('ready', () => {
       if (this.closed) return;
       if (this.everReady) events.reconnected('publisher');

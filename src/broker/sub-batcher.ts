@@ -124,7 +124,10 @@ export class SubscriptionBatcher {
   private up = false;
   private epoch = 0;
   private scheduled = false;
-  private lastProgressMs = 0;
+  /** Write times of the commands in flight, oldest first (answers come in order); at most `window`. */
+  private readonly writtenAt: number[] = [];
+  /** Commands answered on this connection so far (the stall watchdog's progress mark). */
+  private answered = 0;
   private stalled = false;
   private watchdog: NodeJS.Timeout | undefined;
   private readonly maxBatch: number;
@@ -207,7 +210,6 @@ export class SubscriptionBatcher {
   connectionUp(): void {
     this.up = true;
     this.stalled = false;
-    this.lastProgressMs = performance.now();
     for (const ch of this.wanted) this.mark(ch);
   }
 
@@ -216,6 +218,7 @@ export class SubscriptionBatcher {
     this.up = false;
     this.epoch += 1;
     this.inFlight = 0;
+    this.writtenAt.length = 0;
     this.stalled = false;
     this.scheduled = false;
     if (this.watchdog) clearTimeout(this.watchdog);
@@ -330,6 +333,15 @@ export class SubscriptionBatcher {
       r.sealed = true;
       this.settle(r, 0);
     }
+    this.fill();
+  }
+
+  /**
+   * Writes queued changes while the window has room. Called at the end of a
+   * turn and whenever an answer frees a place, so Redis has work while this
+   * process is busy reading a burst of client frames.
+   */
+  private fill(): void {
     while (this.up && this.inFlight < this.window) {
       if (!this.writeNext()) break;
     }
@@ -399,7 +411,7 @@ export class SubscriptionBatcher {
       // after its slot moved: the server dropped it already); nothing to undo.
       if (e !== undefined) this.failures.add('unsubscribe', chs.length, errorText(e));
       for (const r of rels) this.settle(r);
-      this.schedule();
+      this.fill();
     };
     this.o.send('unsubscribe', chs).then(
       () => done(),
@@ -417,7 +429,7 @@ export class SubscriptionBatcher {
       if (this.wanted.has(ch)) this.confirm(ch);
     }
     this.o.onChange();
-    this.schedule();
+    this.fill();
   }
 
   private subscribeFailed(epoch: number, cmd: object, chs: readonly string[], e: unknown): void {
@@ -449,7 +461,7 @@ export class SubscriptionBatcher {
       this.retryTimer.unref();
     }
     this.o.onChange();
-    this.schedule();
+    this.fill();
   }
 
   private confirm(ch: string): void {
@@ -469,45 +481,64 @@ export class SubscriptionBatcher {
   }
 
   // ---- stall watchdog -------------------------------------------------------------
+  //
+  // A stall is the oldest command in flight unanswered stallMs after it was
+  // written, and still unanswered once this process has read its sockets
+  // again. The verdict waits for a check phase (setImmediate) one loop
+  // iteration after the suspicion: that iteration's poll phase reads whatever
+  // Redis sent meanwhile, so a long burst of work of our own (a poll phase
+  // full of client frames) is not taken for a silent Redis.
 
   private begin(): void {
-    if (this.inFlight === 0) this.lastProgressMs = performance.now();
     this.inFlight += 1;
-    this.arm(this.o.stallMs);
+    this.writtenAt.push(performance.now());
+    this.arm();
   }
 
   private progress(): void {
     this.inFlight = Math.max(0, this.inFlight - 1);
-    this.lastProgressMs = performance.now();
+    this.writtenAt.shift();
+    this.answered += 1;
     if (this.stalled) {
       this.stalled = false;
       this.o.log.info({ link: this.o.name }, 'redis subscriber connection answering again');
     }
-    if (this.inFlight > 0) this.arm(this.o.stallMs);
+    this.arm();
   }
 
-  private arm(ms: number): void {
-    if (this.watchdog || this.stalled) return;
-    this.watchdog = setTimeout(() => {
-      // Answers already waiting in the socket are read before setImmediate runs:
-      // a busy event loop of our own is not taken for a silent Redis.
-      setImmediate(() => {
-        this.watchdog = undefined;
-        if (!this.up || this.inFlight === 0) return;
-        const idle = performance.now() - this.lastProgressMs;
-        if (idle >= this.o.stallMs) this.stall(idle);
-        else this.arm(this.o.stallMs - idle);
-      });
-    }, Math.max(1, ms));
+  private arm(): void {
+    const oldest = this.writtenAt[0];
+    if (this.watchdog || this.stalled || oldest === undefined) return;
+    const due = oldest + this.o.stallMs - performance.now();
+    this.watchdog = setTimeout(() => setImmediate(() => this.suspect()), Math.max(1, due));
     this.watchdog.unref();
   }
 
+  private suspect(): void {
+    this.watchdog = undefined;
+    const oldest = this.writtenAt[0];
+    if (!this.up || this.stalled || oldest === undefined) return;
+    const age = performance.now() - oldest;
+    if (age < this.o.stallMs) {
+      this.arm();
+      return;
+    }
+    const mark = this.answered;
+    const epoch = this.epoch;
+    // Scheduled from a check phase: runs in the next iteration's, after its poll phase.
+    setImmediate(() => {
+      if (epoch !== this.epoch || this.stalled || !this.up) return;
+      if (this.answered === mark && this.inFlight > 0) this.stall(performance.now() - oldest);
+      else this.arm();
+    });
+  }
+
   /** Redis answered nothing for stallMs: refuse the subscribes waiting (and new ones until it answers). */
-  private stall(idleMs: number): void {
+  private stall(unansweredMs: number): void {
     this.stalled = true;
     const waiting = this.waiters.size;
     this.o.log.warn(
-      { link: this.o.name, idleMs: Math.round(idleMs), commandsInFlight: this.inFlight, queued: this.queuedCount, waiting },
+      { link: this.o.name, unansweredMs: Math.round(unansweredMs), commandsInFlight: this.inFlight, queued: this.queuedCount, waiting },
       'redis subscriber connection not answering; refusing the subscribes waiting for it',
     );
     this.rejectWaiters(unavailable('broker did not confirm the subscription in time'));
