@@ -503,7 +503,10 @@ async function runDrain() {
     const pubSt = await pub.stop();
     const sum = (k) => stats.reduce((x, s) => x + (s[k] ?? 0), 0);
     const firstClose = Math.min(...stats.map((s) => s.firstCloseMs || Infinity));
+    const lastClose = Math.max(...stats.map((s) => s.lastCloseMs || 0));
     const lastDone = Math.max(...stats.map((s) => s.lastDoneMs || 0));
+    const back = stats.flatMap((s) => s.backMs ?? []).sort((x, y) => x - y);
+    const pct = (q) => (back.length > 0 ? back[Math.min(back.length - 1, Math.floor(q * back.length))] / 1000 : NaN);
     const channelsOnB = await info.channels();
     const bMetrics = await nodeMetrics(b);
     if (!b.alive) throw new Error(`node B exited: ${b.tail.join('\n  ')}`);
@@ -521,6 +524,8 @@ async function runDrain() {
       errors: stats.reduce((x, s) => merge(x, s.errors), {}),
       closeCodes: stats.reduce((x, s) => merge(x, s.closeCodes), {}),
       firstCloseSec: (firstClose - tTerm) / 1000,
+      lastCloseSec: (lastClose - tTerm) / 1000,
+      backSec: { p50: pct(0.5), p99: pct(0.99), max: back.length > 0 ? back[back.length - 1] / 1000 : NaN },
       lastResubscribedSec: (lastDone - tTerm) / 1000,
       waitedSec: (tDone - tTerm) / 1000,
       bNotReadyPolls: readySt.notReady,
@@ -567,7 +572,8 @@ function printDrain(r) {
     `  drain of ${r.connections} connections x ${r.perConn} channels (pool ${r.pool}), PUBGATE_DRAIN_SECONDS=${r.drainSeconds}: ` +
       `${r.resubscribed} of ${r.connections} clients reconnected to B and resubscribed (${r.failed} failed, ${r.retried} retries${Object.keys(r.errors).length ? ` ${JSON.stringify(r.errors)}` : ''}); ` +
       `${r.closed} closed by A, close codes ${JSON.stringify(r.closeCodes)}`,
-    `  first 1001 at ${r.firstCloseSec.toFixed(2)} s, last client resubscribed at ${r.lastResubscribedSec.toFixed(2)} s after SIGTERM; ` +
+    `  1001s from ${r.firstCloseSec.toFixed(2)} s to ${r.lastCloseSec.toFixed(2)} s after SIGTERM, last client resubscribed at ${r.lastResubscribedSec.toFixed(2)} s; ` +
+      `close to resubscribed per client p50 ${r.backSec.p50.toFixed(3)} s, p99 ${r.backSec.p99.toFixed(3)} s, max ${r.backSec.max.toFixed(3)} s; ` +
       `B: /readyz 503 on ${r.bNotReadyPolls} of ${r.readyz.polls} polls (no answer within 2 s on ${r.bNoAnswerPolls}), ${r.bPublishesRefused} of ${r.publisher.sent} publishes refused, ${r.bLogLines} log lines`,
     `    B: event-loop lag max ${fmtLag(r.bMetrics)}, broker publish errors ${JSON.stringify(r.bMetrics?.publishErrors ?? {})}, gaps ${r.bMetrics?.gaps}`,
     ...r.bLineKinds.map(([k, n]) => `    ${String(n).padStart(6)} x ${k}`),

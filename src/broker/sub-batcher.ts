@@ -163,13 +163,14 @@ export class SubscriptionBatcher {
   /** Wants a channel; resolves once Redis confirmed it, rejects with 'unavailable' when it cannot be. */
   add(ch: string): Promise<void> {
     if (!this.up) return Promise.reject(unavailable('broker subscriber connection is down'));
-    if (this.stalled) {
+    if (this.stalled && !this.acked.has(ch)) {
       this.refusals.add('refused');
       return Promise.reject(unavailable('broker subscriber connection is not answering'));
     }
     this.wanted.add(ch);
     this.mark(ch);
     if (this.acked.has(ch)) {
+      // Held on this connection already (perhaps released in this very turn: the release is cancelled).
       this.confirm(ch);
       return RESOLVED;
     }

@@ -144,11 +144,14 @@ const handlers = {
    */
   armReconnect(m) {
     const target = new WsPool({ host: m.host, port: m.port, tokenIn: m.tokenIn });
-    const st = { closed: 0, reconnected: 0, resubscribed: 0, failed: 0, retried: 0, errors: {}, firstCloseMs: 0, lastDoneMs: 0, closeCodes: {} };
+    // backMs: per client, from its close to its last channel confirmed again.
+    const st = { closed: 0, reconnected: 0, resubscribed: 0, failed: 0, retried: 0, errors: {}, firstCloseMs: 0, lastCloseMs: 0, lastDoneMs: 0, backMs: [] };
     reconnect = { target, st };
     pool.onClosed = (c) => {
       st.closed++;
-      if (st.firstCloseMs === 0) st.firstCloseMs = nowMs();
+      const closedAt = nowMs();
+      if (st.firstCloseMs === 0) st.firstCloseMs = closedAt;
+      st.lastCloseMs = closedAt;
       void (async () => {
         for (let attempt = 0; ; attempt++) {
           try {
@@ -161,6 +164,7 @@ const handlers = {
             }
             st.resubscribed++;
             st.lastDoneMs = nowMs();
+            st.backMs.push(st.lastDoneMs - closedAt);
             return;
           } catch (e) {
             st.errors[e.message] = (st.errors[e.message] ?? 0) + 1;
