@@ -340,6 +340,8 @@ describe('SubscriptionBatcher', () => {
     expect(warns.map((l) => l.msg)).toEqual(["redis subscriber connection not answering; refusing the subscribes waiting for it"]);
     // While stalled, new subscribes are refused at once; the established ones stay live (the self-probe decides).
     expect(await outcome(f.b.add('later'))).toBe('unavailable');
+    // ...but a channel the connection holds already is confirmed.
+    expect(await outcome(f.b.add('probe'))).toBe('resolved');
     expect(f.b.live()).toBe(true);
     f.answerAll();
     await settle();
