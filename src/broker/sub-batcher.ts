@@ -129,6 +129,12 @@ export class SubscriptionBatcher {
   /** Commands answered on this connection so far (the stall watchdog's progress mark). */
   private answered = 0;
   private stalled = false;
+  /**
+   * A slow spell: from the first stall until nothing is in flight any more.
+   * Logged once when it starts and once when it ends (however many stalls it
+   * has: with answers coming late, each command in flight may stall in turn).
+   */
+  private slowSpell: { readonly startMs: number; stalls: number; refused: number } | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private readonly maxBatch: number;
   private readonly window: number;
@@ -221,6 +227,7 @@ export class SubscriptionBatcher {
     this.inFlight = 0;
     this.writtenAt.length = 0;
     this.stalled = false;
+    this.slowSpell = undefined;
     this.scheduled = false;
     if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = undefined;
@@ -500,9 +507,12 @@ export class SubscriptionBatcher {
     this.inFlight = Math.max(0, this.inFlight - 1);
     this.writtenAt.shift();
     this.answered += 1;
-    if (this.stalled) {
-      this.stalled = false;
-      this.o.log.info({ link: this.o.name }, 'redis subscriber connection answering again');
+    this.stalled = false;
+    const spell = this.slowSpell;
+    if (spell && this.inFlight === 0) {
+      this.slowSpell = undefined;
+      const line = { link: this.o.name, lastedMs: Math.round(performance.now() - spell.startMs), stalls: spell.stalls, refusedSubscribes: spell.refused };
+      this.o.log.info(line, 'redis subscriber connection answering again');
     }
     this.arm();
   }
@@ -538,10 +548,16 @@ export class SubscriptionBatcher {
   private stall(unansweredMs: number): void {
     this.stalled = true;
     const waiting = this.waiters.size;
-    this.o.log.warn(
-      { link: this.o.name, unansweredMs: Math.round(unansweredMs), commandsInFlight: this.inFlight, queued: this.queuedCount, waiting },
-      'redis subscriber connection not answering; refusing the subscribes waiting for it',
-    );
+    if (this.slowSpell) {
+      this.slowSpell.stalls += 1;
+      this.slowSpell.refused += waiting;
+    } else {
+      this.slowSpell = { startMs: performance.now() - unansweredMs, stalls: 1, refused: waiting };
+      const line = { link: this.o.name, unansweredMs: Math.round(unansweredMs), commandsInFlight: this.inFlight, queued: this.queuedCount, waiting };
+      // Slow releases alone hurt nobody (no caller waits on them): info. Refused subscribes: warn.
+      if (waiting > 0) this.o.log.warn(line, 'redis subscriber connection not answering; refusing the subscribes waiting for it');
+      else this.o.log.info(line, 'redis subscriber connection not answering; new subscribes are refused until it does');
+    }
     this.rejectWaiters(unavailable('broker did not confirm the subscription in time'));
     this.resolveReleases();
     this.turnRelease = undefined;

@@ -354,6 +354,29 @@ describe('SubscriptionBatcher', () => {
     expect(await outcome(next)).toBe('resolved');
   });
 
+  it('logs a slow spell once when it starts and once when it ends, however many commands stall in turn', async () => {
+    const f = fake({ stallMs: 40 });
+    f.b.connectionUp();
+    // Three pinned channels (nobody waits on them), written 60 ms apart, each answered 150 ms after it was written.
+    const answered: Array<Promise<void>> = [];
+    for (const ch of ['a', 'b', 'c']) {
+      f.b.pin(ch);
+      await turn();
+      const cmd = f.open().at(-1);
+      answered.push(new Promise((resolve) => setTimeout(() => resolve(cmd?.answer()), 150)));
+      await new Promise((r) => setTimeout(r, 60));
+    }
+    await Promise.all(answered);
+    await settle();
+    expect(f.b.live()).toBe(true);
+    const lines = f.log.lines.map((l) => `${l.level} ${l.msg}`);
+    expect(lines).toEqual([
+      'info redis subscriber connection not answering; new subscribes are refused until it does',
+      'info redis subscriber connection answering again',
+    ]);
+    expect((f.log.lines[1]?.obj as { stalls: number }).stalls).toBeGreaterThanOrEqual(2);
+  });
+
   it('refuses the waiters of a command answered with an error, subscribes a still wanted channel again, and logs one aggregated line', async () => {
     const f = fake({ retryMs: 20, tallyMs: 40 });
     f.b.connectionUp();
