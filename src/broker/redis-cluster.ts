@@ -105,7 +105,9 @@ export class ClusterTransport implements Publisher, SubRouter {
         disableClientInfo: true,
         protocol: RESP_VERSION,
         connectTimeout: tuning.connectTimeoutMs,
-        commandTimeout: tuning.commandTimeoutMs,
+        // No ioredis per-command timer (see untimedWhileReady in redis-conn.ts):
+        // publishes and scripts are bounded by the broker's publish timeout, and
+        // these connections send no handshake commands.
         keepAlive: tuning.keepAliveMs,
         maxRetriesPerRequest: 0,
         autoResendUnfulfilledCommands: false,

@@ -114,6 +114,26 @@ export function standaloneConnection(target: StandaloneTarget, base: RedisOption
   };
 }
 
+/**
+ * While `r` is ready its commands carry no ioredis per-command timer; the
+ * caller bounds them (the broker's publish timeout, the subscription
+ * batcher's stall watchdog), judged after the socket was read. ioredis' timer
+ * fires in the timers phase, before a reply already waiting in the socket is
+ * read: after a busy spell of our own event loop (a burst of client frames, a
+ * mass disconnect) it would fail commands Redis had answered, and the reply
+ * to a command it failed is then consumed without a word. The connection's
+ * handshake (ready check, CLIENT SETNAME) keeps the configured timeout.
+ */
+export function untimedWhileReady(r: Redis): void {
+  const handshake = r.options.commandTimeout;
+  r.on('ready', () => {
+    r.options.commandTimeout = undefined;
+  });
+  r.on('close', () => {
+    r.options.commandTimeout = handshake;
+  });
+}
+
 export function unavailable(message: string, retryAfterSec = 1): GatewayError {
   return new GatewayError('unavailable', message, retryAfterSec);
 }

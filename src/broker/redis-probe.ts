@@ -5,8 +5,11 @@
  * server, a path that drops without FIN), the broker counts as down.
  *
  * Misses are counted in ticks, not wall time, so an event loop that was
- * blocked for a while does not read as a lost probe: a reply waiting in the
- * socket is read before the next tick.
+ * blocked for a while does not read as a lost probe. A probe still missing at
+ * a tick is judged in that iteration's check phase (setImmediate), after its
+ * poll phase read the sockets: a reply Redis sent while this process was busy
+ * with a long burst of I/O (a poll phase full of client frames, after the
+ * subscriber socket had been read) is not taken for a lost probe.
  */
 import type { Log } from '../observability/logger.js';
 import { errorText, type Publisher, type SubRouter } from './redis-conn.js';
@@ -64,6 +67,21 @@ export class SelfProbe {
     }
   }
 
+  /** A probe sent before the last tick (seq <= `upTo`) has not come back, even after this turn's I/O was read. */
+  private judge(upTo: number): void {
+    if (this.timer === undefined) return; // stopped
+    let missing = false;
+    for (const s of this.sent.keys()) if (s <= upTo) missing = true;
+    if (!missing) return;
+    this.unanswered += 1;
+    this.o.onProbe(undefined);
+    if (this.unanswered >= PROBE_MISSES && !this.stale) {
+      this.stale = true;
+      this.o.log.warn({ missed: this.unanswered, intervalMs: this.o.intervalMs }, 'broker self-probe is not coming back; marking down');
+      this.o.onChange();
+    }
+  }
+
   private tick(): void {
     const { publisher, router } = this.o;
     if (!publisher.ready() || !router.confirmed(this.o.channel)) {
@@ -77,13 +95,8 @@ export class SelfProbe {
       return;
     }
     if (this.sent.size > 0) {
-      this.unanswered += 1;
-      this.o.onProbe(undefined);
-      if (this.unanswered >= PROBE_MISSES && !this.stale) {
-        this.stale = true;
-        this.o.log.warn({ missed: this.unanswered, intervalMs: this.o.intervalMs }, 'broker self-probe is not coming back; marking down');
-        this.o.onChange();
-      }
+      const before = this.seq;
+      setImmediate(() => this.judge(before));
     }
     this.seq += 1;
     this.sent.set(this.seq, performance.now());

@@ -7,7 +7,7 @@
 import { Redis } from 'ioredis';
 import type { Log } from '../observability/logger.js';
 import { SubLink } from './redis-link.js';
-import { Scripts, connOptions, disconnectRedis, errorText, standaloneConnection, type ConnTuning, type StandaloneTarget, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
+import { Scripts, connOptions, disconnectRedis, errorText, standaloneConnection, untimedWhileReady, type ConnTuning, type StandaloneTarget, type Publisher, type SubRouter, type TransportEvents } from './redis-conn.js';
 
 export class StandalonePublisher implements Publisher {
   private readonly redis: Redis;
@@ -24,6 +24,8 @@ export class StandalonePublisher implements Publisher {
     const { url, options } = standaloneConnection(target, { ...base, connectionName }, tuning);
     this.redis = url !== undefined ? new Redis(url, options) : new Redis(options);
     this.scripts = new Scripts(this.redis);
+    // Publishes are bounded by the broker's publish timeout (redis-broker.ts guarded).
+    untimedWhileReady(this.redis);
     this.redis.on('ready', () => {
       if (this.closed) return;
       if (this.everReady) events.reconnected('publisher');

@@ -12,6 +12,7 @@ import { GatewayError } from '../errors.js';
 import type { SinceOffset } from '../protocol/frames.js';
 import { encodeMessage } from '../protocol/frames.js';
 import type { Log } from '../observability/logger.js';
+import { LogTally } from '../observability/log-tally.js';
 import type { Metrics } from '../observability/metrics.js';
 import { addChannel, deleteChannel, NO_CHANNELS, troubleOf, type Session, type Socket } from './session.js';
 
@@ -144,6 +145,13 @@ export function createHub(deps: HubDeps): HubWithBroker {
   /** Sockets whose replay waits for their send buffer to drain (at most one waiter per recovering channel). */
   const drainWaiters = new Map<Socket, Array<() => void>>();
   const pageSize = Math.max(1, deps.recoveryPageSize ?? RECOVERY_PAGE_SIZE);
+  /**
+   * Broker failures to release a channel, and refused subscribes (which their
+   * replies already report), counted: when 1000 clients leave at once they
+   * come by the thousand, and one line per interval says how many.
+   */
+  const releaseFailures = new LogTally(log, 'warn', 'broker unsubscribes failed', { component: 'hub' });
+  const subscribeRefusals = new LogTally(log, 'debug', 'broker subscribes refused', { component: 'hub' });
 
   function wakeDrainWaiters(ws: Socket): void {
     const waiting = drainWaiters.get(ws);
@@ -208,9 +216,10 @@ export function createHub(deps: HubDeps): HubWithBroker {
     st = { count: 1, ready, history: deps.isHistory(channel) };
     channels.set(channel, st);
     metrics.channelsChanged(1);
-    // A refusal is reported to every waiter through `ready`; the catch keeps
-    // an unobserved rejection from escaping when all waiters left meanwhile.
-    ready.catch((e: unknown) => log.debug({ err: e, channel }, 'broker subscribe failed'));
+    // A refusal is reported to every waiter through `ready` (their replies say
+    // it); the catch keeps an unobserved rejection from escaping when all
+    // waiters left meanwhile. Counted, not logged per channel.
+    ready.catch((e: unknown) => subscribeRefusals.add('subscribe', 1, e instanceof Error ? e.message : String(e)));
     return st;
   }
 
@@ -222,7 +231,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
     channels.delete(channel);
     lastLive.delete(channel);
     metrics.channelsChanged(-1);
-    broker.unsubscribe(channel).catch((e: unknown) => log.warn({ err: e, channel }, 'broker unsubscribe failed'));
+    broker.unsubscribe(channel).catch((e: unknown) => releaseFailures.add('unsubscribe', 1, e instanceof Error ? e.message : String(e)));
   }
 
   function drop(ws: Socket, s: Session, channel: string): void {

@@ -5,6 +5,7 @@
  * connection. Order and content are kept; only arrival moves:
  *
  * - `delayMs`: each chunk arrives that much later (a lagging connection);
+ *   `setDelayMs` changes it for the chunks from then on;
  * - `batchMs`: chunks are held and delivered together, as one write, every
  *   `batchMs` (what a congested path or a slow reader sees: several replies in
  *   one read).
@@ -25,12 +26,15 @@ export interface DelayProxy {
   readonly port: number;
   /** Connections that matched the marker so far. */
   readonly matched: number;
+  /** From now on, chunks to matched connections arrive `ms` later (delay mode only). */
+  setDelayMs(ms: number): void;
   close(): Promise<void>;
 }
 
 export async function startDelayProxy(o: DelayProxyOptions): Promise<DelayProxy> {
   const sockets = new Set<net.Socket>();
   let matched = 0;
+  let delayMs = o.delayMs ?? 0;
   const server = net.createServer((client) => {
     const upstream = net.connect(o.target.port, o.target.host);
     sockets.add(client);
@@ -64,8 +68,8 @@ export async function startDelayProxy(o: DelayProxyOptions): Promise<DelayProxy>
         client.write(d);
         return;
       }
-      queue.push({ at: Date.now() + (o.delayMs ?? 0), data: d });
-      if (!timer) timer = setTimeout(release, o.batchMs ?? o.delayMs ?? 0);
+      queue.push({ at: Date.now() + delayMs, data: d });
+      if (!timer) timer = setTimeout(release, o.batchMs ?? delayMs);
     });
     const end = (): void => {
       if (timer) clearTimeout(timer);
@@ -84,6 +88,9 @@ export async function startDelayProxy(o: DelayProxyOptions): Promise<DelayProxy>
     port,
     get matched() {
       return matched;
+    },
+    setDelayMs(ms: number) {
+      delayMs = ms;
     },
     async close() {
       for (const s of sockets) s.destroy();

@@ -18,6 +18,28 @@ function channelOf(spec, i) {
   return spec.kind === 'one' ? spec.name : `${spec.prefix}${i % spec.count}`;
 }
 
+/** churn: the `perConn` channels of connection `index` (consecutive, modulo `total`). */
+function channelsOf(spec, index) {
+  return Array.from({ length: spec.perConn }, (_, j) => `${spec.prefix}${(index * spec.perConn + j) % spec.total}`);
+}
+
+/** Subscribes one connection to its channels, all frames at once; resolves with the failures (0 when all ok). */
+async function subscribeMany(c, channels, timeoutMs, errors, failedOut) {
+  const res = await Promise.allSettled(channels.map((ch) => c.subscribe(ch, timeoutMs)));
+  let failed = 0;
+  for (const [i, r] of res.entries()) {
+    if (r.status === 'rejected') {
+      failed++;
+      errors[r.reason.message] = (errors[r.reason.message] ?? 0) + 1;
+      failedOut?.push(channels[i]);
+    }
+  }
+  return failed;
+}
+
+/** churn: clients reconnecting elsewhere after the server closed them (drain). */
+let reconnect;
+
 /** Runs `count` tasks with at most `limit` at once; resolves when all settled. */
 async function bounded(count, limit, task) {
   let next = 0;
@@ -59,6 +81,8 @@ const handlers = {
       for (let attempt = 0; ; attempt++) {
         try {
           const c = await pool.open(tokens[i], m.timeoutMs);
+          c.index = m.base + i;
+          c.token = tokens[i];
           if (m.subscribe) await c.subscribe(channelOf(m.subscribe, m.base + i), m.timeoutMs);
           ok++;
           t1 = nowMs();
@@ -79,6 +103,87 @@ const handlers = {
   drop() {
     pool.closeAll();
     return {};
+  },
+
+  /**
+   * churn: every open connection subscribes to its `spec.perConn` channels,
+   * all at once; resolves once every reply came (or timed out).
+   */
+  async subscribeAll(m) {
+    const errors = {};
+    const conns = [...pool.conns];
+    const left = new Map(conns.map((c) => [c, []]));
+    const t0 = nowMs();
+    const failed = await Promise.all(conns.map((c) => subscribeMany(c, channelsOf(m.spec, c.index), m.timeoutMs, errors, left.get(c))));
+    const t1 = nowMs();
+    const bad = failed.reduce((a, n) => a + n, 0);
+    // Optionally the refused ones again, a few connections at a time, so that
+    // the next phase starts with every channel held (an older build may refuse
+    // much of a burst).
+    const topUp = { ok: 0, failed: 0, errors: {} };
+    if (m.topUpConcurrency > 0 && bad > 0) {
+      const todo = conns.filter((c) => left.get(c).length > 0);
+      await bounded(todo.length, m.topUpConcurrency, async (i) => {
+        const c = todo[i];
+        for (let attempt = 0; attempt < 5 && left.get(c).length > 0; attempt++) {
+          const again = [];
+          await subscribeMany(c, left.get(c), m.timeoutMs, topUp.errors, again);
+          left.set(c, again);
+        }
+        topUp.failed += left.get(c).length;
+      });
+      topUp.ok = bad - topUp.failed;
+    }
+    return { conns: conns.length, ok: conns.length * m.spec.perConn - bad, failed: bad, errors, t0, t1, topUp };
+  },
+
+  /**
+   * churn: from now on a connection the server closes reconnects to `port`
+   * (same token) and subscribes to its channels again, retried up to `retries`
+   * times; counted in reconnectStats.
+   */
+  armReconnect(m) {
+    const target = new WsPool({ host: m.host, port: m.port, tokenIn: m.tokenIn });
+    // backMs: per client, from its close to its last channel confirmed again.
+    const st = { closed: 0, reconnected: 0, resubscribed: 0, failed: 0, retried: 0, errors: {}, firstCloseMs: 0, lastCloseMs: 0, lastDoneMs: 0, backMs: [] };
+    reconnect = { target, st };
+    pool.onClosed = (c) => {
+      st.closed++;
+      const closedAt = nowMs();
+      if (st.firstCloseMs === 0) st.firstCloseMs = closedAt;
+      st.lastCloseMs = closedAt;
+      void (async () => {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            const n = await target.open(c.token, m.timeoutMs);
+            if (attempt === 0) st.reconnected++;
+            const failed = await subscribeMany(n, channelsOf(m.spec, c.index), m.timeoutMs, st.errors);
+            if (failed > 0) {
+              n.destroy();
+              throw new Error('resubscribe failed');
+            }
+            st.resubscribed++;
+            st.lastDoneMs = nowMs();
+            st.backMs.push(st.lastDoneMs - closedAt);
+            return;
+          } catch (e) {
+            st.errors[e.message] = (st.errors[e.message] ?? 0) + 1;
+            if (attempt >= m.retries) {
+              st.failed++;
+              return;
+            }
+            st.retried++;
+          }
+        }
+      })();
+    };
+    return {};
+  },
+
+  reconnectStats() {
+    if (!reconnect) return { closed: 0 };
+    const { target, st } = reconnect;
+    return { ...st, open: target.conns.size, socketErrors: target.errors, closeCodes: pool.closeCodes };
   },
 
   count(m) {
@@ -118,6 +223,7 @@ const handlers = {
   exit() {
     clearInterval(progressTimer);
     pool?.closeAll();
+    reconnect?.target.closeAll();
     setTimeout(() => process.exit(0), 10);
     return {};
   },

@@ -116,6 +116,7 @@ export class WsPool {
     // prime, so that it does not keep hitting the same of the publisher's 64 payloads.
     this.inflateEvery = o.inflateEvery ?? 61;
     this.extensions = undefined; // Sec-WebSocket-Extensions of the first accepted upgrade ('' when none)
+    this.onClosed = undefined; // (conn) => void: an open connection closed (not called for closeAll's resets)
     this.resetCounts();
   }
 
@@ -158,6 +159,7 @@ export class WsPool {
 
   /** Closes every connection at once with a TCP reset (no TIME_WAIT left behind). */
   closeAll() {
+    this.onClosed = undefined;
     for (const c of this.conns) c.destroy();
     this.conns.clear();
   }
@@ -232,12 +234,15 @@ class Conn {
         sock.on('close', onClose);
       };
       const onClose = () => {
-        if (this.state === 2) pool.closedOpen++;
+        const wasOpen = this.state === 2;
+        if (wasOpen) pool.closedOpen++;
         this.state = 3;
         pool.conns.delete(this);
         for (const w of this.waiters.values()) w.reject(new Error('closed'));
         this.waiters.clear();
         fail('closed before welcome');
+        // The churn scenario reconnects a client the server closed (drain) elsewhere.
+        if (wasOpen) pool.onClosed?.(this);
       };
       this.state = 1;
       pool.conns.add(this);
