@@ -24,6 +24,7 @@ export const HANDSHAKE_REJECT_REASONS = [
   'duplicate_header',
   'transfer_encoding',
   'body',
+  'connection_close',
   'ip_rate',
   // the upgrade request itself
   'not_upgrade',
@@ -67,7 +68,7 @@ export interface UpgradeHead {
 }
 
 export interface Violation {
-  readonly reason: 'duplicate_header' | 'transfer_encoding' | 'body';
+  readonly reason: 'duplicate_header' | 'transfer_encoding' | 'body' | 'connection_close';
   readonly message: string;
 }
 
@@ -134,6 +135,12 @@ export function readUpgradeHead(req: HttpRequest): UpgradeHead {
         break;
       case 'connection':
         connection = join(connection, v, ',');
+        // "close" contradicts the upgrade, and uWS acts on a line that is exactly
+        // "close": it shuts down a WebSocket upgraded after an await (uWebSockets
+        // issue #1928, the JWKS path), so no such upgrade reaches that path.
+        if (v.split(',').some((t) => t.trim().toLowerCase() === 'close')) {
+          violation ??= { reason: 'connection_close', message: 'an upgrade request cannot carry Connection: close' };
+        }
         break;
       case 'x-forwarded-for':
         forwardedFor = join(forwardedFor, v, ',');

@@ -101,6 +101,19 @@ describe('framing refused before the upgrade (400 bad_request, connection closed
     expect(await rejections(plain, 'transfer_encoding')).toBe(before + 3);
   });
 
+  it('refuses a Connection header listing close (uWS would cut an upgrade completed after an await: uWebSockets #1928)', async () => {
+    const t = await userToken('adm-conn-close');
+    const before = await rejections(plain, 'connection_close');
+    const acceptedBefore = await accepted(plain);
+    // upgradeRequestText sends `Connection: Upgrade`; close comes on a line of its own, or beside it in one more line.
+    for (const line of ['Connection: close', 'Connection: keep-alive, close']) {
+      const r = await rawExchange(plain.port, upgradeRequestText({ host: host(), lines: [`Authorization: Bearer ${t}`, line] }));
+      expectRefused400(r, 'an upgrade request cannot carry Connection: close');
+    }
+    expect(await rejections(plain, 'connection_close')).toBe(before + 2);
+    expect(await accepted(plain)).toBe(acceptedBefore);
+  });
+
   it('refuses a body (Content-Length other than 0), and a repeated Content-Length', async () => {
     const t = await userToken('adm-body');
     const auth = `Authorization: Bearer ${t}`;

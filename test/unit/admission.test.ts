@@ -41,6 +41,13 @@ describe('readUpgradeHead', () => {
     expect(readUpgradeHead(req([...BASE, [name, v], [name, v]])).violation).toEqual({ reason: 'duplicate_header', message: `duplicate ${name} header` });
   });
 
+  it('refuses a Connection header listing close, on its own line or beside Upgrade, and nothing else in Connection', () => {
+    for (const lines of [[['Connection', 'close']], [['Connection', 'Upgrade, close']], [['Connection', ' CLOSE ']]] as [string, string][][]) {
+      expect(readUpgradeHead(req([...BASE, ...lines])).violation).toEqual({ reason: 'connection_close', message: 'an upgrade request cannot carry Connection: close' });
+    }
+    for (const v of ['keep-alive', 'closed', 'close-ish', 'Upgrade']) expect(readUpgradeHead(req([...BASE, ['Connection', v]])).violation).toBeUndefined();
+  });
+
   it('refuses any Transfer-Encoding and a Content-Length other than 0', () => {
     for (const te of ['chunked', 'identity', '']) {
       expect(readUpgradeHead(req([...BASE, ['Transfer-Encoding', te]])).violation?.reason).toBe('transfer_encoding');
