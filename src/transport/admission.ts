@@ -135,12 +135,6 @@ export function readUpgradeHead(req: HttpRequest): UpgradeHead {
         break;
       case 'connection':
         connection = join(connection, v, ',');
-        // "close" contradicts the upgrade, and uWS acts on a line that is exactly
-        // "close": it shuts down a WebSocket upgraded after an await (uWebSockets
-        // issue #1928, the JWKS path), so no such upgrade reaches that path.
-        if (v.split(',').some((t) => t.trim().toLowerCase() === 'close')) {
-          violation ??= { reason: 'connection_close', message: 'an upgrade request cannot carry Connection: close' };
-        }
         break;
       case 'x-forwarded-for':
         forwardedFor = join(forwardedFor, v, ',');
@@ -153,6 +147,17 @@ export function readUpgradeHead(req: HttpRequest): UpgradeHead {
         break;
     }
   });
+  // An upgrade (Connection lists upgrade) that also lists close contradicts
+  // itself, and uWS acts on a line that is exactly "close": it shuts down a
+  // WebSocket upgraded after an await (uWebSockets issue #1928, the JWKS path),
+  // so no such upgrade may reach that path. Without upgrade it is a plain GET
+  // (often a proxy that strips the upgrade): the 426 below says so.
+  if (violation === undefined && connection !== '') {
+    const tokens = connection.toLowerCase().split(',').map((t) => t.trim());
+    if (tokens.includes('close') && tokens.includes('upgrade')) {
+      violation = { reason: 'connection_close', message: 'an upgrade request cannot carry Connection: close' };
+    }
+  }
   return { origin, authorization, protocols, key, extensions, version, upgrade, connection, forwardedFor, violation };
 }
 

@@ -41,11 +41,14 @@ describe('readUpgradeHead', () => {
     expect(readUpgradeHead(req([...BASE, [name, v], [name, v]])).violation).toEqual({ reason: 'duplicate_header', message: `duplicate ${name} header` });
   });
 
-  it('refuses a Connection header listing close, on its own line or beside Upgrade, and nothing else in Connection', () => {
-    for (const lines of [[['Connection', 'close']], [['Connection', 'Upgrade, close']], [['Connection', ' CLOSE ']]] as [string, string][][]) {
+  it('refuses an upgrade whose Connection also lists close (own line or same line); close without upgrade is left to the 426', () => {
+    expect(BASE.some(([k, v]) => k.toLowerCase() === 'connection' && /upgrade/i.test(v))).toBe(true);
+    for (const lines of [[['Connection', 'close']], [['Connection', 'keep-alive, close']], [['Connection', ' CLOSE ']]] as [string, string][][]) {
       expect(readUpgradeHead(req([...BASE, ...lines])).violation).toEqual({ reason: 'connection_close', message: 'an upgrade request cannot carry Connection: close' });
     }
     for (const v of ['keep-alive', 'closed', 'close-ish', 'Upgrade']) expect(readUpgradeHead(req([...BASE, ['Connection', v]])).violation).toBeUndefined();
+    const noUpgrade = BASE.filter(([k]) => k.toLowerCase() !== 'connection');
+    expect(readUpgradeHead(req([...noUpgrade, ['Connection', 'close']])).violation).toBeUndefined();
   });
 
   it('refuses any Transfer-Encoding and a Content-Length other than 0', () => {
