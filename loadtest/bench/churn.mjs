@@ -26,9 +26,9 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import { freePort, hasTaskset, sleepMs, startProcess, waitQuiet } from './lib/proc.mjs';
+import { freePort, pinToClientCpus, sleepMs, startProcess, waitQuiet } from './lib/proc.mjs';
 import { createPublisher } from './lib/publisher.mjs';
-import { API_KEY, PUBGATE_MAIN, SECRET } from './lib/targets.mjs';
+import { API_KEY, PUBGATE_MAIN, SECRET, cleanEnv, pubgateEnv } from './lib/targets.mjs';
 import { forkWorkers, localPortRange, shares, stopWorkers } from './lib/workers.mjs';
 import { nowMs } from './lib/ws-client.mjs';
 
@@ -92,26 +92,13 @@ for (const s of scenarios) {
 }
 
 const nproc = os.cpus().length;
-const pin = process.env.BENCH_PINNED === '1' || (!o['no-pin'] && nproc >= 2 && hasTaskset());
-if (pin && process.env.BENCH_PINNED !== '1') {
-  const r = spawnSync('taskset', ['-c', o['client-cpus'], process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
-    stdio: 'inherit',
-    env: { ...process.env, BENCH_PINNED: '1' },
-  });
-  process.exit(r.status ?? 1);
-}
+const pin = pinToClientCpus(o['client-cpus'], o['no-pin']);
 const serverCpus = pin ? o['server-cpus'] : undefined;
 const nofile = Number(spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout) || 1024;
 const num = (v, d) => (v === undefined ? d : Number(v));
 const extraEnv = Object.fromEntries((o['pubgate-env'] ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 
 // ---- processes ----------------------------------------------------------------
-
-function cleanEnv() {
-  const out = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PUBGATE_') && !k.startsWith('BENCH_')) out[k] = v;
-  return out;
-}
 
 async function startRedis() {
   const port = await freePort();
@@ -131,16 +118,7 @@ async function startNode(nodeId, redisUrl, env = {}) {
     cpus: serverCpus,
     readyPorts: [port, adminPort],
     env: {
-      ...cleanEnv(),
-      PUBGATE_HOST: '127.0.0.1',
-      PUBGATE_PORT: String(port),
-      PUBGATE_ADMIN_PORT: String(adminPort),
-      PUBGATE_NODE_ID: nodeId,
-      PUBGATE_JWT_SECRETS: SECRET,
-      PUBGATE_API_KEYS: API_KEY,
-      PUBGATE_LOG_LEVEL: 'info',
-      PUBGATE_DRAIN_SECONDS: '0',
-      PUBGATE_REDIS_URL: redisUrl,
+      ...pubgateEnv({ port, adminPort, nodeId, redisUrl }),
       PUBGATE_MAX_CONNECTIONS: '100000',
       PUBGATE_MAX_SUBSCRIPTIONS: '1000',
       PUBGATE_CLIENT_FRAME_RATE: '1000',

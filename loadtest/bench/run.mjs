@@ -14,7 +14,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { runConnections } from './lib/connections.mjs';
 import { runDelivery } from './lib/delivery.mjs';
-import { cpuList, hasTaskset, waitQuiet } from './lib/proc.mjs';
+import { cpuList, pinToClientCpus, waitQuiet } from './lib/proc.mjs';
 import { formatScenario, targetChecks } from './lib/report.mjs';
 import { ROOT, TARGETS } from './lib/targets.mjs';
 
@@ -124,17 +124,8 @@ if (o.data !== undefined && !['pad', 'json'].includes(o.data)) {
 
 // os.cpus(), not availableParallelism(): the latter shrinks once this process is pinned.
 const nproc = os.cpus().length;
-const pin = process.env.BENCH_PINNED === '1' || (!o['no-pin'] && nproc >= 2 && hasTaskset());
-
-// The runner (the publisher) and its forked clients run on the client CPUs:
-// re-run this script under taskset once; children inherit the affinity.
-if (pin && process.env.BENCH_PINNED !== '1') {
-  const r = spawnSync('taskset', ['-c', o['client-cpus'], process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
-    stdio: 'inherit',
-    env: { ...process.env, BENCH_PINNED: '1' },
-  });
-  process.exit(r.status ?? 1);
-}
+// The runner (the publisher) and its forked clients run on the client CPUs.
+const pin = pinToClientCpus(o['client-cpus'], o['no-pin']);
 
 const num = (v, d) => (v === undefined ? d : Number(v));
 const nofile = Number(spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout) || 1024;

@@ -4,6 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 
 const running = new Set();
 process.once('exit', () => {
@@ -17,6 +18,21 @@ export function hasTaskset() {
     tasksetOk = r.status === 0;
   }
   return tasksetOk;
+}
+
+/**
+ * Pins this script to `clientCpus` (its forked clients inherit the affinity):
+ * on the first call in an unpinned process it re-runs the script under
+ * taskset and exits with its status. Returns whether the run is pinned.
+ */
+export function pinToClientCpus(clientCpus, noPin) {
+  if (process.env.BENCH_PINNED === '1') return true;
+  if (noPin || os.cpus().length < 2 || !hasTaskset()) return false;
+  const r = spawnSync('taskset', ['-c', clientCpus, process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, BENCH_PINNED: '1' },
+  });
+  process.exit(r.status ?? 1);
 }
 
 let clkTck;

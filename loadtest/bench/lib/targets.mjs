@@ -14,7 +14,7 @@ export const API_KEY = 'pubgate-bench-api-key';
 export const TARGETS = ['pubgate', 'baseline'];
 
 /** The runner's environment without PUBGATE_* (pubgate refuses unknown ones). */
-function cleanEnv() {
+export function cleanEnv() {
   const out = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PUBGATE_') && !k.startsWith('BENCH_')) out[k] = v;
   return out;
@@ -63,6 +63,22 @@ export function pubgateMemory(adminPort) {
   });
 }
 
+/** The environment of a benchmarked pubgate node: loopback ports, the bench secret and key, no drain. */
+export function pubgateEnv({ port, adminPort, nodeId, redisUrl }) {
+  return {
+    ...cleanEnv(),
+    PUBGATE_HOST: '127.0.0.1',
+    PUBGATE_PORT: String(port),
+    PUBGATE_ADMIN_PORT: String(adminPort),
+    PUBGATE_NODE_ID: nodeId,
+    PUBGATE_JWT_SECRETS: SECRET,
+    PUBGATE_API_KEYS: API_KEY,
+    PUBGATE_LOG_LEVEL: 'info',
+    PUBGATE_DRAIN_SECONDS: '0',
+    ...(redisUrl ? { PUBGATE_REDIS_URL: redisUrl } : {}),
+  };
+}
+
 async function waitReady(adminPort, name, timeoutMs = 15_000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -77,19 +93,7 @@ async function startNode(target, { cpus, redisUrl, nodeId, profileDir, env: extr
   if (target === 'pubgate') {
     if (!existsSync(pubgateMain)) throw new Error(`${pubgateMain} is missing: run npm run build first`);
     const adminPort = await freePort();
-    const env = {
-      ...cleanEnv(),
-      PUBGATE_HOST: '127.0.0.1',
-      PUBGATE_PORT: String(port),
-      PUBGATE_ADMIN_PORT: String(adminPort),
-      PUBGATE_NODE_ID: nodeId,
-      PUBGATE_JWT_SECRETS: SECRET,
-      PUBGATE_API_KEYS: API_KEY,
-      PUBGATE_LOG_LEVEL: 'info',
-      PUBGATE_DRAIN_SECONDS: '0',
-      ...(redisUrl ? { PUBGATE_REDIS_URL: redisUrl } : {}),
-      ...extraEnv,
-    };
+    const env = { ...pubgateEnv({ port, adminPort, nodeId, redisUrl }), ...extraEnv };
     const args = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, pubgateMain] : [pubgateMain];
     const p = await startProcess({ name: `pubgate ${nodeId}`, cmd: pubgateNode, args, env, cpus, readyPorts: [port, adminPort] });
     try {
