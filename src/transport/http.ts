@@ -19,11 +19,10 @@ export interface ResponseState {
   onAbort: (() => void) | undefined;
 }
 
-export function watch(res: HttpResponse, onAbort?: () => void): ResponseState {
+export function watch(res: HttpResponse): ResponseState {
   const st: ResponseState = { aborted: false, done: false, onAbort: undefined };
   res.onAborted(() => {
     st.aborted = true;
-    onAbort?.();
     st.onAbort?.();
   });
   return st;
