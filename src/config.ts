@@ -8,6 +8,7 @@
  */
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { NamespaceProblems, parseNamespaces, type Namespace } from './channels/namespaces.js';
 import { parseCidr, type Cidr } from './net/cidr.js';
 
 export const JWT_ALGORITHMS = [
@@ -77,6 +78,12 @@ export interface Config {
   readonly historyTtl: number;
   readonly drainSeconds: number;
   readonly logLevel: LogLevel;
+  /** Options per channel pattern (contract 1.1); historyChannels act as namespaces after these. */
+  readonly namespaces: readonly Namespace[];
+  /** Seconds until the presence entries of a dead node's connections are gone. */
+  readonly presenceTtl: number;
+  /** Members listed in one presence answer, at most. */
+  readonly presenceMaxMembers: number;
 }
 
 export class ConfigError extends Error {
@@ -328,6 +335,17 @@ export const SETTINGS: readonly Setting[] = [
   s('historyTtl', int(1, 30 * 24 * 3600), 300),
   s('drainSeconds', num(0, 3600), 10),
   s('logLevel', oneOf(LOG_LEVELS), 'info'),
+  // Version 1.1 ("New settings (1.1)").
+  s('namespaces', (raw) => {
+    try {
+      return parseNamespaces(raw);
+    } catch (e) {
+      if (e instanceof NamespaceProblems) throw new Invalid(e.problems.join('\n'));
+      throw e;
+    }
+  }, []),
+  s('presenceTtl', int(3, 86_400), 30),
+  s('presenceMaxMembers', int(1, 100_000), 1000),
 ];
 
 /** `jwtClockTolerance` → `PUBGATE_JWT_CLOCK_TOLERANCE`. */
@@ -385,7 +403,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       out[st.key] = v === undefined ? st.def : v;
     } catch (e) {
       if (!(e instanceof Invalid)) throw e;
-      problems.push(`${where}: ${e.message}`);
+      // One line per problem (a namespace list can have several).
+      for (const line of e.message.split('\n')) problems.push(`${where}: ${line}`);
     }
   }
 

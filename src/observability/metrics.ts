@@ -8,7 +8,10 @@ import type { BrokerStatus } from '../broker/broker.js';
 import { CLOSE } from '../protocol/close-codes.js';
 
 export type HandshakeResult = 'accepted' | 'rejected';
-export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'other';
+export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'presence' | 'presence_stats' | 'other';
+
+/** Presence store operations, as metric labels. */
+export type PresenceOp = 'add' | 'remove' | 'renew' | 'resync' | 'presence' | 'stats';
 
 export interface Metrics {
   connectionOpened(): void;
@@ -46,6 +49,14 @@ export interface Metrics {
   historyAppendError(): void;
   brokerProbe(rttSec: number | undefined): void;
   tokenRefreshed(ok: boolean): void;
+  /** Samples the presence entries this node holds (its subscribed connections on presence channels) at each scrape. */
+  observePresenceEntries(count: () => number): void;
+  /** One presence store operation: its result and how long it took. */
+  presenceOp(op: PresenceOp, ok: boolean, seconds: number): void;
+  /** A join or leave frame handed to `deliveries` subscriber sockets on this node. */
+  presenceFrame(type: 'join' | 'leave', deliveries: number): void;
+  /** This node swept the expired leases of dead nodes: `leases` node leases and the `entries` they held. */
+  presenceLeasesExpired(leases: number, entries: number): void;
   render(): Promise<string>;
   readonly contentType: string;
 }
@@ -196,6 +207,46 @@ export function createMetrics(nodeId: string): Metrics {
   for (const result of ['recovered', 'not_recovered', 'failed']) recoveries.inc({ result }, 0);
   const refreshes = new Counter({ name: 'pubgate_token_refreshes_total', help: 'Token refresh frames by result', labelNames: ['result'], registers: [registry] });
 
+  let presenceEntriesSource: () => number = () => 0;
+  new Gauge({
+    name: 'pubgate_presence_entries',
+    help: 'Presence entries held by this node (its connections subscribed to presence channels)',
+    registers: [registry],
+    collect() {
+      this.set(presenceEntriesSource());
+    },
+  });
+  const presenceOps = new Counter({
+    name: 'pubgate_presence_operations_total',
+    help: 'Presence store operations by op (add, remove, renew, resync, presence, stats) and result (ok, error)',
+    labelNames: ['op', 'result'],
+    registers: [registry],
+  });
+  const presenceOpSeconds = new Histogram({
+    name: 'pubgate_presence_operation_seconds',
+    help: 'Presence store operation latency, by op',
+    labelNames: ['op'],
+    buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const presenceFrames = new Counter({
+    name: 'pubgate_presence_frames_total',
+    help: 'join and leave frames handed to subscriber sockets on this node, by type',
+    labelNames: ['type'],
+    registers: [registry],
+  });
+  const presenceLeases = new Counter({
+    name: 'pubgate_presence_leases_expired_total',
+    help: 'Presence leases of dead nodes swept by this node (one per node and channel)',
+    registers: [registry],
+  });
+  const presenceExpiredEntries = new Counter({
+    name: 'pubgate_presence_entries_expired_total',
+    help: 'Presence entries removed by this node because their node stopped renewing its lease',
+    registers: [registry],
+  });
+  for (const type of ['join', 'leave']) presenceFrames.inc({ type }, 0);
+
   for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === 'connecting' ? 1 : 0);
   brokerUp.set(0);
   dropped.inc({ reason: 'slow_consumer' }, 0);
@@ -231,7 +282,47 @@ export function createMetrics(nodeId: string): Metrics {
     },
     brokerStatus: (status) => {
       brokerUp.set(status === 'ready' ? 1 : 0);
-      for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === status ? 1 : 0);
+      let presenceEntriesSource: () => number = () => 0;
+  new Gauge({
+    name: 'pubgate_presence_entries',
+    help: 'Presence entries held by this node (its connections subscribed to presence channels)',
+    registers: [registry],
+    collect() {
+      this.set(presenceEntriesSource());
+    },
+  });
+  const presenceOps = new Counter({
+    name: 'pubgate_presence_operations_total',
+    help: 'Presence store operations by op (add, remove, renew, resync, presence, stats) and result (ok, error)',
+    labelNames: ['op', 'result'],
+    registers: [registry],
+  });
+  const presenceOpSeconds = new Histogram({
+    name: 'pubgate_presence_operation_seconds',
+    help: 'Presence store operation latency, by op',
+    labelNames: ['op'],
+    buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const presenceFrames = new Counter({
+    name: 'pubgate_presence_frames_total',
+    help: 'join and leave frames handed to subscriber sockets on this node, by type',
+    labelNames: ['type'],
+    registers: [registry],
+  });
+  const presenceLeases = new Counter({
+    name: 'pubgate_presence_leases_expired_total',
+    help: 'Presence leases of dead nodes swept by this node (one per node and channel)',
+    registers: [registry],
+  });
+  const presenceExpiredEntries = new Counter({
+    name: 'pubgate_presence_entries_expired_total',
+    help: 'Presence entries removed by this node because their node stopped renewing its lease',
+    registers: [registry],
+  });
+  for (const type of ['join', 'leave']) presenceFrames.inc({ type }, 0);
+
+  for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === status ? 1 : 0);
     },
     brokerReconnect: () => brokerReconnects.inc(),
     brokerPublishError: (reason) => brokerErrors.inc({ reason }),
@@ -252,6 +343,20 @@ export function createMetrics(nodeId: string): Metrics {
     },
     historyAppendError: () => historyErrors.inc(),
     tokenRefreshed: (ok) => refreshes.inc({ result: ok ? 'ok' : 'rejected' }),
+    observePresenceEntries: (count) => {
+      presenceEntriesSource = count;
+    },
+    presenceOp: (op, ok, seconds) => {
+      presenceOps.inc({ op, result: ok ? 'ok' : 'error' });
+      presenceOpSeconds.observe({ op }, seconds);
+    },
+    presenceFrame: (type, n) => {
+      if (n > 0) presenceFrames.inc({ type }, n);
+    },
+    presenceLeasesExpired: (leases, entries) => {
+      if (leases > 0) presenceLeases.inc(leases);
+      if (entries > 0) presenceExpiredEntries.inc(entries);
+    },
     render: () => registry.metrics(),
     contentType: registry.contentType,
   };
