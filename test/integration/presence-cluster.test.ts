@@ -1,0 +1,10 @@
+/**
+ * Presence and join/leave (contract 1.1) on a real 3-master / 3-replica Redis Cluster with
+ * two gateway nodes: the rules of
+ * test/helpers/presence-rules.ts (tabs, info of the oldest connection, own
+ * join, leave on unsubscribe/drop/disconnect, truncation, errors, info size,
+ * HTTP API, metrics).
+ */
+import { runPresenceRules } from '../helpers/presence-rules.js';
+
+runPresenceRules('redis-cluster');
