@@ -9,7 +9,7 @@
 import { DEFAULT_BACKOFF, backoffWindow, fullJitter, reconnectDelay, reconnectPlan, type BackoffOptions } from './backoff.js';
 import { Emitter, rethrowLater } from './emitter.js';
 import { PubgateError } from './errors.js';
-import { joinEvent, leaveEvent, presenceResult, presenceStats, type PresenceResult, type PresenceStats, type SubscriptionEvents } from './presence.js';
+import { joinEvent, leaveEvent, presenceResult, presenceStats, type PresenceInfo, type PresenceResult, type PresenceStats, type SubscriptionEvents } from './presence.js';
 import {
   ABNORMAL_CLOSURE,
   BEARER_PREFIX,
@@ -18,7 +18,6 @@ import {
   type JoinFrame,
   type LeaveFrame,
   type MessageFrame,
-  type PresenceInfo,
   type ReplyFrame,
   type ServerFrame,
   type SinceOffset,

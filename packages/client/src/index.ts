@@ -19,7 +19,7 @@ export type {
   WebSocketConstructor,
   WebSocketLike,
 } from './client.js';
-export type { JoinEvent, LeaveEvent, PresenceResult, PresenceStats, SubscriptionEvents } from './presence.js';
+export type { JoinEvent, LeaveEvent, PresenceInfo, PresenceMember, PresenceResult, PresenceStats, SubscriptionEvents } from './presence.js';
 export { PubgateError, type ClientErrorCode } from './errors.js';
 export { DEFAULT_BACKOFF, backoffWindow, fullJitter, reconnectDelay, reconnectPlan, type BackoffOptions, type ReconnectPlan } from './backoff.js';
 export {
@@ -38,8 +38,7 @@ export {
   type JoinFrame,
   type LeaveFrame,
   type MessageFrame,
-  type PresenceInfo,
-  type PresenceMember,
+  type PresenceMemberFrame,
   type ReplyFrame,
   type ServerFrame,
   type SinceOffset,

@@ -5,8 +5,24 @@
  * frames into them.
  */
 import { PubgateError } from './errors.js';
-import type { JoinFrame, LeaveFrame, PresenceInfo, PresenceMember, ReplyFrame } from './protocol.js';
+import type { JoinFrame, LeaveFrame, ReplyFrame } from './protocol.js';
 import type { ResubscribeInfo } from './client.js';
+
+/**
+ * A presence `info`: the `info` claim of the connection's token (or of its
+ * subscription token), a JSON object of at most 1 KiB. Its shape is the
+ * application's: `subscribe<T, I>()` lets you name it.
+ */
+export type PresenceInfo = Readonly<Record<string, unknown>>;
+
+/** One user in a presence channel, however many connections (tabs, devices) it has there. */
+export interface PresenceMember<I = PresenceInfo> {
+  readonly user: string;
+  /** The `info` of the user's oldest connection still present; absent when it has none. */
+  readonly info?: I;
+  /** The user's connections subscribed to the channel. */
+  readonly conns: number;
+}
 
 /** What `subscription.presence()` resolves with. */
 export interface PresenceResult<I = PresenceInfo> {

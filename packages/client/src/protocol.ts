@@ -1,5 +1,5 @@
 /**
- * The wire contract of pubgate, version 1.1, as the client sees it: frame types,
+ * The wire contract of pubgate, version 1, as the client sees it: frame types,
  * error codes and close codes. These are copies of the server's types in
  * `src/protocol/frames.ts`, `src/errors.ts` and `src/protocol/close-codes.ts`
  * (so this package's .d.ts stands alone); test/client/types.test.ts checks
@@ -54,9 +54,7 @@ export type ClientFrame =
   | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: unknown }
   | { readonly type: 'ping'; readonly id?: number }
   | { readonly type: 'refresh'; readonly id: number; readonly token: string }
-  /** The members of a presence channel (1.1). */
   | { readonly type: 'presence'; readonly id: number; readonly channel: string }
-  /** The user and connection counts of a presence channel (1.1). */
   | { readonly type: 'presence_stats'; readonly id: number; readonly channel: string };
 
 export type ClientFrameType = ClientFrame['type'];
@@ -76,20 +74,10 @@ export interface WelcomeFrame {
   readonly ping: number;
 }
 
-/**
- * A presence `info`: the `info` claim of the connection's token (or of its
- * subscription token), a JSON object of at most 1 KiB.
- */
-export interface PresenceInfo {
-  readonly [key: string]: unknown;
-}
-
-/** One user in a presence channel, however many connections (tabs, devices) it has there. */
-export interface PresenceMember<I = PresenceInfo> {
+/** One member in a `presence` reply: a user, with the info of its oldest connection present (no key without one). */
+export interface PresenceMemberFrame {
   readonly user: string;
-  /** The `info` of the user's oldest connection still present; absent when it has none. */
-  readonly info?: I;
-  /** The user's connections subscribed to the channel. */
+  readonly info?: Readonly<Record<string, unknown>>;
   readonly conns: number;
 }
 
@@ -103,13 +91,12 @@ export interface ReplyFrame {
   readonly offset?: number;
   /** On a `subscribe` to a history channel: the channel's epoch. */
   readonly epoch?: string;
-  /** On a `presence`: the members, at most the server's `PUBGATE_PRESENCE_MAX_MEMBERS`. */
-  readonly members?: readonly PresenceMember[];
-  /** On a `presence`: true when `members` was cut at the server's maximum. */
+  /** `presence` replies. */
+  readonly members?: readonly PresenceMemberFrame[];
+  /** `presence` (only when members were cut at presenceMaxMembers). */
   readonly truncated?: boolean;
-  /** On a `presence` or `presence_stats`: the exact number of users. */
+  /** `presence` and `presence_stats` replies: exact totals. */
   readonly users?: number;
-  /** On a `presence` or `presence_stats`: the exact number of connections. */
   readonly connections?: number;
   readonly error?: { readonly code: ErrorCode; readonly message: string };
 }
@@ -123,15 +110,15 @@ export interface MessageFrame {
   readonly data: unknown;
 }
 
-/** A user's first connection subscribed to a channel whose namespace has `joinLeave` (1.1). Never sent for the receiving connection's own user. */
+/** A user's first connection subscribed to a joinLeave channel (anywhere in the cluster). */
 export interface JoinFrame {
   readonly type: 'join';
   readonly channel: string;
   readonly user: string;
-  readonly info?: PresenceInfo;
+  readonly info?: Readonly<Record<string, unknown>>;
 }
 
-/** A user's last connection left a channel whose namespace has `joinLeave` (1.1): unsubscribe, disconnect or its node's death. */
+/** A user's last connection left a joinLeave channel (unsubscribe, disconnect, or its node's death). */
 export interface LeaveFrame {
   readonly type: 'leave';
   readonly channel: string;
