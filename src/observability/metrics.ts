@@ -246,6 +246,8 @@ export function createMetrics(nodeId: string): Metrics {
     registers: [registry],
   });
   for (const type of ['join', 'leave']) presenceFrames.inc({ type }, 0);
+  // Every op and result from the start, so an error ratio and the dashboard have a series before the first error.
+  for (const op of ['add', 'remove', 'renew', 'resync', 'presence', 'stats']) for (const result of ['ok', 'error']) presenceOps.inc({ op, result }, 0);
 
   for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === 'connecting' ? 1 : 0);
   brokerUp.set(0);
