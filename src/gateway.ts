@@ -194,6 +194,8 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
       t.closePublicListener();
       t.stopTimers();
       presence?.stop();
+      // The closed connections' presence removals (their `leave`s) go out before the broker closes.
+      await presence?.settle();
       await broker.close();
       t.closeAdminListener();
       log.info({ closed }, 'drained');

@@ -65,6 +65,8 @@ export interface Presence {
   entries(): number;
   /** Runs one tick now and resolves when it is done (tests and benchmarks). */
   tick(): Promise<void>;
+  /** Resolves once the removals sent so far are answered (a draining node waits for them before closing the broker). */
+  settle(): Promise<void>;
   start(): void;
   stop(): void;
 }
@@ -91,6 +93,8 @@ export function createPresence(deps: PresenceDeps): Presence {
   let tickNo = 0;
   let running: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
+  /** Removals in flight (each bounded by the broker's publish timeout). */
+  const removing = new Set<Promise<unknown>>();
   const failures = new LogTally(log.child({ component: 'presence' }), 'warn', 'presence store calls failed');
 
   const call = (joinLeave: boolean): PresenceCall => ({ joinLeave, leaseMs });
@@ -199,13 +203,16 @@ export function createPresence(deps: PresenceDeps): Presence {
       entryCount--;
       const release = l.conns.size === 0;
       if (release && !l.dirty) local.delete(channel);
-      timed('remove', () => store.remove(channel, node, [id], call(l.joinLeave), release)).catch((e: unknown) => {
-        failed('remove', e);
-        // Keep (or put back) the channel so the next tick removes the entry.
-        const cur = local.get(channel);
-        if (cur) cur.dirty = true;
-        else local.set(channel, { joinLeave: l.joinLeave, conns: new Map(), dirty: true });
-      });
+      const done = timed('remove', () => store.remove(channel, node, [id], call(l.joinLeave), release))
+        .catch((e: unknown) => {
+          failed('remove', e);
+          // Keep (or put back) the channel so the next tick removes the entry.
+          const cur = local.get(channel);
+          if (cur) cur.dirty = true;
+          else local.set(channel, { joinLeave: l.joinLeave, conns: new Map(), dirty: true });
+        })
+        .finally(() => removing.delete(done));
+      removing.add(done);
     },
     async presence(channel, joinLeave) {
       const r = await timed('presence', () => store.presence(channel, deps.maxMembers, call(joinLeave)));
@@ -217,6 +224,9 @@ export function createPresence(deps: PresenceDeps): Presence {
     },
     entries: () => entryCount,
     tick,
+    async settle() {
+      await Promise.allSettled([...removing]);
+    },
     start() {
       if (timer) return;
       timer = setInterval(() => void tick(), tickMs);
