@@ -7,13 +7,14 @@ import { createVerifier } from './auth/verifier.js';
 import type { Broker, BrokerStatus } from './broker/broker.js';
 import { createMemoryBroker } from './broker/memory-broker.js';
 import { createRedisBroker } from './broker/redis-broker.js';
+import { compileNamespaces, type ChannelResolver } from './channels/namespaces.js';
+import { createPresence, type Presence } from './presence/presence.js';
 import { shortHmacSecrets, type Config } from './config.js';
 import { createHub } from './hub/hub.js';
 import type { Socket } from './hub/session.js';
 import type { Log } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { CLOSE } from './protocol/close-codes.js';
-import { matchesAny } from './protocol/channel.js';
 import { createTransport, type Transport } from './transport/server.js';
 
 export interface Gateway {
@@ -28,10 +29,11 @@ export interface GatewayOptions {
   readonly broker?: Broker;
 }
 
-function chooseBroker(config: Config, log: Log, metrics: Metrics, onGap: () => void): Broker {
-  const history = config.historyChannels.length > 0 ? { size: config.historySize, ttlSec: config.historyTtl } : undefined;
+function chooseBroker(config: Config, channels: ChannelResolver, log: Log, metrics: Metrics, onGap: () => void): Broker {
+  // Defaults for history calls; each channel's namespace gives its own size and ttl.
+  const history = channels.anyHistory ? { size: config.historySize, ttlSec: config.historyTtl } : undefined;
   if (config.redisUrl === undefined && config.redisCluster.length === 0 && config.redisSentinels.length === 0) {
-    return createMemoryBroker(history ? { history } : {});
+    return createMemoryBroker({ ...(history ? { history } : {}), presence: channels.anyPresence });
   }
   const sentinel = config.redisSentinels.length > 0 && config.redisSentinelName !== undefined
     ? {
@@ -42,6 +44,8 @@ function chooseBroker(config: Config, log: Log, metrics: Metrics, onGap: () => v
     : undefined;
   return createRedisBroker({
     ...(history ? { history } : {}),
+    // Presence keys outlive their last write by twice the TTL: a channel whose nodes all died leaves nothing.
+    ...(channels.anyPresence ? { presence: { keysTtlMs: config.presenceTtl * 2000 + 10_000 } } : {}),
     ...(sentinel ? { sentinel } : config.redisUrl !== undefined ? { url: config.redisUrl } : { cluster: config.redisCluster }),
     ...(config.redisPassword !== undefined ? { password: config.redisPassword } : {}),
     nodeId: config.nodeId,
@@ -70,7 +74,15 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   // After a broker gap, subscribers of history channels are closed with 1011:
   // they reconnect and recover with `since`, so they miss nothing.
   const late: { transport?: Transport; onGap: () => void } = { onGap: () => undefined };
-  const broker = opts.broker ?? chooseBroker(config, log, metrics, () => late.onGap());
+  const channels = compileNamespaces(config.namespaces, config);
+  const broker = opts.broker ?? chooseBroker(config, channels, log, metrics, () => late.onGap());
+  let presence: Presence | undefined;
+  if (channels.anyPresence) {
+    if (!broker.presence) throw new Error('a namespace has presence but the broker keeps none');
+    presence = createPresence({ store: broker.presence, ttlSec: config.presenceTtl, maxMembers: config.presenceMaxMembers, metrics, log });
+    const p = presence;
+    metrics.observePresenceEntries(() => p.entries());
+  }
   const verifier = await createVerifier(config);
   let draining = false;
   let brokerStatus: BrokerStatus = 'connecting';
@@ -87,7 +99,8 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     metrics,
     log,
     closeSocket: (ws: Socket, code) => late.transport?.closeSocket(ws, code),
-    isHistory: (channel) => config.historyChannels.length > 0 && matchesAny(config.historyChannels, channel),
+    channelOptions: channels.resolve,
+    ...(presence ? { presence } : {}),
     maxRecoveryBuffer: Math.max(1000, config.historySize),
     maxBackpressure: config.maxBackpressure,
   });
@@ -140,6 +153,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
         },
         onControl: (msg) => hub.control(msg),
       });
+      presence?.start();
       const ports = await t.listen();
       log.info({ ...ports, host: config.host, broker: broker.kind, tls: config.tlsCert !== undefined }, 'listening');
       return ports;
@@ -179,6 +193,9 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
       if (unfinished > 0) log.warn({ requests: unfinished }, 'drain deadline passed with publish API requests in flight: cutting them');
       t.closePublicListener();
       t.stopTimers();
+      presence?.stop();
+      // The closed connections' presence removals (their `leave`s) go out before the broker closes.
+      await presence?.settle();
       await broker.close();
       t.closeAdminListener();
       log.info({ closed }, 'drained');

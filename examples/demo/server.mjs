@@ -3,11 +3,16 @@
 /**
  * pubgate demo server: serves the chat page and the built @pubgate/client
  * (packages/client/dist, as ES modules), mints tokens for the page with the
- * gateway's shared secret (HS256, node:crypto), and publishes the page's chat
- * messages through the gateway's POST /v1/publish with an API key. The
- * gateway itself serves none of this.
+ * gateway's shared secret (HS256, node:crypto; with an `info` claim that
+ * presence shows), and publishes the page's chat messages through the
+ * gateway's POST /v1/publish with an API key. The gateway itself serves none
+ * of this.
  *
- *   npm start                                  # a gateway on 127.0.0.1:8080 (development config)
+ * The page lists who is in the room: the gateway needs presence and
+ * join/leave on demo:* channels (GATEWAY_NAMESPACES below):
+ *
+ *   PUBGATE_NAMESPACES='[{"pattern":"demo:*","presence":true,"joinLeave":true}]' npm start
+ *                                              # a gateway on 127.0.0.1:8080 (development config)
  *   npm run build:client                       # builds packages/client/dist
  *   node examples/demo/server.mjs              # http://127.0.0.1:8090
  *
@@ -43,6 +48,9 @@ function devConfig() {
 const first = (v) => (Array.isArray(v) ? v[0] : String(v ?? '').split(',')[0])?.trim() || undefined;
 const dev = devConfig();
 const env = process.env;
+
+/** The namespaces the gateway needs for the demo's member list (its PUBGATE_NAMESPACES). */
+const GATEWAY_NAMESPACES = '[{"pattern":"demo:*","presence":true,"joinLeave":true}]';
 
 const config = {
   host: env.DEMO_HOST ?? '127.0.0.1',
@@ -104,6 +112,8 @@ async function readJson(req, limit = 8192) {
 }
 
 const cleanName = (s) => String(s ?? '').replace(/[^A-Za-z0-9_.-]/g, '').slice(0, 32);
+/** The name shown in the member list: what was typed, without control characters, at most 32 characters. */
+const displayName = (s) => String(s ?? '').replace(/[\p{Cc}\p{Cf}]/gu, '').trim().slice(0, 32);
 
 async function handle(req, res) {
   const url = new URL(req.url ?? '/', 'http://demo');
@@ -112,13 +122,16 @@ async function handle(req, res) {
   if (req.method === 'GET' && (p === '/app.js' || p === '/style.css')) return serveFile(res, path.join(here, 'public'), p.slice(1));
   if (req.method === 'GET' && p.startsWith('/client/')) return serveFile(res, config.clientDist, decodeURIComponent(p.slice('/client/'.length)));
   if (req.method === 'GET' && p === '/healthz') return send(res, 200, { ok: true });
-  if (req.method === 'GET' && p === '/api/config') return send(res, 200, { wsUrl: config.wsUrls, channel: config.channel });
+  if (req.method === 'GET' && p === '/api/config') return send(res, 200, { wsUrl: config.wsUrls, channel: config.channel, namespaces: GATEWAY_NAMESPACES });
   if (req.method === 'GET' && p === '/api/token') {
     // A real backend mints a token for the user of its session; the demo trusts the name it is given.
-    const user = cleanName(url.searchParams.get('user')) || `guest-${randomBytes(3).toString('hex')}`;
+    const asked = url.searchParams.get('user');
+    const user = cleanName(asked) || `guest-${randomBytes(3).toString('hex')}`;
+    // `info` (a JSON object, at most 1 KiB) is what presence and join frames show of this connection.
+    const info = { name: displayName(asked) || user };
     const now = Math.floor(Date.now() / 1000);
-    const token = signJwt({ sub: user, channels: ['demo:*'], iat: now, exp: now + config.tokenTtl });
-    return send(res, 200, { token, user, expiresIn: config.tokenTtl });
+    const token = signJwt({ sub: user, channels: ['demo:*'], info, iat: now, exp: now + config.tokenTtl });
+    return send(res, 200, { token, user, info, expiresIn: config.tokenTtl });
   }
   if (req.method === 'POST' && p === '/api/publish') {
     const body = await readJson(req);

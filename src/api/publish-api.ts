@@ -1,5 +1,6 @@
 /**
- * The HTTP publish API: /v1/publish, /v1/publish/batch, /v1/disconnect.
+ * The HTTP API: /v1/publish, /v1/publish/batch, /v1/disconnect (POST), and
+ * the presence reads /v1/presence, /v1/presence/stats (GET, `?channel=`).
  * Transport-agnostic: the transport copies the request head, asks `preflight`
  * whether to read the body, reads at most `maxPublishBytes`, then calls `handle`.
  */
@@ -7,6 +8,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { GatewayError, HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
 import type { ApiEndpoint } from '../observability/metrics.js';
 import { isValidChannel } from '../protocol/channel.js';
+import { presenceBody } from '../protocol/frames.js';
+import type { PresenceSnapshot, PresenceStats } from '../presence/store.js';
 import { arrayElements, objectMembers, type Span } from '../protocol/json-scan.js';
 import { createKeyedLimiter } from '../limits/rate.js';
 
@@ -15,6 +18,8 @@ export const MAX_BATCH = 1000;
 export interface ApiRequestHead {
   readonly method: string; // lower case, as uWS gives it
   readonly path: string;
+  /** Raw query string without '?', '' when none. */
+  readonly query: string;
   readonly authorization: string;
   readonly contentType: string;
   readonly contentLength: string;
@@ -27,13 +32,17 @@ export interface ApiResponse {
 }
 
 export type Preflight =
-  | { readonly ok: true; readonly endpoint: ApiEndpoint; readonly key: string }
+  /** `body: false`: a GET, answered without reading a body; `query` is handed to handle(). */
+  | { readonly ok: true; readonly endpoint: ApiEndpoint; readonly key: string; readonly body: boolean }
   | { readonly ok: false; readonly endpoint: ApiEndpoint; readonly response: ApiResponse };
 
 export interface PublishSink {
   /** Publishes raw JSON data; resolves with its offset on history channels; rejects with GatewayError('unavailable') when the broker cannot. */
   publishData(channel: string, rawData: string): Promise<{ offset?: number }>;
   disconnectUser(user: string): Promise<void>;
+  /** Who is in a presence channel; rejects with bad_request when the channel has no presence. */
+  presence(channel: string): Promise<PresenceSnapshot>;
+  presenceStats(channel: string): Promise<PresenceStats>;
 }
 
 export interface PublishApiOptions {
@@ -45,10 +54,12 @@ export interface PublishApiOptions {
   readonly nowMs?: () => number;
 }
 
-const ROUTES: Readonly<Record<string, ApiEndpoint>> = {
-  '/v1/publish': 'publish',
-  '/v1/publish/batch': 'batch',
-  '/v1/disconnect': 'disconnect',
+const ROUTES: Readonly<Record<string, { readonly endpoint: ApiEndpoint; readonly method: 'post' | 'get' }>> = {
+  '/v1/publish': { endpoint: 'publish', method: 'post' },
+  '/v1/publish/batch': { endpoint: 'batch', method: 'post' },
+  '/v1/disconnect': { endpoint: 'disconnect', method: 'post' },
+  '/v1/presence': { endpoint: 'presence', method: 'get' },
+  '/v1/presence/stats': { endpoint: 'presence_stats', method: 'get' },
 };
 
 export function errorResponse(code: ErrorCode, message: string, status = HTTP_STATUS[code], headers?: Record<string, string>): ApiResponse {
@@ -67,7 +78,8 @@ const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 
 export interface PublishApi {
   preflight(head: ApiRequestHead): Preflight;
-  handle(endpoint: ApiEndpoint, body: string): Promise<ApiResponse>;
+  /** `input` is the body for POST endpoints, the query string for GET ones. */
+  handle(endpoint: ApiEndpoint, input: string): Promise<ApiResponse>;
 }
 
 export function createPublishApi(opts: PublishApiOptions): PublishApi {
@@ -154,12 +166,34 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     return { status: 200, body: '{}' };
   }
 
+  /** The `channel` query parameter of a presence read. */
+  function channelParam(query: string): string {
+    const channel = new URLSearchParams(query).get('channel');
+    if (channel === null || channel === '') throw new GatewayError('bad_request', 'the channel query parameter is required');
+    if (!isValidChannel(channel)) throw new GatewayError('bad_request', 'channel is not a valid channel name');
+    return channel;
+  }
+
+  async function presence(query: string): Promise<ApiResponse> {
+    const channel = channelParam(query);
+    const p = await opts.sink.presence(channel);
+    return { status: 200, body: `{"channel":${JSON.stringify(channel)},${presenceBody(p)}}` };
+  }
+
+  async function presenceStats(query: string): Promise<ApiResponse> {
+    const channel = channelParam(query);
+    const p = await opts.sink.presenceStats(channel);
+    return { status: 200, body: JSON.stringify({ channel, users: p.users, connections: p.connections }) };
+  }
+
   return {
     preflight(head) {
-      const endpoint = ROUTES[head.path];
-      if (!endpoint) return { ok: false, endpoint: 'other', response: errorResponse('not_found', `no route for ${head.path}`) };
-      if (head.method !== 'post') {
-        return { ok: false, endpoint, response: errorResponse('method_not_allowed', `${head.path} accepts POST only`, 405, { Allow: 'POST' }) };
+      const route = ROUTES[head.path];
+      if (!route) return { ok: false, endpoint: 'other', response: errorResponse('not_found', `no route for ${head.path}`) };
+      const { endpoint } = route;
+      if (head.method !== route.method) {
+        const allow = route.method.toUpperCase();
+        return { ok: false, endpoint, response: errorResponse('method_not_allowed', `${head.path} accepts ${allow} only`, 405, { Allow: allow }) };
       }
       const key = authenticate(head.authorization);
       if (key === undefined) {
@@ -174,6 +208,7 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
           response: errorResponse('rate_limited', 'API key over its request rate', 429, { 'Retry-After': String(limiter.retryAfterSec(key, at)) }),
         };
       }
+      if (route.method === 'get') return { ok: true, endpoint, key, body: false };
       const mediaType = head.contentType.split(';')[0]?.trim().toLowerCase();
       if (mediaType !== 'application/json') {
         return { ok: false, endpoint, response: errorResponse('unsupported_media_type', 'Content-Type must be application/json', 415) };
@@ -182,13 +217,15 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
       if (len > opts.maxPublishBytes) {
         return { ok: false, endpoint, response: errorResponse('too_large', `body over ${opts.maxPublishBytes} bytes`, 413) };
       }
-      return { ok: true, endpoint, key };
+      return { ok: true, endpoint, key, body: true };
     },
-    async handle(endpoint, body) {
+    async handle(endpoint, input) {
       try {
-        if (endpoint === 'publish') return await publishOne(body);
-        if (endpoint === 'batch') return await publishBatch(body);
-        if (endpoint === 'disconnect') return await disconnect(body);
+        if (endpoint === 'publish') return await publishOne(input);
+        if (endpoint === 'batch') return await publishBatch(input);
+        if (endpoint === 'disconnect') return await disconnect(input);
+        if (endpoint === 'presence') return await presence(input);
+        if (endpoint === 'presence_stats') return await presenceStats(input);
         return errorResponse('not_found', 'no such route');
       } catch (e) {
         return fromError(e);

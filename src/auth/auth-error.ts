@@ -19,6 +19,7 @@ export const AUTH_REASONS = [
   'expired',          // `exp` in the past (beyond clock tolerance)
   'not_yet_valid',    // `nbf` in the future (beyond clock tolerance)
   'claim_invalid',    // required claim missing or of the wrong type, wrong `iss`/`aud`
+  'info_invalid',     // the `info` claim is not a JSON object, or is over 1 KiB serialized
   'jwks_unavailable', // the JWKS endpoint could not be fetched (503, not 401)
   'internal',         // anything unexpected; fails closed
 ] as const;
@@ -36,6 +37,7 @@ const MESSAGES: Readonly<Record<AuthReason, string>> = {
   expired: 'token expired',
   not_yet_valid: 'token not yet valid',
   claim_invalid: 'invalid token claims',
+  info_invalid: 'the info claim must be a JSON object of at most 1024 bytes',
   jwks_unavailable: 'cannot fetch JWKS',
   internal: 'cannot verify token',
 };

@@ -42,7 +42,12 @@ export interface Claims {
   readonly channels: readonly string[];
   /** Channel patterns this connection may publish to over the socket. */
   readonly publish: readonly string[];
+  /** The `info` claim serialized (a JSON object, at most MAX_INFO_BYTES), shown in presence; undefined without one. */
+  readonly info?: string;
 }
+
+/** Largest `info` claim, serialized (contract: larger is 401 at the handshake). */
+export const MAX_INFO_BYTES = 1024;
 
 export interface Verifier {
   /** Resolves the token's claims, or rejects with an AuthError (401; 503 when the JWKS cannot be fetched). */
@@ -231,10 +236,22 @@ export function toClaims(payload: JWTPayload): Claims {
   if (typeof sub !== 'string' || sub === '') throw new AuthError('claim_invalid');
   // jose has checked that exp is present and a number; be explicit for the type.
   if (typeof exp !== 'number' || !Number.isFinite(exp)) throw new AuthError('claim_invalid');
+  const info = infoClaim(payload);
   return Object.freeze({
     sub,
     exp,
     channels: stringArrayClaim(payload, 'channels'),
     publish: stringArrayClaim(payload, 'publish'),
+    ...(info !== undefined ? { info } : {}),
   });
+}
+
+/** The `info` claim as JSON text: a JSON object of at most MAX_INFO_BYTES (UTF-8) serialized. */
+function infoClaim(payload: JWTPayload): string | undefined {
+  const v = payload.info;
+  if (v === undefined) return undefined;
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new AuthError('info_invalid');
+  const text = JSON.stringify(v);
+  if (Buffer.byteLength(text, 'utf8') > MAX_INFO_BYTES) throw new AuthError('info_invalid');
+  return text;
 }

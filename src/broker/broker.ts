@@ -5,6 +5,7 @@
  *
  * Payloads are final frame texts: the broker moves strings and never parses them.
  */
+import type { PresenceStore } from '../presence/store.js';
 import type { History } from './history.js';
 
 export type BrokerStatus = 'connecting' | 'ready' | 'down';
@@ -25,6 +26,8 @@ export interface Broker {
   readonly kind: 'memory' | 'redis' | 'redis-sentinel' | 'redis-cluster';
   /** Message history (offsets, epochs, recovery), when the broker was created with history options. */
   readonly history: History | undefined;
+  /** Presence (entries, leases, join/leave), when the broker was created with presence options. */
+  readonly presence: PresenceStore | undefined;
   readonly status: BrokerStatus;
   /** Connects; resolves once the first connection attempt settled (the broker may still be 'down'). */
   start(handlers: BrokerHandlers): Promise<void>;

@@ -24,16 +24,20 @@ export interface HistorySince {
   readonly frames: readonly string[] | undefined;
 }
 
+/**
+ * Every call may name the channel's own size and ttl (its namespace's); the
+ * options the history was created with apply otherwise.
+ */
 export interface History {
   /** Appends a message (raw JSON `data`) and publishes its frame to every node; resolves with its position. */
-  publish(channel: string, rawData: string): Promise<HistoryPosition>;
+  publish(channel: string, rawData: string, opts?: HistoryOptions): Promise<HistoryPosition>;
   /** The channel's current position (an epoch is created when it has none). */
-  position(channel: string): Promise<HistoryPosition>;
+  position(channel: string, opts?: HistoryOptions): Promise<HistoryPosition>;
   /**
    * The channel's frames after `offset`, oldest first, at most `limit` of them
    * (a page: read on from the last one's offset), and its current position.
    */
-  since(channel: string, offset: number, limit: number): Promise<HistorySince>;
+  since(channel: string, offset: number, limit: number, opts?: HistoryOptions): Promise<HistorySince>;
 }
 
 export interface HistoryOptions {
@@ -58,6 +62,7 @@ interface ChannelLog {
   offset: number;
   frames: string[]; // ring: the last `size` frames, oldest first
   expiresAtMs: number;
+  ttlMs: number;
 }
 
 /**
@@ -71,9 +76,8 @@ export function createMemoryHistory(
   nowMs: () => number = Date.now,
 ): History & { stop(): void } {
   const logs = new Map<string, ChannelLog>();
-  const ttlMs = opts.ttlSec * 1000;
 
-  function get(channel: string): ChannelLog {
+  function get(channel: string, o: HistoryOptions): ChannelLog {
     const now = nowMs();
     let log = logs.get(channel);
     if (log && log.expiresAtMs <= now) {
@@ -81,7 +85,8 @@ export function createMemoryHistory(
       log = undefined;
     }
     if (!log) {
-      log = { epoch: newEpoch(), offset: 0, frames: [], expiresAtMs: now + ttlMs };
+      const ttlMs = o.ttlSec * 1000;
+      log = { epoch: newEpoch(), offset: 0, frames: [], expiresAtMs: now + ttlMs, ttlMs };
       logs.set(channel, log);
     }
     return log;
@@ -90,28 +95,29 @@ export function createMemoryHistory(
   const sweep = setInterval(() => {
     const now = nowMs();
     for (const [ch, log] of logs) if (log.expiresAtMs <= now) logs.delete(ch);
-  }, Math.min(ttlMs, 60_000));
+  }, Math.min(opts.ttlSec * 1000, 10_000));
   sweep.unref();
 
   return {
-    async publish(channel, rawData) {
-      const log = get(channel);
+    async publish(channel, rawData, o = opts) {
+      const log = get(channel, o);
       // Offset and append happen before any await, so concurrent publishes
       // get consecutive offsets in the order they are delivered.
       const offset = ++log.offset;
       const frame = encodeMessage(channel, rawData, offset, log.epoch);
       log.frames.push(frame);
-      if (log.frames.length > opts.size) log.frames.shift();
-      log.expiresAtMs = nowMs() + ttlMs;
+      while (log.frames.length > o.size) log.frames.shift();
+      log.ttlMs = o.ttlSec * 1000;
+      log.expiresAtMs = nowMs() + log.ttlMs;
       await deliver(channel, frame);
       return { offset, epoch: log.epoch };
     },
-    position(channel) {
-      const log = get(channel);
+    position(channel, o = opts) {
+      const log = get(channel, o);
       return Promise.resolve({ offset: log.offset, epoch: log.epoch });
     },
-    since(channel, offset, limit) {
-      const log = get(channel);
+    since(channel, offset, limit, o = opts) {
+      const log = get(channel, o);
       const position = { offset: log.offset, epoch: log.epoch };
       if (offset >= log.offset) return Promise.resolve({ position, frames: offset === log.offset ? [] : undefined });
       const first = log.offset - log.frames.length + 1;

@@ -4,9 +4,10 @@
  */
 import { GatewayError } from '../errors.js';
 import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from './broker.js';
+import { createMemoryPresence } from '../presence/memory-store.js';
 import { createMemoryHistory, type HistoryOptions } from './history.js';
 
-export function createMemoryBroker(opts: { history?: HistoryOptions } = {}): Broker {
+export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: boolean } = {}): Broker {
   let handlers: BrokerHandlers | undefined;
   let status: BrokerStatus = 'connecting';
   const channels = new Set<string>();
@@ -20,6 +21,12 @@ export function createMemoryBroker(opts: { history?: HistoryOptions } = {}): Bro
     }
   };
   const history = opts.history ? createMemoryHistory(opts.history, publish) : undefined;
+  // Join/leave frames go out synchronously, in the order of the changes.
+  const presence = opts.presence === true
+    ? createMemoryPresence((channel, frame) => {
+        if (status === 'ready' && channels.has(channel)) handlers?.onMessage(channel, frame);
+      })
+    : undefined;
 
   function live(): BrokerHandlers {
     if (!handlers || status !== 'ready') throw new GatewayError('unavailable', 'broker is closed');
@@ -29,6 +36,7 @@ export function createMemoryBroker(opts: { history?: HistoryOptions } = {}): Bro
   return {
     kind: 'memory',
     history,
+    presence,
     get status() {
       return status;
     },

@@ -39,6 +39,7 @@ import { SelfProbe } from './redis-probe.js';
 import { StandalonePublisher, StandaloneRouter } from './redis-standalone.js';
 import type { HistoryOptions } from './history.js';
 import { createRedisHistory } from './redis-history.js';
+import { createRedisPresence } from './redis-presence.js';
 
 export type { PublishErrorReason, SentinelTarget } from './redis-conn.js';
 
@@ -80,6 +81,8 @@ export interface RedisBrokerOptions {
   readonly events?: RedisBrokerEvents;
   /** Keep history (offsets, epochs) for the channels the gateway asks about (see redis-history.ts for the key names). */
   readonly history?: HistoryOptions;
+  /** Keep presence (redis-presence.ts); keys outlive their last write by `keysTtlMs`. */
+  readonly presence?: { readonly keysTtlMs: number };
 }
 
 export function createRedisBroker(opts: RedisBrokerOptions): Broker {
@@ -279,9 +282,20 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
       })
     : undefined;
 
+  const presence = opts.presence
+    ? createRedisPresence({
+        prefix,
+        redisChannel: (channel) => chPrefix + channel,
+        sharded: clusterMode,
+        keysTtlMs: opts.presence.keysTtlMs,
+        run: (lua, keys, args) => guarded(() => publisher.script(lua, keys, args)),
+      })
+    : undefined;
+
   return {
     kind,
     history,
+    presence,
     get status() {
       return status;
     },

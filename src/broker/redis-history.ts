@@ -92,7 +92,6 @@ export function historyKeys(prefix: string, channel: string, redisChannel: strin
 
 export function createRedisHistory(opts: RedisHistoryOptions): History {
   const keys = (channel: string): string[] => historyKeys(opts.prefix, channel, opts.redisChannel(channel), opts.sharded);
-  const ttl = String(opts.ttlSec);
   const PUBLISH = publishScript(opts.sharded ? 'SPUBLISH' : 'PUBLISH');
 
   function position(reply: unknown): HistoryPosition {
@@ -101,17 +100,17 @@ export function createRedisHistory(opts: RedisHistoryOptions): History {
   }
 
   return {
-    async publish(channel, rawData) {
+    async publish(channel, rawData, o = opts) {
       // The frame head is built here once, so the script only appends offset, epoch and data.
       const head = encodeMessage(channel, '').slice(0, -',"data":}'.length);
-      const reply = await opts.run(PUBLISH, keys(channel), [opts.redisChannel(channel), head, rawData, newEpoch(), String(opts.size), ttl]);
+      const reply = await opts.run(PUBLISH, keys(channel), [opts.redisChannel(channel), head, rawData, newEpoch(), String(o.size), String(o.ttlSec)]);
       return position(reply);
     },
-    async position(channel) {
-      return position(await opts.run(POSITION, keys(channel), [newEpoch(), ttl]));
+    async position(channel, o = opts) {
+      return position(await opts.run(POSITION, keys(channel), [newEpoch(), String(o.ttlSec)]));
     },
-    async since(channel, offset, limit) {
-      const r = (await opts.run(SINCE, keys(channel), [newEpoch(), ttl, String(offset), String(Math.max(1, limit))])) as unknown[];
+    async since(channel, offset, limit, o = opts) {
+      const r = (await opts.run(SINCE, keys(channel), [newEpoch(), String(o.ttlSec), String(offset), String(Math.max(1, limit))])) as unknown[];
       const complete = Number(r[2]) === 1;
       return { position: position(r), frames: complete ? (r.slice(3) as string[]) : undefined };
     },

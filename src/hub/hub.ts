@@ -7,14 +7,17 @@
  * broker's confirmation, so nothing published after the reply is missed.
  */
 import type { Broker, BrokerStatus, ControlMessage } from '../broker/broker.js';
-import { frameOffset, type HistoryPosition } from '../broker/history.js';
+import { frameOffset, type HistoryOptions, type HistoryPosition } from '../broker/history.js';
+import type { ChannelOptions } from '../channels/namespaces.js';
+import type { Presence } from '../presence/presence.js';
+import type { PresenceSnapshot, PresenceStats } from '../presence/store.js';
 import { GatewayError } from '../errors.js';
 import type { SinceOffset } from '../protocol/frames.js';
 import { encodeMessage } from '../protocol/frames.js';
 import type { Log } from '../observability/logger.js';
 import { LogTally } from '../observability/log-tally.js';
 import type { Metrics } from '../observability/metrics.js';
-import { addChannel, deleteChannel, NO_CHANNELS, troubleOf, type Session, type Socket } from './session.js';
+import { addChannel, deleteChannel, NO_CHANNELS, extraOf, type Session, type Socket } from './session.js';
 
 /** What the hub needs of the transport: topic fan-out in native code, and single sends (replays). */
 export interface TopicPublisher {
@@ -28,8 +31,23 @@ interface ChannelState {
   count: number;
   /** Settles when the broker confirmed (or refused) the subscription. */
   ready: Promise<void>;
-  /** Whether the channel keeps history: matched against the patterns once, not per message. */
-  readonly history: boolean;
+  /** The channel's namespace options: resolved once, when the node subscribes to it, never per message. */
+  readonly opts: ChannelOptions;
+}
+
+/** Server frames start with `{"type":"`; the next character tells message (m), join (j) and leave (l) apart. */
+const TYPE_AT = 9;
+const M = 109; // 'm'
+const J = 106; // 'j'
+
+/** The user of a `join` frame (built by presence/store.ts encodeJoin). */
+function joinUser(frame: string): string | undefined {
+  try {
+    const u = (JSON.parse(frame) as { user?: unknown }).user;
+    return typeof u === 'string' ? u : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface Hub {
@@ -44,6 +62,12 @@ export interface Hub {
   publishData(channel: string, rawData: string): Promise<{ offset?: number }>;
   /** Whether a channel keeps history. */
   isHistory(channel: string): boolean;
+  /** A channel's namespace options. */
+  options(channel: string): ChannelOptions;
+  /** Who is in a presence channel (bad_request when the channel has no presence). */
+  presence(channel: string): Promise<PresenceSnapshot>;
+  /** A presence channel's exact user and connection counts. */
+  presenceStats(channel: string): Promise<PresenceStats>;
   /** A history channel's current position. */
   position(channel: string): Promise<HistoryPosition>;
   /**
@@ -81,8 +105,10 @@ export interface HubDeps {
   readonly log: Log;
   /** Closes a socket with a catalog code (4501 for disconnects, 1011 after a broker gap, 4008). */
   readonly closeSocket: (ws: Socket, code: 1011 | 4008 | 4501) => void;
-  /** Whether a channel keeps history (matches historyChannels). */
-  readonly isHistory: (channel: string) => boolean;
+  /** A channel's namespace options (channels/namespaces.ts ChannelResolver.resolve). */
+  readonly channelOptions: (channel: string) => ChannelOptions;
+  /** Presence on this node; needed when a namespace has presence. */
+  readonly presence?: Presence;
   /**
    * Live frames held back per recovering socket, at most; beyond that they are
    * dropped and read again from history.
@@ -199,6 +225,56 @@ export function createHub(deps: HubDeps): HubWithBroker {
     return broker.history;
   }
 
+  function optionsOf(channel: string): ChannelOptions {
+    return channels.get(channel)?.opts ?? deps.channelOptions(channel);
+  }
+
+  function historyOptions(channel: string): HistoryOptions {
+    const h = optionsOf(channel).history;
+    if (!h) throw new GatewayError('internal', `channel ${channel} keeps no history`);
+    return { size: h.size, ttlSec: h.ttl };
+  }
+
+  /** The presence of a channel whose namespace has it (else bad_request). */
+  function presenceFor(channel: string): { presence: Presence; joinLeave: boolean } {
+    const o = optionsOf(channel);
+    if (!o.presence) throw new GatewayError('bad_request', `channel ${channel} has no presence`);
+    if (!deps.presence) throw new GatewayError('internal', 'presence channels need a node with presence');
+    return { presence: deps.presence, joinLeave: o.joinLeave };
+  }
+
+  /** Adds a subscribed socket's presence entry when the channel has presence; the subscribe waits for it. */
+  async function enterPresence(s: Session, channel: string, st: ChannelState): Promise<void> {
+    if (!st.opts.presence || !s.open) return;
+    if (!deps.presence) throw new GatewayError('internal', 'presence channels need a node with presence');
+    await deps.presence.add(channel, s, st.opts.joinLeave);
+  }
+
+  function leavePresence(s: Session, channel: string): void {
+    const st = channels.get(channel);
+    if (st?.opts.presence) deps.presence?.remove(channel, s);
+  }
+
+  /**
+   * A `join` goes to every subscriber but the joining user's own connections
+   * (contract: a connection does not receive its own user's join): those on
+   * this node leave the topic for the one publish and rejoin it at once.
+   */
+  function publishJoin(channel: string, frame: string, user: string | undefined): number {
+    const mine = user === undefined ? undefined : byUser.get(user);
+    if (mine === undefined) return topics.publish(channel, frame);
+    const hidden: Socket[] = [];
+    for (const ws of mine instanceof Set ? mine : [mine]) {
+      if (ws.getUserData().open && ws.isSubscribed(channel)) {
+        ws.unsubscribe(channel);
+        hidden.push(ws);
+      }
+    }
+    const n = topics.publish(channel, frame);
+    for (const ws of hidden) ws.subscribe(channel);
+    return n;
+  }
+
   function unmarkChannel(ws: Socket, channel: string): void {
     const set = slowByChannel.get(channel);
     if (!set) return;
@@ -213,7 +289,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       return st;
     }
     const ready = broker.subscribe(channel);
-    st = { count: 1, ready, history: deps.isHistory(channel) };
+    st = { count: 1, ready, opts: deps.channelOptions(channel) };
     channels.set(channel, st);
     metrics.channelsChanged(1);
     // A refusal is reported to every waiter through `ready` (their replies say
@@ -236,6 +312,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
 
   function drop(ws: Socket, s: Session, channel: string): void {
     if (!deleteChannel(s, channel)) return;
+    leavePresence(s, channel);
     unmarkChannel(ws, channel);
     stopRecovering(ws, channel);
     if (s.open) ws.unsubscribe(channel);
@@ -265,6 +342,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       }
       sessionCount--;
       for (const ch of s.channels) {
+        leavePresence(s, ch);
         unmarkChannel(ws, ch);
         stopRecovering(ws, ch);
         metrics.subscriptionsChanged(-1);
@@ -296,6 +374,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const st = acquire(channel);
       try {
         await st.ready;
+        await enterPresence(s, channel, st);
       } catch (e) {
         drop(ws, s, channel);
         throw e instanceof GatewayError ? e : new GatewayError('unavailable', 'broker did not confirm the subscription');
@@ -307,14 +386,24 @@ export function createHub(deps: HubDeps): HubWithBroker {
     publish(channel, frame) {
       return broker.publish(channel, frame);
     },
-    isHistory: deps.isHistory,
+    isHistory: (channel) => optionsOf(channel).history !== undefined,
+    options: optionsOf,
+    async presence(channel) {
+      const p = presenceFor(channel);
+      return p.presence.presence(channel, p.joinLeave);
+    },
+    async presenceStats(channel) {
+      const p = presenceFor(channel);
+      return p.presence.stats(channel, p.joinLeave);
+    },
     async publishData(channel, rawData) {
-      if (!deps.isHistory(channel)) {
+      const h = optionsOf(channel).history;
+      if (!h) {
         await broker.publish(channel, encodeMessage(channel, rawData));
         return {};
       }
       try {
-        const pos = await history().publish(channel, rawData);
+        const pos = await history().publish(channel, rawData, { size: h.size, ttlSec: h.ttl });
         return { offset: pos.offset };
       } catch (e) {
         metrics.historyAppendError();
@@ -322,7 +411,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       }
     },
     position(channel) {
-      return history().position(channel);
+      return history().position(channel, historyOptions(channel));
     },
     async recover(ws, channel, since) {
       if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
@@ -340,6 +429,8 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const current = (): boolean => s.open && recovering.get(channel)?.get(ws) === held;
       try {
         await st.ready;
+        await enterPresence(s, channel, st);
+        const hopts = historyOptions(channel);
         // The replay, a page at a time and paced by the socket's send buffer.
         // Before each read the held frames are cleared: everything delivered
         // before the read was sent is in history, so a page covers it, and
@@ -351,7 +442,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
         for (;;) {
           held.frames = [];
           held.overflow = false;
-          const r = await history().since(channel, last, pageSize);
+          const r = await history().since(channel, last, pageSize, hopts);
           position = r.position;
           if (!current()) return { recovered: false, position, replayed };
           if (recovered === undefined) {
@@ -382,6 +473,11 @@ export function createHub(deps: HubDeps): HubWithBroker {
           if (page.length < pageSize && !held.overflow) break;
         }
         for (const f of held.frames) {
+          // join/leave frames carry no offset: they go out in their place.
+          if (f.charCodeAt(TYPE_AT) !== M) {
+            topics.sendTo(ws, f);
+            continue;
+          }
           const o = frameOffset(f);
           if (o > last) {
             topics.sendTo(ws, f);
@@ -413,7 +509,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
         const s = ws.getUserData();
         if (!s.open) continue;
         for (const ch of s.channels) {
-          if (deps.isHistory(ch)) {
+          if (optionsOf(ch).history !== undefined) {
             deps.closeSocket(ws, 1011);
             n++;
             break;
@@ -427,15 +523,22 @@ export function createHub(deps: HubDeps): HubWithBroker {
     },
     deliver(channel, frame) {
       const held = recovering.get(channel);
+      const st = channels.get(channel);
       let joining: Socket[] | undefined;
-      if (held || channels.get(channel)?.history === true) {
-        const o = frameOffset(frame);
+      // Presence frames (on joinLeave channels only): the user of a join, to skip its own connections.
+      const kind = st?.opts.joinLeave === true ? frame.charCodeAt(TYPE_AT) : M;
+      const joiner = kind === J ? joinUser(frame) : undefined;
+      if (held || st?.opts.history !== undefined) {
+        const o = kind === M ? frameOffset(frame) : 0;
         if (o > 0) lastLive.set(channel, o);
         if (held) {
           for (const [ws, r] of held) {
+            if (joiner !== undefined && ws.getUserData().user === joiner) continue;
             if (r.replaying) {
               if (r.frames.length < deps.maxRecoveryBuffer) r.frames.push(frame);
               else r.overflow = true;
+            } else if (kind !== M) {
+              topics.sendTo(ws, frame);
             } else if (o > r.last) {
               // Catching up after its replay: this frame is new to it, and from
               // here on live delivery is past its replay: it joins the topic
@@ -449,10 +552,12 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const skipped = slowByChannel.get(channel);
       if (skipped) {
         metrics.dropped('slow_consumer', skipped.size);
-        // Each got its `trouble` when it was marked slow.
-        for (const ws of skipped) troubleOf(ws.getUserData()).dropped++;
+        // Each got its `extra` when it was marked slow.
+        for (const ws of skipped) extraOf(ws.getUserData()).dropped++;
       }
-      metrics.delivered(topics.publish(channel, frame));
+      if (kind === M) metrics.delivered(topics.publish(channel, frame));
+      else if (kind === J) metrics.presenceFrame('join', publishJoin(channel, frame, joiner));
+      else metrics.presenceFrame('leave', topics.publish(channel, frame));
       if (joining) {
         for (const ws of joining) {
           stopRecovering(ws, channel);

@@ -7,7 +7,7 @@
  * 88 bytes, 12 take 112, 15 take 136. So: nine fields, nothing derivable
  * (the connection's text id, `anonymous`), objects shared between connections
  * where they are alike (Permissions, NO_CHANNELS), what only a misbehaving
- * connection needs in `trouble`, created on first use, small integers rather
+ * connection needs (and the token's presence `info`) in `extra`, created on first use, small integers rather
  * than times where that says the same (a number that is not a small integer
  * costs a 16-byte box), no per-session timers.
  */
@@ -39,11 +39,14 @@ export interface Session {
   idleBeats: number;
   /** The client frame rate limit's token bucket: when (ms, monotonic) it is full again; 0 is full (limits/rate.ts takeToken). */
   frameFullAtMs: number;
-  /** Rate-limit strikes and slow-consumer state: undefined until the connection first needs them. */
-  trouble: Trouble | undefined;
+  /**
+   * Rate-limit strikes, slow-consumer state and the token's `info` claim:
+   * undefined until the connection first needs them (or has an `info`).
+   */
+  extra: Extra | undefined;
 }
 
-export interface Trouble {
+export interface Extra {
   /** Consecutive frames refused by the rate limit. */
   strikes: number;
   /**
@@ -54,10 +57,12 @@ export interface Trouble {
   slowSinceMs: number;
   /** Messages skipped for this socket (slowConsumerPolicy=drop), for the close log. */
   dropped: number;
+  /** The token's `info` claim, serialized (a JSON object, at most 1 KiB), shown in presence; undefined without one. */
+  info: string | undefined;
 }
 
-export function troubleOf(s: Session): Trouble {
-  return (s.trouble ??= { strikes: 0, slowSinceMs: 0, dropped: 0 });
+export function extraOf(s: Session): Extra {
+  return (s.extra ??= { strikes: 0, slowSinceMs: 0, dropped: 0, info: undefined });
 }
 
 /**
@@ -88,4 +93,5 @@ export interface Socket {
   end(code?: number, shortMessage?: string): void;
   ping(message?: string): number;
   getBufferedAmount(): number;
+  isSubscribed(topic: string): boolean;
 }

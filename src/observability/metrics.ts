@@ -246,6 +246,8 @@ export function createMetrics(nodeId: string): Metrics {
     registers: [registry],
   });
   for (const type of ['join', 'leave']) presenceFrames.inc({ type }, 0);
+  // Every op and result from the start, so an error ratio and the dashboard have a series before the first error.
+  for (const op of ['add', 'remove', 'renew', 'resync', 'presence', 'stats']) for (const result of ['ok', 'error']) presenceOps.inc({ op, result }, 0);
 
   for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === 'connecting' ? 1 : 0);
   brokerUp.set(0);
@@ -282,47 +284,7 @@ export function createMetrics(nodeId: string): Metrics {
     },
     brokerStatus: (status) => {
       brokerUp.set(status === 'ready' ? 1 : 0);
-      let presenceEntriesSource: () => number = () => 0;
-  new Gauge({
-    name: 'pubgate_presence_entries',
-    help: 'Presence entries held by this node (its connections subscribed to presence channels)',
-    registers: [registry],
-    collect() {
-      this.set(presenceEntriesSource());
-    },
-  });
-  const presenceOps = new Counter({
-    name: 'pubgate_presence_operations_total',
-    help: 'Presence store operations by op (add, remove, renew, resync, presence, stats) and result (ok, error)',
-    labelNames: ['op', 'result'],
-    registers: [registry],
-  });
-  const presenceOpSeconds = new Histogram({
-    name: 'pubgate_presence_operation_seconds',
-    help: 'Presence store operation latency, by op',
-    labelNames: ['op'],
-    buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-    registers: [registry],
-  });
-  const presenceFrames = new Counter({
-    name: 'pubgate_presence_frames_total',
-    help: 'join and leave frames handed to subscriber sockets on this node, by type',
-    labelNames: ['type'],
-    registers: [registry],
-  });
-  const presenceLeases = new Counter({
-    name: 'pubgate_presence_leases_expired_total',
-    help: 'Presence leases of dead nodes swept by this node (one per node and channel)',
-    registers: [registry],
-  });
-  const presenceExpiredEntries = new Counter({
-    name: 'pubgate_presence_entries_expired_total',
-    help: 'Presence entries removed by this node because their node stopped renewing its lease',
-    registers: [registry],
-  });
-  for (const type of ['join', 'leave']) presenceFrames.inc({ type }, 0);
-
-  for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === status ? 1 : 0);
+      for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === status ? 1 : 0);
     },
     brokerReconnect: () => brokerReconnects.inc(),
     brokerPublishError: (reason) => brokerErrors.inc({ reason }),

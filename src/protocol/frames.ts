@@ -17,7 +17,9 @@ export type ClientFrame =
   /** `data` is the raw JSON text of the value, forwarded byte-for-byte. */
   | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: string }
   | { readonly type: 'ping'; readonly id: number | undefined }
-  | { readonly type: 'refresh'; readonly id: number; readonly token: string };
+  | { readonly type: 'refresh'; readonly id: number; readonly token: string }
+  | { readonly type: 'presence'; readonly id: number; readonly channel: string }
+  | { readonly type: 'presence_stats'; readonly id: number; readonly channel: string };
 
 export type ClientFrameType = ClientFrame['type'];
 
@@ -30,12 +32,26 @@ export interface WelcomeFrame {
   readonly ping: number;
 }
 
+/** One member in a `presence` reply: a user, with the info of its oldest connection present (no key without one). */
+export interface PresenceMemberFrame {
+  readonly user: string;
+  readonly info?: Readonly<Record<string, unknown>>;
+  readonly conns: number;
+}
+
 export interface ReplyFrame {
   readonly type: 'reply';
   readonly id: number;
   readonly recovered?: boolean;
   readonly offset?: number;
   readonly epoch?: string;
+  /** `presence` replies. */
+  readonly members?: readonly PresenceMemberFrame[];
+  /** `presence` (only when members were cut at presenceMaxMembers). */
+  readonly truncated?: boolean;
+  /** `presence` and `presence_stats` replies: exact totals. */
+  readonly users?: number;
+  readonly connections?: number;
   readonly error?: { readonly code: ErrorCode; readonly message: string };
 }
 
@@ -47,7 +63,22 @@ export interface MessageFrame {
   readonly data: unknown;
 }
 
-export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame;
+/** A user's first connection subscribed to a joinLeave channel (anywhere in the cluster). */
+export interface JoinFrame {
+  readonly type: 'join';
+  readonly channel: string;
+  readonly user: string;
+  readonly info?: Readonly<Record<string, unknown>>;
+}
+
+/** A user's last connection left a joinLeave channel (unsubscribe, disconnect, or its node's death). */
+export interface LeaveFrame {
+  readonly type: 'leave';
+  readonly channel: string;
+  readonly user: string;
+}
+
+export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame | JoinFrame | LeaveFrame;
 
 /** Result of parsing one client text frame. */
 export type ParseResult =
@@ -110,6 +141,11 @@ export function parseClientFrame(text: string): ParseResult {
       if (!span) return bad('publish needs data');
       return { ok: true, frame: { type: 'publish', id, channel: o.channel, data: text.slice(span.start, span.end) } };
     }
+    case 'presence':
+    case 'presence_stats':
+      if (id === undefined) return bad(`${o.type} needs an id`);
+      if (!isValidChannel(o.channel)) return bad('invalid channel name');
+      return { ok: true, frame: { type: o.type, id, channel: o.channel } };
     case 'refresh':
       if (id === undefined) return bad('refresh needs an id');
       if (typeof o.token !== 'string' || o.token === '') return bad('refresh needs a token');
@@ -131,6 +167,20 @@ export function encodeMessage(channel: string, rawData: string, offset?: number,
 
 export function encodeReply(id: number, extra?: Omit<ReplyFrame, 'type' | 'id' | 'error'>): string {
   return JSON.stringify({ type: 'reply', id, ...extra });
+}
+
+/** A `presence` reply; `info` texts are JSON objects, spliced in as they are. */
+export function encodePresenceReply(
+  id: number,
+  p: { readonly members: readonly { readonly user: string; readonly info: string | undefined; readonly conns: number }[]; readonly users: number; readonly connections: number; readonly truncated: boolean },
+): string {
+  return `{"type":"reply","id":${id},${presenceBody(p)}}`;
+}
+
+/** `"members":[...],"users":n,"connections":n` (+ `"truncated":true`), shared by the frame and the HTTP API. */
+export function presenceBody(p: Parameters<typeof encodePresenceReply>[1]): string {
+  const members = p.members.map((m) => `{"user":${JSON.stringify(m.user)}${m.info !== undefined ? `,"info":${m.info}` : ''},"conns":${m.conns}}`);
+  return `"members":[${members.join(',')}],"users":${p.users},"connections":${p.connections}${p.truncated ? ',"truncated":true' : ''}`;
 }
 
 export function encodeErrorReply(id: number, code: ErrorCode, message: string): string {

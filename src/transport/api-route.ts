@@ -45,8 +45,15 @@ export function createApiRoute(deps: ApiRouteDeps): ApiRoute {
   }
 
   /** Reads the body and answers. Settles once the request is over, on every path. */
-  async function serve(res: HttpResponse, st: ResponseState, endpoint: ApiEndpoint, path: string, respond: Respond): Promise<void> {
+  async function serve(res: HttpResponse, st: ResponseState, endpoint: ApiEndpoint, path: string, respond: Respond, query: string | undefined): Promise<void> {
     try {
+      if (query !== undefined) {
+        // A read (GET): no body to wait for.
+        await outsideUwsCallback();
+        const r = await api.handle(endpoint, query);
+        if (st.aborted) return aborted(endpoint, 'response', path);
+        return respond(r.status, r.body, r.headers);
+      }
       const read = await readBody(res, st, maxPublishBytes, bodyTimeoutMs);
       if (read.kind === 'aborted') return aborted(endpoint, 'body', path);
       // Both close the connection: the rest of the body may still be on its way
@@ -73,6 +80,7 @@ export function createApiRoute(deps: ApiRouteDeps): ApiRoute {
     const head: ApiRequestHead = {
       method: req.getMethod(),
       path: req.getUrl(),
+      query: req.getQuery() ?? '',
       authorization: req.getHeader('authorization'),
       contentType: req.getHeader('content-type'),
       contentLength: req.getHeader('content-length'),
@@ -93,7 +101,7 @@ export function createApiRoute(deps: ApiRouteDeps): ApiRoute {
       return;
     }
     inflight++;
-    void serve(res, st, pre.endpoint, head.path, respond)
+    void serve(res, st, pre.endpoint, head.path, respond, pre.body ? undefined : head.query)
       .catch((e: unknown) => log.error({ err: e, path: head.path }, 'api request failed while answering'))
       .finally(() => {
         inflight--;

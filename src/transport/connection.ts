@@ -7,11 +7,11 @@ import type { PermissionsCache } from '../auth/permissions.js';
 import type { Config } from '../config.js';
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js';
 import type { Hub } from '../hub/hub.js';
-import { troubleOf, type Session, type Socket } from '../hub/session.js';
+import { extraOf, type Session, type Socket } from '../hub/session.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { CLOSE, CLOSE_REASON, type CloseCode } from '../protocol/close-codes.js';
-import { encodeErrorReply, encodeReply, parseClientFrame, type ClientFrame } from '../protocol/frames.js';
+import { encodeErrorReply, encodePresenceReply, encodeReply, parseClientFrame, type ClientFrame } from '../protocol/frames.js';
 import { takeToken } from '../limits/rate.js';
 import type { ConnIds } from './conn-id.js';
 import { createExpiryWheel } from './expiry.js';
@@ -104,7 +104,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
     hub.forEach((ws) => {
       const s = ws.getUserData();
       if (!s.open) return;
-      const slowSinceMs = s.trouble?.slowSinceMs ?? 0;
+      const slowSinceMs = s.extra?.slowSinceMs ?? 0;
       // A slow consumer whose buffer never drained: close it anyway (its close
       // frame may not fit, so the client may see 1006 instead of 4008).
       if (slowSinceMs > 0 && slowClose && now - slowSinceMs > 2 * pingMs) close(ws, CLOSE.SLOW_CONSUMER);
@@ -162,8 +162,17 @@ export function createConnections(deps: ConnectionDeps): Connections {
     }
   }
 
+  /**
+   * The `publish` claim allows it, or the channel's namespace has clientPublish
+   * and this connection is subscribed to it.
+   */
+  function mayPublish(s: Session, channel: string): boolean {
+    if (s.perms.publish(channel, s.user)) return true;
+    return s.channels.has(channel) && hub.options(channel).clientPublish;
+  }
+
   async function publish(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'publish' }>): Promise<void> {
-    if (!s.perms.publish(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to publish to ${f.channel}`);
+    if (!mayPublish(s, f.channel)) return replyError(ws, s, f.id, 'forbidden', `not allowed to publish to ${f.channel}`);
     try {
       const r = await hub.publishData(f.channel, f.data);
       metrics.published(1);
@@ -182,11 +191,24 @@ export function createConnections(deps: ConnectionDeps): Connections {
       s.exp = claims.exp;
       expiry.add(ws, s.exp);
       s.perms = permissions.get(claims.channels, claims.publish);
+      // A new `info` is shown from the next presence subscribe on (entries already made keep theirs).
+      if (claims.info !== s.extra?.info) extraOf(s).info = claims.info;
       metrics.tokenRefreshed(true);
       send(ws, s, encodeReply(f.id));
     } catch (e) {
       metrics.tokenRefreshed(false);
       fail(ws, s, f.id, e, 'refresh');
+    }
+  }
+
+  /** `presence` and `presence_stats`: for channels this connection may subscribe to (checked first), with presence. */
+  async function presence(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'presence' | 'presence_stats' }>): Promise<void> {
+    if (!s.perms.subscribe(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
+    try {
+      if (f.type === 'presence') send(ws, s, encodePresenceReply(f.id, await hub.presence(f.channel)));
+      else send(ws, s, encodeReply(f.id, await hub.presenceStats(f.channel)));
+    } catch (e) {
+      fail(ws, s, f.id, e, f.type);
     }
   }
 
@@ -209,6 +231,10 @@ export function createConnections(deps: ConnectionDeps): Connections {
       case 'refresh':
         if (s.exp === 0) return replyError(ws, s, f.id, 'bad_request', 'anonymous connections have no token to refresh');
         void refresh(ws, s, f);
+        return;
+      case 'presence':
+      case 'presence_stats':
+        void presence(ws, s, f);
         return;
     }
   }
@@ -235,7 +261,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
       // Parse at once: the ArrayBuffer is only valid until this handler returns.
       const parsed = parseClientFrame(Buffer.from(data).toString('utf8'));
       if (frameRate > 0 && !takeFrameToken(s, frameRate, nowMs())) {
-        const t = troubleOf(s);
+        const t = extraOf(s);
         t.strikes++;
         if (t.strikes >= MAX_RATE_STRIKES) {
           metrics.frameRejected('rate_limited');
@@ -249,7 +275,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
         }
         return;
       }
-      if (s.trouble) s.trouble.strikes = 0;
+      if (s.extra) s.extra.strikes = 0;
       if (!parsed.ok) {
         if (parsed.id === undefined) {
           metrics.frameRejected('malformed');
@@ -266,9 +292,9 @@ export function createConnections(deps: ConnectionDeps): Connections {
     dropped(ws) {
       const s = ws.getUserData();
       // Once slow, the hub counts every skipped message at delivery time.
-      if (!s.open || (s.trouble?.slowSinceMs ?? 0) > 0) return;
+      if (!s.open || (s.extra?.slowSinceMs ?? 0) > 0) return;
       metrics.dropped('slow_consumer', 1);
-      const t = troubleOf(s);
+      const t = extraOf(s);
       t.dropped++;
       t.slowSinceMs = nowMs();
       hub.markSlow(ws);
@@ -278,7 +304,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
       const s = ws.getUserData();
       if (!s.open) return;
       hub.drained(ws);
-      const t = s.trouble;
+      const t = s.extra;
       if (t === undefined || t.slowSinceMs === 0) return;
       if (config.slowConsumerPolicy === 'close') {
         if (ws.getBufferedAmount() < closeWhenBelow) close(ws, CLOSE.SLOW_CONSUMER);
@@ -294,7 +320,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
       expiry.remove(ws, s.exp);
       hub.remove(ws);
       metrics.connectionClosed(code);
-      log.debug({ conn: conn(s), user: s.user, code, reason, dropped: s.trouble?.dropped || undefined }, 'connection closed');
+      log.debug({ conn: conn(s), user: s.user, code, reason, dropped: s.extra?.dropped || undefined }, 'connection closed');
     },
     close,
     stop() {

@@ -96,7 +96,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
       return reject('origin_not_allowed', origin ? `origin ${origin.slice(0, 200)} is not allowed` : 'an Origin header is required', 'origin');
     }
 
-    const finish = (user: string, exp: number, perms: Permissions): void => {
+    const finish = (user: string, exp: number, perms: Permissions, info?: string): void => {
       if (st.aborted) {
         metrics.handshake('rejected', 'aborted');
         metrics.handshakeRejection('aborted');
@@ -115,7 +115,8 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
         open: true,
         idleBeats: 0,
         frameFullAtMs: 0,
-        trouble: undefined,
+        // Only connections whose token has an `info` claim pay for the extra object.
+        extra: info === undefined ? undefined : { strikes: 0, slowSinceMs: 0, dropped: 0, info },
       };
       st.done = true;
       metrics.handshake('accepted', 'ok');
@@ -134,7 +135,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
     }
     const accept = (claims: Claims): void => {
       metrics.tokenVerified('ok');
-      finish(claims.sub, claims.exp, permissions.get(claims.channels, claims.publish));
+      finish(claims.sub, claims.exp, permissions.get(claims.channels, claims.publish), claims.info);
     };
     const refuse = (e: unknown): void => {
       if (isGatewayError(e)) {

@@ -3,8 +3,10 @@
  * playwright-core): the demo page loads the built @pubgate/client as ES
  * modules, connects through a load-balancer stand-in to a real gateway,
  * shows a message published over HTTP and one sent from its own form through
- * the demo backend, survives a restart of the gateway node (1001, reconnect,
- * resubscribe), and leaves a screenshot in test-artifacts/.
+ * the demo backend, lists who is in the room (itself, a second page joining
+ * and leaving), survives a restart of the gateway node (1001, reconnect,
+ * resubscribe, the member list read again), and leaves a screenshot in
+ * test-artifacts/.
  *
  * Skips only when chromium is not installed (needs(): the run's skip summary
  * says so, with the install command).
@@ -31,7 +33,13 @@ const gateways: GatewayProcess[] = [];
 
 async function gateway(id: string): Promise<GatewayProcess> {
   if (!demo) throw new Error('demo server did not start');
-  const g = await startGateway({ PUBGATE_NODE_ID: id, PUBGATE_ALLOWED_ORIGINS: demo.origin, PUBGATE_REQUIRE_ORIGIN: 'true' });
+  const g = await startGateway({
+    PUBGATE_NODE_ID: id,
+    PUBGATE_ALLOWED_ORIGINS: demo.origin,
+    PUBGATE_REQUIRE_ORIGIN: 'true',
+    // What examples/demo/README.md tells to run the gateway with.
+    PUBGATE_NAMESPACES: '[{"pattern":"demo:*","presence":true,"joinLeave":true}]',
+  });
   gateways.push(g);
   return g;
 }
@@ -67,7 +75,7 @@ describe('demo page in headless Chromium', needs('chromium'), () => {
     if (dist) rmSync(dist, { recursive: true, force: true });
   });
 
-  it('subscribes, shows HTTP and form publishes, survives a gateway node restart, and is screenshotted', async () => {
+  it('subscribes, shows HTTP and form publishes, lists who is in the room, survives a gateway node restart, and is screenshotted', async () => {
     if (!browser || !demo || !lb) throw new Error('set-up failed');
     const page: Page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
     const pageErrors: string[] = [];
@@ -77,11 +85,30 @@ describe('demo page in headless Chromium', needs('chromium'), () => {
     });
     const message = (text: string) => page.locator('#messages li', { hasText: text });
     const logLine = (text: string) => page.locator('#log li', { hasText: text });
+    const member = (p: Page, user: string) => p.locator(`#members li[data-user="${user}"]`);
 
     await page.goto(demo.url);
     await page.locator('#state[data-state="connected"]').waitFor({ timeout: 20_000 });
     await logLine('subscribed to demo:chat').waitFor({ timeout: 20_000 });
     expect(await page.locator('#node').textContent()).toContain('node browser-1');
+
+    // Who is in the room: the page itself (from presence()), then a second page joining and leaving.
+    const me = await page.evaluate(() => (globalThis as unknown as { pubgateDemo: { client: { welcome: { user: string } } } }).pubgateDemo.client.welcome.user);
+    await member(page, me).waitFor({ timeout: 20_000 });
+    expect(await member(page, me).textContent()).toBe(`${me}(you)`);
+    const other = await browser.newPage();
+    await other.addInitScript(() => sessionStorage.setItem('pubgate-demo-name', 'sam w.'));
+    await other.goto(demo.url);
+    await member(page, 'samw.').waitFor({ timeout: 20_000 }); // a join
+    expect(await member(page, 'samw.').textContent()).toBe('sam w.'); // the token's info.name
+    await logLine('sam w. joined').waitFor({ timeout: 20_000 });
+    await member(other, me).waitFor({ timeout: 20_000 }); // the second page's presence() lists both
+    expect(await other.locator('#members li').count()).toBe(2);
+    expect(await page.locator('#member-count').textContent()).toBe('(2)');
+    await other.close();
+    await member(page, 'samw.').waitFor({ state: 'detached', timeout: 20_000 }); // a leave
+    await logLine('sam w. left').waitFor({ timeout: 20_000 });
+    expect(await page.locator('#members li').count()).toBe(1);
 
     // A message published over the gateway's HTTP API.
     const first = gateways[0]!;
@@ -99,11 +126,15 @@ describe('demo page in headless Chromium', needs('chromium'), () => {
     lb.setTarget(undefined);
     expect(await first.stop('SIGTERM')).toBe(0);
     await logLine('disconnected (1001').waitFor({ timeout: 20_000 });
+    await page.locator('#members[data-stale="true"]').waitFor({ timeout: 20_000 });
     const second = await gateway('browser-2');
     lb.setTarget(second.port);
     await logLine('resubscribed to demo:chat').waitFor({ timeout: 30_000 });
     await page.locator('#state[data-state="connected"]').waitFor({ timeout: 20_000 });
     expect(await page.locator('#node').textContent()).toContain('node browser-2');
+    // The member list was read again on the new node.
+    await page.locator('#members[data-stale="false"]').waitFor({ timeout: 20_000 });
+    await member(page, me).waitFor({ timeout: 20_000 });
 
     await publishHttp(second, { user: 'backend', text: 'after the restart' });
     await message('after the restart').waitFor({ timeout: 20_000 });

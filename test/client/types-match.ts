@@ -25,6 +25,11 @@ export type FrameTypesMatch = [
   Assert<Equals<Frame<S.ClientFrame, 'subscribe'>, Frame<C.ClientFrame, 'subscribe'>>>,
   Assert<Equals<Frame<S.ClientFrame, 'unsubscribe'>, Frame<C.ClientFrame, 'unsubscribe'>>>,
   Assert<Equals<Frame<S.ClientFrame, 'refresh'>, Frame<C.ClientFrame, 'refresh'>>>,
+  // Presence and join/leave (1.1): the reply's members/users/connections/truncated are in ReplyFrame above.
+  Assert<Equals<Frame<S.ClientFrame, 'presence'>, Frame<C.ClientFrame, 'presence'>>>,
+  Assert<Equals<Frame<S.ClientFrame, 'presence_stats'>, Frame<C.ClientFrame, 'presence_stats'>>>,
+  Assert<Equals<S.JoinFrame, C.JoinFrame>>,
+  Assert<Equals<S.LeaveFrame, C.LeaveFrame>>,
   // publish: on the wire `data` is any JSON value; the server keeps its raw JSON text after parsing.
   Assert<Equals<Omit<Frame<S.ClientFrame, 'publish'>, 'data'>, Omit<Frame<C.ClientFrame, 'publish'>, 'data'>>>,
   Assert<Equals<Frame<S.ClientFrame, 'publish'>['data'], string>>,

@@ -75,7 +75,7 @@ describe('@pubgate/client package', () => {
     const index = path.join(out, 'index.js').replaceAll('\\', '/');
     writeFileSync(
       path.join(dir, 'consumer.ts'),
-      `import { connect, PubgateError, CLOSE, shouldReconnect, type PubgateClient, type WebSocketConstructor, type MessageFrame, type ResubscribeInfo } from '${index}';
+      `import { connect, PubgateError, CLOSE, shouldReconnect, type PubgateClient, type WebSocketConstructor, type MessageFrame, type ResubscribeInfo, type JoinEvent, type LeaveEvent, type PresenceResult, type PresenceStats } from '${index}';
 declare const WS: WebSocketConstructor;
 const c: PubgateClient = connect({ url: ['wss://a/ws', 'wss://b/ws'], getToken: async () => 'jwt', WebSocket: WS });
 const off = c.subscribe<{ text: string }>('chat:1', (data: { text: string }, m: MessageFrame) => void [data.text, m.offset], {
@@ -84,6 +84,13 @@ const off = c.subscribe<{ text: string }>('chat:1', (data: { text: string }, m: 
 c.on('disconnected', (e) => void [e.code, e.reconnectInMs]);
 c.on('closed', (e) => void e.reason);
 void off.ready.then((r) => r.recovered);
+const room = c.subscribe<unknown, { name: string }>('chat:1', () => undefined);
+void room.presence().then((r: PresenceResult<{ name: string }>) => [r.users, r.connections, r.truncated, r.members.map((m) => [m.user, m.conns, m.info?.name])]);
+void room.presenceStats().then((s: PresenceStats) => s.users + s.connections);
+const offJoin: () => void = room.on('join', (e: JoinEvent<{ name: string }>) => void [e.channel, e.user, e.info?.name]);
+room.once('leave', (e: LeaveEvent) => void e.user);
+room.on('resubscribed', () => void room.presence());
+offJoin();
 void c.publish('chat:1', { text: 'hi' }).catch((e: unknown) => e instanceof PubgateError && e.code === 'timeout');
 export const codes: boolean = shouldReconnect(CLOSE.GOING_AWAY);
 `,

@@ -33,6 +33,28 @@ describe('node dist/main.js', () => {
     expect(lines.some((l) => l.includes('PUBGATE_TYPO'))).toBe(true);
   });
 
+  it('exits 1 on invalid namespaces, one stderr line per problem naming the entry', async () => {
+    const r = await runGateway({
+      PUBGATE_NAMESPACES: JSON.stringify([
+        { pattern: 'chat:*', presence: true, joinLeave: true },
+        { pattern: 'room:*', joinLeave: true },
+        { pattern: 'user:{sub}' },
+        { pattern: 'feed:*', rewind: true, history: { size: 0 } },
+      ]),
+      PUBGATE_PRESENCE_TTL: '2',
+    });
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toEqual([
+      'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 2 ("room:*"): "joinLeave" needs "presence": true',
+      'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 3 ("user:{sub}"): "pattern" cannot contain {sub} (namespaces are the same for every user)',
+      'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 4 ("feed:*"): "history.size" must be a whole number between 1 and 1000000',
+      'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 4 ("feed:*"): "rewind": rewind (the history API) is not available in this release yet; remove it',
+      'pubgate: invalid configuration: PUBGATE_PRESENCE_TTL: must be between 3 and 86400, got 2',
+    ]);
+    expect(r.stdout).toBe('');
+  });
+
   it('exits 1 with a clear message when its port is taken', async () => {
     const gw = await startGateway();
     try {

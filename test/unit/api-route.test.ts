@@ -59,6 +59,7 @@ const request = (): HttpRequest =>
   ({
     getMethod: () => 'post',
     getUrl: () => '/v1/publish',
+    getQuery: () => undefined,
     getHeader: () => '',
   }) as unknown as HttpRequest;
 
@@ -75,7 +76,7 @@ function setup(handle: (body: string) => Promise<ApiResponse>, bodyTimeoutMs = 1
   const base = createMetrics('unit');
   const metrics: Metrics = { ...base, apiAborted: (_e, phase) => aborts.shift()?.(phase) };
   const api: PublishApi = {
-    preflight: () => ({ ok: true, endpoint: 'publish', key: 'k' }),
+    preflight: () => ({ ok: true, endpoint: 'publish', key: 'k', body: true }),
     handle: (_endpoint, body) => handle(body),
   };
   const route = createApiRoute({ api, metrics, log: silentLogger(), maxPublishBytes: 100, bodyTimeoutMs });

@@ -51,6 +51,7 @@ describe('loadConfig', () => {
       maxPayloadLength: 16384, maxPublishBytes: 65536, maxBackpressure: 1048576, slowConsumerPolicy: 'close',
       pingInterval: 25, historySize: 100, historyTtl: 300, drainSeconds: 10, logLevel: 'info',
       requireOrigin: false, allowAnonymous: false, redisUrl: undefined, apiKeys: [],
+      namespaces: [], presenceTtl: 30, presenceMaxMembers: 1000,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -179,5 +180,103 @@ describe('loadConfig', () => {
     expect(p).toHaveLength(2);
     expect(p[0]).toMatch(/^PUBGATE_JWT_SECRETS: the development secret/);
     expect(p[1]).toMatch(/^PUBGATE_API_KEYS: the development API key/);
+  });
+});
+
+describe('loadConfig: namespaces and presence (1.1)', () => {
+  const configFile = (content: unknown): string => {
+    const dir = mkdtempSync(join(tmpdir(), 'pubgate-config-'));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify(content));
+    return file;
+  };
+
+  it('reads PUBGATE_NAMESPACES as JSON text', () => {
+    const c = loadConfig({
+      PUBGATE_NAMESPACES: '[{"pattern":"chat:*","history":{"size":200,"ttl":3600},"presence":true,"joinLeave":true},{"pattern":"room:*","clientPublish":true}]',
+    });
+    expect(c.namespaces).toEqual([
+      { pattern: 'chat:*', history: { size: 200, ttl: 3600 }, presence: true, joinLeave: true },
+      { pattern: 'room:*', clientPublish: true },
+    ]);
+  });
+
+  it('takes an empty PUBGATE_NAMESPACES as no namespaces', () => {
+    expect(loadConfig({ PUBGATE_NAMESPACES: '' }).namespaces).toEqual([]);
+  });
+
+  it('reads namespaces from the file as an array, overridden by the environment', () => {
+    const file = configFile({ namespaces: [{ pattern: 'feed:*', history: { size: 50 } }, { pattern: 'lobby', presence: true }] });
+    expect(loadConfig({ PUBGATE_CONFIG: file }).namespaces).toEqual([
+      { pattern: 'feed:*', history: { size: 50 } },
+      { pattern: 'lobby', presence: true },
+    ]);
+    expect(loadConfig({ PUBGATE_CONFIG: file, PUBGATE_NAMESPACES: '[{"pattern":"x"}]' }).namespaces).toEqual([{ pattern: 'x' }]);
+    expect(loadConfig({ PUBGATE_CONFIG: file, PUBGATE_NAMESPACES: '' }).namespaces).toEqual([]);
+  });
+
+  it('keeps historyChannels beside namespaces', () => {
+    const c = loadConfig({ PUBGATE_NAMESPACES: '[{"pattern":"chat:*","presence":true}]', PUBGATE_HISTORY_CHANNELS: 'h:*' });
+    expect(c.namespaces).toEqual([{ pattern: 'chat:*', presence: true }]);
+    expect(c.historyChannels).toEqual(['h:*']);
+  });
+
+  it('reports each namespace problem on its own line, prefixed with the variable and naming the entry', () => {
+    const p = problems({
+      PUBGATE_NAMESPACES: JSON.stringify([
+        { pattern: 'chat:*', joinLeave: true },
+        { pattern: 'feed:*', history: true },
+        { pattern: 'room:*', subscribeProxy: true, colour: 'red' },
+      ]),
+      PUBGATE_PORT: 'eighty',
+    });
+    const ns = p.filter((l) => l.startsWith('PUBGATE_NAMESPACES: '));
+    expect(ns).toEqual([
+      'PUBGATE_NAMESPACES: entry 1 ("chat:*"): "joinLeave" needs "presence": true',
+      'PUBGATE_NAMESPACES: entry 2 ("feed:*"): "history" must be an object {"size": messages, "ttl": seconds} (each optional)',
+      'PUBGATE_NAMESPACES: entry 3 ("room:*"): unknown key "colour" (known: pattern, history, rewind, presence, joinLeave, subscribeProxy, clientPublish)',
+      'PUBGATE_NAMESPACES: entry 3 ("room:*"): "subscribeProxy": subscribeProxy (the subscribe proxy) is not available in this release yet; remove it',
+    ]);
+    // The other settings' problems come in the same report.
+    expect(p).toHaveLength(5);
+    expect(p.some((l) => l.startsWith('PUBGATE_PORT:'))).toBe(true);
+  });
+
+  it('reports PUBGATE_NAMESPACES that is not JSON, or not an array, in one line', () => {
+    const bad = problems({ PUBGATE_NAMESPACES: '[{pattern: "chat:*"}]' });
+    expect(bad).toHaveLength(1);
+    expect(bad[0]).toMatch(/^PUBGATE_NAMESPACES: is not valid JSON: /);
+    expect(problems({ PUBGATE_NAMESPACES: '{"pattern":"chat:*"}' })).toEqual([
+      'PUBGATE_NAMESPACES: must be a JSON array of namespaces ({"pattern": ..., options})',
+    ]);
+  });
+
+  it('reports namespace problems in the file naming the variable, the key and the file', () => {
+    const file = configFile({ namespaces: [{ pattern: 'a b' }, { pattern: 'ok' }, { pattern: 'ok' }] });
+    const p = problems({ PUBGATE_CONFIG: file });
+    expect(p).toEqual([
+      `PUBGATE_NAMESPACES (namespaces in ${file}): entry 1 ("a b"): "pattern" "a b" is not a channel pattern (a channel name, or a prefix ending in *)`,
+      `PUBGATE_NAMESPACES (namespaces in ${file}): entry 3 ("ok"): "pattern" repeats entry 2, which always matches first`,
+    ]);
+    expect(problems({ PUBGATE_CONFIG: configFile({ namespaces: { pattern: 'a' } }) })[0]).toMatch(/^PUBGATE_NAMESPACES \(namespaces in .*\): must be a JSON array/);
+  });
+
+  it('reads PUBGATE_PRESENCE_TTL between 3 and 86400 seconds', () => {
+    expect(loadConfig({ PUBGATE_PRESENCE_TTL: '3' }).presenceTtl).toBe(3);
+    expect(loadConfig({ PUBGATE_PRESENCE_TTL: '86400' }).presenceTtl).toBe(86400);
+    expect(loadConfig({ PUBGATE_CONFIG: configFile({ presenceTtl: 10 }) }).presenceTtl).toBe(10);
+    expect(problems({ PUBGATE_PRESENCE_TTL: '2' })).toEqual(['PUBGATE_PRESENCE_TTL: must be between 3 and 86400, got 2']);
+    expect(problems({ PUBGATE_PRESENCE_TTL: '86401' })).toEqual(['PUBGATE_PRESENCE_TTL: must be between 3 and 86400, got 86401']);
+    expect(problems({ PUBGATE_PRESENCE_TTL: '1.5' })[0]).toMatch(/^PUBGATE_PRESENCE_TTL: must be a whole number/);
+    expect(problems({ PUBGATE_PRESENCE_TTL: 'soon' })[0]).toMatch(/^PUBGATE_PRESENCE_TTL: must be a whole number/);
+  });
+
+  it('reads PUBGATE_PRESENCE_MAX_MEMBERS between 1 and 100000', () => {
+    expect(loadConfig({ PUBGATE_PRESENCE_MAX_MEMBERS: '1' }).presenceMaxMembers).toBe(1);
+    expect(loadConfig({ PUBGATE_PRESENCE_MAX_MEMBERS: '100000' }).presenceMaxMembers).toBe(100000);
+    expect(loadConfig({ PUBGATE_CONFIG: configFile({ presenceMaxMembers: 5 }) }).presenceMaxMembers).toBe(5);
+    expect(problems({ PUBGATE_PRESENCE_MAX_MEMBERS: '0' })).toEqual(['PUBGATE_PRESENCE_MAX_MEMBERS: must be between 1 and 100000, got 0']);
+    expect(problems({ PUBGATE_PRESENCE_MAX_MEMBERS: '100001' })).toEqual(['PUBGATE_PRESENCE_MAX_MEMBERS: must be between 1 and 100000, got 100001']);
+    expect(problems({ PUBGATE_PRESENCE_MAX_MEMBERS: 'all' })[0]).toMatch(/^PUBGATE_PRESENCE_MAX_MEMBERS: must be a whole number/);
   });
 });

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SETTINGS, envName } from '../../src/config.js';
 import {
-  DEFAULT_DRAIN_SECONDS, DEFAULT_PING_INTERVAL_SEC, DEPLOY_DIR, arr, filesUnder, loadYaml, loadYamlDocs, obj, type Json,
+  DEFAULT_DRAIN_SECONDS, DEFAULT_PING_INTERVAL_SEC, DEPLOY_DIR, arr, filesUnder, labelNames, loadYaml, loadYamlDocs, metricNames, obj,
+  type Json,
 } from '../helpers/deploy-files.js';
 import { ROOT } from '../helpers/gateway.js';
 
@@ -275,6 +276,97 @@ describe('deploy/grafana dashboard', () => {
     ]) {
       expect(exprs, needle).toContain(needle);
     }
+  });
+
+  it('has a Presence row: entries per node, operations by op and result, latency by op, join/leave frames, expired leases', () => {
+    const start = panels.findIndex((p) => p.type === 'row' && p.title === 'Presence');
+    expect(start, 'a row titled Presence').toBeGreaterThan(-1);
+    const next = panels.findIndex((p, i) => i > start && p.type === 'row');
+    const row = panels.slice(start + 1, next === -1 ? undefined : next);
+    const top = (get(panels[start], 'gridPos', 'y') as number) + 1;
+    const bottom = next === -1 ? Infinity : (get(panels[next], 'gridPos', 'y') as number);
+    for (const p of row) {
+      const g = obj(p.gridPos, String(p.title)) as Record<string, number>;
+      expect(g.y!, `${String(p.title)} sits under the Presence row`).toBeGreaterThanOrEqual(top);
+      expect(g.y! + g.h!, `${String(p.title)} ends above the next row`).toBeLessThanOrEqual(bottom);
+    }
+    const exprs = row.flatMap((p) => ((p.targets as Doc[] | undefined) ?? []).map((t) => String(t.expr))).join('\n');
+    for (const needle of [
+      'sum by (node) (pubgate_presence_entries{job="$job",node=~"$node"})',
+      'sum by (op, result) (rate(pubgate_presence_operations_total{job="$job",node=~"$node"}[$__rate_interval]))',
+      'histogram_quantile(0.5, sum by (op, le) (rate(pubgate_presence_operation_seconds_bucket{job="$job",node=~"$node"}',
+      'histogram_quantile(0.99, sum by (op, le) (rate(pubgate_presence_operation_seconds_bucket{job="$job",node=~"$node"}',
+      'sum by (type) (rate(pubgate_presence_frames_total{job="$job",node=~"$node"}',
+      'pubgate_presence_leases_expired_total{job="$job",node=~"$node"}',
+      'pubgate_presence_entries_expired_total{job="$job",node=~"$node"}',
+      'pubgate_api_requests_total{job="$job",node=~"$node",endpoint=~"presence|presence_stats"}',
+    ]) {
+      expect(exprs, needle).toContain(needle);
+    }
+  });
+});
+
+/** Rows of the metrics tables in docs/metrics.md: | `name` | type | labels | meaning | */
+function documentedMetrics(): Map<string, { type: string; labels: string[] }> {
+  const out = new Map<string, { type: string; labels: string[] }>();
+  for (const line of read('docs/metrics.md').split('\n')) {
+    const m = /^\| `([a-z0-9_]+)` \| (\w+) \|([^|]*)\|/.exec(line);
+    if (m) out.set(m[1]!, { type: m[2]!, labels: [...m[3]!.matchAll(/`([a-z_]+)`/g)].map((x) => x[1]!) });
+  }
+  return out;
+}
+
+describe('metrics the dashboard and the alert rules use vs docs/metrics.md', () => {
+  // Checked here without a running node, so that labels of metrics a test node
+  // never samples (presence operations, expired leases, ...) are checked too;
+  // test/integration/observability.test.ts checks docs/metrics.md against a real scrape.
+  const docs = documentedMetrics();
+  /** Labels on every series: the node id, and what Prometheus adds at scrape time. */
+  const everywhere = ['node', 'job', 'instance'];
+  const dash = obj(JSON.parse(readFileSync(path.join(DEPLOY_DIR, 'grafana/dashboards/pubgate.json'), 'utf8')), 'dashboard');
+  const rules = obj(loadYaml(path.join(DEPLOY_DIR, 'prometheus/rules/pubgate.yml')), 'rules');
+  const queries: { where: string; expr: string }[] = [
+    ...(arr(dash.panels, 'panels') as Doc[]).flatMap((p) =>
+      ((p.targets as Doc[] | undefined) ?? []).map((t) => ({ where: `panel "${String(p.title)}"`, expr: String(t.expr) }))),
+    ...(arr(rules.groups, 'groups') as Doc[]).flatMap((g) =>
+      (arr(g.rules, 'rules') as Doc[]).map((r) => ({ where: `rule ${String(r.alert ?? r.record)}`, expr: String(r.expr) }))),
+  ];
+
+  /** The documented metric a sample name belongs to (histogram suffixes map to their base), and the labels it may carry. */
+  function family(name: string): { name: string; labels: Set<string> } | undefined {
+    const d = docs.get(name);
+    if (d) return { name, labels: new Set([...d.labels, ...everywhere]) };
+    const base = /^(.+)_(bucket|sum|count)$/.exec(name);
+    const h = base && docs.get(base[1]!);
+    if (!h || h.type !== 'histogram') return undefined;
+    return { name: base[1]!, labels: new Set([...h.labels, ...everywhere, ...(base[2] === 'bucket' ? ['le'] : [])]) };
+  }
+
+  it('reads the presence metrics from docs/metrics.md', () => {
+    expect(docs.get('pubgate_presence_operations_total')?.labels.sort()).toEqual(['op', 'result']);
+    expect(docs.get('pubgate_presence_operation_seconds')).toEqual({ type: 'histogram', labels: ['op'] });
+  });
+
+  it('uses only metrics docs/metrics.md lists, with only the labels it lists for them', () => {
+    expect(queries.length).toBeGreaterThan(40);
+    const problems: string[] = [];
+    for (const q of queries) {
+      const fams = metricNames(q.expr).map((n) => {
+        const f = family(n);
+        if (!f) problems.push(`${q.where}: ${n} is not in docs/metrics.md`);
+        return f;
+      });
+      const { selectors, grouping } = labelNames(q.expr);
+      for (const sel of selectors) {
+        const f = family(sel.metric);
+        if (f) for (const l of sel.labels) if (!f.labels.has(l)) problems.push(`${q.where}: ${sel.metric} has no label ${l} in docs/metrics.md`);
+      }
+      const known = new Set(fams.flatMap((f) => (f ? [...f.labels] : [])));
+      if (fams.length > 0 && fams.every((f) => f)) {
+        for (const l of grouping) if (!known.has(l)) problems.push(`${q.where}: groups by ${l}, which no metric in it has`);
+      }
+    }
+    expect(problems).toEqual([]);
   });
 });
 

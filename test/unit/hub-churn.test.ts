@@ -13,6 +13,7 @@ import { createHub } from '../../src/hub/hub.js';
 import { NO_CHANNELS, type Session, type Socket } from '../../src/hub/session.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import { NO_OPTIONS } from '../../src/channels/namespaces.js';
 
 const POOL = 1000;
 const PER_SOCKET = 20;
@@ -23,7 +24,7 @@ let nextId = 0;
 function socket(): Socket {
   const s: Session = {
     id: nextId++, user: `u${nextId}`, exp: 0, perms: { subscribe: () => true, publish: () => true }, channels: NO_CHANNELS,
-    open: true, idleBeats: 0, frameFullAtMs: 0, trouble: undefined,
+    open: true, idleBeats: 0, frameFullAtMs: 0, extra: undefined,
   };
   return {
     getUserData: () => s,
@@ -35,6 +36,7 @@ function socket(): Socket {
     },
     ping: () => 1,
     getBufferedAmount: () => 0,
+    isSubscribed: () => false,
   };
 }
 
@@ -64,6 +66,7 @@ function setup(): {
   const broker: Broker = {
     kind: 'redis',
     history: undefined,
+    presence: undefined,
     status: 'ready',
     start: (h) => {
       handlers = h;
@@ -83,7 +86,7 @@ function setup(): {
     metrics: createMetrics('test'),
     log: silentLogger(),
     closeSocket: () => undefined,
-    isHistory: () => false,
+    channelOptions: () => NO_OPTIONS,
     maxBackpressure: 1 << 20,
     maxRecoveryBuffer: 10,
   });

@@ -12,6 +12,7 @@ import { createHub, type HubWithBroker } from '../../src/hub/hub.js';
 import { NO_CHANNELS, type Session, type Socket } from '../../src/hub/session.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import { NO_OPTIONS } from '../../src/channels/namespaces.js';
 
 const CH = 'h:room';
 
@@ -25,7 +26,7 @@ function session(): Session {
     open: true,
     idleBeats: 0,
     frameFullAtMs: 0,
-    trouble: undefined,
+    extra: undefined,
   };
 }
 
@@ -64,6 +65,9 @@ class FakeSocket implements Socket {
   getBufferedAmount(): number {
     if (!this.s.open) throw new Error('getBufferedAmount on a closed socket');
     return this.buffered;
+  }
+  isSubscribed(topic: string): boolean {
+    return this.topics.has(topic);
   }
   offsets(): number[] {
     return this.sent.map(frameOffset);
@@ -107,7 +111,7 @@ async function setup(opts: { historySize: number; page: number; maxRecoveryBuffe
       sock.getUserData().open = false;
       hub.remove(sock);
     },
-    isHistory: (c) => c.startsWith('h:'),
+    channelOptions: (c) => (c.startsWith('h:') ? { ...NO_OPTIONS, history: { size: opts.historySize, ttl: 60 } } : NO_OPTIONS),
     maxRecoveryBuffer: opts.maxRecoveryBuffer,
     maxBackpressure: opts.limit,
     recoveryPageSize: opts.page,

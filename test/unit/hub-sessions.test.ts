@@ -4,6 +4,7 @@ import { createHub, type HubWithBroker } from '../../src/hub/hub.js';
 import { NO_CHANNELS, type Session, type Socket } from '../../src/hub/session.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import { NO_OPTIONS } from '../../src/channels/namespaces.js';
 
 let nextId = 0;
 
@@ -11,7 +12,7 @@ let nextId = 0;
 function socket(user: string, onEnd: (ws: Socket) => void): Socket & { topics: Set<string> } {
   const session: Session = {
     id: nextId++, user, exp: 1, perms: { subscribe: () => true, publish: () => true }, channels: NO_CHANNELS,
-    open: true, idleBeats: 0, frameFullAtMs: 0, trouble: undefined,
+    open: true, idleBeats: 0, frameFullAtMs: 0, extra: undefined,
   };
   const topics = new Set<string>();
   const ws = {
@@ -26,6 +27,7 @@ function socket(user: string, onEnd: (ws: Socket) => void): Socket & { topics: S
     },
     ping: () => 1,
     getBufferedAmount: () => 0,
+    isSubscribed: () => false,
   };
   return ws;
 }
@@ -51,7 +53,7 @@ describe('hub sessions', () => {
         closed.push([ws.getUserData().user, code]);
         ws.end(code);
       },
-      isHistory: () => false,
+      channelOptions: () => NO_OPTIONS,
       maxBackpressure: 1 << 20,
       maxRecoveryBuffer: 10,
     });

@@ -1,5 +1,5 @@
 /* global document, sessionStorage, window */
-// The demo page: a chat on one channel, through @pubgate/client.
+// The demo page: a chat on one channel, with who is in the room, through @pubgate/client.
 import { connect } from '@pubgate/client';
 
 const $ = (id) => document.getElementById(id);
@@ -70,9 +70,89 @@ const subscription = client.subscribe(config.channel, addMessage, {
   },
 });
 subscription.ready.then(
-  () => log(`subscribed to ${config.channel}`),
+  () => {
+    log(`subscribed to ${config.channel}`);
+    void readPresence();
+  },
   (e) => log(`subscribe refused: ${e.message}`),
 );
+
+// ---- Who is in the room ------------------------------------------------------
+// presence() gives the members when the subscription is confirmed; join and
+// leave keep the list current. They are at most once and none arrive while
+// disconnected, so the list is read again after every resubscribe. Events that
+// arrive while a read is in flight are applied again on top of its answer:
+// whichever the server did first, the list ends right.
+const members = new Map(); // user -> info (the token's info claim: { name })
+const reads = new Set(); // the events seen by each presence read in flight
+let truncated = false;
+
+const nameOf = (user, info) => (info && typeof info.name === 'string' && info.name ? info.name : user);
+
+function renderMembers() {
+  const me = client.welcome?.user;
+  const items = [...members]
+    .sort(([a, ai], [b, bi]) => nameOf(a, ai).localeCompare(nameOf(b, bi)))
+    .map(([user, info]) => {
+      const li = document.createElement('li');
+      li.dataset.user = user;
+      li.textContent = nameOf(user, info);
+      if (user === me) {
+        const you = document.createElement('span');
+        you.className = 'you';
+        you.textContent = '(you)';
+        li.append(you);
+      }
+      return li;
+    });
+  $('members').replaceChildren(...items);
+  $('member-count').textContent = `(${members.size}${truncated ? '+' : ''})`;
+}
+
+function applyPresence(type, ev) {
+  if (type === 'join') members.set(ev.user, ev.info);
+  else members.delete(ev.user);
+}
+
+for (const type of ['join', 'leave']) {
+  subscription.on(type, (ev) => {
+    for (const seen of reads) seen.push([type, ev]);
+    log(`${nameOf(ev.user, type === 'join' ? ev.info : members.get(ev.user))} ${type === 'join' ? 'joined' : 'left'}`);
+    applyPresence(type, ev);
+    renderMembers();
+  });
+}
+
+async function readPresence() {
+  const seen = [];
+  reads.add(seen);
+  try {
+    const r = await subscription.presence();
+    members.clear();
+    for (const m of r.members) members.set(m.user, m.info);
+    for (const [type, ev] of seen) applyPresence(type, ev);
+    truncated = r.truncated;
+    $('members').dataset.stale = 'false';
+    $('presence-note').textContent = '';
+    renderMembers();
+  } catch (e) {
+    if (e.code === 'bad_request') {
+      // The channel has no presence on this gateway.
+      $('presence-note').replaceChildren('Presence is off for this channel. Start the gateway with ', Object.assign(document.createElement('code'), { textContent: `PUBGATE_NAMESPACES='${config.namespaces}'` }));
+    } else if (e.code !== 'disconnected' && e.code !== 'closed' && e.code !== 'unsubscribed') {
+      // unavailable, timeout, ...: try again while connected (a reconnect reads again anyway).
+      log(`presence: ${e.code} ${e.message}`);
+      setTimeout(() => client.state === 'connected' && void readPresence(), 2000);
+    }
+  } finally {
+    reads.delete(seen);
+  }
+}
+
+subscription.on('resubscribed', () => void readPresence());
+client.on('disconnected', () => {
+  $('members').dataset.stale = 'true'; // shown greyed until the next read
+});
 
 $('send').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -94,4 +174,4 @@ $('send').addEventListener('submit', async (ev) => {
 });
 
 // For the browser console and the end-to-end test.
-window.pubgateDemo = { client, subscription };
+window.pubgateDemo = { client, subscription, members };

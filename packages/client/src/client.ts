@@ -9,11 +9,14 @@
 import { DEFAULT_BACKOFF, backoffWindow, fullJitter, reconnectDelay, reconnectPlan, type BackoffOptions } from './backoff.js';
 import { Emitter, rethrowLater } from './emitter.js';
 import { PubgateError } from './errors.js';
+import { joinEvent, leaveEvent, presenceResult, presenceStats, type PresenceInfo, type PresenceResult, type PresenceStats, type SubscriptionEvents } from './presence.js';
 import {
   ABNORMAL_CLOSURE,
   BEARER_PREFIX,
   SUBPROTOCOL,
   isValidChannel,
+  type JoinFrame,
+  type LeaveFrame,
   type MessageFrame,
   type ReplyFrame,
   type ServerFrame,
@@ -60,7 +63,7 @@ export interface ConnectOptions {
   readonly WebSocket?: WebSocketConstructor;
   /** How the token travels: the `bearer.<jwt>` subprotocol (default) or the `access_token` query parameter. */
   readonly tokenTransport?: 'subprotocol' | 'query';
-  /** A request (publish, subscribe, unsubscribe, refresh, ping) not answered within this many ms fails with `timeout`. Default 10 000. */
+  /** A request (publish, subscribe, unsubscribe, refresh, ping, presence) not answered within this many ms fails with `timeout`. Default 10 000. */
   readonly requestTimeoutMs?: number;
   /** An attempt that has no `welcome` within this many ms is abandoned (reported as 1006). Default 10 000. */
   readonly connectTimeoutMs?: number;
@@ -115,12 +118,33 @@ export interface SubscribeOptions {
 
 export type MessageHandler<T = unknown> = (data: T, message: MessageFrame) => void;
 
-/** Call it to unsubscribe. */
-export interface Subscription {
+/**
+ * Call it to unsubscribe. `I` is the shape of the presence `info` your tokens
+ * carry (the server does not check it; default: any JSON object).
+ */
+export interface Subscription<I = PresenceInfo> {
   (): Promise<void>;
   readonly channel: string;
   /** Resolves when the server first confirms the subscription; rejects when it refuses it or the client closes. */
   readonly ready: Promise<SubscribeResult>;
+  /**
+   * Who is in the channel now (its namespace needs `presence`): one member
+   * per user, and the exact `users` and `connections` counts. Rejects with a
+   * PubgateError: `bad_request` (the channel has no presence), `forbidden`,
+   * `unavailable`, `timeout`, `disconnected` (not connected now), `unsubscribed`
+   * (this subscription has ended), `closed`.
+   */
+  presence(): Promise<PresenceResult<I>>;
+  /** The exact `users` and `connections` counts, without the list (same errors as `presence()`). */
+  presenceStats(): Promise<PresenceStats>;
+  /**
+   * Adds a listener for `join`, `leave` (channels whose namespace has
+   * `joinLeave`) or `resubscribed`; returns a function that removes it. They
+   * stop when the subscription ends.
+   */
+  on<K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void): () => void;
+  once<K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void): () => void;
+  off<K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void): void;
 }
 
 export interface ClientEvents {
@@ -138,7 +162,7 @@ export interface ClientEvents {
   resubscribed: ResubscribeInfo;
   /** The token was refreshed on the open connection. */
   refreshed: { readonly expiresIn: number | undefined };
-  /** Something failed that the client handles itself (a refused subscription, a failed refresh, a bad frame, a handler that threw). */
+  /** Something failed that the client handles itself (a refused subscription, a failed refresh, a bad frame, a handler or listener that threw). */
   error: PubgateError;
 }
 
@@ -152,8 +176,9 @@ export interface PubgateClient {
    * Subscribes `onMessage` to `channel` (several handlers may share one). The
    * subscription survives reconnects: it is renewed on every new connection,
    * with `since` on history channels. Throws a TypeError for an invalid channel name.
+   * `T` types the messages' data, `I` the presence `info` (neither is checked).
    */
-  subscribe<T = unknown>(channel: string, onMessage: MessageHandler<T>, options?: SubscribeOptions): Subscription;
+  subscribe<T = unknown, I = PresenceInfo>(channel: string, onMessage: MessageHandler<T>, options?: SubscribeOptions): Subscription<I>;
   /**
    * Publishes over the socket (the token's `publish` claim must allow it).
    * Resolves with the reply; rejects with a PubgateError (`forbidden`,
@@ -229,7 +254,7 @@ function utf8Length(s: string): number {
   return n;
 }
 
-type RequestKind = 'publish' | 'subscribe' | 'unsubscribe' | 'refresh' | 'ping';
+type RequestKind = 'publish' | 'subscribe' | 'unsubscribe' | 'refresh' | 'ping' | 'presence' | 'presence_stats';
 
 interface Request {
   readonly kind: RequestKind;
@@ -245,6 +270,8 @@ interface Request {
 interface SubRecord {
   readonly handler: MessageHandler;
   readonly options: SubscribeOptions | undefined;
+  /** join, leave and resubscribed listeners of this subscription. */
+  readonly events: Emitter<SubscriptionEvents>;
   /** Until `ready` settles. */
   settle: { resolve: (r: SubscribeResult) => void; reject: (e: PubgateError) => void } | undefined;
 }
@@ -579,6 +606,10 @@ class Client implements PubgateClient {
       case 'reply':
         this.#onReply(f);
         return;
+      case 'join':
+      case 'leave':
+        this.#onPresenceFrame(f);
+        return;
       default:
         return; // a later welcome, or a frame type from a newer protocol: ignored
     }
@@ -818,10 +849,11 @@ class Client implements PubgateClient {
 
   // ---- subscriptions -----------------------------------------------------------
 
-  subscribe<T = unknown>(channel: string, onMessage: MessageHandler<T>, options?: SubscribeOptions): Subscription {
+  subscribe<T = unknown, I = PresenceInfo>(channel: string, onMessage: MessageHandler<T>, options?: SubscribeOptions): Subscription<I> {
     if (!isValidChannel(channel)) throw new TypeError(`invalid channel name: ${JSON.stringify(channel)} (allowed: ^[A-Za-z0-9_:.@/=-]{1,200}$)`);
     if (typeof onMessage !== 'function') throw new TypeError('subscribe: onMessage must be a function');
-    const rec: SubRecord = { handler: onMessage as MessageHandler, options, settle: undefined };
+    const events = new Emitter<SubscriptionEvents>((e) => this.#handlerFailed(e, `a join, leave or resubscribed listener of ${channel} threw`, channel));
+    const rec: SubRecord = { handler: onMessage as MessageHandler, options, events, settle: undefined };
     const ready = new Promise<SubscribeResult>((resolve, reject) => {
       rec.settle = { resolve, reject };
     });
@@ -839,7 +871,27 @@ class Client implements PubgateClient {
     }
     const entry = ch;
     const unsubscribe = (): Promise<void> => (entry ? this.#unsubscribe(entry, rec) : Promise.resolve());
-    return Object.assign(unsubscribe, { channel, ready });
+    // The listeners' event types differ from SubscriptionEvents only by `I`, which the client does not check.
+    const typed = events as unknown as Emitter<SubscriptionEvents<I>>;
+    return Object.assign(unsubscribe, {
+      channel,
+      ready,
+      presence: async (): Promise<PresenceResult<I>> =>
+        presenceResult(await this.#presenceRequest('presence', entry, rec, channel), channel) as PresenceResult<I>,
+      presenceStats: async (): Promise<PresenceStats> => presenceStats(await this.#presenceRequest('presence_stats', entry, rec, channel), channel),
+      on: <K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void) => typed.on(type, fn),
+      once: <K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void) => typed.once(type, fn),
+      off: <K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void) => typed.off(type, fn),
+    });
+  }
+
+  /** A `presence` or `presence_stats` request for a subscription that is still on. */
+  #presenceRequest(kind: 'presence' | 'presence_stats', ch: Channel | undefined, rec: SubRecord, channel: string): Promise<ReplyFrame> {
+    if (this.#state === 'closed') return Promise.reject(new PubgateError('closed', 'the client is closed', channel));
+    if (!ch || !ch.subs.has(rec) || this.#channels.get(channel) !== ch) {
+      return Promise.reject(new PubgateError('unsubscribed', `the subscription to ${channel} has ended (unsubscribed or refused)`, channel));
+    }
+    return this.#request(kind, (id) => JSON.stringify({ type: kind, id, channel }), channel);
   }
 
   #settle(rec: SubRecord, result: SubscribeResult | undefined, err?: PubgateError): void {
@@ -905,12 +957,14 @@ class Client implements PubgateClient {
     const info: ResubscribeInfo = { channel: ch.name, since: ch.since, recovered: ch.since === undefined ? undefined : reply.recovered === true };
     this.#events.emit('resubscribed', info);
     for (const rec of [...ch.subs]) {
-      if (!rec.options?.onResubscribe) continue;
-      try {
-        rec.options.onResubscribe(info);
-      } catch (e) {
-        rethrowLater(e);
+      if (rec.options?.onResubscribe) {
+        try {
+          rec.options.onResubscribe(info);
+        } catch (e) {
+          rethrowLater(e);
+        }
       }
+      rec.events.emit('resubscribed', info);
     }
   }
 
@@ -954,9 +1008,29 @@ class Client implements PubgateClient {
       try {
         rec.handler(f.data, f);
       } catch (e) {
-        if (this.#events.listenerCount('error') > 0) this.#emitError(new PubgateError('handler', `a message handler for ${f.channel} threw: ${describe(e)}`, f.channel, { cause: e }));
-        else rethrowLater(e);
+        this.#handlerFailed(e, `a message handler for ${f.channel} threw`, f.channel);
       }
+    }
+  }
+
+  /** An application callback threw: an `error` event (code `handler`) when someone listens, else rethrown from a fresh task. */
+  #handlerFailed(e: unknown, what: string, channel: string): void {
+    if (this.#events.listenerCount('error') > 0) this.#emitError(new PubgateError('handler', `${what}: ${describe(e)}`, channel, { cause: e }));
+    else rethrowLater(e);
+  }
+
+  /** A `join` or `leave` push: to every subscription of the channel. */
+  #onPresenceFrame(f: JoinFrame | LeaveFrame): void {
+    const ch = this.#channels.get(f.channel);
+    if (!ch) return;
+    if (f.type === 'join') {
+      const ev = joinEvent(f);
+      if (!ev) return this.#emitError(new PubgateError('protocol', `the server sent an invalid join frame: ${JSON.stringify(f).slice(0, 120)}`, ch.name));
+      for (const rec of [...ch.subs]) rec.events.emit('join', ev);
+    } else {
+      const ev = leaveEvent(f);
+      if (!ev) return this.#emitError(new PubgateError('protocol', `the server sent an invalid leave frame: ${JSON.stringify(f).slice(0, 120)}`, ch.name));
+      for (const rec of [...ch.subs]) rec.events.emit('leave', ev);
     }
   }
 

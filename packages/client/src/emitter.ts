@@ -2,6 +2,12 @@
 export class Emitter<Events extends object> {
   // A TS-private field, not #private: the emitted .d.ts then has no `#private;` member for linters to flag.
   private readonly listeners = new Map<keyof Events, Set<(ev: never) => void>>();
+  private readonly onListenerError: (e: unknown) => void;
+
+  /** `onListenerError` gets what a listener throws (default: rethrown from a fresh task). */
+  constructor(onListenerError: (e: unknown) => void = rethrowLater) {
+    this.onListenerError = onListenerError;
+  }
 
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof Events>(type: K, fn: (ev: Events[K]) => void): () => void {
@@ -28,7 +34,7 @@ export class Emitter<Events extends object> {
     return this.listeners.get(type)?.size ?? 0;
   }
 
-  /** Calls every listener; one that throws does not stop the others (its error is rethrown later). */
+  /** Calls every listener; one that throws does not stop the others (its error goes to `onListenerError`). */
   emit<K extends keyof Events>(type: K, ev: Events[K]): void {
     const set = this.listeners.get(type);
     if (!set) return;
@@ -36,7 +42,7 @@ export class Emitter<Events extends object> {
       try {
         (fn as (ev: Events[K]) => void)(ev);
       } catch (e) {
-        rethrowLater(e);
+        this.onListenerError(e);
       }
     }
   }

@@ -8,10 +8,11 @@ import type { ErrorCode } from './protocol.js';
  *   made while disconnected with `offlinePublish: 'reject'`;
  * - `queue_full`: a publish made while disconnected found `maxQueuedPublishes` already waiting;
  * - `closed`: the client was closed (by `close()` or by a close code that means stop);
- * - `unsubscribed`: the subscription was cancelled before the server confirmed it;
+ * - `unsubscribed`: the subscription was cancelled before the server confirmed it, or
+ *   `presence()`/`presenceStats()` was called on a subscription that has ended;
  * - `token`: `getToken` failed or returned no token;
  * - `protocol`: the server sent something the client cannot read;
- * - `handler`: an `onMessage` callback threw (reported through the `error` event).
+ * - `handler`: an `onMessage` callback or a subscription's listener threw (reported through the `error` event).
  */
 export type ClientErrorCode = 'timeout' | 'disconnected' | 'queue_full' | 'closed' | 'unsubscribed' | 'token' | 'protocol' | 'handler';
 

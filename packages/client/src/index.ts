@@ -19,6 +19,7 @@ export type {
   WebSocketConstructor,
   WebSocketLike,
 } from './client.js';
+export type { JoinEvent, LeaveEvent, PresenceInfo, PresenceMember, PresenceResult, PresenceStats, SubscriptionEvents } from './presence.js';
 export { PubgateError, type ClientErrorCode } from './errors.js';
 export { DEFAULT_BACKOFF, backoffWindow, fullJitter, reconnectDelay, reconnectPlan, type BackoffOptions, type ReconnectPlan } from './backoff.js';
 export {
@@ -34,7 +35,10 @@ export {
   type ClientFrameType,
   type CloseCode,
   type ErrorCode,
+  type JoinFrame,
+  type LeaveFrame,
   type MessageFrame,
+  type PresenceMemberFrame,
   type ReplyFrame,
   type ServerFrame,
   type SinceOffset,

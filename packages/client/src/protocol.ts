@@ -53,7 +53,9 @@ export type ClientFrame =
   /** `data` is any JSON value; subscribers receive it exactly as published. */
   | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: unknown }
   | { readonly type: 'ping'; readonly id?: number }
-  | { readonly type: 'refresh'; readonly id: number; readonly token: string };
+  | { readonly type: 'refresh'; readonly id: number; readonly token: string }
+  | { readonly type: 'presence'; readonly id: number; readonly channel: string }
+  | { readonly type: 'presence_stats'; readonly id: number; readonly channel: string };
 
 export type ClientFrameType = ClientFrame['type'];
 
@@ -72,6 +74,13 @@ export interface WelcomeFrame {
   readonly ping: number;
 }
 
+/** One member in a `presence` reply: a user, with the info of its oldest connection present (no key without one). */
+export interface PresenceMemberFrame {
+  readonly user: string;
+  readonly info?: Readonly<Record<string, unknown>>;
+  readonly conns: number;
+}
+
 /** The answer to every client frame that carries an `id`. */
 export interface ReplyFrame {
   readonly type: 'reply';
@@ -82,6 +91,13 @@ export interface ReplyFrame {
   readonly offset?: number;
   /** On a `subscribe` to a history channel: the channel's epoch. */
   readonly epoch?: string;
+  /** `presence` replies. */
+  readonly members?: readonly PresenceMemberFrame[];
+  /** `presence` (only when members were cut at presenceMaxMembers). */
+  readonly truncated?: boolean;
+  /** `presence` and `presence_stats` replies: exact totals. */
+  readonly users?: number;
+  readonly connections?: number;
   readonly error?: { readonly code: ErrorCode; readonly message: string };
 }
 
@@ -94,7 +110,22 @@ export interface MessageFrame {
   readonly data: unknown;
 }
 
-export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame;
+/** A user's first connection subscribed to a joinLeave channel (anywhere in the cluster). */
+export interface JoinFrame {
+  readonly type: 'join';
+  readonly channel: string;
+  readonly user: string;
+  readonly info?: Readonly<Record<string, unknown>>;
+}
+
+/** A user's last connection left a joinLeave channel (unsubscribe, disconnect, or its node's death). */
+export interface LeaveFrame {
+  readonly type: 'leave';
+  readonly channel: string;
+  readonly user: string;
+}
+
+export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame | JoinFrame | LeaveFrame;
 
 /**
  * WebSocket close codes the gateway uses. 4000–4499 means "reconnect",

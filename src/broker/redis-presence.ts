@@ -1,0 +1,260 @@
+/**
+ * Presence in Redis. Every call is one Lua script on the broker's publishing
+ * connection, so each change, and the `join`/`leave` frame it causes, happen
+ * in one atomic step: frames are (S)PUBLISHed on the channel's own Redis
+ * channel in the order of the changes, exactly once per change.
+ *
+ * Keys of a channel (all carry the channel's Redis channel name as their hash
+ * tag, `{pubgate:ch:chat:1}`, so on a Cluster they live in the slot of its
+ * shard channel, and the script runs on the master that SPUBLISHes):
+ *
+ *   pe:{tag}        HASH  conn → record: seq(15 digits) len(user) ":" user info
+ *   pu:{tag}        HASH  user → its connection count     (users = HLEN)
+ *   po:{tag}        ZSET  (score 0) len(user) ":" user seq conn: a user's
+ *                         connections in the order they came (oldest first)
+ *   pn:{tag}        ZSET  node → lease expiry (ms, Redis time)
+ *   ps:{tag}        STRING the channel's entry sequence
+ *   pk:{tag}:<node> SET   the node's connections in the channel
+ *
+ * `user` is stored as its JSON text, so frames are built by concatenation.
+ * Connections = HLEN pe, users = HLEN pu: O(1) counts, never by listing.
+ *
+ * Leases: a node renews its lease on each of its presence channels every tick
+ * (presence/presence.ts); any call on a channel first sweeps the leases that
+ * expired there (a killed node's), removing their entries and publishing
+ * `leave` for users left without a connection. Every key expires
+ * `keysTtlMs` after the last write, so a channel whose nodes all died leaves
+ * nothing behind.
+ */
+import type { PresenceCall, PresenceEntry, PresenceMember, PresenceStore, Swept } from '../presence/store.js';
+import type { ScriptRunner } from './redis-history.js';
+
+/** Entries a sweep removes per call at most (a dead node's rest goes in the next calls). */
+export const SWEEP_BUDGET = 2000;
+
+// KEYS: pe pu po pn ps pk(own). ARGV[1..6]: redis channel, channel, node, lease ms, joinLeave (1/0), keys ttl ms.
+const COMMON = (publishCommand: 'PUBLISH' | 'SPUBLISH'): string => `
+local PE, PU, PO, PN, PS, PK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local RCH, CH, NODE, LEASE, JL, KTTL = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6]
+local PKBASE = string.sub(PK, 1, string.len(PK) - string.len(NODE))
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function parse(rec)
+  local colon = string.find(rec, ':', 16, true)
+  local ulen = tonumber(string.sub(rec, 16, colon - 1))
+  return string.sub(rec, 1, 15), string.sub(rec, colon + 1, colon + ulen), string.sub(rec, colon + ulen + 1)
+end
+
+local function drop(c)
+  local rec = redis.call('HGET', PE, c)
+  if not rec then return false end
+  redis.call('HDEL', PE, c)
+  local seq, user = parse(rec)
+  redis.call('ZREM', PO, string.len(user) .. ':' .. user .. seq .. c)
+  if redis.call('HINCRBY', PU, user, -1) <= 0 then
+    redis.call('HDEL', PU, user)
+    if JL then redis.call('${publishCommand}', RCH, '{"type":"leave","channel":"' .. CH .. '","user":' .. user .. '}') end
+  end
+  return true
+end
+
+local function sweep()
+  local dead = redis.call('ZRANGEBYSCORE', PN, '-inf', NOW, 'LIMIT', 0, 16)
+  local leases, entries, budget = 0, 0, ${SWEEP_BUDGET}
+  for _, node in ipairs(dead) do
+    if budget <= 0 then break end
+    local set = PKBASE .. node
+    local conns = redis.call('SPOP', set, budget)
+    for _, c in ipairs(conns) do
+      if drop(c) then entries = entries + 1 end
+    end
+    budget = budget - #conns
+    if redis.call('SCARD', set) == 0 then
+      redis.call('ZREM', PN, node)
+      leases = leases + 1
+    end
+  end
+  return leases, entries
+end
+
+local function add(c, user, info)
+  if redis.call('HEXISTS', PE, c) == 1 then
+    redis.call('SADD', PK, c)
+    return
+  end
+  local seq = string.format('%015d', redis.call('INCR', PS))
+  local ulen = string.len(user)
+  redis.call('HSET', PE, c, seq .. ulen .. ':' .. user .. info)
+  redis.call('ZADD', PO, 0, ulen .. ':' .. user .. seq .. c)
+  redis.call('SADD', PK, c)
+  if redis.call('HINCRBY', PU, user, 1) == 1 and JL then
+    local i = ''
+    if info ~= '' then i = ',"info":' .. info end
+    redis.call('${publishCommand}', RCH, '{"type":"join","channel":"' .. CH .. '","user":' .. user .. i .. '}')
+  end
+end
+
+local function renew()
+  return redis.call('ZADD', PN, NOW + LEASE, NODE) == 1
+end
+
+local function touch()
+  for i = 1, 6 do redis.call('PEXPIRE', KEYS[i], KTTL) end
+end
+`;
+
+// ARGV[7..]: conn, user JSON, info ('' for none), repeated.
+const ADD = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
+local leases, entries = sweep()
+renew()
+for i = 7, #ARGV, 3 do add(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+touch()
+return {leases, entries}
+`;
+
+// ARGV[7]: release (1/0); ARGV[8..]: conns.
+const REMOVE = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
+local leases, entries = sweep()
+for i = 8, #ARGV do
+  if redis.call('SREM', PK, ARGV[i]) == 1 then drop(ARGV[i]) end
+end
+if ARGV[7] == '1' and redis.call('SCARD', PK) == 0 then
+  redis.call('ZREM', PN, NODE)
+end
+return {leases, entries}
+`;
+
+const RENEW = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
+local leases, entries = sweep()
+local lost = 0
+if renew() then lost = 1 end
+touch()
+return {leases, entries, redis.call('SCARD', PK), lost}
+`;
+
+// ARGV[7..]: conns to keep.
+const RESYNC = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
+local leases, entries = sweep()
+renew()
+local keep = {}
+for i = 7, #ARGV do keep[ARGV[i]] = true end
+for _, c in ipairs(redis.call('SMEMBERS', PK)) do
+  if not keep[c] then
+    redis.call('SREM', PK, c)
+    drop(c)
+  end
+end
+local out = {leases, entries}
+for i = 7, #ARGV do
+  if redis.call('SISMEMBER', PK, ARGV[i]) == 0 or redis.call('HEXISTS', PE, ARGV[i]) == 0 then out[#out + 1] = ARGV[i] end
+end
+touch()
+return out
+`;
+
+// ARGV[7]: max members. Returns {leases, entries, users, connections, (user, conns, info)...}.
+const PRESENCE = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
+local leases, entries = sweep()
+local max = tonumber(ARGV[7])
+local out = {leases, entries, redis.call('HLEN', PU), redis.call('HLEN', PE)}
+local seen, n, cursor = {}, 0, '0'
+repeat
+  local r = redis.call('HSCAN', PU, cursor, 'COUNT', 200)
+  cursor = r[1]
+  local kv = r[2]
+  for i = 1, #kv, 2 do
+    local user = kv[i]
+    if n < max and not seen[user] then
+      seen[user] = true
+      n = n + 1
+      local p = string.len(user) .. ':' .. user
+      local info = ''
+      local first = redis.call('ZRANGEBYLEX', PO, '[' .. p, '[' .. p .. '\\255', 'LIMIT', 0, 1)
+      if first[1] then
+        local rec = redis.call('HGET', PE, string.sub(first[1], string.len(p) + 16))
+        if rec then
+          local _, _, inf = parse(rec)
+          info = inf
+        end
+      end
+      out[#out + 1] = user
+      out[#out + 1] = kv[i + 1]
+      out[#out + 1] = info
+    end
+  end
+until cursor == '0' or n >= max
+return out
+`;
+
+const STATS = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
+local leases, entries = sweep()
+return {leases, entries, redis.call('HLEN', PU), redis.call('HLEN', PE)}
+`;
+
+export interface RedisPresenceOptions {
+  /** Prefix of every key (no braces on a Cluster). */
+  readonly prefix: string;
+  readonly redisChannel: (channel: string) => string;
+  /** Redis Cluster: SPUBLISH. */
+  readonly sharded: boolean;
+  readonly run: ScriptRunner;
+  /** Keys outlive the last write by this much (≥ the longest lease). */
+  readonly keysTtlMs: number;
+}
+
+/** A channel's presence keys; the node's own set last. */
+export function presenceKeys(prefix: string, redisChannel: string, node: string): string[] {
+  const tag = `{${redisChannel}}`;
+  return [`${prefix}pe:${tag}`, `${prefix}pu:${tag}`, `${prefix}po:${tag}`, `${prefix}pn:${tag}`, `${prefix}ps:${tag}`, `${prefix}pk:${tag}:${node}`];
+}
+
+function swept(r: unknown[]): Swept {
+  return { leases: Number(r[0]), entries: Number(r[1]) };
+}
+
+export function createRedisPresence(opts: RedisPresenceOptions): PresenceStore {
+  const cmd = opts.sharded ? 'SPUBLISH' : 'PUBLISH';
+  const S = { add: ADD(cmd), remove: REMOVE(cmd), renew: RENEW(cmd), resync: RESYNC(cmd), presence: PRESENCE(cmd), stats: STATS(cmd) };
+  const ttl = String(opts.keysTtlMs);
+
+  async function run(script: string, channel: string, node: string, call: PresenceCall, extra: readonly string[]): Promise<unknown[]> {
+    const rc = opts.redisChannel(channel);
+    const args = [rc, channel, node, String(Math.round(call.leaseMs)), call.joinLeave ? '1' : '0', ttl, ...extra];
+    return (await opts.run(script, presenceKeys(opts.prefix, rc, node), args)) as unknown[];
+  }
+
+  return {
+    async add(channel, node, entries: readonly PresenceEntry[], call) {
+      const extra: string[] = [];
+      for (const e of entries) extra.push(e.conn, JSON.stringify(e.user), e.info ?? '');
+      return swept(await run(S.add, channel, node, call, extra));
+    },
+    async remove(channel, node, conns, call, release) {
+      return swept(await run(S.remove, channel, node, call, [release ? '1' : '0', ...conns]));
+    },
+    async renew(channel, node, call) {
+      const r = await run(S.renew, channel, node, call, []);
+      return { ...swept(r), held: Number(r[2]), lost: Number(r[3]) === 1 };
+    },
+    async resync(channel, node, keep, call) {
+      const r = await run(S.resync, channel, node, call, keep);
+      return { ...swept(r), missing: r.slice(2).map(String) };
+    },
+    async presence(channel, max, call) {
+      // The node is only a name here (no lease is taken by a read).
+      const r = await run(S.presence, channel, '-', call, [String(max)]);
+      const members: PresenceMember[] = [];
+      for (let i = 4; i + 2 < r.length; i += 3) {
+        const info = String(r[i + 2]);
+        members.push({ user: JSON.parse(String(r[i])) as string, info: info === '' ? undefined : info, conns: Number(r[i + 1]) });
+      }
+      const users = Number(r[2]);
+      return { ...swept(r), members, users, connections: Number(r[3]), truncated: users > members.length };
+    },
+    async stats(channel, call) {
+      const r = await run(S.stats, channel, '-', call, []);
+      return { ...swept(r), users: Number(r[2]), connections: Number(r[3]) };
+    },
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * The presence store: who is subscribed to each presence channel, across the
+ * cluster. Implemented in memory (presence/memory-store.ts, the embedded
+ * broker) and in Redis (broker/redis-presence.ts, through the broker's own
+ * connections); the node side (presence/presence.ts) keeps its leases.
+ *
+ * Entries are per connection and owned by a node (its boot id): a node's
+ * entries in a channel live while that node renews its lease on the channel.
+ * Every change that makes a user appear (its first connection) or disappear
+ * (its last) publishes a `join` or `leave` frame on the channel, in the same
+ * atomic step as the change, when the channel has joinLeave: so frames come in
+ * the order of the presence changes, exactly once per change, and through the
+ * channel's normal fan-out.
+ *
+ * Users are passed around as strings; `info` as the JSON text of an object.
+ */
+
+export interface PresenceEntry {
+  /** Cluster-unique connection id: `<node boot id>.<connection number>`. */
+  readonly conn: string;
+  readonly user: string;
+  /** The token's `info` claim as JSON text, or undefined. */
+  readonly info: string | undefined;
+}
+
+export interface PresenceMember {
+  readonly user: string;
+  /** Info of the user's oldest connection still present, or undefined. */
+  readonly info: string | undefined;
+  readonly conns: number;
+}
+
+export interface PresenceStats {
+  readonly users: number;
+  readonly connections: number;
+}
+
+export interface PresenceSnapshot extends PresenceStats {
+  /** At most the asked maximum of users; `truncated` when there are more. */
+  readonly members: readonly PresenceMember[];
+  readonly truncated: boolean;
+}
+
+/** What a call swept besides its own work: leases of dead nodes, and the entries they held. */
+export interface Swept {
+  readonly leases: number;
+  readonly entries: number;
+}
+
+/** How a call treats a channel: its namespace's joinLeave, and the lease length for the calling node. */
+export interface PresenceCall {
+  readonly joinLeave: boolean;
+  /** The calling node's lease on the channel lasts this long from now (Redis time). */
+  readonly leaseMs: number;
+}
+
+export interface PresenceStore {
+  /** Adds the node's entries (skipping those present); renews its lease. */
+  add(channel: string, node: string, entries: readonly PresenceEntry[], call: PresenceCall): Promise<Swept>;
+  /**
+   * Removes the node's entries (absent ones are skipped). With `release` and
+   * no entries of the node left, its lease on the channel is dropped too.
+   */
+  remove(channel: string, node: string, conns: readonly string[], call: PresenceCall, release: boolean): Promise<Swept>;
+  /**
+   * Renews the node's lease and sweeps dead leases. `held` is how many entries
+   * the store has for the node; `lost` says the lease had expired or vanished.
+   */
+  renew(channel: string, node: string, call: PresenceCall): Promise<Swept & { held: number; lost: boolean }>;
+  /** Removes the node's entries not in `keep`; answers which of `keep` are missing (to add again). */
+  resync(channel: string, node: string, keep: readonly string[], call: PresenceCall): Promise<Swept & { missing: string[] }>;
+  /** Members (at most `max` users), after sweeping dead leases. */
+  presence(channel: string, max: number, call: PresenceCall): Promise<Swept & PresenceSnapshot>;
+  /** Exact user and connection counts, after sweeping dead leases. */
+  stats(channel: string, call: PresenceCall): Promise<Swept & PresenceStats>;
+}
+
+/** The `join` frame text (`info` is JSON text of an object; the channel needs no escaping). */
+export function encodeJoin(channel: string, user: string, info: string | undefined): string {
+  return `{"type":"join","channel":"${channel}","user":${JSON.stringify(user)}${info !== undefined ? `,"info":${info}` : ''}}`;
+}
+
+export function encodeLeave(channel: string, user: string): string {
+  return `{"type":"leave","channel":"${channel}","user":${JSON.stringify(user)}}`;
+}
