@@ -19,6 +19,7 @@ import {
   expectedView,
   httpPresence,
   httpView,
+  untilHttpView,
   infoOfBytes,
   metricOn,
   presenceEnv,
@@ -44,6 +45,61 @@ export function runPresenceRules(kind: PresenceBackend): void {
     beforeAll(() => n.start(ids, presenceEnv({ ttl: 4, maxMembers: MAX_MEMBERS })), n.setupMs);
     afterEach(() => n.closeClients());
     afterAll(() => n.stop());
+
+    it('metrics: presence entries per node, join/leave frames per delivery, presence operations by op', async () => {
+      const t = uid();
+      const ch = `chat:${t}`;
+      const room = `room:${t}`;
+      const nodes = n.nodes;
+      /** Polls one sample per node until `want` holds (the entries gauge follows closes the node learns of asynchronously). */
+      const untilMetric = async (name: string, want: (v: number[]) => boolean, what: string, labels: Record<string, string> = {}): Promise<number[]> => {
+        const deadline = Date.now() + 30_000;
+        for (;;) {
+          const v = await metricOn(nodes, name, labels);
+          if (want(v)) return v;
+          if (Date.now() > deadline) throw new Error(`${name}: ${what} not reached; last ${JSON.stringify(v)}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      // First in the suite: no entry on any node yet.
+      await untilMetric('pubgate_presence_entries', (v) => v.every((x) => x === 0), 'every node at 0');
+      const join0 = await metricOn(nodes, 'pubgate_presence_frames_total', { type: 'join' });
+      const leave0 = await metricOn(nodes, 'pubgate_presence_frames_total', { type: 'leave' });
+      const ops = async (op: string): Promise<number> =>
+        (await metricOn(nodes, 'pubgate_presence_operations_total', { op, result: 'ok' })).reduce((a, b) => a + b, 0);
+      const ops0 = { add: await ops('add'), remove: await ops('remove'), presence: await ops('presence'), stats: await ops('stats') };
+
+      const o1 = await n.open(A(), { user: `${t}-o1` });
+      const o2 = await n.open(B(), { user: `${t}-o2` });
+      await o1.subscribe(ch, room);
+      await o2.subscribe(ch, room);
+      await o1.untilEvent('join', ch, o2.user);
+      const u = await n.open(A(), { user: `${t}-u` });
+      await u.subscribe(ch, room);
+      await o1.untilEvent('join', ch, u.user);
+      await o2.untilEvent('join', ch, u.user);
+
+      const delta = async (name: string, base: number[], labels: Record<string, string> = {}): Promise<number[]> =>
+        (await metricOn(nodes, name, labels)).map((x, i) => x - (base[i] ?? 0));
+      const perNode = (onA: number, onB: number): number[] => (kind === 'memory' ? [onA + onB] : [onA, onB]);
+      // Entries: o1 and u on A, o2 on B, two presence channels each.
+      expect(await metricOn(nodes, 'pubgate_presence_entries')).toEqual(perNode(4, 2));
+      // join frames handed to sockets: o2's to o1 (on A); u's to o1 (A) and to o2 (B). room:* sends none.
+      expect(await delta('pubgate_presence_frames_total', join0, { type: 'join' })).toEqual(perNode(2, 1));
+      await u.close();
+      await o1.untilEvent('leave', ch, u.user);
+      await o2.untilEvent('leave', ch, u.user);
+      expect(await delta('pubgate_presence_frames_total', leave0, { type: 'leave' })).toEqual(perNode(1, 1));
+      await untilMetric('pubgate_presence_entries', (v) => JSON.stringify(v) === JSON.stringify(perNode(2, 2)), 'u gone');
+      await o1.view(ch);
+      await o1.presenceStats(room);
+      for (const op of ['add', 'remove', 'presence', 'stats'] as const) expect(await ops(op), op).toBeGreaterThan(ops0[op]);
+
+      // Every entry goes with its connection.
+      await o1.terminate();
+      await o2.close();
+      await untilMetric('pubgate_presence_entries', (v) => v.every((x) => x === 0), 'every node back at 0');
+    });
 
     it(`a user's second tab (${where}) is the same member with conns 2: no second join, and the subscribe answers only once presence lists it`, async () => {
       const t = uid();
@@ -243,6 +299,46 @@ export function runPresenceRules(kind: PresenceBackend): void {
       expect(await obs.untilView(ch, (w) => w.connections === 2, 'u gone')).toEqual(expectedView([obs, v]));
     });
 
+    it('a subscribe and an unsubscribe sent together (the subscribe still in flight) leave no presence entry, nor a subscribe and a dropped socket; subscribe, unsubscribe, subscribe leaves one', async () => {
+      const t = uid();
+      const obs = await n.open(B(), { user: `${t}-obs` });
+      const gone: PresenceClient[] = [];
+      const kept: PresenceClient[] = [];
+      const channels: string[] = [];
+      // Ten fresh channels each (the node has to subscribe at the broker first), frames sent back to back, no wait.
+      for (let i = 0; i < 10; i++) {
+        const ch = `chat:${t}:${i}`;
+        channels.push(ch);
+        await obs.subscribe(ch);
+        const g = await n.open(A(), { user: `${t}-gone${i}` });
+        const k = await n.open(A(), { user: `${t}-kept${i}` });
+        const ids = [g.sendRequest({ type: 'subscribe', channel: ch }), g.sendRequest({ type: 'unsubscribe', channel: ch })];
+        const kids = [
+          k.sendRequest({ type: 'subscribe', channel: ch }),
+          k.sendRequest({ type: 'unsubscribe', channel: ch }),
+          k.sendRequest({ type: 'subscribe', channel: ch }),
+        ];
+        // And one that subscribes and drops its socket at once.
+        const d = await n.open(A(), { user: `${t}-dropped${i}` });
+        d.sendRequest({ type: 'subscribe', channel: ch });
+        d.ws.terminate();
+        await g.until(() => ids.every((id) => g.replies.has(id)), 'replies of gone');
+        await k.until(() => kids.every((id) => k.replies.has(id)), 'replies of kept');
+        expect(g.replies.get(ids[1]!)?.error).toBeUndefined();
+        expect(k.replies.get(kids[2]!)?.error).toBeUndefined();
+        gone.push(g);
+        kept.push(k);
+      }
+      for (const [i, ch] of channels.entries()) {
+        // The node may still be removing: wait for the exact view (a leaked entry never goes).
+        await untilHttpView(A(), ch, expectedView([obs, kept[i]!]), 20_000);
+        expect(await httpView(B(), ch)).toEqual(expectedView([obs, kept[i]!]));
+      }
+      // Still the same once both connections close: the kept one leaves, nothing stays behind.
+      await Promise.all([...gone, ...kept].map((c) => c.close()));
+      for (const ch of channels) await untilHttpView(B(), ch, expectedView([obs]), 20_000);
+    });
+
     it('a presence channel without joinLeave keeps presence and sends no join or leave', async () => {
       const t = uid();
       const ch = `room:${t}`;
@@ -409,59 +505,5 @@ export function runPresenceRules(kind: PresenceBackend): void {
       }
     });
 
-    it('metrics: presence entries per node, join/leave frames per delivery, presence operations by op', async () => {
-      const t = uid();
-      const ch = `chat:${t}`;
-      const room = `room:${t}`;
-      const nodes = n.nodes;
-      /** Polls one sample per node until `want` holds (the entries gauge follows closes the node learns of asynchronously). */
-      const untilMetric = async (name: string, want: (v: number[]) => boolean, what: string, labels: Record<string, string> = {}): Promise<number[]> => {
-        const deadline = Date.now() + 30_000;
-        for (;;) {
-          const v = await metricOn(nodes, name, labels);
-          if (want(v)) return v;
-          if (Date.now() > deadline) throw new Error(`${name}: ${what} not reached; last ${JSON.stringify(v)}`);
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      };
-      // The clients of earlier tests are gone: no entry left on any node.
-      await untilMetric('pubgate_presence_entries', (v) => v.every((x) => x === 0), 'every node at 0');
-      const join0 = await metricOn(nodes, 'pubgate_presence_frames_total', { type: 'join' });
-      const leave0 = await metricOn(nodes, 'pubgate_presence_frames_total', { type: 'leave' });
-      const ops = async (op: string): Promise<number> =>
-        (await metricOn(nodes, 'pubgate_presence_operations_total', { op, result: 'ok' })).reduce((a, b) => a + b, 0);
-      const ops0 = { add: await ops('add'), remove: await ops('remove'), presence: await ops('presence'), stats: await ops('stats') };
-
-      const o1 = await n.open(A(), { user: `${t}-o1` });
-      const o2 = await n.open(B(), { user: `${t}-o2` });
-      await o1.subscribe(ch, room);
-      await o2.subscribe(ch, room);
-      await o1.untilEvent('join', ch, o2.user);
-      const u = await n.open(A(), { user: `${t}-u` });
-      await u.subscribe(ch, room);
-      await o1.untilEvent('join', ch, u.user);
-      await o2.untilEvent('join', ch, u.user);
-
-      const delta = async (name: string, base: number[], labels: Record<string, string> = {}): Promise<number[]> =>
-        (await metricOn(nodes, name, labels)).map((x, i) => x - (base[i] ?? 0));
-      const perNode = (onA: number, onB: number): number[] => (kind === 'memory' ? [onA + onB] : [onA, onB]);
-      // Entries: o1 and u on A, o2 on B, two presence channels each.
-      expect(await metricOn(nodes, 'pubgate_presence_entries')).toEqual(perNode(4, 2));
-      // join frames handed to sockets: o2's to o1 (on A); u's to o1 (A) and to o2 (B). room:* sends none.
-      expect(await delta('pubgate_presence_frames_total', join0, { type: 'join' })).toEqual(perNode(2, 1));
-      await u.close();
-      await o1.untilEvent('leave', ch, u.user);
-      await o2.untilEvent('leave', ch, u.user);
-      expect(await delta('pubgate_presence_frames_total', leave0, { type: 'leave' })).toEqual(perNode(1, 1));
-      await untilMetric('pubgate_presence_entries', (v) => JSON.stringify(v) === JSON.stringify(perNode(2, 2)), 'u gone');
-      await o1.view(ch);
-      await o1.presenceStats(room);
-      for (const op of ['add', 'remove', 'presence', 'stats'] as const) expect(await ops(op), op).toBeGreaterThan(ops0[op]);
-
-      // Every entry goes with its connection.
-      await o1.terminate();
-      await o2.close();
-      await untilMetric('pubgate_presence_entries', (v) => v.every((x) => x === 0), 'every node back at 0');
-    });
   });
 }

@@ -2,10 +2,11 @@
  * Presence under churn (issue 13): 500 connections spread over two gateway
  * nodes subscribe to and unsubscribe from 20 presence channels at random, and
  * some close (with or without a close frame) and reconnect, for 30 s, on one
- * redis-server and on a 3-master Redis Cluster. Then the presence of every
- * channel, asked on both nodes, equals exactly the set of connections still
- * open and subscribed to it (members, their conns, users and connections),
- * and presence_stats agrees.
+ * redis-server and on a 3-master Redis Cluster. A few subscribes are followed
+ * at once by their unsubscribe, without waiting for the reply (a flap). Then
+ * the presence of every channel, asked on both nodes, equals exactly the set
+ * of connections still open and subscribed to it (members, their conns, users
+ * and connections), and presence_stats agrees.
  *
  * Two observers (one per node, never churned) keep every join/leave of every
  * channel: per user, joins and leaves alternate, starting with a join (no
@@ -106,7 +107,7 @@ describe.each<{ kind: PresenceBackend }>([{ kind: 'redis' }, { kind: 'redis-clus
       // The churn: WORKERS loops, each on a free slot at a time.
       const busy = new Set<number>();
       let ops = 0;
-      const counts = { subscribe: 0, unsubscribe: 0, close: 0, terminate: 0 };
+      const counts = { subscribe: 0, unsubscribe: 0, flap: 0, close: 0, terminate: 0 };
       const end = Date.now() + CHURN_MS;
       const worker = async (): Promise<void> => {
         while (Date.now() < end && ops < MAX_OPS && problems.length === 0) {
@@ -137,6 +138,16 @@ describe.each<{ kind: PresenceBackend }>([{ kind: 'redis' }, { kind: 'redis-clus
               }
               s.held.clear();
               s.client = await n.open(nodes[Math.floor(rng() * nodes.length)]!, { user: s.user, info: s.info });
+            } else if (r < 0.07 && s.held.size < CHANNELS) {
+              // A flap: subscribe and unsubscribe sent back to back (a component mounted and unmounted at once).
+              const free = Array.from({ length: CHANNELS }, (_, j) => j).filter((j) => !s.held.has(j));
+              const ch = channels[free[Math.floor(rng() * free.length)]!]!;
+              counts.flap += 1;
+              const c = s.client;
+              const ids = [c.sendRequest({ type: 'subscribe', channel: ch }), c.sendRequest({ type: 'unsubscribe', channel: ch })];
+              await c.until(() => ids.every((id) => c.replies.has(id)) || c.closeInfo !== undefined, `replies to a flap on ${ch}`);
+              const err = ids.map((id) => c.replies.get(id)?.error).find((e) => e !== undefined);
+              if (c.closeInfo !== undefined || err !== undefined) throw new Error(`flap on ${ch}: ${JSON.stringify(err ?? c.closeInfo)}`);
             } else {
               const subscribe = s.held.size === 0 || (s.held.size < MAX_HELD && rng() < 0.5);
               if (subscribe) {
@@ -164,6 +175,7 @@ describe.each<{ kind: PresenceBackend }>([{ kind: 'redis' }, { kind: 'redis-clus
       expect(problems).toEqual([]);
       expect(counts.subscribe + counts.unsubscribe).toBeGreaterThan(500);
       expect(counts.close + counts.terminate).toBeGreaterThan(0);
+      expect(counts.flap).toBeGreaterThan(0);
 
       // Nobody was closed but by the test.
       const unexpected = n.clients.filter((c) => c.closeInfo !== undefined && !slots.some((s) => s.closedByTest.has(c)));
