@@ -339,6 +339,34 @@ export function runPresenceRules(kind: PresenceBackend): void {
       for (const ch of channels) await untilHttpView(B(), ch, expectedView([obs]), 20_000);
     });
 
+    it('user ids and info with quotes, backslashes, colons and non-ASCII text come back exactly in join, leave and presence', async () => {
+      const t = uid();
+      const ch = `chat:${t}`;
+      const obs = await n.open(A(), { user: `${t}-obs` });
+      await obs.subscribe(ch);
+      // Two of them: with the observer, MAX_MEMBERS users (all listed).
+      const odd = [`${t} "q" \\b:1`, `${t}:ü☃\u00e9\n\t{}`];
+      const info = { name: 'Ann "the" \\ ☃', nested: [1, { a: null, b: true }], empty: {}, n: 1.5 };
+      const cs: PresenceClient[] = [];
+      for (const [i, user] of odd.entries()) {
+        const c = await n.open(i % 2 ? B() : A(), { user, info: { ...info, i } });
+        await c.subscribe(ch);
+        cs.push(c);
+      }
+      // Two tabs of the same odd user, the second on the other node.
+      const again = await n.open(B(), { user: odd[0]!, info: { other: true } });
+      await again.subscribe(ch);
+      for (const u of odd) await obs.untilEvent('join', ch, u);
+      expect(obs.events(ch)).toEqual(odd.map((user, i) => ({ type: 'join', channel: ch, user, info: { ...info, i } })));
+      const want = expectedView([obs, ...cs, again]);
+      expect(await obs.view(ch)).toEqual(want);
+      expect(await httpView(B(), ch)).toEqual(want);
+      for (const c of [...cs, again]) await c.close();
+      for (const u of odd) await obs.untilEvent('leave', ch, u);
+      expect(obs.events(ch).slice(odd.length).map((e) => e.user).sort()).toEqual([...odd].sort());
+      expect(await obs.untilView(ch, (v) => v.connections === 1, 'all gone')).toEqual(expectedView([obs]));
+    });
+
     it('a presence channel without joinLeave keeps presence and sends no join or leave', async () => {
       const t = uid();
       const ch = `room:${t}`;
