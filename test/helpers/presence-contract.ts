@@ -534,6 +534,34 @@ export function runPresenceContract(opts: PresenceContractOptions): void {
         await pollKeys(() => at(x.ch, 'EXISTS', ...keys), 'every key of the channel to expire');
       });
 
+      it('sweeps a dead node whose lease ran out long ago, as long as the channel’s keys are there', async () => {
+        // Every node with the same settings: keys live 6 s after the last write, leases 5.9 s.
+        const ttl = 6000;
+        const lease = { joinLeave: true, leaseMs: ttl - 100 };
+        const x = await room(ttl);
+        await x.p.add(x.ch, 'A', [entry('A', 1, 'ua1'), entry('A', 2, 'ua2')], lease);
+        const [pe, , , , , pkA] = keysOf(x.ch, 'A');
+        const pttl = async (key: string | undefined): Promise<number> => Number((await at(x.ch, 'PTTL', key ?? ''))[0]);
+        // Half-way through A's lease, B joins and leaves: its writes keep the channel's keys half a TTL longer.
+        await pollUntilTrue(async () => (await pttl(pkA)) < ttl / 2, "A's keys to be half-way to expiry");
+        expect(await x.p.add(x.ch, 'B', [entry('B', 1, 'ub')], lease)).toEqual({ leases: 0, entries: 0 });
+        await x.p.remove(x.ch, 'B', ['B.1'], lease, true);
+        // A died: nobody calls until the keys are a quarter TTL from expiry
+        // (more than a TTL after A's last write, so its lease ran out long ago,
+        // and so would any key that only A's own calls kept alive).
+        await pollUntilTrue(async () => (await pttl(pe)) < ttl / 4, 'the keys to be near expiry');
+        expect(await at(x.ch, 'HLEN', pe ?? '')).toEqual(['2']);
+        // C comes: its call sweeps A's lease, and must take A's entries with it.
+        const swept = await x.p.add(x.ch, 'C', [entry('C', 1, 'uc')], LIVE);
+        const snap = await x.p.presence(x.ch, 10, LIVE);
+        expect(plain(snap.members), 'presence after the sweep').toEqual([{ user: 'uc', conns: 1 }]);
+        expect(swept).toEqual({ leases: 1, entries: 2 });
+        const frames = await settled(x);
+        expect(frames.slice(0, 4)).toEqual([join(x, 'ua1'), join(x, 'ua2'), join(x, 'ub'), leave(x, 'ub')]);
+        expect(sortByUser(frames.slice(4, 6))).toEqual([leave(x, 'ua1'), leave(x, 'ua2')]);
+        expect(frames.slice(6)).toEqual([join(x, 'uc')]);
+      });
+
       it('reports the lease lost and nothing held after FLUSHALL, and resync tells what to add again', async () => {
         const x = await room();
         await x.p.add(x.ch, 'A', [entry('A', 1, 'u1', { i: 1 }), entry('A', 2, 'u2')], LIVE);

@@ -366,4 +366,43 @@ describe('presence, node side', () => {
     await first;
     expect(sw.calls).toEqual(['renew', 'renew']);
   });
+
+  describe('a renewal in flight while the channel’s last local connection leaves', () => {
+    it('does not remove a connection that subscribed meanwhile from the store', async () => {
+      const { p, sw, frames, members } = setup();
+      const s1 = session('u1');
+      await p.add(CH, s1, true);
+      const gate = deferred();
+      sw.held.set('renew', gate.promise);
+      // The tick's renewal reaches the store (held: 1); its reply is on its way back.
+      const tick = p.tick();
+      // Meanwhile the last local connection leaves (the channel is released) and another one subscribes.
+      p.remove(CH, s1);
+      await p.add(CH, session('u2'), true);
+      expect(await members()).toEqual([['u2', 1]]);
+      gate.resolve();
+      await tick;
+      sw.held.clear();
+      expect(p.entries()).toBe(1);
+      expect(await members(), 'presence after the tick').toEqual([['u2', 1]]);
+      await p.tick();
+      expect(frames, 'join/leave frames').toEqual(['join u1', 'leave u1', 'join u2']);
+    });
+
+    it('does not take the released lease again', async () => {
+      const { p, sw, mem, members } = setup();
+      const s1 = session('u1');
+      await p.add(CH, s1, true);
+      const gate = deferred();
+      sw.held.set('renew', gate.promise);
+      const tick = p.tick();
+      p.remove(CH, s1);
+      gate.resolve();
+      await tick;
+      expect(await members()).toEqual([]);
+      // The node holds nothing in the channel and no longer renews it: a lease left
+      // there would run out and be swept as a dead node's.
+      expect(await mem.renew(CH, 'A', OTHER), 'the lease after the tick').toEqual({ leases: 0, entries: 0, held: 0, lost: true });
+    });
+  });
 });
