@@ -122,6 +122,9 @@ export function createPresence(deps: PresenceDeps): Presence {
 
   /** Brings the store in line with what is subscribed here (and drops the channel when nothing is). */
   async function resync(channel: string, l: Local): Promise<void> {
+    // Released meanwhile (its last connection left while a renewal was in
+    // flight): the release dropped the lease; a newer state is handled next tick.
+    if (local.get(channel) !== l) return;
     l.dirty = false;
     const r = await timed('resync', () => store.resync(channel, node, [...l.conns.keys()], call(l.joinLeave)));
     const missing: PresenceEntry[] = [];
