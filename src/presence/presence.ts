@@ -78,9 +78,9 @@ interface Local {
   dirty: boolean;
 }
 
-/** The tick for a TTL: a sixth of it, between 0.5 s and 5 s. */
+/** The tick for a TTL: a sixth of it, at most 5 s. */
 export function presenceTickMs(ttlSec: number): number {
-  return Math.round(Math.min(5000, Math.max(500, (ttlSec * 1000) / 6)));
+  return Math.round(Math.min(5000, Math.max(100, (ttlSec * 1000) / 6)));
 }
 
 export function createPresence(deps: PresenceDeps): Presence {
