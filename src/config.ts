@@ -344,7 +344,7 @@ export const SETTINGS: readonly Setting[] = [
       throw e;
     }
   }, []),
-  s('presenceTtl', int(3, 86_400), 30),
+  s('presenceTtl', int(1, 86_400), 30),
   s('presenceMaxMembers', int(1, 100_000), 1000),
 ];
 

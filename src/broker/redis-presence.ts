@@ -101,6 +101,9 @@ end
 
 local function touch()
   for i = 1, 6 do redis.call('PEXPIRE', KEYS[i], KTTL) end
+  -- Every lease holder's set lives as long as the channel: a dead node's set
+  -- must still be there when its lease is swept (else its entries stay for good).
+  for _, n in ipairs(redis.call('ZRANGE', PN, 0, -1)) do redis.call('PEXPIRE', PKBASE .. n, KTTL) end
 end
 `;
 

@@ -78,9 +78,9 @@ interface Local {
   dirty: boolean;
 }
 
-/** The tick for a TTL: a sixth of it, between 0.5 s and 5 s. */
+/** The tick for a TTL: a sixth of it, at most 5 s. */
 export function presenceTickMs(ttlSec: number): number {
-  return Math.round(Math.min(5000, Math.max(500, (ttlSec * 1000) / 6)));
+  return Math.round(Math.min(5000, Math.max(100, (ttlSec * 1000) / 6)));
 }
 
 export function createPresence(deps: PresenceDeps): Presence {
@@ -122,6 +122,9 @@ export function createPresence(deps: PresenceDeps): Presence {
 
   /** Brings the store in line with what is subscribed here (and drops the channel when nothing is). */
   async function resync(channel: string, l: Local): Promise<void> {
+    // Released meanwhile (its last connection left while a renewal was in
+    // flight): the release dropped the lease; a newer state is handled next tick.
+    if (local.get(channel) !== l) return;
     l.dirty = false;
     const r = await timed('resync', () => store.resync(channel, node, [...l.conns.keys()], call(l.joinLeave)));
     const missing: PresenceEntry[] = [];

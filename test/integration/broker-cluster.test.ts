@@ -6,6 +6,7 @@ import { createRedisBroker, type RedisBrokerEvents } from '../../src/broker/redi
 import { keySlot } from '../../src/broker/redis-cluster.js';
 import { historyKeys } from '../../src/broker/redis-history.js';
 import { expectUnavailable, memoryLog, Recorder, runBrokerContract } from '../helpers/broker-contract.js';
+import { runPresenceContract } from '../helpers/presence-contract.js';
 import { startRedisCluster, type RedisCluster } from '../helpers/redis.js';
 
 let cluster: RedisCluster | undefined;
@@ -33,6 +34,25 @@ function newBroker(history?: HistoryOptions, events?: RedisBrokerEvents): Broker
 }
 
 runBrokerContract({ name: 'redis-cluster', newBroker: () => newBroker(), sharedBackend: true, newHistoryBroker: (history) => newBroker(history) });
+
+runPresenceContract({
+  name: 'redis-cluster',
+  newBroker: (keysTtlMs) => createRedisBroker({ cluster: seeds(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog(), presence: { keysTtlMs } }),
+  sharedBackend: true,
+  redis: {
+    async cli(key, ...args) {
+      if (!cluster) throw new Error('the Redis cluster did not start');
+      const port = await cluster.ownerOf(key);
+      const node = cluster.nodes.find((n) => n.port === port);
+      if (!node) throw new Error(`no cluster node on ${port}`);
+      return node.cli(...args);
+    },
+    async flushAll() {
+      if (!cluster) throw new Error('the Redis cluster did not start');
+      for (const m of await cluster.masters()) await cluster.nodes.find((n) => n.port === m.port)?.cli('FLUSHALL');
+    },
+  },
+});
 
 describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster', () => {
   const open: Broker[] = [];

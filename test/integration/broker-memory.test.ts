@@ -1,5 +1,6 @@
 import { createMemoryBroker } from '../../src/broker/memory-broker.js';
 import { runBrokerContract } from '../helpers/broker-contract.js';
+import { runPresenceContract } from '../helpers/presence-contract.js';
 
 runBrokerContract({
   name: 'memory',
@@ -7,3 +8,5 @@ runBrokerContract({
   sharedBackend: false,
   newHistoryBroker: (history) => createMemoryBroker({ history }),
 });
+
+runPresenceContract({ name: 'memory', newBroker: () => createMemoryBroker({ presence: true }), sharedBackend: false });

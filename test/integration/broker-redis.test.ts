@@ -4,6 +4,7 @@ import type { Broker } from '../../src/broker/broker.js';
 import { createRedisBroker, parseControl, type RedisBrokerEvents, type RedisBrokerOptions } from '../../src/broker/redis-broker.js';
 import { GatewayError } from '../../src/errors.js';
 import { expectUnavailable, memoryLog, Recorder, runBrokerContract, type MemoryLog } from '../helpers/broker-contract.js';
+import { runPresenceContract } from '../helpers/presence-contract.js';
 import { pollUntil, startRedis, type RedisServer } from '../helpers/redis.js';
 
 let shared: RedisServer | undefined;
@@ -15,9 +16,13 @@ afterAll(async () => {
   await shared?.stop();
 });
 
-function sharedUrl(): string {
+function sharedServer(): RedisServer {
   if (!shared) throw new Error('redis-server did not start');
-  return shared.url;
+  return shared;
+}
+
+function sharedUrl(): string {
+  return sharedServer().url;
 }
 
 runBrokerContract({
@@ -25,6 +30,16 @@ runBrokerContract({
   newBroker: () => createRedisBroker({ url: sharedUrl(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog() }),
   sharedBackend: true,
   newHistoryBroker: (history) => createRedisBroker({ url: sharedUrl(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog(), history }),
+});
+
+runPresenceContract({
+  name: 'redis',
+  newBroker: (keysTtlMs) => createRedisBroker({ url: sharedUrl(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog(), presence: { keysTtlMs } }),
+  sharedBackend: true,
+  redis: {
+    cli: (_key, ...args) => sharedServer().cli(...args),
+    flushAll: async () => void (await sharedServer().cli('FLUSHALL')),
+  },
 });
 
 /** Counts what a broker reports through RedisBrokerEvents. */

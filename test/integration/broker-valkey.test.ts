@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisBroker } from '../../src/broker/redis-broker.js';
 import { expectUnavailable, memoryLog, Recorder, runBrokerContract } from '../helpers/broker-contract.js';
+import { runPresenceContract } from '../helpers/presence-contract.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { VALKEY_BIN } from '../helpers/server-tools.js';
 import { needs } from '../helpers/tools.js';
@@ -21,9 +22,13 @@ afterAll(async () => {
   await shared?.stop();
 });
 
-function url(): string {
+function server(): RedisServer {
   if (!shared) throw new Error('valkey-server did not start');
-  return shared.url;
+  return shared;
+}
+
+function url(): string {
+  return server().url;
 }
 
 describe('RedisBroker against Valkey', needs('valkey-server'), () => {
@@ -38,6 +43,16 @@ describe('RedisBroker against Valkey', needs('valkey-server'), () => {
     newBroker: () => createRedisBroker({ url: url(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog() }),
     sharedBackend: true,
     newHistoryBroker: (history) => createRedisBroker({ url: url(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog(), history }),
+  });
+
+  runPresenceContract({
+    name: 'redis (valkey-server)',
+    newBroker: (keysTtlMs) => createRedisBroker({ url: url(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog(), presence: { keysTtlMs } }),
+    sharedBackend: true,
+    redis: {
+      cli: (_key, ...args) => server().cli(...args),
+      flushAll: async () => void (await server().cli('FLUSHALL')),
+    },
   });
 
   it('goes down on kill -9 and comes back with its subscriptions when Valkey restarts', async () => {

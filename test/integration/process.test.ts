@@ -41,7 +41,7 @@ describe('node dist/main.js', () => {
         { pattern: 'user:{sub}' },
         { pattern: 'feed:*', rewind: true, history: { size: 0 } },
       ]),
-      PUBGATE_PRESENCE_TTL: '2',
+      PUBGATE_PRESENCE_TTL: '0',
     });
     expect(r.code).toBe(1);
     const lines = r.stderr.trim().split('\n');
@@ -50,7 +50,7 @@ describe('node dist/main.js', () => {
       'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 3 ("user:{sub}"): "pattern" cannot contain {sub} (namespaces are the same for every user)',
       'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 4 ("feed:*"): "history.size" must be a whole number between 1 and 1000000',
       'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 4 ("feed:*"): "rewind": rewind (the history API) is not available in this release yet; remove it',
-      'pubgate: invalid configuration: PUBGATE_PRESENCE_TTL: must be between 3 and 86400, got 2',
+      'pubgate: invalid configuration: PUBGATE_PRESENCE_TTL: must be between 1 and 86400, got 0',
     ]);
     expect(r.stdout).toBe('');
   });

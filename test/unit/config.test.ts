@@ -261,12 +261,12 @@ describe('loadConfig: namespaces and presence (1.1)', () => {
     expect(problems({ PUBGATE_CONFIG: configFile({ namespaces: { pattern: 'a' } }) })[0]).toMatch(/^PUBGATE_NAMESPACES \(namespaces in .*\): must be a JSON array/);
   });
 
-  it('reads PUBGATE_PRESENCE_TTL between 3 and 86400 seconds', () => {
-    expect(loadConfig({ PUBGATE_PRESENCE_TTL: '3' }).presenceTtl).toBe(3);
+  it('reads PUBGATE_PRESENCE_TTL between 1 and 86400 seconds', () => {
+    expect(loadConfig({ PUBGATE_PRESENCE_TTL: '1' }).presenceTtl).toBe(1);
     expect(loadConfig({ PUBGATE_PRESENCE_TTL: '86400' }).presenceTtl).toBe(86400);
     expect(loadConfig({ PUBGATE_CONFIG: configFile({ presenceTtl: 10 }) }).presenceTtl).toBe(10);
-    expect(problems({ PUBGATE_PRESENCE_TTL: '2' })).toEqual(['PUBGATE_PRESENCE_TTL: must be between 3 and 86400, got 2']);
-    expect(problems({ PUBGATE_PRESENCE_TTL: '86401' })).toEqual(['PUBGATE_PRESENCE_TTL: must be between 3 and 86400, got 86401']);
+    expect(problems({ PUBGATE_PRESENCE_TTL: '0' })).toEqual(['PUBGATE_PRESENCE_TTL: must be between 1 and 86400, got 0']);
+    expect(problems({ PUBGATE_PRESENCE_TTL: '86401' })).toEqual(['PUBGATE_PRESENCE_TTL: must be between 1 and 86400, got 86401']);
     expect(problems({ PUBGATE_PRESENCE_TTL: '1.5' })[0]).toMatch(/^PUBGATE_PRESENCE_TTL: must be a whole number/);
     expect(problems({ PUBGATE_PRESENCE_TTL: 'soon' })[0]).toMatch(/^PUBGATE_PRESENCE_TTL: must be a whole number/);
   });
