@@ -258,16 +258,24 @@ export async function httpView(gw: GatewayProcess, channel: string): Promise<Pre
 
 /**
  * Asks `GET /v1/presence` on `gw` until it equals `want` exactly (a hang
- * guard, not a timing expectation); fails with the last view and the wanted one.
+ * guard, not a timing expectation); fails with the last view and the wanted
+ * one. `mask`, when given, is applied to both sides first (to leave out what
+ * a test checks separately).
  */
-export async function untilHttpView(gw: GatewayProcess, channel: string, want: PresenceView, guardMs = 60_000): Promise<void> {
+export async function untilHttpView(
+  gw: GatewayProcess,
+  channel: string,
+  want: PresenceView,
+  guardMs = 60_000,
+  mask: (v: PresenceView) => PresenceView = (v) => v,
+): Promise<void> {
   const deadline = Date.now() + guardMs;
-  const wanted = JSON.stringify(want);
+  const wanted = JSON.stringify(mask(want));
   for (;;) {
     let last: string;
     try {
       const view = await httpView(gw, channel);
-      if (isDeepStrictEqual(view, want)) return;
+      if (isDeepStrictEqual(mask(view), mask(want))) return;
       last = JSON.stringify(view);
     } catch (e) {
       last = e instanceof Error ? e.message : String(e);
@@ -275,6 +283,11 @@ export async function untilHttpView(gw: GatewayProcess, channel: string, want: P
     if (Date.now() > deadline) throw new Error(`presence of ${channel} on ${gw.http} did not converge in ${guardMs} ms\n  last: ${last}\n  want: ${wanted}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** The view without the `info` of `user`'s member (for a check made on its own). */
+export function withoutInfoOf(user: string): (v: PresenceView) => PresenceView {
+  return (v) => ({ ...v, members: v.members.map((m) => (m.user === user ? { user: m.user, conns: m.conns } : m)) });
 }
 
 /** mulberry32: a small seeded PRNG, so a failing random run can be replayed. */
