@@ -245,7 +245,8 @@ export function createHub(deps: HubDeps): HubWithBroker {
 
   /** Adds a subscribed socket's presence entry when the channel has presence; the subscribe waits for it. */
   async function enterPresence(s: Session, channel: string, st: ChannelState): Promise<void> {
-    if (!st.opts.presence || !s.open) return;
+    // Unsubscribed or closed while the broker confirmed: nothing to enter (its removal already ran).
+    if (!st.opts.presence || !s.open || !s.channels.has(channel)) return;
     if (!deps.presence) throw new GatewayError('internal', 'presence channels need a node with presence');
     await deps.presence.add(channel, s, st.opts.joinLeave);
   }
