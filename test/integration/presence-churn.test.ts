@@ -40,7 +40,7 @@ const CHANNELS = 20;
 const CHURN_MS = 30_000;
 const WORKERS = 8;
 /** A bound on operations besides the time (a fast machine stops here). */
-const MAX_OPS = 60_000;
+const MAX_OPS = 150_000;
 /** Subscriptions per connection stay within [0, MAX_HELD] (bounds the join/leave fan-out the test process parses). */
 const MAX_HELD = 4;
 
