@@ -13,7 +13,10 @@
  *   po:{tag}        ZSET  (score 0) len(user) ":" user seq conn: a user's
  *                         connections in the order they came (oldest first)
  *   pn:{tag}        ZSET  node → lease expiry (ms, Redis time)
- *   ps:{tag}        STRING the channel's entry sequence
+ *   ps:{tag}        HASH  n: the channel's entry sequence; e: its epoch, a
+ *                         random name made when the channel's presence starts
+ *                         (so a node tells a store that lost everything from
+ *                         one that swept only its own lease)
  *   pk:{tag}:<node> SET   the node's connections in the channel
  *
  * `user` is stored as its JSON text, so frames are built by concatenation.
@@ -27,15 +30,24 @@
  * nothing behind.
  */
 import type { PresenceCall, PresenceEntry, PresenceMember, PresenceStore, Swept } from '../presence/store.js';
+import { newEpoch } from './history.js';
 import type { ScriptRunner } from './redis-history.js';
 
 /** Entries a sweep removes per call at most (a dead node's rest goes in the next calls). */
 export const SWEEP_BUDGET = 2000;
 
-// KEYS: pe pu po pn ps pk(own). ARGV[1..6]: redis channel, channel, node, lease ms, joinLeave (1/0), keys ttl ms.
+// KEYS: pe pu po pn ps pk(own). ARGV[1..7]: redis channel, channel, node, lease ms, joinLeave (1/0), keys ttl ms, epoch candidate.
 const COMMON = (publishCommand: 'PUBLISH' | 'SPUBLISH'): string => `
 local PE, PU, PO, PN, PS, PK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local RCH, CH, NODE, LEASE, JL, KTTL = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6]
+local EPOCH = redis.call('HGET', PS, 'e') or ''
+-- Writes that keep the channel (add, renew, resync) make the epoch when there is none.
+local function ensure_epoch()
+  if EPOCH == '' then
+    EPOCH = ARGV[7]
+    redis.call('HSET', PS, 'e', EPOCH)
+  end
+end
 local PKBASE = string.sub(PK, 1, string.len(PK) - string.len(NODE))
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -78,21 +90,32 @@ local function sweep()
   return leases, entries
 end
 
-local function add(c, user, info)
-  if redis.call('HEXISTS', PE, c) == 1 then
+-- seq: the entry's order key from an earlier add ('' for a new entry); silent: no join (a restore).
+-- Returns the entry's order key.
+local function add(c, user, info, given, silent)
+  local rec = redis.call('HGET', PE, c)
+  if rec then
     redis.call('SADD', PK, c)
-    return
+    return tonumber(string.sub(rec, 1, 15))
   end
-  local seq = string.format('%015d', redis.call('INCR', PS))
+  local n
+  if given ~= '' then
+    n = tonumber(given)
+    if tonumber(redis.call('HGET', PS, 'n') or '0') < n then redis.call('HSET', PS, 'n', n) end
+  else
+    n = redis.call('HINCRBY', PS, 'n', 1)
+  end
+  local seq = string.format('%015d', n)
   local ulen = string.len(user)
   redis.call('HSET', PE, c, seq .. ulen .. ':' .. user .. info)
   redis.call('ZADD', PO, 0, ulen .. ':' .. user .. seq .. c)
   redis.call('SADD', PK, c)
-  if redis.call('HINCRBY', PU, user, 1) == 1 and JL then
+  if redis.call('HINCRBY', PU, user, 1) == 1 and JL and not silent then
     local i = ''
     if info ~= '' then i = ',"info":' .. info end
     redis.call('${publishCommand}', RCH, '{"type":"join","channel":"' .. CH .. '","user":' .. user .. i .. '}')
   end
+  return n
 end
 
 local function renew()
@@ -107,59 +130,64 @@ local function touch()
 end
 `;
 
-// ARGV[7..]: conn, user JSON, info ('' for none), repeated.
+// ARGV[8]: silent (1/0); ARGV[9..]: conn, user JSON, info ('' for none), order key ('' for new), repeated.
+// Returns {leases, entries, epoch, order keys...}.
 const ADD = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
 local leases, entries = sweep()
+ensure_epoch()
 renew()
-for i = 7, #ARGV, 3 do add(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+local out = {leases, entries, EPOCH}
+for i = 9, #ARGV, 4 do out[#out + 1] = add(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[8] == '1') end
 touch()
-return {leases, entries}
+return out
 `;
 
-// ARGV[7]: release (1/0); ARGV[8..]: conns.
+// ARGV[8]: release (1/0); ARGV[9..]: conns.
 const REMOVE = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
 local leases, entries = sweep()
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   if redis.call('SREM', PK, ARGV[i]) == 1 then drop(ARGV[i]) end
 end
-if ARGV[7] == '1' and redis.call('SCARD', PK) == 0 then
+if ARGV[8] == '1' and redis.call('SCARD', PK) == 0 then
   redis.call('ZREM', PN, NODE)
 end
-return {leases, entries}
+return {leases, entries, EPOCH}
 `;
 
 const RENEW = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
 local leases, entries = sweep()
+ensure_epoch()
 local lost = 0
 if renew() then lost = 1 end
 touch()
-return {leases, entries, redis.call('SCARD', PK), lost}
+return {leases, entries, EPOCH, redis.call('SCARD', PK), lost}
 `;
 
-// ARGV[7..]: conns to keep.
+// ARGV[8..]: conns to keep.
 const RESYNC = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
 local leases, entries = sweep()
+ensure_epoch()
 renew()
 local keep = {}
-for i = 7, #ARGV do keep[ARGV[i]] = true end
+for i = 8, #ARGV do keep[ARGV[i]] = true end
 for _, c in ipairs(redis.call('SMEMBERS', PK)) do
   if not keep[c] then
     redis.call('SREM', PK, c)
     drop(c)
   end
 end
-local out = {leases, entries}
-for i = 7, #ARGV do
+local out = {leases, entries, EPOCH}
+for i = 8, #ARGV do
   if redis.call('SISMEMBER', PK, ARGV[i]) == 0 or redis.call('HEXISTS', PE, ARGV[i]) == 0 then out[#out + 1] = ARGV[i] end
 end
 touch()
 return out
 `;
 
-// ARGV[7]: max members. Returns {leases, entries, users, connections, (user, conns, info)...}.
+// ARGV[8]: max members. Returns {leases, entries, users, connections, (user, conns, info)...}.
 const PRESENCE = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
 local leases, entries = sweep()
-local max = tonumber(ARGV[7])
+local max = tonumber(ARGV[8])
 local out = {leases, entries, redis.call('HLEN', PU), redis.call('HLEN', PE)}
 local seen, n, cursor = {}, 0, '0'
 repeat
@@ -223,26 +251,28 @@ export function createRedisPresence(opts: RedisPresenceOptions): PresenceStore {
 
   async function run(script: string, channel: string, node: string, call: PresenceCall, extra: readonly string[]): Promise<unknown[]> {
     const rc = opts.redisChannel(channel);
-    const args = [rc, channel, node, String(Math.round(call.leaseMs)), call.joinLeave ? '1' : '0', ttl, ...extra];
+    const args = [rc, channel, node, String(Math.round(call.leaseMs)), call.joinLeave ? '1' : '0', ttl, newEpoch(), ...extra];
     return (await opts.run(script, presenceKeys(opts.prefix, rc, node), args)) as unknown[];
   }
 
   return {
-    async add(channel, node, entries: readonly PresenceEntry[], call) {
-      const extra: string[] = [];
-      for (const e of entries) extra.push(e.conn, JSON.stringify(e.user), e.info ?? '');
-      return swept(await run(S.add, channel, node, call, extra));
+    async add(channel, node, entries: readonly PresenceEntry[], call, silent = false) {
+      const extra: string[] = [silent ? '1' : '0'];
+      for (const e of entries) extra.push(e.conn, JSON.stringify(e.user), e.info ?? '', e.seq !== undefined ? String(e.seq) : '');
+      const r = await run(S.add, channel, node, call, extra);
+      return { ...swept(r), epoch: String(r[2]), seqs: r.slice(3).map(Number) };
     },
     async remove(channel, node, conns, call, release) {
-      return swept(await run(S.remove, channel, node, call, [release ? '1' : '0', ...conns]));
+      const r = await run(S.remove, channel, node, call, [release ? '1' : '0', ...conns]);
+      return { ...swept(r), epoch: String(r[2]) };
     },
     async renew(channel, node, call) {
       const r = await run(S.renew, channel, node, call, []);
-      return { ...swept(r), held: Number(r[2]), lost: Number(r[3]) === 1 };
+      return { ...swept(r), epoch: String(r[2]), held: Number(r[3]), lost: Number(r[4]) === 1 };
     },
     async resync(channel, node, keep, call) {
       const r = await run(S.resync, channel, node, call, keep);
-      return { ...swept(r), missing: r.slice(2).map(String) };
+      return { ...swept(r), epoch: String(r[2]), missing: r.slice(3).map(String) };
     },
     async presence(channel, max, call) {
       // The node is only a name here (no lease is taken by a read).

@@ -7,6 +7,7 @@
  * Bounded by what is subscribed: a channel's state is dropped once it holds no
  * entry and no lease.
  */
+import { randomBytes } from 'node:crypto';
 import type { PresenceCall, PresenceEntry, PresenceMember, PresenceStore, Swept } from './store.js';
 import { encodeJoin, encodeLeave } from './store.js';
 
@@ -19,6 +20,7 @@ interface Stored {
 
 interface ChannelPresence {
   seq: number;
+  readonly epoch: string;
   readonly entries: Map<string, Stored>;
   /** user → its connections, in the order they were added (oldest first). */
   readonly users: Map<string, Map<string, Stored>>;
@@ -33,7 +35,7 @@ export function createMemoryPresence(publish: (channel: string, frame: string) =
 
   function get(channel: string): ChannelPresence {
     let c = channels.get(channel);
-    if (!c) channels.set(channel, (c = { seq: 0, entries: new Map(), users: new Map(), leases: new Map(), byNode: new Map() }));
+    if (!c) channels.set(channel, (c = { seq: 0, epoch: randomBytes(6).toString('base64url'), entries: new Map(), users: new Map(), leases: new Map(), byNode: new Map() }));
     return c;
   }
 
@@ -75,9 +77,12 @@ export function createMemoryPresence(publish: (channel: string, frame: string) =
     return !had;
   }
 
-  function addOne(channel: string, c: ChannelPresence, node: string, e: PresenceEntry, joinLeave: boolean): void {
-    if (c.entries.has(e.conn)) return;
-    const stored: Stored = { user: e.user, info: e.info, node, seq: ++c.seq };
+  function addOne(channel: string, c: ChannelPresence, node: string, e: PresenceEntry, joinLeave: boolean): number {
+    const had = c.entries.get(e.conn);
+    if (had) return had.seq;
+    const seq = e.seq ?? c.seq + 1;
+    c.seq = Math.max(c.seq, seq);
+    const stored: Stored = { user: e.user, info: e.info, node, seq };
     c.entries.set(e.conn, stored);
     let set = c.byNode.get(node);
     if (!set) c.byNode.set(node, (set = new Set()));
@@ -90,19 +95,20 @@ export function createMemoryPresence(publish: (channel: string, frame: string) =
     } else {
       mine.set(e.conn, stored);
     }
+    return seq;
   }
 
   return {
-    add(channel, node, entries, call) {
+    add(channel, node, entries, call, silent = false) {
       const c = get(channel);
       const swept = sweep(channel, c, call.joinLeave);
       renewLease(c, node, call);
-      for (const e of entries) addOne(channel, c, node, e, call.joinLeave);
-      return Promise.resolve(swept);
+      const seqs = entries.map((e) => addOne(channel, c, node, e, call.joinLeave && !silent));
+      return Promise.resolve({ ...swept, epoch: c.epoch, seqs });
     },
     remove(channel, node, conns, call, release) {
       const c = channels.get(channel);
-      if (!c) return Promise.resolve({ leases: 0, entries: 0 });
+      if (!c) return Promise.resolve({ leases: 0, entries: 0, epoch: '' });
       const swept = sweep(channel, c, call.joinLeave);
       for (const conn of conns) if (c.entries.get(conn)?.node === node) drop(channel, c, conn, call.joinLeave);
       if (release && (c.byNode.get(node)?.size ?? 0) === 0) {
@@ -110,13 +116,13 @@ export function createMemoryPresence(publish: (channel: string, frame: string) =
         c.leases.delete(node);
       }
       forget(channel, c);
-      return Promise.resolve(swept);
+      return Promise.resolve({ ...swept, epoch: c.epoch });
     },
     renew(channel, node, call) {
       const c = get(channel);
       const swept = sweep(channel, c, call.joinLeave);
       const lost = renewLease(c, node, call);
-      return Promise.resolve({ ...swept, held: c.byNode.get(node)?.size ?? 0, lost });
+      return Promise.resolve({ ...swept, epoch: c.epoch, held: c.byNode.get(node)?.size ?? 0, lost });
     },
     resync(channel, node, keep, call) {
       const c = get(channel);
@@ -125,7 +131,7 @@ export function createMemoryPresence(publish: (channel: string, frame: string) =
       const wanted = new Set(keep);
       for (const conn of [...(c.byNode.get(node) ?? [])]) if (!wanted.has(conn)) drop(channel, c, conn, call.joinLeave);
       const missing = keep.filter((conn) => c.entries.get(conn)?.node !== node);
-      return Promise.resolve({ ...swept, missing });
+      return Promise.resolve({ ...swept, epoch: c.epoch, missing });
     },
     presence(channel, max, call) {
       const c = channels.get(channel);

@@ -76,6 +76,26 @@ interface Local {
   readonly conns: Map<string, PresenceEntry>;
   /** A change may not have reached the store: resync at the next tick. */
   dirty: boolean;
+  /** The store's epoch of the channel, as last seen ('' before the first answer). */
+  epoch: string;
+  /**
+   * The epoch changed: the store lost the channel (not just this node's
+   * lease), and nobody was told its users left, so the resync restores them
+   * without `join`.
+   */
+  dataLost: boolean;
+}
+
+const newLocal = (joinLeave: boolean, dirty: boolean): Local => ({ joinLeave, conns: new Map(), dirty, epoch: '', dataLost: false });
+
+/** Notes the epoch a store call answered; a change means the store lost the channel: resync, silently. */
+function sawEpoch(l: Local, epoch: string): void {
+  if (epoch === '') return;
+  if (l.epoch !== '' && epoch !== l.epoch) {
+    l.dataLost = true;
+    l.dirty = true;
+  }
+  l.epoch = epoch;
 }
 
 /** The tick for a TTL: a sixth of it, at most 5 s. */
@@ -127,15 +147,24 @@ export function createPresence(deps: PresenceDeps): Presence {
     if (local.get(channel) !== l) return;
     l.dirty = false;
     const r = await timed('resync', () => store.resync(channel, node, [...l.conns.keys()], call(l.joinLeave)));
+    sawEpoch(l, r.epoch);
+    l.dirty = false;
+    // Entries the store lost with the whole channel come back without `join`
+    // (nobody was told they left); entries swept with this node's lease (a
+    // `leave` went out) come back with one.
+    const silent = l.dataLost;
+    l.dataLost = false;
     const missing: PresenceEntry[] = [];
     for (const id of r.missing) {
       const e = l.conns.get(id);
       if (e) missing.push(e);
     }
     for (let i = 0; i < missing.length; i += ADD_CHUNK) {
-      await timed('add', () => store.add(channel, node, missing.slice(i, i + ADD_CHUNK), call(l.joinLeave)));
+      const chunk = missing.slice(i, i + ADD_CHUNK);
+      const a = await timed('add', () => store.add(channel, node, chunk, call(l.joinLeave), silent));
+      chunk.forEach((e, j) => (e.seq = a.seqs[j] ?? e.seq));
     }
-    if (missing.length > 0) log.info({ component: 'presence', entries: missing.length }, 'presence entries restored after a loss');
+    if (missing.length > 0) log.info({ component: 'presence', entries: missing.length, silent }, 'presence entries restored after a loss');
     if (l.conns.size === 0 && local.get(channel) === l) {
       await timed('remove', () => store.remove(channel, node, [], call(l.joinLeave), true));
       if (l.conns.size === 0 && local.get(channel) === l && !l.dirty) local.delete(channel);
@@ -146,7 +175,8 @@ export function createPresence(deps: PresenceDeps): Presence {
     try {
       if (l.dirty || full) return await resync(channel, l);
       const r = await timed('renew', () => store.renew(channel, node, call(l.joinLeave)));
-      if (r.lost || r.held !== l.conns.size) await resync(channel, l);
+      sawEpoch(l, r.epoch);
+      if (r.lost || r.held !== l.conns.size || l.dirty) await resync(channel, l);
     } catch (e) {
       l.dirty = true;
       failed('renew', e);
@@ -179,14 +209,17 @@ export function createPresence(deps: PresenceDeps): Presence {
     async add(channel, s, joinLeave) {
       const id = connId(s);
       let l = local.get(channel);
-      if (!l) local.set(channel, (l = { joinLeave, conns: new Map(), dirty: false }));
+      if (!l) local.set(channel, (l = newLocal(joinLeave, false)));
       if (l.conns.has(id)) return;
       // Local first: a resync that runs meanwhile keeps this entry.
       const entry: PresenceEntry = { conn: id, user: s.user, info: s.extra?.info };
       l.conns.set(id, entry);
       entryCount++;
       try {
-        await timed('add', () => store.add(channel, node, [entry], call(joinLeave)));
+        const a = await timed('add', () => store.add(channel, node, [entry], call(joinLeave)));
+        entry.seq = a.seqs[0];
+        const cur = local.get(channel);
+        if (cur) sawEpoch(cur, a.epoch);
       } catch (e) {
         // It may have been applied: the next tick makes the store agree.
         const cur = local.get(channel);
@@ -212,7 +245,7 @@ export function createPresence(deps: PresenceDeps): Presence {
           // Keep (or put back) the channel so the next tick removes the entry.
           const cur = local.get(channel);
           if (cur) cur.dirty = true;
-          else local.set(channel, { joinLeave: l.joinLeave, conns: new Map(), dirty: true });
+          else local.set(channel, newLocal(l.joinLeave, true));
         })
         .finally(() => removing.delete(done));
       removing.add(done);

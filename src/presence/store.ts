@@ -21,6 +21,12 @@ export interface PresenceEntry {
   readonly user: string;
   /** The token's `info` claim as JSON text, or undefined. */
   readonly info: string | undefined;
+  /**
+   * The entry's order key (which of a user's connections came first), given
+   * by the store at its first add; passed back when the entry is restored, so
+   * a restore keeps the order.
+   */
+  seq?: number;
 }
 
 export interface PresenceMember {
@@ -54,21 +60,34 @@ export interface PresenceCall {
   readonly leaseMs: number;
 }
 
+/**
+ * Writes answer the channel's epoch: a name the store makes when the
+ * channel's presence starts. A node that sees it change knows the store lost
+ * the channel (Redis restarted without its data), not just this node's lease.
+ */
+export interface Epoch {
+  readonly epoch: string;
+}
+
 export interface PresenceStore {
-  /** Adds the node's entries (skipping those present); renews its lease. */
-  add(channel: string, node: string, entries: readonly PresenceEntry[], call: PresenceCall): Promise<Swept>;
+  /**
+   * Adds the node's entries (skipping those present); renews its lease.
+   * `silent`: no `join` (restoring entries the store lost, whose users were
+   * never reported gone). Answers each entry's order key.
+   */
+  add(channel: string, node: string, entries: readonly PresenceEntry[], call: PresenceCall, silent?: boolean): Promise<Swept & Epoch & { seqs: number[] }>;
   /**
    * Removes the node's entries (absent ones are skipped). With `release` and
    * no entries of the node left, its lease on the channel is dropped too.
    */
-  remove(channel: string, node: string, conns: readonly string[], call: PresenceCall, release: boolean): Promise<Swept>;
+  remove(channel: string, node: string, conns: readonly string[], call: PresenceCall, release: boolean): Promise<Swept & Epoch>;
   /**
    * Renews the node's lease and sweeps dead leases. `held` is how many entries
    * the store has for the node; `lost` says the lease had expired or vanished.
    */
-  renew(channel: string, node: string, call: PresenceCall): Promise<Swept & { held: number; lost: boolean }>;
+  renew(channel: string, node: string, call: PresenceCall): Promise<Swept & Epoch & { held: number; lost: boolean }>;
   /** Removes the node's entries not in `keep`; answers which of `keep` are missing (to add again). */
-  resync(channel: string, node: string, keep: readonly string[], call: PresenceCall): Promise<Swept & { missing: string[] }>;
+  resync(channel: string, node: string, keep: readonly string[], call: PresenceCall): Promise<Swept & Epoch & { missing: string[] }>;
   /** Members (at most `max` users), after sweeping dead leases. */
   presence(channel: string, max: number, call: PresenceCall): Promise<Swept & PresenceSnapshot>;
   /** Exact user and connection counts, after sweeping dead leases. */
