@@ -31,6 +31,7 @@ import { AuthError, JwksFetchError, toAuthError } from './auth-error.js';
 import { HmacKeyring, isHmacAlgorithm, keyFitsAlgorithm, loadPublicKeys } from './keys.js';
 import { MAX_TOKEN_LENGTH } from './token.js';
 import { checkClaims, decodeJws, signatureValid, type DecodedJws } from './jws-sync.js';
+import { isValidChannel } from '../protocol/channel.js';
 
 export { AuthError, classifyJoseError, AUTH_REASONS, type AuthReason } from './auth-error.js';
 
@@ -44,6 +45,8 @@ export interface Claims {
   readonly publish: readonly string[];
   /** The `info` claim serialized (a JSON object, at most MAX_INFO_BYTES), shown in presence; undefined without one. */
   readonly info?: string;
+  /** The `subs` claim: channel names (not patterns) subscribed at connect (contract 1.1, server-side subscriptions). */
+  readonly subs?: readonly string[];
 }
 
 /** Largest `info` claim, serialized (contract: larger is 401 at the handshake). */
@@ -237,13 +240,23 @@ export function toClaims(payload: JWTPayload): Claims {
   // jose has checked that exp is present and a number; be explicit for the type.
   if (typeof exp !== 'number' || !Number.isFinite(exp)) throw new AuthError('claim_invalid');
   const info = infoClaim(payload);
+  const subs = subsClaim(payload);
   return Object.freeze({
     sub,
     exp,
     channels: stringArrayClaim(payload, 'channels'),
     publish: stringArrayClaim(payload, 'publish'),
     ...(info !== undefined ? { info } : {}),
+    ...(subs !== undefined ? { subs } : {}),
   });
+}
+
+/** The `subs` claim: an array of valid channel names (duplicates dropped, order kept); anything else is claim_invalid. */
+function subsClaim(payload: JWTPayload): readonly string[] | undefined {
+  const v = payload.subs;
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || !v.every((c): c is string => isValidChannel(c))) throw new AuthError('claim_invalid');
+  return Object.freeze([...new Set(v)]);
 }
 
 /** The `info` claim as JSON text: a JSON object of at most MAX_INFO_BYTES (UTF-8) serialized. */

@@ -59,10 +59,14 @@ export interface Extra {
   dropped: number;
   /** The token's `info` claim, serialized (a JSON object, at most 1 KiB), shown in presence; undefined without one. */
   info: string | undefined;
+  /** Server-side subscriptions to make at connect (the `subs` claim, or the connect proxy's answer), until they are made. */
+  subs?: readonly string[] | undefined;
+  /** The upgrade's Cookie header, kept for connections accepted by the connect proxy (their refresh asks it again). */
+  cookie?: string | undefined;
 }
 
 export function extraOf(s: Session): Extra {
-  return (s.extra ??= { strikes: 0, slowSinceMs: 0, dropped: 0, info: undefined });
+  return (s.extra ??= { strikes: 0, slowSinceMs: 0, dropped: 0, info: undefined, subs: undefined, cookie: undefined });
 }
 
 /**

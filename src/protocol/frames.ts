@@ -12,7 +12,8 @@ export interface SinceOffset {
 }
 
 export type ClientFrame =
-  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset }
+  /** `token`: a subscription token (contract 1.1). */
+  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly token?: string }
   | { readonly type: 'unsubscribe'; readonly id: number; readonly channel: string }
   /** `data` is the raw JSON text of the value, forwarded byte-for-byte. */
   | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: string }
@@ -30,6 +31,8 @@ export interface WelcomeFrame {
   readonly user: string;
   readonly expiresIn: number | null;
   readonly ping: number;
+  /** Server-side subscriptions made at connect (1.1): channel → its position on history channels, `{}` otherwise. */
+  readonly subs?: Readonly<Record<string, { readonly offset?: number; readonly epoch?: string }>>;
 }
 
 /** One member in a `presence` reply: a user, with the info of its oldest connection present (no key without one). */
@@ -78,7 +81,22 @@ export interface LeaveFrame {
   readonly user: string;
 }
 
-export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame | JoinFrame | LeaveFrame;
+/** A backend subscribed this connection (POST /v1/subscribe); position on history channels. */
+export interface SubscribedFrame {
+  readonly type: 'subscribed';
+  readonly channel: string;
+  readonly offset?: number;
+  readonly epoch?: string;
+}
+
+/** A backend unsubscribed this connection (POST /v1/unsubscribe), or a server-side subscription went over maxSubscriptions (`reason`). */
+export interface UnsubscribedFrame {
+  readonly type: 'unsubscribed';
+  readonly channel: string;
+  readonly reason?: 'limit_exceeded';
+}
+
+export type ServerFrame = WelcomeFrame | ReplyFrame | MessageFrame | JoinFrame | LeaveFrame | SubscribedFrame | UnsubscribedFrame;
 
 /** Result of parsing one client text frame. */
 export type ParseResult =

@@ -96,7 +96,16 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
       return reject('origin_not_allowed', origin ? `origin ${origin.slice(0, 200)} is not allowed` : 'an Origin header is required', 'origin');
     }
 
-    const finish = (user: string, exp: number, perms: Permissions, info?: string): void => {
+    /** What an accepted connection starts with: from its token's claims, the anonymous defaults, or the connect proxy. */
+    interface Accepted {
+      readonly user: string;
+      readonly exp: number;
+      readonly perms: Permissions;
+      readonly info?: string | undefined;
+      readonly subs?: readonly string[] | undefined;
+      readonly cookie?: string | undefined;
+    }
+    const finish = ({ user, exp, perms, info, subs, cookie }: Accepted): void => {
       if (st.aborted) {
         metrics.handshake('rejected', 'aborted');
         metrics.handshakeRejection('aborted');
@@ -115,8 +124,10 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
         open: true,
         idleBeats: 0,
         frameFullAtMs: 0,
-        // Only connections whose token has an `info` claim pay for the extra object.
-        extra: info === undefined ? undefined : { strikes: 0, slowSinceMs: 0, dropped: 0, info },
+        // Only connections with an `info`, server-side subscriptions or a proxied cookie pay for the extra object.
+        extra: info === undefined && subs === undefined && cookie === undefined
+          ? undefined
+          : { strikes: 0, slowSinceMs: 0, dropped: 0, info, subs, cookie },
       };
       st.done = true;
       metrics.handshake('accepted', 'ok');
@@ -131,11 +142,11 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
     const token = extractToken({ authorization: head.authorization, protocols: head.protocols, query: req.getQuery() ?? '' });
     if (!token) {
       if (!config.allowAnonymous) return reject('unauthorized', 'a token is required', 'missing', { 'WWW-Authenticate': 'Bearer' });
-      return finish('anonymous', 0, anonymous);
+      return finish({ user: 'anonymous', exp: 0, perms: anonymous });
     }
     const accept = (claims: Claims): void => {
       metrics.tokenVerified('ok');
-      finish(claims.sub, claims.exp, permissions.get(claims.channels, claims.publish), claims.info);
+      finish({ user: claims.sub, exp: claims.exp, perms: permissions.get(claims.channels, claims.publish), info: claims.info, subs: claims.subs });
     };
     const refuse = (e: unknown): void => {
       if (isGatewayError(e)) {
