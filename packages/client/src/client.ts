@@ -21,6 +21,8 @@ import {
   type ReplyFrame,
   type ServerFrame,
   type SinceOffset,
+  type SubscribedFrame,
+  type UnsubscribedFrame,
   type WelcomeFrame,
 } from './protocol.js';
 import { tokenExpiry } from './token.js';
@@ -83,7 +85,24 @@ export interface ConnectOptions {
   readonly heartbeat?: boolean;
   /** Random source in [0, 1) for the backoff jitter (tests). Default Math.random. */
   readonly random?: () => number;
+  /**
+   * Returns a subscription token for `channel` (contract 1.1): a JWT your
+   * backend signs with `sub` (the user), `channel` and `exp`, and optionally
+   * `info` (the user's presence info in that channel). When set, it is called
+   * before every subscribe frame the client sends: the first one (unless the
+   * subscription was given a `token`), each resubscribe after a reconnect and
+   * each retry, so an expired or revoked token is never sent again. Return
+   * `undefined`, `null` or `''` to subscribe without a token (channels the
+   * connection's claims or the subscribe proxy allow). Throwing (or taking
+   * longer than `requestTimeoutMs`) is retried with backoff; throwing a
+   * `PubgateError` with code `forbidden` refuses the subscription for good.
+   * Never called for server-side subscriptions.
+   */
+  readonly getSubscriptionToken?: (channel: string) => SubscriptionToken | Promise<SubscriptionToken>;
 }
+
+/** What `getSubscriptionToken` returns: a JWT, or nothing to subscribe without a token. */
+export type SubscriptionToken = string | undefined | null;
 
 /** What the server said when it confirmed a subscription. */
 export interface SubscribeResult {
@@ -110,6 +129,12 @@ export interface ResubscribeInfo {
 }
 
 export interface SubscribeOptions {
+  /**
+   * A subscription token (contract 1.1) for the first subscribe. Later
+   * subscribes (after a reconnect, retries) take a fresh one from the
+   * client's `getSubscriptionToken` when it is set, and this one again otherwise.
+   */
+  readonly token?: string;
   /** Called after each resubscribe that follows a reconnect (see ResubscribeInfo). */
   readonly onResubscribe?: (info: ResubscribeInfo) => void;
   /** Called when the server refuses the subscription for good (`forbidden`, `bad_request`, `limit_exceeded`, ...); it is then removed. */
@@ -118,13 +143,40 @@ export interface SubscribeOptions {
 
 export type MessageHandler<T = unknown> = (data: T, message: MessageFrame) => void;
 
+/** A message as a subscription's `message` event hands it: the frame, with `data` typed. */
+export interface SubscriptionMessage<T = unknown> extends MessageFrame {
+  readonly data: T;
+}
+
+/**
+ * The server ended a subscription, or did not make one a backend asked for:
+ * - no `reason`: a backend unsubscribed this user (`POST /v1/unsubscribe`);
+ * - `limit_exceeded`: a backend's `POST /v1/subscribe` found this connection
+ *   at the gateway's `maxSubscriptions` (it was not subscribed);
+ * - `reconnected` (the client's own): a server-side subscription that the
+ *   new connection, after a reconnect, did not have (it came from
+ *   `POST /v1/subscribe`, which does not outlive a connection, or the new
+ *   token's `subs` no longer list it).
+ */
+export interface UnsubscribedEvent {
+  readonly channel: string;
+  readonly reason?: 'limit_exceeded' | 'reconnected';
+}
+
 /**
  * Call it to unsubscribe. `I` is the shape of the presence `info` your tokens
- * carry (the server does not check it; default: any JSON object).
+ * carry, `T` that of the messages' data (the server checks neither).
+ *
+ * A server-side subscription (`serverSide`, handed out by the client's
+ * `subscribed` event) belongs to the server: calling it only stops this
+ * object's listeners; the connection stays subscribed until a backend
+ * unsubscribes it.
  */
-export interface Subscription<I = PresenceInfo> {
+export interface Subscription<I = PresenceInfo, T = unknown> {
   (): Promise<void>;
   readonly channel: string;
+  /** Made by the server (the token's `subs`, or a backend's `POST /v1/subscribe`), not by `subscribe()`. */
+  readonly serverSide: boolean;
   /** Resolves when the server first confirms the subscription; rejects when it refuses it or the client closes. */
   readonly ready: Promise<SubscribeResult>;
   /**
@@ -138,13 +190,13 @@ export interface Subscription<I = PresenceInfo> {
   /** The exact `users` and `connections` counts, without the list (same errors as `presence()`). */
   presenceStats(): Promise<PresenceStats>;
   /**
-   * Adds a listener for `join`, `leave` (channels whose namespace has
-   * `joinLeave`) or `resubscribed`; returns a function that removes it. They
-   * stop when the subscription ends.
+   * Adds a listener for `message`, `join`, `leave` (channels whose namespace
+   * has `joinLeave`), `resubscribed` or `unsubscribed`; returns a function
+   * that removes it. They stop when the subscription ends.
    */
-  on<K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void): () => void;
-  once<K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void): () => void;
-  off<K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void): void;
+  on<K extends keyof SubscriptionEvents<I, T>>(type: K, fn: (ev: SubscriptionEvents<I, T>[K]) => void): () => void;
+  once<K extends keyof SubscriptionEvents<I, T>>(type: K, fn: (ev: SubscriptionEvents<I, T>[K]) => void): () => void;
+  off<K extends keyof SubscriptionEvents<I, T>>(type: K, fn: (ev: SubscriptionEvents<I, T>[K]) => void): void;
 }
 
 export interface ClientEvents {
@@ -158,8 +210,18 @@ export interface ClientEvents {
   disconnected: { readonly url: string; readonly code: number; readonly reason: string; readonly reconnectInMs: number };
   /** The client stopped for good: `close()` (1000) or a close code that means stop (1003, 1009, 4500–4999, 4001 without getToken, ...). */
   closed: { readonly code: number; readonly reason: string };
-  /** A channel was resubscribed after a reconnect. */
+  /** A channel was resubscribed after a reconnect (server-side subscriptions included). */
   resubscribed: ResubscribeInfo;
+  /**
+   * The server subscribed this connection (contract 1.1): a channel of the
+   * token's `subs` (listed in `welcome`), or a backend's `POST /v1/subscribe`.
+   * Attach `message`, `join` and `leave` listeners to the subscription. Once
+   * per server-side subscription: one the server makes again after a
+   * reconnect keeps its object (it gets `resubscribed`).
+   */
+  subscribed: Subscription;
+  /** The server ended a subscription, or refused one a backend asked for (see UnsubscribedEvent). */
+  unsubscribed: UnsubscribedEvent;
   /** The token was refreshed on the open connection. */
   refreshed: { readonly expiresIn: number | undefined };
   /** Something failed that the client handles itself (a refused subscription, a failed refresh, a bad frame, a handler or listener that threw). */
@@ -178,7 +240,9 @@ export interface PubgateClient {
    * with `since` on history channels. Throws a TypeError for an invalid channel name.
    * `T` types the messages' data, `I` the presence `info` (neither is checked).
    */
-  subscribe<T = unknown, I = PresenceInfo>(channel: string, onMessage: MessageHandler<T>, options?: SubscribeOptions): Subscription<I>;
+  subscribe<T = unknown, I = PresenceInfo>(channel: string, onMessage: MessageHandler<T>, options?: SubscribeOptions): Subscription<I, T>;
+  /** The same without a handler: attach `message` listeners to the subscription. */
+  subscribe<T = unknown, I = PresenceInfo>(channel: string, options?: SubscribeOptions): Subscription<I, T>;
   /**
    * Publishes over the socket (the token's `publish` claim must allow it).
    * Resolves with the reply; rejects with a PubgateError (`forbidden`,
@@ -188,8 +252,10 @@ export interface PubgateClient {
   publish(channel: string, data: unknown): Promise<ReplyFrame>;
   /** Round trip of a `ping` frame, in ms. Rejects with `disconnected` when not connected. */
   ping(): Promise<number>;
-  /** The channels subscribed (confirmed or not). */
+  /** The channels subscribed (confirmed or not), server-side ones included. */
   channels(): string[];
+  /** The server-side subscriptions alive now (those the `subscribed` event handed out and the server has not ended). */
+  serverSubscriptions(): Subscription[];
   /** Resolves with the `welcome` once connected (now, or at the next connection); rejects when the client closes or after `timeoutMs`. */
   whenConnected(timeoutMs?: number): Promise<WelcomeFrame>;
   on<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void;
@@ -268,17 +334,37 @@ interface Request {
 }
 
 interface SubRecord {
-  readonly handler: MessageHandler;
+  readonly handler: MessageHandler | undefined;
   readonly options: SubscribeOptions | undefined;
-  /** join, leave and resubscribed listeners of this subscription. */
+  /** Handed out by the `subscribed` event (the server owns it), not by `subscribe()`. */
+  readonly server: boolean;
+  /** message, join, leave, resubscribed and unsubscribed listeners of this subscription. */
   readonly events: Emitter<SubscriptionEvents>;
   /** Until `ready` settles. */
   settle: { resolve: (r: SubscribeResult) => void; reject: (e: PubgateError) => void } | undefined;
+  /** The object handed out for this record. */
+  handle: Subscription | undefined;
 }
 
 interface Channel {
   readonly name: string;
+  /** Every subscription object of the channel: `subscribe()`'s and at most one server-side one. */
   readonly subs: Set<SubRecord>;
+  /**
+   * The server subscribed the connection (welcome `subs` or a `subscribed`
+   * frame) on the current connection, or on the last one while disconnected.
+   * Such a channel is never subscribed or unsubscribed by the client: the
+   * server owns it, and the entry stays (with its position) while the server
+   * keeps it, even when no subscription object is left.
+   */
+  server: boolean;
+  /** A subscription token given to `subscribe()`, for the first subscribe. */
+  token: string | undefined;
+  tokenUsed: boolean;
+  /** `unauthorized` replies in a row, each retried with a fresh token from getSubscriptionToken. */
+  authRetries: number;
+  /** Counts subscribe attempts: a getSubscriptionToken answer for an older one is dropped. */
+  attempt: number;
   /** Last position seen (message or subscribe reply), for `since`. */
   pos: SinceOffset | undefined;
   /** On the current connection. */
@@ -292,8 +378,56 @@ interface Channel {
   retries: number;
 }
 
-/** Reply codes after which a subscribe is retried on the same connection. */
-const TRANSIENT = new Set<string>(['timeout', 'unavailable', 'rate_limited', 'internal']);
+/** What a welcome's `subs` changed, reported once the connection is set up. */
+interface ServerSubChanges {
+  /** Invalid entries (skipped). */
+  readonly problems: string[];
+  /** Server-side subscriptions of the last connection the new one does not have. */
+  readonly lost: Array<{ readonly channel: string; readonly recs: SubRecord[] }>;
+  /** New server-side subscription objects. */
+  readonly made: SubRecord[];
+  /** Channels active before the reconnect, made again by the server. */
+  readonly renewed: Array<{ readonly ch: Channel; readonly info: ResubscribeInfo; readonly recs: SubRecord[] }>;
+}
+
+/** Reply codes after which a subscribe is retried on the same connection (`token`: getSubscriptionToken failed). */
+const TRANSIENT = new Set<string>(['timeout', 'unavailable', 'rate_limited', 'internal', 'token']);
+
+/**
+ * `unauthorized` (an expired subscription token) is retried with a fresh token
+ * this many times in a row when getSubscriptionToken is set: a token can
+ * expire between the backend signing it and the gateway reading it, or the
+ * clocks differ; a backend that keeps signing expired tokens is a bug to report.
+ */
+const MAX_AUTH_RETRIES = 2;
+
+function newChannel(name: string): Channel {
+  return {
+    name,
+    subs: new Set(),
+    pos: undefined,
+    status: 'idle',
+    reqId: undefined,
+    since: undefined,
+    everActive: false,
+    retryTimer: undefined,
+    retries: 0,
+    server: false,
+    token: undefined,
+    tokenUsed: false,
+    authRetries: 0,
+    attempt: 0,
+  };
+}
+
+/** A history position from a welcome `subs` entry or a `subscribed` frame, when it has a valid one. */
+function positionOf(v: { offset?: unknown; epoch?: unknown }): SinceOffset | undefined {
+  return typeof v.offset === 'number' && Number.isSafeInteger(v.offset) && v.offset >= 0 && typeof v.epoch === 'string' ? { offset: v.offset, epoch: v.epoch } : undefined;
+}
+
+function resultOf(pos: SinceOffset | undefined): SubscribeResult {
+  return pos ? { offset: pos.offset, epoch: pos.epoch } : {};
+}
 
 interface Resolved {
   readonly getToken: (() => string | Promise<string>) | undefined;
@@ -309,6 +443,7 @@ interface Resolved {
   readonly autoRefresh: boolean;
   readonly heartbeat: boolean;
   readonly random: () => number;
+  readonly getSubscriptionToken: ((channel: string) => SubscriptionToken | Promise<SubscriptionToken>) | undefined;
 }
 
 class Client implements PubgateClient {
@@ -361,7 +496,9 @@ class Client implements PubgateClient {
       autoRefresh: o.autoRefresh ?? true,
       heartbeat: o.heartbeat ?? true,
       random: o.random ?? Math.random,
+      getSubscriptionToken: o.getSubscriptionToken,
     };
+    if (o.getSubscriptionToken !== undefined && typeof o.getSubscriptionToken !== 'function') throw new TypeError('connect: getSubscriptionToken must be a function');
     if (o.token !== undefined) this.#setToken(o.token);
     // Start after the caller had a chance to add listeners.
     void Promise.resolve().then(() => this.#open());
@@ -393,6 +530,14 @@ class Client implements PubgateClient {
 
   channels(): string[] {
     return [...this.#channels.keys()];
+  }
+
+  serverSubscriptions(): Subscription[] {
+    const out: Subscription[] = [];
+    for (const ch of this.#channels.values()) {
+      for (const rec of ch.subs) if (rec.server && rec.handle) out.push(rec.handle);
+    }
+    return out;
   }
 
   // ---- connection ------------------------------------------------------------
@@ -610,6 +755,12 @@ class Client implements PubgateClient {
       case 'leave':
         this.#onPresenceFrame(f);
         return;
+      case 'subscribed':
+        this.#onSubscribedFrame(f);
+        return;
+      case 'unsubscribed':
+        this.#onUnsubscribedFrame(f);
+        return;
       default:
         return; // a later welcome, or a frame type from a newer protocol: ignored
     }
@@ -625,6 +776,9 @@ class Client implements PubgateClient {
       this.#clockAheadMs = this.#tokenExp * 1000 - Date.now() - w.expiresIn * 1000;
     }
     this.#setState('connected');
+    if (gen !== this.#gen) return; // a state listener closed the client
+    // Server-side subscriptions first: the channels they cover need no subscribe of the client's.
+    const serverSubs = this.#applyWelcomeSubs(w);
     for (const ch of [...this.#channels.values()]) {
       if (gen !== this.#gen) return;
       if (ch.status === 'idle') this.#sendSubscribe(ch);
@@ -639,6 +793,8 @@ class Client implements PubgateClient {
     if (gen !== this.#gen) return;
     this.#scheduleRefresh(typeof w.expiresIn === 'number' ? this.#serverRemainingMs() ?? w.expiresIn * 1000 : undefined);
     this.#scheduleHeartbeat(gen, w.ping);
+    this.#reportWelcomeSubs(serverSubs, gen);
+    if (gen !== this.#gen) return;
     this.#events.emit('connected', { url: this.#url ?? '', welcome: w });
   }
 
@@ -849,40 +1005,71 @@ class Client implements PubgateClient {
 
   // ---- subscriptions -----------------------------------------------------------
 
-  subscribe<T = unknown, I = PresenceInfo>(channel: string, onMessage: MessageHandler<T>, options?: SubscribeOptions): Subscription<I> {
+  subscribe<T = unknown, I = PresenceInfo>(channel: string, onMessage: MessageHandler<T>, options?: SubscribeOptions): Subscription<I, T>;
+  subscribe<T = unknown, I = PresenceInfo>(channel: string, options?: SubscribeOptions): Subscription<I, T>;
+  subscribe<T = unknown, I = PresenceInfo>(channel: string, a?: MessageHandler<T> | SubscribeOptions, b?: SubscribeOptions): Subscription<I, T> {
     if (!isValidChannel(channel)) throw new TypeError(`invalid channel name: ${JSON.stringify(channel)} (allowed: ^[A-Za-z0-9_:.@/=-]{1,200}$)`);
-    if (typeof onMessage !== 'function') throw new TypeError('subscribe: onMessage must be a function');
-    const events = new Emitter<SubscriptionEvents>((e) => this.#handlerFailed(e, `a join, leave or resubscribed listener of ${channel} threw`, channel));
-    const rec: SubRecord = { handler: onMessage as MessageHandler, options, events, settle: undefined };
-    const ready = new Promise<SubscribeResult>((resolve, reject) => {
-      rec.settle = { resolve, reject };
-    });
-    ready.catch(() => undefined); // rejections are for those who await `ready`
+    if (a !== undefined && typeof a !== 'function' && (a === null || typeof a !== 'object')) {
+      throw new TypeError('subscribe: the second argument must be a message handler or the options');
+    }
+    const onMessage = typeof a === 'function' ? (a as MessageHandler) : undefined;
+    const options = typeof a === 'function' ? b : a;
+    const token = options?.token;
+    if (token !== undefined && (typeof token !== 'string' || token === '')) throw new TypeError('subscribe: token must be a non-empty string');
+    const { rec, ready } = this.#newRecord(channel, onMessage, options, false);
     let ch = this.#channels.get(channel);
     if (this.#state === 'closed') {
       this.#settle(rec, undefined, new PubgateError('closed', 'the client is closed', channel));
     } else if (!ch) {
-      ch = { name: channel, subs: new Set([rec]), pos: undefined, status: 'idle', reqId: undefined, since: undefined, everActive: false, retryTimer: undefined, retries: 0 };
+      ch = newChannel(channel);
+      ch.subs.add(rec);
+      ch.token = token;
       this.#channels.set(channel, ch);
       if (this.#state === 'connected') this.#sendSubscribe(ch);
     } else {
       ch.subs.add(rec);
-      if (ch.status === 'active') this.#settle(rec, ch.pos ? { offset: ch.pos.offset, epoch: ch.pos.epoch } : {});
+      // A token given now is used when the client has to subscribe the channel itself later.
+      if (ch.token === undefined && token !== undefined) ch.token = token;
+      if (ch.status === 'active') this.#settle(rec, resultOf(ch.pos));
     }
-    const entry = ch;
-    const unsubscribe = (): Promise<void> => (entry ? this.#unsubscribe(entry, rec) : Promise.resolve());
-    // The listeners' event types differ from SubscriptionEvents only by `I`, which the client does not check.
-    const typed = events as unknown as Emitter<SubscriptionEvents<I>>;
-    return Object.assign(unsubscribe, {
-      channel,
-      ready,
-      presence: async (): Promise<PresenceResult<I>> =>
-        presenceResult(await this.#presenceRequest('presence', entry, rec, channel), channel) as PresenceResult<I>,
-      presenceStats: async (): Promise<PresenceStats> => presenceStats(await this.#presenceRequest('presence_stats', entry, rec, channel), channel),
-      on: <K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void) => typed.on(type, fn),
-      once: <K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void) => typed.once(type, fn),
-      off: <K extends keyof SubscriptionEvents<I>>(type: K, fn: (ev: SubscriptionEvents<I>[K]) => void) => typed.off(type, fn),
+    return this.#handle(rec, ready, ch) as unknown as Subscription<I, T>;
+  }
+
+  #newRecord(channel: string, handler: MessageHandler | undefined, options: SubscribeOptions | undefined, server: boolean): { rec: SubRecord; ready: Promise<SubscribeResult> } {
+    const events = new Emitter<SubscriptionEvents>((e) => this.#handlerFailed(e, `a listener of ${channel} threw`, channel));
+    const rec: SubRecord = { handler, options, server, events, settle: undefined, handle: undefined };
+    const ready = new Promise<SubscribeResult>((resolve, reject) => {
+      rec.settle = { resolve, reject };
     });
+    ready.catch(() => undefined); // rejections are for those who await `ready`
+    return { rec, ready };
+  }
+
+  /** The object handed out for a record: the unsubscribe function with the subscription's members. */
+  #handle(rec: SubRecord, ready: Promise<SubscribeResult>, entry: Channel | undefined): Subscription {
+    const channel = entry?.name ?? '';
+    const events = rec.events;
+    const handle: Subscription = Object.assign((): Promise<void> => (entry ? this.#unsubscribe(entry, rec) : Promise.resolve()), {
+      channel,
+      serverSide: rec.server,
+      ready,
+      presence: async (): Promise<PresenceResult> => presenceResult(await this.#presenceRequest('presence', entry, rec, channel), channel),
+      presenceStats: async (): Promise<PresenceStats> => presenceStats(await this.#presenceRequest('presence_stats', entry, rec, channel), channel),
+      on: <K extends keyof SubscriptionEvents>(type: K, fn: (ev: SubscriptionEvents[K]) => void) => events.on(type, fn),
+      once: <K extends keyof SubscriptionEvents>(type: K, fn: (ev: SubscriptionEvents[K]) => void) => events.once(type, fn),
+      off: <K extends keyof SubscriptionEvents>(type: K, fn: (ev: SubscriptionEvents[K]) => void) => events.off(type, fn),
+    });
+    rec.handle = handle;
+    return handle;
+  }
+
+  /** A server-side subscription object for `ch`, confirmed at once. */
+  #serverRecord(ch: Channel): SubRecord {
+    const { rec, ready } = this.#newRecord(ch.name, undefined, undefined, true);
+    ch.subs.add(rec);
+    this.#settle(rec, resultOf(ch.pos));
+    this.#handle(rec, ready, ch);
+    return rec;
   }
 
   /** A `presence` or `presence_stats` request for a subscription that is still on. */
@@ -902,17 +1089,62 @@ class Client implements PubgateClient {
     else s.resolve(result ?? {});
   }
 
+  /**
+   * Subscribes `ch` on the open connection. Its token: the one given to
+   * `subscribe()` the first time (and every time without
+   * getSubscriptionToken), else a fresh one from getSubscriptionToken for
+   * every attempt, else none.
+   */
   #sendSubscribe(ch: Channel): void {
     cancel(ch.retryTimer);
     ch.retryTimer = undefined;
+    ch.status = 'subscribing';
+    ch.reqId = undefined;
+    const attempt = ++ch.attempt;
+    const getToken = this.#o.getSubscriptionToken;
+    if (ch.token !== undefined && (!ch.tokenUsed || !getToken)) {
+      ch.tokenUsed = true;
+      this.#sendSubscribeFrame(ch, ch.token);
+      return;
+    }
+    if (!getToken) {
+      this.#sendSubscribeFrame(ch, undefined);
+      return;
+    }
+    const gen = this.#gen;
+    // While the token is fetched the connection may end, the channel be unsubscribed or made server-side, or a newer attempt start.
+    const wanted = (): boolean => gen === this.#gen && this.#state === 'connected' && this.#channels.get(ch.name) === ch && ch.status === 'subscribing' && ch.attempt === attempt;
+    within(
+      Promise.resolve().then(() => getToken(ch.name)),
+      this.#o.requestTimeoutMs,
+      'getSubscriptionToken',
+    ).then(
+      (t) => {
+        if (!wanted()) return;
+        if (t !== undefined && t !== null && typeof t !== 'string') {
+          this.#subscribeFailed(ch, new PubgateError('token', `getSubscriptionToken(${ch.name}) returned a ${typeof t}, not a token`, ch.name), gen);
+          return;
+        }
+        this.#sendSubscribeFrame(ch, t || undefined);
+      },
+      (e: unknown) => {
+        if (!wanted()) return;
+        // A PubgateError says what to do (forbidden: give up); anything else is retried.
+        const err = e instanceof PubgateError ? e : new PubgateError('token', `getSubscriptionToken(${ch.name}) failed: ${describe(e)}`, ch.name, { cause: e });
+        this.#subscribeFailed(ch, err, gen);
+      },
+    );
+  }
+
+  #sendSubscribeFrame(ch: Channel, token: string | undefined): void {
     const gen = this.#gen;
     const since = ch.pos;
-    ch.status = 'subscribing';
     ch.since = since;
     const r: Request = {
       kind: 'subscribe',
       channel: ch.name,
-      build: (id) => JSON.stringify(since ? { type: 'subscribe', id, channel: ch.name, since } : { type: 'subscribe', id, channel: ch.name }),
+      build: (id) =>
+        JSON.stringify({ type: 'subscribe', id, channel: ch.name, ...(since ? { since } : {}), ...(token !== undefined ? { token } : {}) }),
       id: undefined,
       timer: undefined,
       resolve: (reply) => this.#onSubscribeReply(ch, reply.id, reply),
@@ -941,6 +1173,7 @@ class Client implements PubgateClient {
     ch.reqId = undefined;
     ch.status = 'active';
     ch.retries = 0;
+    ch.authRetries = 0;
     if (typeof reply.offset === 'number' && typeof reply.epoch === 'string') {
       // Replayed or live messages may have arrived before the reply: keep the later position.
       if (!ch.pos || ch.pos.epoch !== reply.epoch || reply.offset > ch.pos.offset) ch.pos = { offset: reply.offset, epoch: reply.epoch };
@@ -954,9 +1187,14 @@ class Client implements PubgateClient {
     for (const rec of [...ch.subs]) this.#settle(rec, result);
     if (!report) return;
     // `since` was sent: a reply without `recovered` cannot prove there is no gap.
-    const info: ResubscribeInfo = { channel: ch.name, since: ch.since, recovered: ch.since === undefined ? undefined : reply.recovered === true };
+    this.#reportResubscribe(ch, { channel: ch.name, since: ch.since, recovered: ch.since === undefined ? undefined : reply.recovered === true }, [...ch.subs]);
+  }
+
+  /** The `resubscribed` event, and each subscription's `onResubscribe` and `resubscribed` (those of `recs` still on). */
+  #reportResubscribe(ch: Channel, info: ResubscribeInfo, recs: readonly SubRecord[]): void {
     this.#events.emit('resubscribed', info);
-    for (const rec of [...ch.subs]) {
+    for (const rec of recs) {
+      if (!ch.subs.has(rec)) continue;
       if (rec.options?.onResubscribe) {
         try {
           rec.options.onResubscribe(info);
@@ -970,10 +1208,19 @@ class Client implements PubgateClient {
 
   #onSubscribeFailed(ch: Channel, id: number | undefined, err: PubgateError, gen: number): void {
     if (!this.#current(ch, id)) return;
+    this.#subscribeFailed(ch, err, gen);
+  }
+
+  /** The current subscribe attempt of `ch` failed (a reply, a timeout, or getSubscriptionToken): retry, or give up. */
+  #subscribeFailed(ch: Channel, err: PubgateError, gen: number): void {
     ch.reqId = undefined;
     ch.status = 'idle';
-    if (TRANSIENT.has(err.code) && gen === this.#gen && this.#state === 'connected') {
-      // The broker is down or the connection is rate limited: try again on this connection.
+    // An expired subscription token: a fresh one may do.
+    const freshToken = err.code === 'unauthorized' && this.#o.getSubscriptionToken !== undefined && ch.authRetries < MAX_AUTH_RETRIES;
+    const transient = TRANSIENT.has(err.code) || freshToken;
+    if (transient && gen === this.#gen && this.#state === 'connected') {
+      // The broker is down, the connection is rate limited, or the token could not be had: try again on this connection.
+      if (freshToken) ch.authRetries++;
       ch.retries++;
       const delay = Math.max(this.#o.backoff.minMs / 2, fullJitter(ch.retries, this.#o.backoff, this.#o.random));
       this.#emitError(new PubgateError(err.code, `subscribe to ${ch.name} failed (${err.message}); retrying in ${delay} ms`, ch.name, { cause: err }));
@@ -983,7 +1230,7 @@ class Client implements PubgateClient {
       }, Math.min(delay, backoffWindow(ch.retries, this.#o.backoff)));
       return;
     }
-    if (TRANSIENT.has(err.code)) return; // the connection ended: the channel is renewed on the next one
+    if (transient) return; // the connection ended: the channel is renewed on the next one
     this.#channels.delete(ch.name);
     for (const rec of [...ch.subs]) {
       this.#settle(rec, undefined, err);
@@ -1005,11 +1252,14 @@ class Client implements PubgateClient {
       ch.pos = { offset: f.offset, epoch: f.epoch };
     }
     for (const rec of [...ch.subs]) {
-      try {
-        rec.handler(f.data, f);
-      } catch (e) {
-        this.#handlerFailed(e, `a message handler for ${f.channel} threw`, f.channel);
+      if (rec.handler) {
+        try {
+          rec.handler(f.data, f);
+        } catch (e) {
+          this.#handlerFailed(e, `a message handler for ${f.channel} threw`, f.channel);
+        }
       }
+      rec.events.emit('message', f);
     }
   }
 
@@ -1037,14 +1287,146 @@ class Client implements PubgateClient {
   async #unsubscribe(ch: Channel, rec: SubRecord): Promise<void> {
     if (!ch.subs.delete(rec)) return;
     this.#settle(rec, undefined, new PubgateError('unsubscribed', 'unsubscribed before the server confirmed the subscription', ch.name));
-    if (ch.subs.size > 0 || this.#channels.get(ch.name) !== ch) return;
+    if (this.#channels.get(ch.name) !== ch) return;
+    // The server owns a server-side subscription: only a backend ends it. The entry stays, with its position.
+    if (ch.server || ch.subs.size > 0) return;
+    // Still fetching its token: nothing was sent, there is nothing to undo.
+    const unsent = ch.status === 'subscribing' && ch.reqId === undefined;
     this.#channels.delete(ch.name);
     cancel(ch.retryTimer);
     ch.retryTimer = undefined;
     ch.status = 'idle';
     ch.reqId = undefined;
-    if (this.#state !== 'connected') return; // the next connection simply does not subscribe
+    if (this.#state !== 'connected' || unsent) return; // the next connection simply does not subscribe
     await this.#request('unsubscribe', (id) => JSON.stringify({ type: 'unsubscribe', id, channel: ch.name }), ch.name);
+  }
+
+  // ---- server-side subscriptions (contract 1.1) -----------------------------------
+
+  /**
+   * A new connection's welcome `subs`: the server-side subscriptions it has.
+   * Those channels are active at once (the client sends no subscribe for
+   * them); a server-side subscription of the last connection that is not
+   * listed has ended. Returns what to report once the connection is set up.
+   */
+  #applyWelcomeSubs(w: WelcomeFrame): ServerSubChanges {
+    const changes: ServerSubChanges = { problems: [], lost: [], made: [], renewed: [] };
+    const subs = new Map<string, SinceOffset | undefined>();
+    const raw: unknown = w.subs;
+    if (raw !== undefined && (raw === null || typeof raw !== 'object' || Array.isArray(raw))) {
+      changes.problems.push(`subs is not an object: ${JSON.stringify(raw)?.slice(0, 80)}`);
+    } else if (raw !== undefined) {
+      for (const [name, v] of Object.entries(raw as Record<string, unknown>)) {
+        if (!isValidChannel(name) || v === null || typeof v !== 'object') {
+          changes.problems.push(`invalid subs entry ${JSON.stringify(name).slice(0, 80)}`);
+          continue;
+        }
+        subs.set(name, positionOf(v as { offset?: unknown; epoch?: unknown }));
+      }
+    }
+    for (const ch of [...this.#channels.values()]) {
+      if (!ch.server || subs.has(ch.name)) continue;
+      // Made by the server on the last connection, not on this one (POST /v1/subscribe lasts one connection).
+      ch.server = false;
+      const recs = [...ch.subs].filter((r) => r.server);
+      for (const r of recs) ch.subs.delete(r);
+      // Those the application subscribed itself are subscribed again by the client, with `since`.
+      if (ch.subs.size === 0) this.#channels.delete(ch.name);
+      changes.lost.push({ channel: ch.name, recs });
+    }
+    for (const [name, pos] of subs) {
+      let ch = this.#channels.get(name);
+      if (!ch) this.#channels.set(name, (ch = newChannel(name)));
+      const renewed = ch.everActive;
+      // The handshake carries no position, so the gateway cannot replay: a gap since the last message is reported, not filled.
+      const since = renewed ? ch.pos : undefined;
+      const recovered = since === undefined ? undefined : pos !== undefined && pos.epoch === since.epoch && pos.offset === since.offset;
+      const recs = [...ch.subs];
+      cancel(ch.retryTimer);
+      ch.retryTimer = undefined;
+      ch.server = true;
+      ch.status = 'active';
+      ch.reqId = undefined;
+      ch.retries = 0;
+      ch.authRetries = 0;
+      ch.everActive = true;
+      if (pos) ch.pos = pos;
+      const result: SubscribeResult = recovered === undefined ? resultOf(pos) : { ...resultOf(pos), recovered };
+      for (const rec of recs) this.#settle(rec, result);
+      if (!recs.some((r) => r.server)) changes.made.push(this.#serverRecord(ch));
+      if (renewed) changes.renewed.push({ ch, info: { channel: name, since, recovered }, recs });
+    }
+    return changes;
+  }
+
+  /** Reports what the welcome changed: ended, new, and renewed server-side subscriptions (a listener may close the client). */
+  #reportWelcomeSubs(c: ServerSubChanges, gen: number): void {
+    if (c.problems.length > 0) this.#emitError(new PubgateError('protocol', `the server sent an invalid welcome subs: ${c.problems.slice(0, 3).join('; ')}`));
+    for (const { channel, recs } of c.lost) {
+      if (gen !== this.#gen) return;
+      const ev: UnsubscribedEvent = { channel, reason: 'reconnected' };
+      for (const rec of recs) rec.events.emit('unsubscribed', ev);
+      this.#events.emit('unsubscribed', ev);
+    }
+    for (const rec of c.made) {
+      if (gen !== this.#gen) return;
+      if (rec.handle) this.#events.emit('subscribed', rec.handle);
+    }
+    for (const { ch, info, recs } of c.renewed) {
+      if (gen !== this.#gen) return;
+      if (this.#channels.get(ch.name) === ch) this.#reportResubscribe(ch, info, recs);
+    }
+  }
+
+  /** A backend subscribed this connection (POST /v1/subscribe). */
+  #onSubscribedFrame(f: SubscribedFrame): void {
+    const pos = positionOf(f);
+    if (!isValidChannel(f.channel) || ((f.offset !== undefined || f.epoch !== undefined) && !pos)) {
+      this.#emitError(new PubgateError('protocol', `the server sent an invalid subscribed frame: ${JSON.stringify(f).slice(0, 120)}`));
+      return;
+    }
+    let ch = this.#channels.get(f.channel);
+    if (!ch) this.#channels.set(f.channel, (ch = newChannel(f.channel)));
+    // A subscribe of the client's own that is under way is superseded: its reply is ignored.
+    cancel(ch.retryTimer);
+    ch.retryTimer = undefined;
+    ch.server = true;
+    ch.status = 'active';
+    ch.reqId = undefined;
+    ch.retries = 0;
+    ch.authRetries = 0;
+    ch.everActive = true;
+    if (pos && (!ch.pos || ch.pos.epoch !== pos.epoch || pos.offset > ch.pos.offset)) ch.pos = pos;
+    for (const rec of [...ch.subs]) this.#settle(rec, resultOf(ch.pos));
+    if ([...ch.subs].some((r) => r.server)) return;
+    const rec = this.#serverRecord(ch);
+    if (rec.handle) this.#events.emit('subscribed', rec.handle);
+  }
+
+  /** A backend unsubscribed this connection (POST /v1/unsubscribe), or could not subscribe it (limit_exceeded). */
+  #onUnsubscribedFrame(f: UnsubscribedFrame): void {
+    if (!isValidChannel(f.channel)) {
+      this.#emitError(new PubgateError('protocol', `the server sent an invalid unsubscribed frame: ${JSON.stringify(f).slice(0, 120)}`));
+      return;
+    }
+    // limit_exceeded: the backend's subscribe did not happen here; what this connection has is unchanged.
+    const ev: UnsubscribedEvent = f.reason === 'limit_exceeded' ? { channel: f.channel, reason: 'limit_exceeded' } : { channel: f.channel };
+    const ch = ev.reason === undefined ? this.#channels.get(f.channel) : undefined;
+    if (ch) {
+      // Every subscription of the channel ends, the application's own included: the backend decided.
+      this.#channels.delete(ch.name);
+      cancel(ch.retryTimer);
+      ch.retryTimer = undefined;
+      ch.status = 'idle';
+      ch.reqId = undefined;
+      ch.server = false;
+      const err = new PubgateError('unsubscribed', `the server unsubscribed this connection from ${ch.name}`, ch.name);
+      for (const rec of [...ch.subs]) {
+        this.#settle(rec, undefined, err);
+        rec.events.emit('unsubscribed', ev);
+      }
+    }
+    this.#events.emit('unsubscribed', ev);
   }
 
   // ---- errors and close ----------------------------------------------------------

@@ -16,6 +16,9 @@ export type {
   SubscribeOptions,
   SubscribeResult,
   Subscription,
+  SubscriptionMessage,
+  SubscriptionToken,
+  UnsubscribedEvent,
   WebSocketConstructor,
   WebSocketLike,
 } from './client.js';
@@ -42,5 +45,7 @@ export {
   type ReplyFrame,
   type ServerFrame,
   type SinceOffset,
+  type SubscribedFrame,
+  type UnsubscribedFrame,
   type WelcomeFrame,
 } from './protocol.js';

@@ -6,7 +6,7 @@
  */
 import { PubgateError } from './errors.js';
 import type { JoinFrame, LeaveFrame, ReplyFrame } from './protocol.js';
-import type { ResubscribeInfo } from './client.js';
+import type { ResubscribeInfo, SubscriptionMessage, UnsubscribedEvent } from './client.js';
 
 /**
  * A presence `info`: the `info` claim of the connection's token (or of its
@@ -56,8 +56,10 @@ export interface LeaveEvent {
   readonly user: string;
 }
 
-/** Events of one subscription (`subscription.on(type, fn)`). */
-export interface SubscriptionEvents<I = PresenceInfo> {
+/** Events of one subscription (`subscription.on(type, fn)`). `T` types the messages' data. */
+export interface SubscriptionEvents<I = PresenceInfo, T = unknown> {
+  /** A message of the channel (the same frame `onMessage` gets as its second argument). */
+  message: SubscriptionMessage<T>;
   /** A user joined (channels whose namespace has `joinLeave`). Not sent for this connection's own user. */
   join: JoinEvent<I>;
   /** A user left (channels whose namespace has `joinLeave`). */
@@ -68,6 +70,13 @@ export interface SubscriptionEvents<I = PresenceInfo> {
    * read `presence()` again here.
    */
   resubscribed: ResubscribeInfo;
+  /**
+   * The server ended the subscription: a backend called `POST /v1/unsubscribe`
+   * for this user (no `reason`), or, for a server-side subscription, the new
+   * connection after a reconnect did not have it (`reason: 'reconnected'`).
+   * Not emitted for your own unsubscribe.
+   */
+  unsubscribed: UnsubscribedEvent;
 }
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
