@@ -30,6 +30,10 @@ export type FrameTypesMatch = [
   Assert<Equals<Frame<S.ClientFrame, 'presence_stats'>, Frame<C.ClientFrame, 'presence_stats'>>>,
   Assert<Equals<S.JoinFrame, C.JoinFrame>>,
   Assert<Equals<S.LeaveFrame, C.LeaveFrame>>,
+  // Server-side subscriptions (1.1): welcome `subs` is in WelcomeFrame above, the subscribe `token` in the subscribe frame.
+  Assert<Equals<S.SubscribedFrame, C.SubscribedFrame>>,
+  Assert<Equals<S.UnsubscribedFrame, C.UnsubscribedFrame>>,
+  Assert<Equals<NonNullable<S.WelcomeFrame['subs']>, NonNullable<C.WelcomeFrame['subs']>>>,
   // publish: on the wire `data` is any JSON value; the server keeps its raw JSON text after parsing.
   Assert<Equals<Omit<Frame<S.ClientFrame, 'publish'>, 'data'>, Omit<Frame<C.ClientFrame, 'publish'>, 'data'>>>,
   Assert<Equals<Frame<S.ClientFrame, 'publish'>['data'], string>>,

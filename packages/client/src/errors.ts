@@ -8,9 +8,11 @@ import type { ErrorCode } from './protocol.js';
  *   made while disconnected with `offlinePublish: 'reject'`;
  * - `queue_full`: a publish made while disconnected found `maxQueuedPublishes` already waiting;
  * - `closed`: the client was closed (by `close()` or by a close code that means stop);
- * - `unsubscribed`: the subscription was cancelled before the server confirmed it, or
+ * - `unsubscribed`: the subscription was cancelled (by you, or by a backend's
+ *   `POST /v1/unsubscribe`) before the server confirmed it, or
  *   `presence()`/`presenceStats()` was called on a subscription that has ended;
- * - `token`: `getToken` failed or returned no token;
+ * - `token`: `getToken` failed or returned no token, or `getSubscriptionToken` failed
+ *   (threw, answered something other than a string, or did not settle in time);
  * - `protocol`: the server sent something the client cannot read;
  * - `handler`: an `onMessage` callback or a subscription's listener threw (reported through the `error` event).
  */
