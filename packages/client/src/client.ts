@@ -53,7 +53,12 @@ export interface ConnectOptions {
    * new attempt takes the next one, round robin.
    */
   readonly url: string | readonly string[];
-  /** A JWT. Without `getToken` it cannot be renewed: expiry (4001) then closes the client. */
+  /**
+   * A JWT. Without `getToken` it cannot be renewed: expiry (4001) then closes
+   * the client. With neither `token` nor `getToken` the connection is
+   * anonymous, or accepted by the gateway's connect proxy from the cookies
+   * (then it is refreshed without a token, and reconnects after a 4001).
+   */
   readonly token?: string;
   /**
    * Returns a fresh JWT. Called before the first connection when `token` is
@@ -208,7 +213,7 @@ export interface ClientEvents {
   connected: { readonly url: string; readonly welcome: WelcomeFrame };
   /** The connection ended and the client will reconnect after `reconnectInMs`. */
   disconnected: { readonly url: string; readonly code: number; readonly reason: string; readonly reconnectInMs: number };
-  /** The client stopped for good: `close()` (1000) or a close code that means stop (1003, 1009, 4500–4999, 4001 without getToken, ...). */
+  /** The client stopped for good: `close()` (1000) or a close code that means stop (1003, 1009, 4500–4999, 4001 without getToken on a token connection, ...). */
   closed: { readonly code: number; readonly reason: string };
   /** A channel was resubscribed after a reconnect (server-side subscriptions included). */
   resubscribed: ResubscribeInfo;
@@ -222,7 +227,7 @@ export interface ClientEvents {
   subscribed: Subscription;
   /** The server ended a subscription, or refused one a backend asked for (see UnsubscribedEvent). */
   unsubscribed: UnsubscribedEvent;
-  /** The token was refreshed on the open connection. */
+  /** The token was refreshed on the open connection (`expiresIn` is unknown for a connection of the connect proxy). */
   refreshed: { readonly expiresIn: number | undefined };
   /** Something failed that the client handles itself (a refused subscription, a failed refresh, a bad frame, a handler or listener that threw). */
   error: PubgateError;
@@ -473,6 +478,13 @@ class Client implements PubgateClient {
   #refreshTimer: unknown;
   #heartbeatTimer: unknown;
   #heartbeatInFlight = false;
+  /**
+   * The connection was accepted without a token but expires: the gateway's
+   * connect proxy accepted it from its cookies (contract 1.1). It refreshes
+   * with a token-less `refresh`, and after a 4001 the client reconnects (the
+   * cookies go again) instead of stopping.
+   */
+  #proxied = false;
 
   constructor(o: ConnectOptions) {
     const urls = typeof o.url === 'string' ? [o.url] : [...o.url];
@@ -669,7 +681,7 @@ class Client implements PubgateClient {
       this.#terminate(code, reason);
       return;
     }
-    if (plan.newToken) {
+    if (plan.newToken && !this.#proxied) {
       if (!this.#o.getToken) {
         this.#terminate(code, `${reason || 'token expired'} (no getToken to get a new one)`);
         return;
@@ -772,6 +784,7 @@ class Client implements PubgateClient {
     this.#connectTimer = undefined;
     this.#welcome = w;
     this.#connectedAt = Date.now();
+    this.#proxied = this.#token === undefined && !this.#o.getToken && typeof w.expiresIn === 'number';
     if (typeof w.expiresIn === 'number' && this.#tokenExp !== undefined) {
       this.#clockAheadMs = this.#tokenExp * 1000 - Date.now() - w.expiresIn * 1000;
     }
@@ -932,7 +945,7 @@ class Client implements PubgateClient {
   #scheduleRefresh(remainingMs: number | undefined): void {
     cancel(this.#refreshTimer);
     this.#refreshTimer = undefined;
-    if (remainingMs === undefined || !this.#o.getToken || !this.#o.autoRefresh) return;
+    if (remainingMs === undefined || !(this.#o.getToken || this.#proxied) || !this.#o.autoRefresh) return;
     // Refresh when a quarter of the remaining life is left, at most a minute before expiry.
     const lead = Math.min(60_000, remainingMs / 4);
     const gen = this.#gen;
@@ -940,6 +953,7 @@ class Client implements PubgateClient {
   }
 
   async #refresh(gen: number): Promise<void> {
+    if (this.#proxied) return this.#refreshProxied(gen);
     const getToken = this.#o.getToken;
     if (!getToken || gen !== this.#gen || this.#state !== 'connected') return;
     let t: string;
@@ -969,6 +983,28 @@ class Client implements PubgateClient {
     const remaining = this.#serverRemainingMs();
     this.#scheduleRefresh(remaining);
     this.#events.emit('refreshed', { expiresIn: remaining === undefined ? undefined : Math.floor(remaining / 1000) });
+  }
+
+  /**
+   * A connection of the connect proxy: a `refresh` without a token makes the
+   * gateway ask the proxy again with the connection's cookies. The reply does
+   * not say the new expiry: the next refresh is planned with the welcome's
+   * `expiresIn` (a proxy usually grants the same); a shorter one ends in a
+   * 4001, after which the client reconnects.
+   */
+  async #refreshProxied(gen: number): Promise<void> {
+    if (gen !== this.#gen || this.#state !== 'connected') return;
+    try {
+      await this.#request('refresh', (id) => `{"type":"refresh","id":${id}}`);
+    } catch (e) {
+      if (gen !== this.#gen) return;
+      this.#emitError(e instanceof PubgateError ? e : new PubgateError('token', describe(e)));
+      return; // the 4001 at expiry takes over: the client reconnects through the proxy
+    }
+    if (gen !== this.#gen) return;
+    const granted = this.#welcome?.expiresIn;
+    this.#scheduleRefresh(typeof granted === 'number' ? granted * 1000 : undefined);
+    this.#events.emit('refreshed', { expiresIn: undefined });
   }
 
   /** After a failed refresh: try again while the token has time left; otherwise the 4001 close takes over. */
