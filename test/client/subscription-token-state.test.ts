@@ -120,6 +120,18 @@ describe('subscribe(channel, { token })', () => {
     expect(s.client.channels()).toEqual([]);
   });
 
+  it('on a closed client, returns a subscription of that channel whose ready rejects with closed', async () => {
+    const s = setup();
+    await online(s);
+    const closing = s.client.close();
+    await advance(1000); // close() waits up to 1 s for a close event the fake socket never sends
+    await closing;
+    const sub = s.client.subscribe('room:2', { token: 't' });
+    expect(sub.channel).toBe('room:2');
+    expect(sub.serverSide).toBe(false);
+    await expect(sub.ready).rejects.toMatchObject({ code: 'closed' });
+  });
+
   it('a forbidden reply (invalid or mismatched token) rejects ready and calls onError, without a retry', async () => {
     const s = setup();
     const ws = await online(s);

@@ -1068,7 +1068,7 @@ class Client implements PubgateClient {
       if (ch.token === undefined && token !== undefined) ch.token = token;
       if (ch.status === 'active') this.#settle(rec, resultOf(ch.pos));
     }
-    return this.#handle(rec, ready, ch) as unknown as Subscription<I, T>;
+    return this.#handle(rec, ready, channel, ch) as unknown as Subscription<I, T>;
   }
 
   #newRecord(channel: string, handler: MessageHandler | undefined, options: SubscribeOptions | undefined, server: boolean): { rec: SubRecord; ready: Promise<SubscribeResult> } {
@@ -1082,8 +1082,7 @@ class Client implements PubgateClient {
   }
 
   /** The object handed out for a record: the unsubscribe function with the subscription's members. */
-  #handle(rec: SubRecord, ready: Promise<SubscribeResult>, entry: Channel | undefined): Subscription {
-    const channel = entry?.name ?? '';
+  #handle(rec: SubRecord, ready: Promise<SubscribeResult>, channel: string, entry: Channel | undefined): Subscription {
     const events = rec.events;
     const handle: Subscription = Object.assign((): Promise<void> => (entry ? this.#unsubscribe(entry, rec) : Promise.resolve()), {
       channel,
@@ -1104,7 +1103,7 @@ class Client implements PubgateClient {
     const { rec, ready } = this.#newRecord(ch.name, undefined, undefined, true);
     ch.subs.add(rec);
     this.#settle(rec, resultOf(ch.pos));
-    this.#handle(rec, ready, ch);
+    this.#handle(rec, ready, ch.name, ch);
     return rec;
   }
 
