@@ -10,7 +10,9 @@ import { createRedisBroker } from './broker/redis-broker.js';
 import { compileNamespaces, type ChannelResolver } from './channels/namespaces.js';
 import { createPresence, type Presence } from './presence/presence.js';
 import { shortHmacSecrets, type Config } from './config.js';
+import { createClusterControl } from './hub/control.js';
 import { createHub } from './hub/hub.js';
+import { createServerSubs } from './hub/server-subs.js';
 import type { Socket } from './hub/session.js';
 import type { Log } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
@@ -104,16 +106,37 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     maxRecoveryBuffer: Math.max(1000, config.historySize),
     maxBackpressure: config.maxBackpressure,
   });
+  const serverSubs = createServerSubs({
+    hub,
+    closeSocket: (ws, code) => late.transport?.closeSocket(ws, code),
+    maxSubscriptions: config.maxSubscriptions,
+    metrics,
+    log,
+  });
+  const control = createClusterControl({
+    broker,
+    apply: (op, user, channel) => serverSubs.apply(op, user, channel),
+    disconnect: (user) => hub.control({ kind: 'disconnect', user }),
+    metrics,
+    log,
+  });
   const api = createPublishApi({
     apiKeys: config.apiKeys,
     maxPublishBytes: config.maxPublishBytes,
     apiRate: config.apiRate,
-    sink: hub,
+    sink: {
+      publishData: (channel, rawData) => hub.publishData(channel, rawData),
+      disconnectUser: (user) => hub.disconnectUser(user),
+      serverSubscription: (op, user, channel) => control.request(op, user, channel),
+      presence: (channel) => hub.presence(channel),
+      presenceStats: (channel) => hub.presenceStats(channel),
+    },
     published: (n) => metrics.published(n),
   });
   const t = createTransport({
     config,
     hub,
+    serverSubs,
     verifier,
     api,
     metrics,
@@ -150,8 +173,9 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
           if (status !== brokerStatus) log.info({ broker: broker.kind, status }, 'broker status');
           brokerStatus = status;
           metrics.brokerStatus(status);
+          control.onBrokerStatus(status);
         },
-        onControl: (msg) => hub.control(msg),
+        onControl: (msg) => control.onControl(msg),
       });
       presence?.start();
       const ports = await t.listen();
@@ -194,6 +218,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
       t.closePublicListener();
       t.stopTimers();
       presence?.stop();
+      control.stop();
       // The closed connections' presence removals (their `leave`s) go out before the broker closes.
       await presence?.settle();
       await broker.close();

@@ -63,6 +63,12 @@ export interface Extra {
   subs?: readonly string[] | undefined;
   /** The upgrade's Cookie header, kept for connections accepted by the connect proxy (their refresh asks it again). */
   cookie?: string | undefined;
+  /**
+   * Client frames (their text) that arrived while the welcome waited for the
+   * server-side subscriptions, handled in order once it went out; undefined
+   * when not waiting.
+   */
+  held?: string[] | undefined;
 }
 
 export function extraOf(s: Session): Extra {

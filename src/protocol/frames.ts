@@ -208,3 +208,21 @@ export function encodeErrorReply(id: number, code: ErrorCode, message: string): 
 export function encodeWelcome(w: Omit<WelcomeFrame, 'type'>): string {
   return JSON.stringify({ type: 'welcome', ...w });
 }
+
+/** A position on a history channel, as `welcome.subs` and `subscribed` carry it. */
+export interface SubPosition {
+  readonly offset: number;
+  readonly epoch: string;
+}
+
+/** `{"type":"subscribed","channel":..}`, with `offset`/`epoch` on history channels. */
+export function encodeSubscribed(channel: string, pos?: SubPosition): string {
+  const f: SubscribedFrame = pos ? { type: 'subscribed', channel, offset: pos.offset, epoch: pos.epoch } : { type: 'subscribed', channel };
+  return JSON.stringify(f);
+}
+
+/** `{"type":"unsubscribed","channel":..}`, with `reason` when a server-side subscription went over maxSubscriptions. */
+export function encodeUnsubscribed(channel: string, reason?: 'limit_exceeded'): string {
+  const f: UnsubscribedFrame = reason ? { type: 'unsubscribed', channel, reason } : { type: 'unsubscribed', channel };
+  return JSON.stringify(f);
+}

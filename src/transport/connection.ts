@@ -22,6 +22,10 @@ export const MAX_RATE_STRIKES = 50;
 export const FRAME_BURST = 200;
 /** Heartbeat checks per ping interval: a silent connection is closed at most this fraction of an interval late. */
 export const HEARTBEAT_TICKS_PER_PING = 4;
+/** Client frames held at most while the welcome waits for the server-side subscriptions (more closes with 1008). */
+export const MAX_HELD_FRAMES = 32;
+/** Characters of client frames held at most meanwhile (at least one frame of maxPayloadLength fits). */
+export const MAX_HELD_CHARS = 64 * 1024;
 
 export interface ConnectionDeps {
   readonly config: Config;
@@ -43,6 +47,10 @@ export interface Connections {
   /** The socket's send buffer shrank. */
   drain(ws: Socket): void;
   closed(ws: Socket, code: number, reason: string): void;
+  /** From now on client frames are held (the welcome waits for the server-side subscriptions). */
+  holdFrames(ws: Socket): void;
+  /** The welcome went out: the held client frames are handled, in order, and later ones as they come. */
+  releaseFrames(ws: Socket): void;
   /** Closes with a catalog code and its reason, once. */
   close(ws: Socket, code: CloseCode): void;
   stop(): void;
@@ -239,6 +247,36 @@ export function createConnections(deps: ConnectionDeps): Connections {
     }
   }
 
+  /** One client text frame: the rate limit, parsing, dispatch. */
+  function handleText(ws: Socket, s: Session, text: string): void {
+    const parsed = parseClientFrame(text);
+    if (frameRate > 0 && !takeFrameToken(s, frameRate, nowMs())) {
+      const t = extraOf(s);
+      t.strikes++;
+      if (t.strikes >= MAX_RATE_STRIKES) {
+        metrics.frameRejected('rate_limited');
+        return close(ws, CLOSE.POLICY_VIOLATION);
+      }
+      if (parsed.ok ? parsed.frame.id !== undefined : parsed.id !== undefined) {
+        const id = parsed.ok ? (parsed.frame.id as number) : (parsed.id as number);
+        replyError(ws, s, id, 'rate_limited', `over ${frameRate} frames per second`);
+      } else {
+        metrics.frameRejected('rate_limited');
+      }
+      return;
+    }
+    if (s.extra) s.extra.strikes = 0;
+    if (!parsed.ok) {
+      if (parsed.id === undefined) {
+        metrics.frameRejected('malformed');
+        log.debug({ conn: conn(s), reason: parsed.message }, 'malformed frame');
+        return close(ws, CLOSE.MALFORMED);
+      }
+      return replyError(ws, s, parsed.id, 'bad_request', parsed.message);
+    }
+    dispatch(ws, s, parsed.frame);
+  }
+
   return {
     opened(ws) {
       hub.add(ws);
@@ -258,33 +296,21 @@ export function createConnections(deps: ConnectionDeps): Connections {
         metrics.frameRejected('too_large');
         return close(ws, CLOSE.TOO_LARGE);
       }
-      // Parse at once: the ArrayBuffer is only valid until this handler returns.
-      const parsed = parseClientFrame(Buffer.from(data).toString('utf8'));
-      if (frameRate > 0 && !takeFrameToken(s, frameRate, nowMs())) {
-        const t = extraOf(s);
-        t.strikes++;
-        if (t.strikes >= MAX_RATE_STRIKES) {
+      // Copy at once: the ArrayBuffer is only valid until this handler returns.
+      const text = Buffer.from(data).toString('utf8');
+      const held = s.extra?.held;
+      if (held !== undefined) {
+        // Before the welcome nothing may be answered: kept for later, bounded.
+        let chars = text.length;
+        for (const h of held) chars += h.length;
+        if (held.length >= MAX_HELD_FRAMES || chars > Math.max(MAX_HELD_CHARS, config.maxPayloadLength)) {
           metrics.frameRejected('rate_limited');
           return close(ws, CLOSE.POLICY_VIOLATION);
         }
-        if (parsed.ok ? parsed.frame.id !== undefined : parsed.id !== undefined) {
-          const id = parsed.ok ? (parsed.frame.id as number) : (parsed.id as number);
-          replyError(ws, s, id, 'rate_limited', `over ${frameRate} frames per second`);
-        } else {
-          metrics.frameRejected('rate_limited');
-        }
+        held.push(text);
         return;
       }
-      if (s.extra) s.extra.strikes = 0;
-      if (!parsed.ok) {
-        if (parsed.id === undefined) {
-          metrics.frameRejected('malformed');
-          log.debug({ conn: conn(s), reason: parsed.message }, 'malformed frame');
-          return close(ws, CLOSE.MALFORMED);
-        }
-        return replyError(ws, s, parsed.id, 'bad_request', parsed.message);
-      }
-      dispatch(ws, s, parsed.frame);
+      handleText(ws, s, text);
     },
     pong(ws) {
       ws.getUserData().idleBeats = 0;
@@ -321,6 +347,19 @@ export function createConnections(deps: ConnectionDeps): Connections {
       hub.remove(ws);
       metrics.connectionClosed(code);
       log.debug({ conn: conn(s), user: s.user, code, reason, dropped: s.extra?.dropped || undefined }, 'connection closed');
+    },
+    holdFrames(ws) {
+      extraOf(ws.getUserData()).held = [];
+    },
+    releaseFrames(ws) {
+      const s = ws.getUserData();
+      const held = s.extra?.held;
+      if (held === undefined) return;
+      s.extra!.held = undefined;
+      for (const text of held) {
+        if (!s.open) return;
+        handleText(ws, s, text);
+      }
     },
     close,
     stop() {
