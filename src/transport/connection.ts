@@ -24,8 +24,8 @@ export const FRAME_BURST = 200;
 export const HEARTBEAT_TICKS_PER_PING = 4;
 /** Client frames held at most while the welcome waits for the server-side subscriptions (more closes with 1008). */
 export const MAX_HELD_FRAMES = 32;
-/** Characters of client frames held at most meanwhile (at least one frame of maxPayloadLength fits). */
-export const MAX_HELD_CHARS = 64 * 1024;
+/** Bytes of client frames held at most meanwhile (at least one frame of maxPayloadLength fits). */
+export const MAX_HELD_BYTES = 64 * 1024;
 
 export interface ConnectionDeps {
   readonly config: Config;
@@ -301,9 +301,9 @@ export function createConnections(deps: ConnectionDeps): Connections {
       const held = s.extra?.held;
       if (held !== undefined) {
         // Before the welcome nothing may be answered: kept for later, bounded.
-        let chars = text.length;
-        for (const h of held) chars += h.length;
-        if (held.length >= MAX_HELD_FRAMES || chars > Math.max(MAX_HELD_CHARS, config.maxPayloadLength)) {
+        let bytes = data.byteLength;
+        for (const h of held) bytes += Buffer.byteLength(h);
+        if (held.length >= MAX_HELD_FRAMES || bytes > Math.max(MAX_HELD_BYTES, config.maxPayloadLength)) {
           metrics.frameRejected('rate_limited');
           return close(ws, CLOSE.POLICY_VIOLATION);
         }

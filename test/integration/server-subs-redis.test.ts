@@ -66,6 +66,21 @@ describe('server-side subscriptions with a node whose Redis subscriber connectio
     expect(anchor.of('message', feed).map((f) => f.offset)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
   });
 
+  it('holds up to 32 client frames sent before a welcome that waits for the lagging node, answers them after it, and closes with 1008 beyond', async () => {
+    const t = uid();
+    const pings = (n: number): Array<Record<string, unknown>> => Array.from({ length: n }, () => ({ type: 'ping' }));
+    // Fresh channels: the welcome waits for a SUBSCRIBE that takes 600 ms there and back.
+    const within = await SubsClient.open(group.node(1).url, { user: `${t}-a`, subs: [`news:${t}-a`] }, { early: pings(32) });
+    clients.push(within);
+    await within.until(() => within.replies.size === 32, '32 replies');
+    expect(within.all[0]?.type).toBe('welcome');
+    expect(within.all.slice(1).map((f) => f.type)).toEqual(Array.from({ length: 32 }, () => 'reply'));
+    const beyond = await SubsClient.open(group.node(1).url, { user: `${t}-b`, subs: [`news:${t}-b`] }, { early: pings(33), welcome: false });
+    clients.push(beyond);
+    expect(await beyond.closed).toEqual({ code: 1008, reason: 'too many frames: rate limit exceeded repeatedly' });
+    expect(beyond.all).toEqual([]);
+  });
+
   it('answers 200 only once the lagging node subscribed at Redis: a publish right after it reaches the connections there', async () => {
     const t = uid();
     const user = `${t}-u`;
