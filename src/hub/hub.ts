@@ -50,11 +50,17 @@ function joinUser(frame: string): string | undefined {
   }
 }
 
+/** How one subscription differs from the connection's defaults. */
+export interface SubscribeOptions {
+  /** Presence `info` for this channel (a subscription token's or the subscribe proxy's), instead of the connection's. */
+  readonly info?: string | undefined;
+}
+
 export interface Hub {
   add(ws: Socket): void;
   /** Forgets a closed socket and releases its channels. */
   remove(ws: Socket): void;
-  subscribe(ws: Socket, channel: string): Promise<void>;
+  subscribe(ws: Socket, channel: string, opts?: SubscribeOptions): Promise<void>;
   unsubscribe(ws: Socket, channel: string): void;
   /** Publishes a final frame text through the broker. */
   publish(channel: string, frame: string): Promise<void>;
@@ -75,7 +81,7 @@ export interface Hub {
    * goes live with no gap and no duplicate. `recovered` is false when the
    * epoch differs or the history no longer reaches back to `since`.
    */
-  recover(ws: Socket, channel: string, since: SinceOffset): Promise<{ recovered: boolean; position: HistoryPosition; replayed: number }>;
+  recover(ws: Socket, channel: string, since: SinceOffset, opts?: SubscribeOptions): Promise<{ recovered: boolean; position: HistoryPosition; replayed: number }>;
   /** Closes every connection subscribed to a history channel (after the broker lost messages). */
   closeHistorySubscribers(): number;
   /** Closes every connection of a user on every node (through the broker's control channel). */
@@ -244,11 +250,11 @@ export function createHub(deps: HubDeps): HubWithBroker {
   }
 
   /** Adds a subscribed socket's presence entry when the channel has presence; the subscribe waits for it. */
-  async function enterPresence(s: Session, channel: string, st: ChannelState): Promise<void> {
+  async function enterPresence(s: Session, channel: string, st: ChannelState, info: string | undefined): Promise<void> {
     // Unsubscribed or closed while the broker confirmed: nothing to enter (its removal already ran).
     if (!st.opts.presence || !s.open || !s.channels.has(channel)) return;
     if (!deps.presence) throw new GatewayError('internal', 'presence channels need a node with presence');
-    await deps.presence.add(channel, s, st.opts.joinLeave);
+    await deps.presence.add(channel, s, st.opts.joinLeave, info);
   }
 
   function leavePresence(s: Session, channel: string): void {
@@ -353,7 +359,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       slow.delete(ws);
       wakeDrainWaiters(ws);
     },
-    async subscribe(ws, channel) {
+    async subscribe(ws, channel, opts) {
       // While the broker is not live no subscription can be confirmed, even to
       // a channel another local client already holds.
       if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
@@ -375,7 +381,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const st = acquire(channel);
       try {
         await st.ready;
-        await enterPresence(s, channel, st);
+        await enterPresence(s, channel, st, opts?.info);
       } catch (e) {
         drop(ws, s, channel);
         throw e instanceof GatewayError ? e : new GatewayError('unavailable', 'broker did not confirm the subscription');
@@ -414,7 +420,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
     position(channel) {
       return history().position(channel, historyOptions(channel));
     },
-    async recover(ws, channel, since) {
+    async recover(ws, channel, since, opts) {
       if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
       const s = ws.getUserData();
       // Live first, but held back: frames for this socket are kept aside
@@ -430,7 +436,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const current = (): boolean => s.open && recovering.get(channel)?.get(ws) === held;
       try {
         await st.ready;
-        await enterPresence(s, channel, st);
+        await enterPresence(s, channel, st, opts?.info);
         const hopts = historyOptions(channel);
         // The replay, a page at a time and paced by the socket's send buffer.
         // Before each read the held frames are cleared: everything delivered

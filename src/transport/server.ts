@@ -10,6 +10,7 @@ import type { Hub } from '../hub/hub.js';
 import type { Session, Socket } from '../hub/session.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { Proxies } from '../proxy/proxies.js';
 import type { CloseCode } from '../protocol/close-codes.js';
 import { encodeWelcome } from '../protocol/frames.js';
 import { createPermissionsCache } from '../auth/permissions.js';
@@ -34,6 +35,8 @@ export interface TransportDeps {
   readonly log: Log;
   readonly isReady: () => boolean;
   readonly isDraining: () => boolean;
+  /** The connect and subscribe proxies (1.1), when configured. */
+  readonly proxies?: Proxies;
 }
 
 export interface Transport {
@@ -88,7 +91,10 @@ export function createTransport(deps: TransportDeps): Transport {
   const apiRoute = createApiRoute({ api, metrics, log, maxPublishBytes: config.maxPublishBytes, bodyTimeoutMs: config.httpBodyTimeoutMs });
   const connIds = createConnIds();
   const permissions = createPermissionsCache();
-  const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions });
+  const conns = createConnections({
+    config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions,
+    ...(deps.proxies ? { proxies: deps.proxies } : {}),
+  });
   const rejections = createRejectionLog(log);
   const upgrade = createUpgradeHandler({
     config,
@@ -102,6 +108,7 @@ export function createTransport(deps: TransportDeps): Transport {
     connectionCount: () => deps.hub.size,
     isDraining: deps.isDraining,
     nowMs,
+    connectProxy: deps.proxies?.connect,
   });
 
   app.ws<Session>('/ws', {
@@ -195,6 +202,7 @@ export function createTransport(deps: TransportDeps): Transport {
     stopTimers: () => {
       conns.stop();
       rejections.flush();
+      deps.proxies?.flush();
     },
   };
 }
