@@ -266,9 +266,13 @@ export function createConnections(deps: ConnectionDeps): Connections {
     }
   }
 
-  /** `presence` and `presence_stats`: for channels this connection may subscribe to (checked first), with presence. */
+  /**
+   * `presence` and `presence_stats`: for channels this connection may subscribe
+   * to by its claims, or is subscribed to (a subscription token or the
+   * subscribe proxy allowed it), checked first; with presence.
+   */
   async function presence(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'presence' | 'presence_stats' }>): Promise<void> {
-    if (!s.perms.subscribe(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
+    if (!s.channels.has(f.channel) && !s.perms.subscribe(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
     try {
       if (f.type === 'presence') send(ws, s, encodePresenceReply(f.id, await hub.presence(f.channel)));
       else send(ws, s, encodeReply(f.id, await hub.presenceStats(f.channel)));
