@@ -161,14 +161,15 @@ export function createConnections(deps: ConnectionDeps): Connections {
   async function subscribe(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'subscribe' }>): Promise<void> {
     let opts: SubscribeOptions | undefined;
     if (!s.channels.has(f.channel) && !s.perms.subscribe(f.channel, s.user)) {
-      const proxy = f.token === undefined && subscribeProxy !== undefined && hub.options(f.channel).subscribeProxy ? subscribeProxy : undefined;
-      if (f.token === undefined && proxy === undefined) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
+      const { token, channel } = f;
+      let ask: (() => Promise<SubscribeOptions>) | undefined;
+      if (token !== undefined) ask = () => verifier.verifySubscription(token, { user: s.user, channel });
+      else if (subscribeProxy !== undefined && hub.options(channel).subscribeProxy) ask = () => askSubscribeProxy(subscribeProxy, s, channel);
+      if (ask === undefined) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${channel}`);
       // Checked before the token or the backend is asked, and again after (other subscribes may have completed meanwhile).
-      if (overLimit(s, f.channel)) return replyError(ws, s, f.id, 'limit_exceeded', limitMessage);
+      if (overLimit(s, channel)) return replyError(ws, s, f.id, 'limit_exceeded', limitMessage);
       try {
-        opts = f.token !== undefined
-          ? await verifier.verifySubscription(f.token, { user: s.user, channel: f.channel })
-          : await askSubscribeProxy(proxy as SubscribeProxy, s, f.channel);
+        opts = await ask();
       } catch (e) {
         return fail(ws, s, f.id, e, 'subscribe');
       }
