@@ -296,6 +296,9 @@ export function toClaims(payload: JWTPayload): Claims {
   if (typeof sub !== 'string' || sub === '') throw new AuthError('claim_invalid');
   // jose has checked that exp is present and a number; be explicit for the type.
   if (typeof exp !== 'number' || !Number.isFinite(exp)) throw new AuthError('claim_invalid');
+  // A token naming a `channel` is a subscription token: handed out per
+  // channel, it must not open a connection as its user.
+  if (payload.channel !== undefined) throw new AuthError('claim_invalid');
   const info = infoClaim(payload);
   const subs = subsClaim(payload);
   return Object.freeze({
