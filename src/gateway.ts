@@ -16,6 +16,7 @@ import { createServerSubs } from './hub/server-subs.js';
 import type { Socket } from './hub/session.js';
 import type { Log } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
+import { createProxies } from './proxy/proxies.js';
 import { CLOSE } from './protocol/close-codes.js';
 import { createTransport, type Transport } from './transport/server.js';
 
@@ -133,6 +134,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     },
     published: (n) => metrics.published(n),
   });
+  const proxies = createProxies(config, metrics, log);
   const t = createTransport({
     config,
     hub,
@@ -141,6 +143,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     api,
     metrics,
     log,
+    proxies,
     isReady: () => !draining && brokerStatus === 'ready',
     isDraining: () => draining,
   });
@@ -161,6 +164,12 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     log.warn({}, 'no JWT secrets configured (PUBGATE_JWT_SECRETS): every token will be rejected');
   }
   if (config.apiKeys.length === 0) log.warn({}, 'no API keys configured (PUBGATE_API_KEYS): the publish API answers 401');
+  if (config.connectProxyUrl !== undefined && config.allowAnonymous) {
+    log.warn({}, 'PUBGATE_ALLOW_ANONYMOUS has no effect with PUBGATE_CONNECT_PROXY_URL: upgrades without a token are decided by the connect proxy');
+  }
+  if (config.subscribeProxyUrl !== undefined && !config.namespaces.some((n) => n.subscribeProxy === true)) {
+    log.warn({}, 'PUBGATE_SUBSCRIBE_PROXY_URL is set but no namespace has subscribeProxy: the subscribe proxy is never asked');
+  }
   const shortSecrets = shortHmacSecrets(config); // with NODE_ENV=production loadConfig has refused them already
   if (shortSecrets.length > 0) log.warn({ secrets: shortSecrets }, 'HMAC secrets shorter than RFC 7518 requires (PUBGATE_JWT_SECRETS): refused when NODE_ENV=production');
 

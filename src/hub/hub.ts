@@ -50,6 +50,14 @@ function joinUser(frame: string): string | undefined {
   }
 }
 
+/** How one subscription differs from the connection's defaults. */
+export interface SubscribeOptions {
+  /** Presence `info` for this channel (a subscription token's or the subscribe proxy's), instead of the connection's. */
+  readonly info?: string | undefined;
+  /** Held: the socket joins the fan-out only at release() (see Hub.subscribe). */
+  readonly hold?: boolean;
+}
+
 export interface Hub {
   add(ws: Socket): void;
   /** Forgets a closed socket and releases its channels. */
@@ -61,7 +69,7 @@ export interface Hub {
    * maxRecoveryBuffer frames) until release(), so that a frame announcing the
    * subscription (welcome, subscribed) can go out first.
    */
-  subscribe(ws: Socket, channel: string, opts?: { readonly hold?: boolean }): Promise<void>;
+  subscribe(ws: Socket, channel: string, opts?: SubscribeOptions): Promise<void>;
   /**
    * What a held subscription holds: the offset of the first held message
    * (undefined when none has one), and whether more frames came than could be
@@ -102,7 +110,7 @@ export interface Hub {
    * goes live with no gap and no duplicate. `recovered` is false when the
    * epoch differs or the history no longer reaches back to `since`.
    */
-  recover(ws: Socket, channel: string, since: SinceOffset): Promise<{ recovered: boolean; position: HistoryPosition; replayed: number }>;
+  recover(ws: Socket, channel: string, since: SinceOffset, opts?: SubscribeOptions): Promise<{ recovered: boolean; position: HistoryPosition; replayed: number }>;
   /** Closes every connection subscribed to a history channel (after the broker lost messages). */
   closeHistorySubscribers(): number;
   /** Closes every connection of a user on every node (through the broker's control channel). */
@@ -273,11 +281,11 @@ export function createHub(deps: HubDeps): HubWithBroker {
   }
 
   /** Adds a subscribed socket's presence entry when the channel has presence; the subscribe waits for it. */
-  async function enterPresence(s: Session, channel: string, st: ChannelState): Promise<void> {
+  async function enterPresence(s: Session, channel: string, st: ChannelState, info: string | undefined): Promise<void> {
     // Unsubscribed or closed while the broker confirmed: nothing to enter (its removal already ran).
     if (!st.opts.presence || !s.open || !s.channels.has(channel)) return;
     if (!deps.presence) throw new GatewayError('internal', 'presence channels need a node with presence');
-    await deps.presence.add(channel, s, st.opts.joinLeave);
+    await deps.presence.add(channel, s, st.opts.joinLeave, info);
   }
 
   function leavePresence(s: Session, channel: string): void {
@@ -411,7 +419,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const st = acquire(channel);
       try {
         await st.ready;
-        await enterPresence(s, channel, st);
+        await enterPresence(s, channel, st, opts?.info);
       } catch (e) {
         drop(ws, s, channel);
         throw e instanceof GatewayError ? e : new GatewayError('unavailable', 'broker did not confirm the subscription');
@@ -494,7 +502,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
     position(channel) {
       return history().position(channel, historyOptions(channel));
     },
-    async recover(ws, channel, since) {
+    async recover(ws, channel, since, opts) {
       if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
       const s = ws.getUserData();
       // Live first, but held back: frames for this socket are kept aside
@@ -510,7 +518,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const current = (): boolean => s.open && recovering.get(channel)?.get(ws) === held;
       try {
         await st.ready;
-        await enterPresence(s, channel, st);
+        await enterPresence(s, channel, st, opts?.info);
         const hopts = historyOptions(channel);
         // The replay, a page at a time and paced by the socket's send buffer.
         // Before each read the held frames are cleared: everything delivered

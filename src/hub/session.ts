@@ -69,6 +69,8 @@ export interface Extra {
    * when not waiting.
    */
   held?: string[] | undefined;
+  /** With `cookie`: the client IP and Origin the connect proxy was told at the upgrade, told again at each refresh. */
+  connectFrom?: { readonly ip: string; readonly origin: string } | undefined;
 }
 
 export function extraOf(s: Session): Extra {

@@ -20,6 +20,20 @@ export type ServerSubResult = 'subscribed' | 'unsubscribed' | 'limit_exceeded' |
 /** Presence store operations, as metric labels. */
 export type PresenceOp = 'add' | 'remove' | 'renew' | 'resync' | 'presence' | 'stats';
 
+/** The two backend proxies (contract 1.1, "Subscription tokens and the proxies"). */
+export type ProxyKind = 'connect' | 'subscribe';
+
+/**
+ * How a proxy call ended, a closed set: `allow` / `deny` (the backend's
+ * decision), `timeout`, `error` (no HTTP answer: refused, reset, DNS),
+ * `bad_status` (a status other than 200 and the refusals), `bad_response`
+ * (not JSON, wrong types, over the body limit), `overloaded` (the node's
+ * proxyConcurrency reached: no call made), `aborted` (the client went away
+ * while the connect proxy was asked).
+ */
+export const PROXY_RESULTS = ['allow', 'deny', 'timeout', 'error', 'bad_status', 'bad_response', 'overloaded', 'aborted'] as const;
+export type ProxyResult = (typeof PROXY_RESULTS)[number];
+
 export interface Metrics {
   connectionOpened(): void;
   connectionClosed(code: number): void;
@@ -76,6 +90,10 @@ export interface Metrics {
   controlApplied(op: ControlOp, ok: boolean): void;
   /** The live nodes in the node registry, at this node's last read. */
   clusterNodes(n: number): void;
+  /** One proxy call's outcome, with its duration when a request was made (none for `overloaded`). */
+  proxyRequest(proxy: ProxyKind, result: ProxyResult, seconds: number | undefined): void;
+  /** A proxy call started (+1) or ended (-1). */
+  proxyInFlight(proxy: ProxyKind, delta: 1 | -1): void;
   render(): Promise<string>;
   readonly contentType: string;
 }
@@ -314,6 +332,31 @@ export function createMetrics(nodeId: string): Metrics {
   // Every op and result from the start, so an error ratio and the dashboard have a series before the first error.
   for (const op of ['add', 'remove', 'renew', 'resync', 'presence', 'stats']) for (const result of ['ok', 'error']) presenceOps.inc({ op, result }, 0);
 
+  const proxyRequests = new Counter({
+    name: 'pubgate_proxy_requests_total',
+    help: 'Connect and subscribe proxy calls by proxy and result (allow, deny, timeout, error, bad_status, bad_response, overloaded, aborted)',
+    labelNames: ['proxy', 'result'],
+    registers: [registry],
+  });
+  const proxySeconds = new Histogram({
+    name: 'pubgate_proxy_duration_seconds',
+    help: 'Proxy call duration, from the request to the whole answer read (calls refused as overloaded are not observed)',
+    labelNames: ['proxy'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const proxyInFlight = new Gauge({
+    name: 'pubgate_proxy_in_flight',
+    help: 'Proxy calls in flight on this node, by proxy (both together at most PUBGATE_PROXY_CONCURRENCY)',
+    labelNames: ['proxy'],
+    registers: [registry],
+  });
+  // Every proxy and result from the start, so error ratios and the dashboard have a series before the first call.
+  for (const proxy of ['connect', 'subscribe'] as const) {
+    proxyInFlight.set({ proxy }, 0);
+    for (const result of PROXY_RESULTS) proxyRequests.inc({ proxy, result }, 0);
+  }
+
   for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === 'connecting' ? 1 : 0);
   brokerUp.set(0);
   dropped.inc({ reason: 'slow_consumer' }, 0);
@@ -397,6 +440,11 @@ export function createMetrics(nodeId: string): Metrics {
     controlAck: (result) => controlAcks.inc({ result }),
     controlApplied: (op, ok) => controlApplied.inc({ op, result: ok ? 'ok' : 'error' }),
     clusterNodes: (n) => clusterNodes.set(n),
+    proxyRequest: (proxy, result, seconds) => {
+      proxyRequests.inc({ proxy, result });
+      if (seconds !== undefined) proxySeconds.observe({ proxy }, seconds);
+    },
+    proxyInFlight: (proxy, delta) => proxyInFlight.inc({ proxy }, delta),
     render: () => registry.metrics(),
     contentType: registry.contentType,
   };

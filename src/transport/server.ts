@@ -11,6 +11,7 @@ import type { ServerSubs, WelcomeSubs } from '../hub/server-subs.js';
 import type { Session, Socket } from '../hub/session.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { Proxies } from '../proxy/proxies.js';
 import type { CloseCode } from '../protocol/close-codes.js';
 import { encodeWelcome } from '../protocol/frames.js';
 import { createPermissionsCache } from '../auth/permissions.js';
@@ -37,6 +38,8 @@ export interface TransportDeps {
   readonly log: Log;
   readonly isReady: () => boolean;
   readonly isDraining: () => boolean;
+  /** The connect and subscribe proxies (1.1), when configured. */
+  readonly proxies?: Proxies;
 }
 
 export interface Transport {
@@ -91,7 +94,10 @@ export function createTransport(deps: TransportDeps): Transport {
   const apiRoute = createApiRoute({ api, metrics, log, maxPublishBytes: config.maxPublishBytes, bodyTimeoutMs: config.httpBodyTimeoutMs });
   const connIds = createConnIds();
   const permissions = createPermissionsCache();
-  const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions });
+  const conns = createConnections({
+    config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions,
+    ...(deps.proxies ? { proxies: deps.proxies } : {}),
+  });
   const rejections = createRejectionLog(log);
   const upgrade = createUpgradeHandler({
     config,
@@ -105,6 +111,7 @@ export function createTransport(deps: TransportDeps): Transport {
     connectionCount: () => deps.hub.size,
     isDraining: deps.isDraining,
     nowMs,
+    connectProxy: deps.proxies?.connect,
   });
 
   app.ws<Session>('/ws', {
@@ -211,6 +218,7 @@ export function createTransport(deps: TransportDeps): Transport {
     stopTimers: () => {
       conns.stop();
       rejections.flush();
+      deps.proxies?.flush();
     },
   };
 }
