@@ -67,6 +67,10 @@ export function runServerSubsRules(kind: PresenceBackend): void {
       await c.untilMessage(news, { after: 1 });
       // What came before the subscription is not delivered: the position says where to recover from.
       expect(c.data(feed)).toEqual([{ after: 1 }]);
+      // The client's own subscribe to it changes nothing; its unsubscribe ends it; then it needs the permission.
+      expect((await c.subscribe(news)).error).toBeUndefined();
+      expect((await c.request({ type: 'unsubscribe', channel: news })).error).toBeUndefined();
+      expect((await c.subscribe(news)).error).toMatchObject({ code: 'forbidden' });
     });
 
     it('keeps the welcome first while messages flow on its subs, then delivers every message after the announced position once, in order', async () => {

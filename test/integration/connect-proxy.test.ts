@@ -12,7 +12,7 @@ import { connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { connect, refused, token, type Client } from '../helpers/client.js';
-import { metric, startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { metric, publish, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { rawExchange, upgradeRequestText } from '../helpers/handshake.js';
 import { freePort } from '../helpers/ports.js';
 import { uid } from '../helpers/presence.js';
@@ -84,6 +84,19 @@ describe('the connect proxy', () => {
     expect((await c.request({ type: 'publish', id: id(), channel: 'chat:1', data: 1 })).error).toBeUndefined();
     expect(errorOf(await c.request({ type: 'publish', id: id(), channel: 'chat:2', data: 1 }))?.code).toBe('forbidden');
     expect((await c.request({ type: 'presence', id: id(), channel: 'chat:1' })).members).toEqual([{ user: 'u-cookie', info: { name: 'Ann' }, conns: 1 }]);
+  });
+
+  it('makes the server-side subscriptions of the answer\u2019s subs before the welcome, which lists them', async () => {
+    const t = uid();
+    const cookie = `sid=${t}-subs`;
+    byCookie.set(cookie, grant(`u-${t}`, { subs: [`news:${t}`, `chat:${t}`] }));
+    const c = await open(cookie);
+    expect(c.welcome.subs).toEqual({ [`news:${t}`]: {}, [`chat:${t}`]: {} });
+    const r = await publish(gw, { channel: `news:${t}`, data: 'hello' }, 'k');
+    expect(r.status).toBe(200);
+    expect(await c.next((f) => f.type === 'message')).toEqual({ type: 'message', channel: `news:${t}`, data: 'hello' });
+    // In presence, as for a token's subs.
+    expect((await c.request({ type: 'presence', id: id(), channel: `chat:${t}` })).members).toEqual([{ user: `u-${t}`, conns: 1 }]);
   });
 
   it('sends an empty cookie and origin for a request without them, and joins repeated Cookie lines with "; "', async () => {
