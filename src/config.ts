@@ -84,6 +84,16 @@ export interface Config {
   readonly presenceTtl: number;
   /** Members listed in one presence answer, at most. */
   readonly presenceMaxMembers: number;
+  /** Subscribe proxy endpoint (http/https), asked for channels whose namespace has subscribeProxy. */
+  readonly subscribeProxyUrl: string | undefined;
+  /** Connect proxy endpoint (http/https): token-less upgrades are accepted or refused by it. */
+  readonly connectProxyUrl: string | undefined;
+  /** Bearer key the node sends to both proxies (`Authorization: Bearer <key>`). */
+  readonly proxyKey: string | undefined;
+  /** Per proxy call, from the request to the whole answer read. */
+  readonly proxyTimeoutMs: number;
+  /** Proxy calls in flight at most on this node (both proxies together); beyond it `unavailable` at once. */
+  readonly proxyConcurrency: number;
 }
 
 export class ConfigError extends Error {
@@ -207,6 +217,16 @@ function url(protocols: readonly string[]): Parser<string | undefined> {
     if (!protocols.includes(u.protocol)) throw new Invalid(`must be a ${protocols.join(' or ')} URL`);
     return s;
   };
+}
+
+/** A proxy endpoint: http or https, without credentials in it (the key goes in PUBGATE_PROXY_KEY). */
+function proxyUrl(raw: Exclude<Raw, undefined>): string | undefined {
+  const v = url(['http:', 'https:'])(raw);
+  if (v === undefined) return undefined;
+  const u = new URL(v);
+  // fetch refuses such URLs, and they would put a secret where logs and dashboards show URLs.
+  if (u.username !== '' || u.password !== '') throw new Invalid('must not carry a user or password (the node sends PUBGATE_PROXY_KEY as a bearer key)');
+  return v;
 }
 
 function algorithms(raw: Exclude<Raw, undefined>): JwtAlgorithm[] {
@@ -346,6 +366,11 @@ export const SETTINGS: readonly Setting[] = [
   }, []),
   s('presenceTtl', int(1, 86_400), 30),
   s('presenceMaxMembers', int(1, 100_000), 1000),
+  s('subscribeProxyUrl', proxyUrl, undefined),
+  s('connectProxyUrl', proxyUrl, undefined),
+  s('proxyKey', optional(str), undefined),
+  s('proxyTimeoutMs', int(1, 60_000), 3000),
+  s('proxyConcurrency', int(1, 100_000), 256),
 ];
 
 /** `jwtClockTolerance` → `PUBGATE_JWT_CLOCK_TOLERANCE`. */
@@ -467,6 +492,13 @@ function checkCombinations(c: Config, nodeEnv: string | undefined, problems: str
   const asym = c.jwtAlgorithms.some((a) => !a.startsWith('HS'));
   if (asym && c.jwtPublicKeys === undefined && c.jwtJwksUrl === undefined) {
     problems.push('PUBGATE_JWT_PUBLIC_KEYS: public-key algorithms need PUBGATE_JWT_PUBLIC_KEYS or PUBGATE_JWT_JWKS_URL');
+  }
+  if (c.subscribeProxyUrl === undefined) {
+    c.namespaces.forEach((ns, i) => {
+      if (ns.subscribeProxy === true) {
+        problems.push(`PUBGATE_NAMESPACES: entry ${i + 1} (${JSON.stringify(ns.pattern)}) sets "subscribeProxy" but PUBGATE_SUBSCRIBE_PROXY_URL is unset`);
+      }
+    });
   }
   if (c.port !== 0 && c.port === c.adminPort) {
     problems.push('PUBGATE_ADMIN_PORT: must differ from PUBGATE_PORT');

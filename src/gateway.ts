@@ -10,10 +10,13 @@ import { createRedisBroker } from './broker/redis-broker.js';
 import { compileNamespaces, type ChannelResolver } from './channels/namespaces.js';
 import { createPresence, type Presence } from './presence/presence.js';
 import { shortHmacSecrets, type Config } from './config.js';
+import { createClusterControl } from './hub/control.js';
 import { createHub } from './hub/hub.js';
+import { createServerSubs } from './hub/server-subs.js';
 import type { Socket } from './hub/session.js';
 import type { Log } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
+import { createProxies } from './proxy/proxies.js';
 import { CLOSE } from './protocol/close-codes.js';
 import { createTransport, type Transport } from './transport/server.js';
 
@@ -104,20 +107,43 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     maxRecoveryBuffer: Math.max(1000, config.historySize),
     maxBackpressure: config.maxBackpressure,
   });
+  const serverSubs = createServerSubs({
+    hub,
+    closeSocket: (ws, code) => late.transport?.closeSocket(ws, code),
+    maxSubscriptions: config.maxSubscriptions,
+    metrics,
+    log,
+  });
+  const control = createClusterControl({
+    broker,
+    apply: (op, user, channel) => serverSubs.apply(op, user, channel),
+    disconnect: (user) => hub.control({ kind: 'disconnect', user }),
+    metrics,
+    log,
+  });
   const api = createPublishApi({
     apiKeys: config.apiKeys,
     maxPublishBytes: config.maxPublishBytes,
     apiRate: config.apiRate,
-    sink: hub,
+    sink: {
+      publishData: (channel, rawData) => hub.publishData(channel, rawData),
+      disconnectUser: (user) => hub.disconnectUser(user),
+      serverSubscription: (op, user, channel) => control.request(op, user, channel),
+      presence: (channel) => hub.presence(channel),
+      presenceStats: (channel) => hub.presenceStats(channel),
+    },
     published: (n) => metrics.published(n),
   });
+  const proxies = createProxies(config, metrics, log);
   const t = createTransport({
     config,
     hub,
+    serverSubs,
     verifier,
     api,
     metrics,
     log,
+    proxies,
     isReady: () => !draining && brokerStatus === 'ready',
     isDraining: () => draining,
   });
@@ -138,6 +164,12 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     log.warn({}, 'no JWT secrets configured (PUBGATE_JWT_SECRETS): every token will be rejected');
   }
   if (config.apiKeys.length === 0) log.warn({}, 'no API keys configured (PUBGATE_API_KEYS): the publish API answers 401');
+  if (config.connectProxyUrl !== undefined && config.allowAnonymous) {
+    log.warn({}, 'PUBGATE_ALLOW_ANONYMOUS has no effect with PUBGATE_CONNECT_PROXY_URL: upgrades without a token are decided by the connect proxy');
+  }
+  if (config.subscribeProxyUrl !== undefined && !config.namespaces.some((n) => n.subscribeProxy === true)) {
+    log.warn({}, 'PUBGATE_SUBSCRIBE_PROXY_URL is set but no namespace has subscribeProxy: the subscribe proxy is never asked');
+  }
   const shortSecrets = shortHmacSecrets(config); // with NODE_ENV=production loadConfig has refused them already
   if (shortSecrets.length > 0) log.warn({ secrets: shortSecrets }, 'HMAC secrets shorter than RFC 7518 requires (PUBGATE_JWT_SECRETS): refused when NODE_ENV=production');
 
@@ -150,8 +182,9 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
           if (status !== brokerStatus) log.info({ broker: broker.kind, status }, 'broker status');
           brokerStatus = status;
           metrics.brokerStatus(status);
+          control.onBrokerStatus(status);
         },
-        onControl: (msg) => hub.control(msg),
+        onControl: (msg) => control.onControl(msg),
       });
       presence?.start();
       const ports = await t.listen();
@@ -194,6 +227,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
       t.closePublicListener();
       t.stopTimers();
       presence?.stop();
+      control.stop();
       // The closed connections' presence removals (their `leave`s) go out before the broker closes.
       await presence?.settle();
       await broker.close();

@@ -1,5 +1,6 @@
 /**
- * The HTTP API: /v1/publish, /v1/publish/batch, /v1/disconnect (POST), and
+ * The HTTP API: /v1/publish, /v1/publish/batch, /v1/disconnect,
+ * /v1/subscribe, /v1/unsubscribe (POST), and
  * the presence reads /v1/presence, /v1/presence/stats (GET, `?channel=`).
  * Transport-agnostic: the transport copies the request head, asks `preflight`
  * whether to read the body, reads at most `maxPublishBytes`, then calls `handle`.
@@ -40,6 +41,12 @@ export interface PublishSink {
   /** Publishes raw JSON data; resolves with its offset on history channels; rejects with GatewayError('unavailable') when the broker cannot. */
   publishData(channel: string, rawData: string): Promise<{ offset?: number }>;
   disconnectUser(user: string): Promise<void>;
+  /**
+   * Server-side subscriptions: subscribes (unsubscribes) every open connection
+   * of the user on every node; resolves once every node applied it; rejects
+   * with GatewayError('unavailable') otherwise.
+   */
+  serverSubscription(op: 'subscribe' | 'unsubscribe', user: string, channel: string): Promise<void>;
   /** Who is in a presence channel; rejects with bad_request when the channel has no presence. */
   presence(channel: string): Promise<PresenceSnapshot>;
   presenceStats(channel: string): Promise<PresenceStats>;
@@ -58,6 +65,8 @@ const ROUTES: Readonly<Record<string, { readonly endpoint: ApiEndpoint; readonly
   '/v1/publish': { endpoint: 'publish', method: 'post' },
   '/v1/publish/batch': { endpoint: 'batch', method: 'post' },
   '/v1/disconnect': { endpoint: 'disconnect', method: 'post' },
+  '/v1/subscribe': { endpoint: 'subscribe', method: 'post' },
+  '/v1/unsubscribe': { endpoint: 'unsubscribe', method: 'post' },
   '/v1/presence': { endpoint: 'presence', method: 'get' },
   '/v1/presence/stats': { endpoint: 'presence_stats', method: 'get' },
 };
@@ -158,11 +167,25 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     return { status: 200, body: JSON.stringify({ results }) };
   }
 
-  async function disconnect(body: string): Promise<ApiResponse> {
-    const v = parseBody(body);
+  /** The `user` of a body that names one (1 to 1024 characters). */
+  function userOf(v: unknown): string {
     const user = v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>).user : undefined;
     if (typeof user !== 'string' || user === '' || user.length > 1024) throw new GatewayError('bad_request', 'body.user must be a non-empty string');
-    await opts.sink.disconnectUser(user);
+    return user;
+  }
+
+  async function disconnect(body: string): Promise<ApiResponse> {
+    await opts.sink.disconnectUser(userOf(parseBody(body)));
+    return { status: 200, body: '{}' };
+  }
+
+  /** POST /v1/subscribe and /v1/unsubscribe: `{"user":"42","channel":"news"}`. */
+  async function serverSubscription(op: 'subscribe' | 'unsubscribe', body: string): Promise<ApiResponse> {
+    const v = parseBody(body);
+    const user = userOf(v);
+    const channel = (v as Record<string, unknown>).channel;
+    if (!isValidChannel(channel)) throw new GatewayError('bad_request', 'body.channel is not a valid channel name');
+    await opts.sink.serverSubscription(op, user, channel);
     return { status: 200, body: '{}' };
   }
 
@@ -224,6 +247,7 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
         if (endpoint === 'publish') return await publishOne(input);
         if (endpoint === 'batch') return await publishBatch(input);
         if (endpoint === 'disconnect') return await disconnect(input);
+        if (endpoint === 'subscribe' || endpoint === 'unsubscribe') return await serverSubscription(endpoint, input);
         if (endpoint === 'presence') return await presence(input);
         if (endpoint === 'presence_stats') return await presenceStats(input);
         return errorResponse('not_found', 'no such route');

@@ -27,6 +27,7 @@ import {
 } from 'jose';
 import type { Config, JwtAlgorithm } from '../config.js';
 import { JWT_ALGORITHMS } from '../config.js';
+import { GatewayError } from '../errors.js';
 import { AuthError, JwksFetchError, toAuthError } from './auth-error.js';
 import { HmacKeyring, isHmacAlgorithm, keyFitsAlgorithm, loadPublicKeys } from './keys.js';
 import { MAX_TOKEN_LENGTH } from './token.js';
@@ -49,6 +50,12 @@ export interface Claims {
   readonly subs?: readonly string[];
 }
 
+/** What a valid subscription token carries beyond the checked `sub`, `channel` and `exp`. */
+export interface SubscriptionClaims {
+  /** The token's `info` claim serialized (a JSON object, at most MAX_INFO_BYTES), for presence in that channel. */
+  readonly info?: string;
+}
+
 /** Largest `info` claim, serialized (contract: larger is 401 at the handshake). */
 export const MAX_INFO_BYTES = 1024;
 
@@ -61,6 +68,15 @@ export interface Verifier {
    * can decide; then call verify().
    */
   verifySync(token: string): Claims | undefined;
+  /**
+   * A subscription token (contract 1.1): verified like a connection token (same
+   * keys, algorithms, kid, JWKS, iss/aud, clock tolerance), then its `sub` must
+   * be `want.user` and its `channel` `want.channel`. Rejects with a
+   * GatewayError: `unauthorized` when it is past `exp`, `forbidden` when it is
+   * invalid in any other way or for another user or channel, `unavailable` when
+   * the JWKS cannot be fetched.
+   */
+  verifySubscription(token: string, want: { readonly user: string; readonly channel: string }): Promise<SubscriptionClaims>;
 }
 
 /** What createVerifier returns: a Verifier that also tells which algorithms it can verify (for a startup log line). */
@@ -149,6 +165,21 @@ export async function createVerifier(cfg: VerifierConfig, opts: VerifierOptions 
     return undefined;
   }
 
+  /** The verified payload, from local keys or the JWKS; throws AuthError. */
+  async function verifiedPayload(token: string): Promise<JWTPayload> {
+    let payload: JWTPayload | undefined;
+    try {
+      payload = verifyLocally(token);
+      if (payload === undefined && jwks !== undefined) {
+        payload = await verifyWithJwks(token, jwks, { ...asymmetricOptions, currentDate: now() });
+      }
+    } catch (e) {
+      throw toAuthError(e);
+    }
+    if (payload === undefined) throw new AuthError('internal');
+    return payload;
+  }
+
   return {
     algorithms: [...allowed] as JwtAlgorithm[],
     verifySync(token: string): Claims | undefined {
@@ -161,19 +192,45 @@ export async function createVerifier(cfg: VerifierConfig, opts: VerifierOptions 
       return payload === undefined ? undefined : toClaims(payload);
     },
     async verify(token: string): Promise<Claims> {
-      let payload: JWTPayload | undefined;
+      return toClaims(await verifiedPayload(token));
+    },
+    async verifySubscription(token, want) {
+      let payload: JWTPayload;
       try {
-        payload = verifyLocally(token);
-        if (payload === undefined && jwks !== undefined) {
-          payload = await verifyWithJwks(token, jwks, { ...asymmetricOptions, currentDate: now() });
-        }
+        payload = await verifiedPayload(token);
       } catch (e) {
-        throw toAuthError(e);
+        throw subscriptionError(e);
       }
-      if (payload === undefined) throw new AuthError('internal');
-      return toClaims(payload);
+      return subscriptionClaims(payload, want);
     },
   };
+}
+
+/**
+ * A connection token's AuthError as the subscribe reply's error: past `exp`
+ * is `unauthorized` (the client fetches a new token), a JWKS outage
+ * `unavailable`, anything else about the token `forbidden`. Messages are
+ * fixed: never a claim value.
+ */
+function subscriptionError(e: unknown): GatewayError {
+  const a = e instanceof AuthError ? e : toAuthError(e);
+  if (a.reason === 'expired') return new GatewayError('unauthorized', 'subscription token expired');
+  if (a.reason === 'jwks_unavailable') return new GatewayError('unavailable', 'cannot fetch JWKS to verify the subscription token', 5);
+  if (a.reason === 'internal') return new GatewayError('internal', 'cannot verify the subscription token');
+  return new GatewayError('forbidden', `invalid subscription token: ${a.message}`);
+}
+
+/** The subscription token's own rules, on a verified payload (exp and the signature are checked). */
+export function subscriptionClaims(payload: JWTPayload, want: { readonly user: string; readonly channel: string }): SubscriptionClaims {
+  if (payload.sub !== want.user) throw new GatewayError('forbidden', 'the subscription token is for another user');
+  if (payload.channel !== want.channel) throw new GatewayError('forbidden', 'the subscription token is for another channel');
+  let info: string | undefined;
+  try {
+    info = infoClaim(payload);
+  } catch (e) {
+    throw subscriptionError(e);
+  }
+  return info === undefined ? {} : { info };
 }
 
 async function verifyWithJwks(token: string, getKey: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<JWTPayload> {
@@ -239,6 +296,9 @@ export function toClaims(payload: JWTPayload): Claims {
   if (typeof sub !== 'string' || sub === '') throw new AuthError('claim_invalid');
   // jose has checked that exp is present and a number; be explicit for the type.
   if (typeof exp !== 'number' || !Number.isFinite(exp)) throw new AuthError('claim_invalid');
+  // A token naming a `channel` is a subscription token: handed out per
+  // channel, it must not open a connection as its user.
+  if (payload.channel !== undefined) throw new AuthError('claim_invalid');
   const info = infoClaim(payload);
   const subs = subsClaim(payload);
   return Object.freeze({

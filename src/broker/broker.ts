@@ -10,8 +10,35 @@ import type { History } from './history.js';
 
 export type BrokerStatus = 'connecting' | 'ready' | 'down';
 
-/** A node-to-node control message (e.g. /v1/disconnect on every node). */
-export type ControlMessage = { readonly kind: 'disconnect'; readonly user: string };
+/**
+ * A node-to-node control message. `disconnect` (/v1/disconnect) is fire and
+ * forget. `subscribe`/`unsubscribe` (/v1/subscribe, /v1/unsubscribe) are
+ * requests: request `id` from node `from`; every node that applied one answers
+ * with an `ack` addressed `to` that node (`ok` false when it could not apply it).
+ */
+export type ControlMessage =
+  | { readonly kind: 'disconnect'; readonly user: string }
+  | ControlRequest
+  | ControlAck;
+
+export interface ControlRequest {
+  readonly kind: 'subscribe' | 'unsubscribe';
+  readonly id: string;
+  /** The requesting node's instance name (Broker.instance). */
+  readonly from: string;
+  readonly user: string;
+  readonly channel: string;
+}
+
+export interface ControlAck {
+  readonly kind: 'ack';
+  readonly id: string;
+  /** The requesting node's instance name. */
+  readonly to: string;
+  /** The answering node's instance name. */
+  readonly node: string;
+  readonly ok: boolean;
+}
 
 export interface BrokerHandlers {
   /** A message for a channel this node is subscribed to. Called in publish order per channel. */
@@ -24,6 +51,8 @@ export interface BrokerHandlers {
 
 export interface Broker {
   readonly kind: 'memory' | 'redis' | 'redis-sentinel' | 'redis-cluster';
+  /** This process's name among the nodes (unique per process: the node id and a random suffix). */
+  readonly instance: string;
   /** Message history (offsets, epochs, recovery), when the broker was created with history options. */
   readonly history: History | undefined;
   /** Presence (entries, leases, join/leave), when the broker was created with presence options. */
@@ -42,6 +71,13 @@ export interface Broker {
   unsubscribe(channel: string): Promise<void>;
   /** Sends a control message to every node, this one included. */
   publishControl(msg: ControlMessage): Promise<void>;
+  /**
+   * The instances of the live nodes sharing this broker, this one included
+   * once registered: with Redis, the node registry (each node renews a short
+   * lease while its broker is ready); the embedded broker has only this one.
+   * Rejects with GatewayError('unavailable') when the broker cannot answer.
+   */
+  nodes(): Promise<readonly string[]>;
   /** Channels this node is subscribed to at the broker (for metrics and tests). */
   subscribedCount(): number;
   close(): Promise<void>;

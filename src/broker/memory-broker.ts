@@ -1,6 +1,7 @@
 /**
  * The embedded broker: one process, no network. Delivery is synchronous, so
- * order per channel is publish order and nothing is ever queued.
+ * order per channel is publish order and nothing is ever queued. It is its
+ * own only node (`nodes()`), and control messages reach it synchronously.
  */
 import { GatewayError } from '../errors.js';
 import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from './broker.js';
@@ -33,8 +34,10 @@ export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: 
     return handlers;
   }
 
+  const instance = 'local';
   return {
     kind: 'memory',
+    instance,
     history,
     presence,
     get status() {
@@ -63,6 +66,9 @@ export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: 
       } catch (e) {
         return Promise.reject(e as Error);
       }
+    },
+    nodes() {
+      return status === 'ready' ? Promise.resolve([instance]) : Promise.reject(new GatewayError('unavailable', 'broker is closed'));
     },
     subscribedCount() {
       return channels.size;

@@ -17,11 +17,17 @@
  *   on a connected subscriber, and the self-probe (`<prefix>probe:<nodeId>`)
  *   coming back. After a reconnect, status returns to 'ready' only once every
  *   subscription is confirmed again.
- * - Control messages (`<prefix>control`) are JSON, validated before use.
+ * - Control messages (`<prefix>control`) are JSON, validated before use
+ *   (control.ts).
+ * - The node registry (`<prefix>nodes`, redis-nodes.ts): while ready, the
+ *   node renews a short lease there, so that others know it is alive; it
+ *   removes itself when the broker closes.
  */
+import { randomBytes } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import type { Log } from '../observability/logger.js';
 import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from './broker.js';
+import { encodeControl, parseControl } from './control.js';
 import { ClusterTransport } from './redis-cluster.js';
 import {
   DEFAULT_TUNING,
@@ -40,8 +46,10 @@ import { StandalonePublisher, StandaloneRouter } from './redis-standalone.js';
 import type { HistoryOptions } from './history.js';
 import { createRedisHistory } from './redis-history.js';
 import { createRedisPresence } from './redis-presence.js';
+import { NodeRegistry } from './redis-nodes.js';
 
 export type { PublishErrorReason, SentinelTarget } from './redis-conn.js';
+export { parseControl } from './control.js';
 
 /** Optional callbacks for metrics; every one is called synchronously and must not throw. */
 export interface RedisBrokerEvents {
@@ -83,6 +91,13 @@ export interface RedisBrokerOptions {
   readonly history?: HistoryOptions;
   /** Keep presence (redis-presence.ts); keys outlive their last write by `keysTtlMs`. */
   readonly presence?: { readonly keysTtlMs: number };
+  /** Node registry timing (tests); defaults in redis-nodes.ts. */
+  readonly registry?: { readonly renewMs?: number; readonly leaseMs?: number };
+}
+
+/** A process's name among the nodes: its node id (at most 200 characters) and a random suffix. */
+export function instanceName(nodeId: string): string {
+  return `${nodeId.slice(0, 200)}~${randomBytes(6).toString('base64url')}`;
 }
 
 export function createRedisBroker(opts: RedisBrokerOptions): Broker {
@@ -107,6 +122,7 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
   const chPrefix = `${prefix}ch:`;
   const controlCh = `${prefix}control`;
   const probeCh = `${prefix}probe:${opts.nodeId}`;
+  const instance = instanceName(opts.nodeId);
   const log = opts.log.child({ component: 'broker', broker: kind });
   const ev = opts.events ?? {};
   const probeIntervalMs = Math.max(10, opts.probeIntervalMs ?? 1000);
@@ -124,6 +140,7 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
   let settled = false;
   let settleStart: () => void = () => undefined;
   let closed = false;
+  let closing: Promise<void> | undefined;
   let reconnected = false;
   /** User channels (pubgate names) this node wants. */
   const desired = new Set<string>();
@@ -180,6 +197,7 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
       if (reconnected) safely(() => ev.onResubscribed?.(desired.size), 'onResubscribed');
       reconnected = false;
       settleStart();
+      registry.renew();
     } else if (next === 'down' && !closed) {
       log.warn({ reason: downReason() }, 'broker down');
     }
@@ -292,8 +310,18 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
       })
     : undefined;
 
+  const registry = new NodeRegistry({
+    key: `${prefix}nodes`,
+    instance,
+    run: (lua, keys, args) => guarded(() => publisher.script(lua, keys, args)),
+    ready: () => status === 'ready',
+    log,
+    ...opts.registry,
+  });
+
   return {
     kind,
+    instance,
     history,
     presence,
     get status() {
@@ -320,6 +348,7 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
       publisher.start();
       router.start();
       probe.start();
+      registry.start();
       return startPromise;
     },
 
@@ -358,7 +387,11 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
     },
 
     publishControl(msg: ControlMessage) {
-      return send(controlCh, JSON.stringify({ kind: msg.kind, user: msg.user }));
+      return send(controlCh, encodeControl(msg));
+    },
+
+    nodes() {
+      return registry.read();
     },
 
     subscribedCount() {
@@ -367,32 +400,24 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
       return n;
     },
 
-    async close() {
-      if (closed) return;
-      closed = true;
-      probe.stop();
-      settleStart();
-      refresh();
-      desired.clear();
-      adding.clear();
-      await Promise.all([publisher.close(), router.close()]);
-      log.info({}, 'broker closed');
+    close() {
+      closing ??= (async () => {
+        if (closed) return;
+        registry.stop();
+        // Leave the registry first (while still ready), so no node waits for this one's answers.
+        if (status === 'ready') {
+          await registry.leave().catch((e: unknown) => log.debug({ err: errorText(e) }, 'leaving the node registry failed'));
+        }
+        closed = true;
+        probe.stop();
+        settleStart();
+        refresh();
+        desired.clear();
+        adding.clear();
+        await Promise.all([publisher.close(), router.close()]);
+        log.info({}, 'broker closed');
+      })();
+      return closing;
     },
   };
-}
-
-/** A control message from the wire, or undefined when it is not a valid one. */
-export function parseControl(text: string): ControlMessage | undefined {
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return undefined; // not JSON: the caller logs and counts it
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
-  const o = v as Record<string, unknown>;
-  if (o['kind'] === 'disconnect' && typeof o['user'] === 'string' && o['user'].length > 0 && o['user'].length <= 1024) {
-    return { kind: 'disconnect', user: o['user'] };
-  }
-  return undefined;
 }

@@ -78,7 +78,6 @@ export const NAMESPACE_KEYS = ['pattern', 'history', 'rewind', 'presence', 'join
  */
 export const NOT_YET_AVAILABLE: Readonly<Partial<Record<(typeof NAMESPACE_KEYS)[number], string>>> = {
   rewind: 'rewind (the history API) is not available in this release yet',
-  subscribeProxy: 'subscribeProxy (the subscribe proxy) is not available in this release yet',
 };
 
 const PATTERN_RE = /^[A-Za-z0-9_:.@/=-]{0,200}\*?$/;

@@ -50,12 +50,47 @@ function joinUser(frame: string): string | undefined {
   }
 }
 
+/** How one subscription differs from the connection's defaults. */
+export interface SubscribeOptions {
+  /** Presence `info` for this channel (a subscription token's or the subscribe proxy's), instead of the connection's. */
+  readonly info?: string | undefined;
+  /** Held: the socket joins the fan-out only at release() (see Hub.subscribe). */
+  readonly hold?: boolean;
+}
+
 export interface Hub {
   add(ws: Socket): void;
   /** Forgets a closed socket and releases its channels. */
   remove(ws: Socket): void;
-  subscribe(ws: Socket, channel: string): Promise<void>;
+  /**
+   * Subscribes a socket; resolves once the broker confirmed the channel (and
+   * the presence entry is stored). With `hold`, the socket does not join the
+   * channel's fan-out yet: what is delivered for it meanwhile is held (at most
+   * maxRecoveryBuffer frames) until release(), so that a frame announcing the
+   * subscription (welcome, subscribed) can go out first.
+   */
+  subscribe(ws: Socket, channel: string, opts?: SubscribeOptions): Promise<void>;
+  /**
+   * What a held subscription holds: the offset of the first held message
+   * (undefined when none has one), and whether more frames came than could be
+   * held (frames were lost: the caller closes the socket). Undefined when the
+   * socket is not holding that channel (closed, or unsubscribed meanwhile).
+   */
+  peekHeld(ws: Socket, channel: string): { readonly firstOffset: number | undefined; readonly overflow: boolean } | undefined;
+  /**
+   * Ends the hold: the held frames go out in order and the socket joins the
+   * channel's fan-out, in one synchronous step. Call it right after sending
+   * the frame that announces the subscription, in the same turn as peekHeld.
+   * `announced`: on a history channel, the offset that frame announced (at
+   * most the first held message's offset minus one): messages up to it that
+   * are still on their way from the broker (its position is read on another
+   * connection than its messages come on) are not delivered, as for a
+   * recovery that caught up.
+   */
+  release(ws: Socket, channel: string, announced?: number): void;
   unsubscribe(ws: Socket, channel: string): void;
+  /** The live sockets of a user on this node (a copy). */
+  socketsOf(user: string): Socket[];
   /** Publishes a final frame text through the broker. */
   publish(channel: string, frame: string): Promise<void>;
   /** Publishes raw JSON `data`: through history on history channels (resolving its offset), else as a plain frame. */
@@ -75,7 +110,7 @@ export interface Hub {
    * goes live with no gap and no duplicate. `recovered` is false when the
    * epoch differs or the history no longer reaches back to `since`.
    */
-  recover(ws: Socket, channel: string, since: SinceOffset): Promise<{ recovered: boolean; position: HistoryPosition; replayed: number }>;
+  recover(ws: Socket, channel: string, since: SinceOffset, opts?: SubscribeOptions): Promise<{ recovered: boolean; position: HistoryPosition; replayed: number }>;
   /** Closes every connection subscribed to a history channel (after the broker lost messages). */
   closeHistorySubscribers(): number;
   /** Closes every connection of a user on every node (through the broker's control channel). */
@@ -139,6 +174,8 @@ interface Recovering {
   overflow: boolean;
   replaying: boolean;
   last: number;
+  /** A held subscription (subscribe with `hold`), not a recovery: it ends with release(). */
+  readonly hold?: true;
 }
 
 /** Frames read from history per round trip when recovering: bounds what a recovery holds in memory. */
@@ -244,11 +281,11 @@ export function createHub(deps: HubDeps): HubWithBroker {
   }
 
   /** Adds a subscribed socket's presence entry when the channel has presence; the subscribe waits for it. */
-  async function enterPresence(s: Session, channel: string, st: ChannelState): Promise<void> {
+  async function enterPresence(s: Session, channel: string, st: ChannelState, info: string | undefined): Promise<void> {
     // Unsubscribed or closed while the broker confirmed: nothing to enter (its removal already ran).
     if (!st.opts.presence || !s.open || !s.channels.has(channel)) return;
     if (!deps.presence) throw new GatewayError('internal', 'presence channels need a node with presence');
-    await deps.presence.add(channel, s, st.opts.joinLeave);
+    await deps.presence.add(channel, s, st.opts.joinLeave, info);
   }
 
   function leavePresence(s: Session, channel: string): void {
@@ -313,10 +350,12 @@ export function createHub(deps: HubDeps): HubWithBroker {
 
   function drop(ws: Socket, s: Session, channel: string): void {
     if (!deleteChannel(s, channel)) return;
+    // Out of the fan-out first: the embedded broker delivers the leave that
+    // leavePresence causes synchronously, and it is not for this connection.
+    if (s.open) ws.unsubscribe(channel);
     leavePresence(s, channel);
     unmarkChannel(ws, channel);
     stopRecovering(ws, channel);
-    if (s.open) ws.unsubscribe(channel);
     metrics.subscriptionsChanged(-1);
     release(channel);
   }
@@ -353,7 +392,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       slow.delete(ws);
       wakeDrainWaiters(ws);
     },
-    async subscribe(ws, channel) {
+    async subscribe(ws, channel, opts) {
       // While the broker is not live no subscription can be confirmed, even to
       // a channel another local client already holds.
       if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
@@ -364,7 +403,12 @@ export function createHub(deps: HubDeps): HubWithBroker {
         return;
       }
       addChannel(s, channel);
-      if (slow.has(ws)) {
+      if (opts?.hold === true) {
+        // Held like a recovery that has not replayed yet: deliver() keeps its frames aside.
+        let m = recovering.get(channel);
+        if (!m) recovering.set(channel, (m = new Map()));
+        m.set(ws, { frames: [], overflow: false, replaying: true, last: 0, hold: true });
+      } else if (slow.has(ws)) {
         let set = slowByChannel.get(channel);
         if (!set) slowByChannel.set(channel, (set = new Set()));
         set.add(ws);
@@ -375,14 +419,58 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const st = acquire(channel);
       try {
         await st.ready;
-        await enterPresence(s, channel, st);
+        await enterPresence(s, channel, st, opts?.info);
       } catch (e) {
         drop(ws, s, channel);
         throw e instanceof GatewayError ? e : new GatewayError('unavailable', 'broker did not confirm the subscription');
       }
     },
+    peekHeld(ws, channel) {
+      const held = recovering.get(channel)?.get(ws);
+      if (!ws.getUserData().open || held?.hold !== true) return undefined;
+      let firstOffset: number | undefined;
+      for (const f of held.frames) {
+        if (f.charCodeAt(TYPE_AT) !== M) continue;
+        const o = frameOffset(f);
+        if (o > 0) firstOffset = o;
+        break;
+      }
+      return { firstOffset, overflow: held.overflow };
+    },
+    release(ws, channel, announced) {
+      const held = recovering.get(channel)?.get(ws);
+      if (held?.hold !== true) return;
+      stopRecovering(ws, channel);
+      if (!ws.getUserData().open) return;
+      let messages = 0;
+      for (const f of held.frames) {
+        topics.sendTo(ws, f);
+        if (f.charCodeAt(TYPE_AT) === M) messages++;
+      }
+      metrics.delivered(messages);
+      if (messages === 0 && announced !== undefined && (lastLive.get(channel) ?? 0) < announced) {
+        // Live delivery has not reached the announced position yet: skip up
+        // to it, then join the fan-out (deliver(), as after a recovery).
+        let m = recovering.get(channel);
+        if (!m) recovering.set(channel, (m = new Map()));
+        m.set(ws, { frames: [], overflow: false, replaying: false, last: announced });
+        return;
+      }
+      if (slow.has(ws)) {
+        let set = slowByChannel.get(channel);
+        if (!set) slowByChannel.set(channel, (set = new Set()));
+        set.add(ws);
+      } else {
+        ws.subscribe(channel);
+      }
+    },
     unsubscribe(ws, channel) {
       drop(ws, ws.getUserData(), channel);
+    },
+    socketsOf(user) {
+      const mine = byUser.get(user);
+      if (mine === undefined) return [];
+      return mine instanceof Set ? [...mine] : [mine];
     },
     publish(channel, frame) {
       return broker.publish(channel, frame);
@@ -414,7 +502,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
     position(channel) {
       return history().position(channel, historyOptions(channel));
     },
-    async recover(ws, channel, since) {
+    async recover(ws, channel, since, opts) {
       if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
       const s = ws.getUserData();
       // Live first, but held back: frames for this socket are kept aside
@@ -430,7 +518,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const current = (): boolean => s.open && recovering.get(channel)?.get(ws) === held;
       try {
         await st.ready;
-        await enterPresence(s, channel, st);
+        await enterPresence(s, channel, st, opts?.info);
         const hopts = historyOptions(channel);
         // The replay, a page at a time and paced by the socket's send buffer.
         // Before each read the held frames are cleared: everything delivered

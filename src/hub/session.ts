@@ -63,6 +63,14 @@ export interface Extra {
   subs?: readonly string[] | undefined;
   /** The upgrade's Cookie header, kept for connections accepted by the connect proxy (their refresh asks it again). */
   cookie?: string | undefined;
+  /**
+   * Client frames (their text) that arrived while the welcome waited for the
+   * server-side subscriptions, handled in order once it went out; undefined
+   * when not waiting.
+   */
+  held?: string[] | undefined;
+  /** With `cookie`: the client IP and Origin the connect proxy was told at the upgrade, told again at each refresh. */
+  connectFrom?: { readonly ip: string; readonly origin: string } | undefined;
 }
 
 export function extraOf(s: Session): Extra {

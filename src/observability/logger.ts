@@ -1,7 +1,7 @@
 /**
  * Structured JSON logs (pino). The only importer of pino. Secrets never reach a
  * log line: tokens, Authorization headers, API keys, Redis and Sentinel
- * passwords and query strings are redacted here, and callers log paths, never URLs with their query.
+ * passwords, cookies, the proxy key and query strings are redacted here, and callers log paths, never URLs with their query.
  */
 import pino from 'pino';
 import type { LogLevel } from '../config.js';
@@ -38,6 +38,10 @@ const REDACT = [
   '*.redisPassword',
   'redisSentinelPassword',
   '*.redisSentinelPassword',
+  'cookie',
+  '*.cookie',
+  'proxyKey',
+  '*.proxyKey',
 ];
 
 export interface LoggerOptions {

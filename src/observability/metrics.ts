@@ -8,10 +8,31 @@ import type { BrokerStatus } from '../broker/broker.js';
 import { CLOSE } from '../protocol/close-codes.js';
 
 export type HandshakeResult = 'accepted' | 'rejected';
-export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'presence' | 'presence_stats' | 'other';
+export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'subscribe' | 'unsubscribe' | 'presence' | 'presence_stats' | 'other';
+
+/** Server-side subscription requests (POST /v1/subscribe, /v1/unsubscribe), as metric labels. */
+export type ControlOp = 'subscribe' | 'unsubscribe';
+/** How a request to every node ended on the node that asked: `failed` when a node answered that it could not apply it. */
+export type ControlResult = 'ok' | 'failed' | 'timeout' | 'unavailable' | 'overloaded';
+/** What a server-side subscription did to one connection. */
+export type ServerSubResult = 'subscribed' | 'unsubscribed' | 'limit_exceeded' | 'failed';
 
 /** Presence store operations, as metric labels. */
 export type PresenceOp = 'add' | 'remove' | 'renew' | 'resync' | 'presence' | 'stats';
+
+/** The two backend proxies (contract 1.1, "Subscription tokens and the proxies"). */
+export type ProxyKind = 'connect' | 'subscribe';
+
+/**
+ * How a proxy call ended, a closed set: `allow` / `deny` (the backend's
+ * decision), `timeout`, `error` (no HTTP answer: refused, reset, DNS),
+ * `bad_status` (a status other than 200 and the refusals), `bad_response`
+ * (not JSON, wrong types, over the body limit), `overloaded` (the node's
+ * proxyConcurrency reached: no call made), `aborted` (the client went away
+ * while the connect proxy was asked).
+ */
+export const PROXY_RESULTS = ['allow', 'deny', 'timeout', 'error', 'bad_status', 'bad_response', 'overloaded', 'aborted'] as const;
+export type ProxyResult = (typeof PROXY_RESULTS)[number];
 
 export interface Metrics {
   connectionOpened(): void;
@@ -57,6 +78,22 @@ export interface Metrics {
   presenceFrame(type: 'join' | 'leave', deliveries: number): void;
   /** This node swept the expired leases of dead nodes: `leases` node leases and the `entries` they held. */
   presenceLeasesExpired(leases: number, entries: number): void;
+  /** Server-side subscriptions changed on `n` connections: at connect (`subs`) or through the API. */
+  serverSubscription(source: 'connect' | 'api', result: ServerSubResult, n?: number): void;
+  /** A request to every node ended on this (the asking) node, after `seconds`. */
+  controlRequest(op: ControlOp, result: ControlResult, seconds: number): void;
+  /** Samples the requests to every node this node waits on, at each scrape. */
+  observeControlPending(count: () => number): void;
+  /** An answer to one of this node's requests: `ok`, `error` (that node could not apply it), or `late` (no request waits for it any more). */
+  controlAck(result: 'ok' | 'error' | 'late'): void;
+  /** This node applied a request from any node (and answered `ok` or `error`). */
+  controlApplied(op: ControlOp, ok: boolean): void;
+  /** The live nodes in the node registry, at this node's last read. */
+  clusterNodes(n: number): void;
+  /** One proxy call's outcome, with its duration when a request was made (none for `overloaded`). */
+  proxyRequest(proxy: ProxyKind, result: ProxyResult, seconds: number | undefined): void;
+  /** A proxy call started (+1) or ended (-1). */
+  proxyInFlight(proxy: ProxyKind, delta: 1 | -1): void;
   render(): Promise<string>;
   readonly contentType: string;
 }
@@ -245,9 +282,80 @@ export function createMetrics(nodeId: string): Metrics {
     help: 'Presence entries removed by this node because their node stopped renewing its lease',
     registers: [registry],
   });
+  const serverSubs = new Counter({
+    name: 'pubgate_server_subscriptions_total',
+    help: 'Server-side subscription changes on connections of this node, by source (connect, api) and result',
+    labelNames: ['source', 'result'],
+    registers: [registry],
+  });
+  const controlRequests = new Counter({
+    name: 'pubgate_control_requests_total',
+    help: 'Requests to every node (POST /v1/subscribe, /v1/unsubscribe) asked by this node, by op and result',
+    labelNames: ['op', 'result'],
+    registers: [registry],
+  });
+  const controlSeconds = new Histogram({
+    name: 'pubgate_control_request_duration_seconds',
+    help: 'Requests to every node: from sending the request to the last answer (or the failure), by op',
+    labelNames: ['op'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  let controlPendingSource: () => number = () => 0;
+  new Gauge({
+    name: 'pubgate_control_requests_pending',
+    help: 'Requests to every node this node is waiting on',
+    registers: [registry],
+    collect() {
+      this.set(controlPendingSource());
+    },
+  });
+  const controlAcks = new Counter({
+    name: 'pubgate_control_acks_total',
+    help: 'Answers received to this node\'s requests to every node, by result (ok, error, late)',
+    labelNames: ['result'],
+    registers: [registry],
+  });
+  const controlApplied = new Counter({
+    name: 'pubgate_control_applied_total',
+    help: 'Requests from any node applied by this node, by op and result (ok, error)',
+    labelNames: ['op', 'result'],
+    registers: [registry],
+  });
+  const clusterNodes = new Gauge({ name: 'pubgate_cluster_nodes', help: 'Live nodes in the node registry at this node\'s last read', registers: [registry] });
+  for (const op of ['subscribe', 'unsubscribe']) {
+    for (const result of ['ok', 'failed', 'timeout', 'unavailable', 'overloaded']) controlRequests.inc({ op, result }, 0);
+    for (const result of ['ok', 'error']) controlApplied.inc({ op, result }, 0);
+  }
+  for (const result of ['ok', 'error', 'late']) controlAcks.inc({ result }, 0);
   for (const type of ['join', 'leave']) presenceFrames.inc({ type }, 0);
   // Every op and result from the start, so an error ratio and the dashboard have a series before the first error.
   for (const op of ['add', 'remove', 'renew', 'resync', 'presence', 'stats']) for (const result of ['ok', 'error']) presenceOps.inc({ op, result }, 0);
+
+  const proxyRequests = new Counter({
+    name: 'pubgate_proxy_requests_total',
+    help: 'Connect and subscribe proxy calls by proxy and result (allow, deny, timeout, error, bad_status, bad_response, overloaded, aborted)',
+    labelNames: ['proxy', 'result'],
+    registers: [registry],
+  });
+  const proxySeconds = new Histogram({
+    name: 'pubgate_proxy_duration_seconds',
+    help: 'Proxy call duration, from the request to the whole answer read (calls refused as overloaded are not observed)',
+    labelNames: ['proxy'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const proxyInFlight = new Gauge({
+    name: 'pubgate_proxy_in_flight',
+    help: 'Proxy calls in flight on this node, by proxy (both together at most PUBGATE_PROXY_CONCURRENCY)',
+    labelNames: ['proxy'],
+    registers: [registry],
+  });
+  // Every proxy and result from the start, so error ratios and the dashboard have a series before the first call.
+  for (const proxy of ['connect', 'subscribe'] as const) {
+    proxyInFlight.set({ proxy }, 0);
+    for (const result of PROXY_RESULTS) proxyRequests.inc({ proxy, result }, 0);
+  }
 
   for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === 'connecting' ? 1 : 0);
   brokerUp.set(0);
@@ -319,6 +427,24 @@ export function createMetrics(nodeId: string): Metrics {
       if (leases > 0) presenceLeases.inc(leases);
       if (entries > 0) presenceExpiredEntries.inc(entries);
     },
+    serverSubscription: (source, result, n = 1) => {
+      if (n > 0) serverSubs.inc({ source, result }, n);
+    },
+    controlRequest: (op, result, seconds) => {
+      controlRequests.inc({ op, result });
+      controlSeconds.observe({ op }, seconds);
+    },
+    observeControlPending: (count) => {
+      controlPendingSource = count;
+    },
+    controlAck: (result) => controlAcks.inc({ result }),
+    controlApplied: (op, ok) => controlApplied.inc({ op, result: ok ? 'ok' : 'error' }),
+    clusterNodes: (n) => clusterNodes.set(n),
+    proxyRequest: (proxy, result, seconds) => {
+      proxyRequests.inc({ proxy, result });
+      if (seconds !== undefined) proxySeconds.observe({ proxy }, seconds);
+    },
+    proxyInFlight: (proxy, delta) => proxyInFlight.inc({ proxy }, delta),
     render: () => registry.metrics(),
     contentType: registry.contentType,
   };

@@ -55,8 +55,11 @@ export interface PresenceDeps {
 export interface Presence {
   /** This node's lease name (the prefix of its connections' presence ids). */
   readonly node: string;
-  /** Adds a subscribed connection's entry; resolves once the store has it. Rejects with GatewayError('unavailable'). */
-  add(channel: string, s: Session, joinLeave: boolean): Promise<void>;
+  /**
+   * Adds a subscribed connection's entry; resolves once the store has it. Rejects with GatewayError('unavailable').
+   * `info` (serialized) replaces the connection's for this channel (a subscription token's or the subscribe proxy's).
+   */
+  add(channel: string, s: Session, joinLeave: boolean, info?: string): Promise<void>;
   /** Removes a connection's entry (unsubscribe or close); failures are repaired by the next tick. */
   remove(channel: string, s: Session): void;
   presence(channel: string, joinLeave: boolean): Promise<PresenceSnapshot>;
@@ -206,13 +209,13 @@ export function createPresence(deps: PresenceDeps): Presence {
 
   return {
     node,
-    async add(channel, s, joinLeave) {
+    async add(channel, s, joinLeave, info) {
       const id = connId(s);
       let l = local.get(channel);
       if (!l) local.set(channel, (l = newLocal(joinLeave, false)));
       if (l.conns.has(id)) return;
       // Local first: a resync that runs meanwhile keeps this entry.
-      const entry: PresenceEntry = { conn: id, user: s.user, info: s.extra?.info };
+      const entry: PresenceEntry = { conn: id, user: s.user, info: info ?? s.extra?.info };
       l.conns.set(id, entry);
       entryCount++;
       try {

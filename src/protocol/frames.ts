@@ -18,7 +18,8 @@ export type ClientFrame =
   /** `data` is the raw JSON text of the value, forwarded byte-for-byte. */
   | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: string }
   | { readonly type: 'ping'; readonly id: number | undefined }
-  | { readonly type: 'refresh'; readonly id: number; readonly token: string }
+  /** `token` may be left out only by connections accepted by the connect proxy (1.1): they refresh through it. */
+  | { readonly type: 'refresh'; readonly id: number; readonly token?: string }
   | { readonly type: 'presence'; readonly id: number; readonly channel: string }
   | { readonly type: 'presence_stats'; readonly id: number; readonly channel: string };
 
@@ -106,6 +107,13 @@ export type ParseResult =
   /** Unanswerable: close the connection with 4500. */
   | { readonly ok: false; readonly id: undefined; readonly message: string };
 
+/** Longest subscription token, as for connection tokens (auth/token.ts MAX_TOKEN_LENGTH). */
+export const MAX_FRAME_TOKEN_LENGTH = 8192;
+
+function isToken(v: unknown): v is string {
+  return typeof v === 'string' && v !== '' && v.length <= MAX_FRAME_TOKEN_LENGTH;
+}
+
 function isId(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
 }
@@ -136,7 +144,10 @@ export function parseClientFrame(text: string): ParseResult {
     case 'subscribe': {
       if (id === undefined) return bad('subscribe needs an id');
       if (!isValidChannel(o.channel)) return bad('invalid channel name');
-      if (o.since === undefined) return { ok: true, frame: { type: 'subscribe', id, channel: o.channel } };
+      // A subscription token (1.1): its signature and claims are checked when the claims do not allow the channel.
+      if (o.token !== undefined && !isToken(o.token)) return bad(`token must be a non-empty string of at most ${MAX_FRAME_TOKEN_LENGTH} characters`);
+      const token = o.token === undefined ? {} : { token: o.token };
+      if (o.since === undefined) return { ok: true, frame: { type: 'subscribe', id, channel: o.channel, ...token } };
       const since = o.since as Record<string, unknown> | null;
       if (
         since === null || typeof since !== 'object' ||
@@ -145,7 +156,7 @@ export function parseClientFrame(text: string): ParseResult {
       ) {
         return bad('since must be {"offset": integer >= 0, "epoch": string}');
       }
-      return { ok: true, frame: { type: 'subscribe', id, channel: o.channel, since: { offset: since.offset, epoch: since.epoch } } };
+      return { ok: true, frame: { type: 'subscribe', id, channel: o.channel, since: { offset: since.offset, epoch: since.epoch }, ...token } };
     }
     case 'unsubscribe':
       if (id === undefined) return bad('unsubscribe needs an id');
@@ -166,6 +177,8 @@ export function parseClientFrame(text: string): ParseResult {
       return { ok: true, frame: { type: o.type, id, channel: o.channel } };
     case 'refresh':
       if (id === undefined) return bad('refresh needs an id');
+      // A connection accepted by the connect proxy refreshes without a token (connection.ts); the others need one.
+      if (o.token === undefined) return { ok: true, frame: { type: 'refresh', id } };
       if (typeof o.token !== 'string' || o.token === '') return bad('refresh needs a token');
       return { ok: true, frame: { type: 'refresh', id, token: o.token } };
     default:
@@ -207,4 +220,22 @@ export function encodeErrorReply(id: number, code: ErrorCode, message: string): 
 
 export function encodeWelcome(w: Omit<WelcomeFrame, 'type'>): string {
   return JSON.stringify({ type: 'welcome', ...w });
+}
+
+/** A position on a history channel, as `welcome.subs` and `subscribed` carry it. */
+export interface SubPosition {
+  readonly offset: number;
+  readonly epoch: string;
+}
+
+/** `{"type":"subscribed","channel":..}`, with `offset`/`epoch` on history channels. */
+export function encodeSubscribed(channel: string, pos?: SubPosition): string {
+  const f: SubscribedFrame = pos ? { type: 'subscribed', channel, offset: pos.offset, epoch: pos.epoch } : { type: 'subscribed', channel };
+  return JSON.stringify(f);
+}
+
+/** `{"type":"unsubscribed","channel":..}`, with `reason` when a server-side subscription went over maxSubscriptions. */
+export function encodeUnsubscribed(channel: string, reason?: 'limit_exceeded'): string {
+  const f: UnsubscribedFrame = reason ? { type: 'unsubscribed', channel, reason } : { type: 'unsubscribed', channel };
+  return JSON.stringify(f);
 }

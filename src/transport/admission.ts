@@ -33,10 +33,17 @@ export const HANDSHAKE_REJECT_REASONS = [
   'origin',
   // the token (AUTH_REASONS: missing, malformed, bad_signature, expired, ..., jwks_unavailable, internal)
   ...AUTH_REASONS,
+  // the connect proxy, for upgrades without a token (1.1): refused (401), or no decision (503)
+  'proxy_deny',
+  'proxy_timeout',
+  'proxy_error',
+  'proxy_bad_status',
+  'proxy_bad_response',
+  'proxy_overloaded',
   // capacity
   'draining',
   'overloaded',
-  // the client went away while its token was being checked (no answer sent)
+  // the client went away while its token was being checked or the connect proxy asked (no answer sent)
   'aborted',
 ] as const;
 
@@ -63,6 +70,8 @@ export interface UpgradeHead {
   readonly connection: string;
   /** X-Forwarded-For, every line joined with "," in order (RFC 9110 §5.3). */
   readonly forwardedFor: string;
+  /** Cookie, every line joined with "; " (RFC 6265 §5.4), for the connect proxy. */
+  readonly cookie: string;
   /** Why the request's framing is refused (400, before the upgrade), or undefined. */
   readonly violation: Violation | undefined;
 }
@@ -103,6 +112,7 @@ export function readUpgradeHead(req: HttpRequest): UpgradeHead {
   let upgrade = '';
   let connection = '';
   let forwardedFor = '';
+  let cookie = '';
   let seen = 0;
   let violation: Violation | undefined;
   req.forEach((k, v) => {
@@ -139,6 +149,9 @@ export function readUpgradeHead(req: HttpRequest): UpgradeHead {
       case 'x-forwarded-for':
         forwardedFor = join(forwardedFor, v, ',');
         break;
+      case 'cookie':
+        cookie = join(cookie, v, '; ');
+        break;
       case 'transfer-encoding':
         violation ??= { reason: 'transfer_encoding', message: 'an upgrade request cannot carry Transfer-Encoding' };
         break;
@@ -158,7 +171,7 @@ export function readUpgradeHead(req: HttpRequest): UpgradeHead {
       violation = { reason: 'connection_close', message: 'an upgrade request cannot carry Connection: close' };
     }
   }
-  return { origin, authorization, protocols, key, extensions, version, upgrade, connection, forwardedFor, violation };
+  return { origin, authorization, protocols, key, extensions, version, upgrade, connection, forwardedFor, cookie, violation };
 }
 
 export interface Refusal {

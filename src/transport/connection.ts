@@ -6,10 +6,11 @@ import type { Verifier } from '../auth/verifier.js';
 import type { PermissionsCache } from '../auth/permissions.js';
 import type { Config } from '../config.js';
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js';
-import type { Hub } from '../hub/hub.js';
+import type { Hub, SubscribeOptions } from '../hub/hub.js';
 import { extraOf, type Session, type Socket } from '../hub/session.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { failureMessage, type ConnectProxy, type SubscribeProxy } from '../proxy/proxies.js';
 import { CLOSE, CLOSE_REASON, type CloseCode } from '../protocol/close-codes.js';
 import { encodeErrorReply, encodePresenceReply, encodeReply, parseClientFrame, type ClientFrame } from '../protocol/frames.js';
 import { takeToken } from '../limits/rate.js';
@@ -22,6 +23,10 @@ export const MAX_RATE_STRIKES = 50;
 export const FRAME_BURST = 200;
 /** Heartbeat checks per ping interval: a silent connection is closed at most this fraction of an interval late. */
 export const HEARTBEAT_TICKS_PER_PING = 4;
+/** Client frames held at most while the welcome waits for the server-side subscriptions (more closes with 1008). */
+export const MAX_HELD_FRAMES = 32;
+/** Bytes of client frames held at most meanwhile (at least one frame of maxPayloadLength fits). */
+export const MAX_HELD_BYTES = 64 * 1024;
 
 export interface ConnectionDeps {
   readonly config: Config;
@@ -32,6 +37,8 @@ export interface ConnectionDeps {
   readonly nowMs: () => number;
   readonly connIds: ConnIds;
   readonly permissions: PermissionsCache;
+  /** The connect proxy (refresh of the connections it accepted) and the subscribe proxy, when configured. */
+  readonly proxies?: { readonly connect?: ConnectProxy | undefined; readonly subscribe?: SubscribeProxy | undefined };
 }
 
 export interface Connections {
@@ -43,6 +50,10 @@ export interface Connections {
   /** The socket's send buffer shrank. */
   drain(ws: Socket): void;
   closed(ws: Socket, code: number, reason: string): void;
+  /** From now on client frames are held (the welcome waits for the server-side subscriptions). */
+  holdFrames(ws: Socket): void;
+  /** The welcome went out: the held client frames are handled, in order, and later ones as they come. */
+  releaseFrames(ws: Socket): void;
   /** Closes with a catalog code and its reason, once. */
   close(ws: Socket, code: CloseCode): void;
   stop(): void;
@@ -136,23 +147,55 @@ export function createConnections(deps: ConnectionDeps): Connections {
     }
   }
 
+  const overLimit = (s: Session, channel: string): boolean => !s.channels.has(channel) && s.channels.size >= config.maxSubscriptions;
+  const limitMessage = `at most ${config.maxSubscriptions} subscriptions per connection`;
+  const subscribeProxy = deps.proxies?.subscribe;
+
+  /** The subscribe proxy's decision as the subscription's options, or the reply's error. */
+  async function askSubscribeProxy(proxy: SubscribeProxy, s: Session, channel: string): Promise<SubscribeOptions> {
+    const o = await proxy.ask({ user: s.user, conn: conn(s), channel, info: s.extra?.info });
+    if (o.result === 'allow') return o.value.info === undefined ? {} : { info: o.value.info };
+    if (o.result === 'deny') throw new GatewayError('forbidden', `not allowed to subscribe to ${channel}`);
+    throw new GatewayError('unavailable', failureMessage('subscribe', o.result), 1);
+  }
+
+  /**
+   * Who allows a subscribe, in order (contract 1.1): the connection's claims
+   * (or an earlier subscribe of the same channel), else the frame's
+   * subscription token (an invalid one is refused, never passed on to the
+   * proxy), else the subscribe proxy when the channel's namespace has
+   * `subscribeProxy`, else nobody: `forbidden`.
+   */
   async function subscribe(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'subscribe' }>): Promise<void> {
-    if (!s.perms.subscribe(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
-    if (!s.channels.has(f.channel) && s.channels.size >= config.maxSubscriptions) {
-      return replyError(ws, s, f.id, 'limit_exceeded', `at most ${config.maxSubscriptions} subscriptions per connection`);
+    let opts: SubscribeOptions | undefined;
+    if (!s.channels.has(f.channel) && !s.perms.subscribe(f.channel, s.user)) {
+      const { token, channel } = f;
+      let ask: (() => Promise<SubscribeOptions>) | undefined;
+      if (token !== undefined) ask = () => verifier.verifySubscription(token, { user: s.user, channel });
+      else if (subscribeProxy !== undefined && hub.options(channel).subscribeProxy) ask = () => askSubscribeProxy(subscribeProxy, s, channel);
+      if (ask === undefined) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${channel}`);
+      // Checked before the token or the backend is asked, and again after (other subscribes may have completed meanwhile).
+      if (overLimit(s, channel)) return replyError(ws, s, f.id, 'limit_exceeded', limitMessage);
+      try {
+        opts = await ask();
+      } catch (e) {
+        return fail(ws, s, f.id, e, 'subscribe');
+      }
+      if (!s.open) return;
     }
+    if (overLimit(s, f.channel)) return replyError(ws, s, f.id, 'limit_exceeded', limitMessage);
     try {
       if (!hub.isHistory(f.channel)) {
-        await hub.subscribe(ws, f.channel);
+        await hub.subscribe(ws, f.channel, opts);
         send(ws, s, encodeReply(f.id));
       } else if (f.since === undefined || s.channels.has(f.channel)) {
         // The position is read after the subscription is live: a client that
         // recovers from it later misses nothing.
-        await hub.subscribe(ws, f.channel);
+        await hub.subscribe(ws, f.channel, opts);
         const pos = await hub.position(f.channel);
         send(ws, s, encodeReply(f.id, { offset: pos.offset, epoch: pos.epoch }));
       } else {
-        const r = await hub.recover(ws, f.channel, f.since);
+        const r = await hub.recover(ws, f.channel, f.since, opts);
         metrics.recovery(r.recovered, r.replayed);
         send(ws, s, encodeReply(f.id, { recovered: r.recovered, offset: r.position.offset, epoch: r.position.epoch }));
       }
@@ -182,28 +225,63 @@ export function createConnections(deps: ConnectionDeps): Connections {
     }
   }
 
-  async function refresh(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'refresh' }>): Promise<void> {
+  /** A refresh's new expiry, permissions and `info` (`info` is shown from the next presence subscribe on; entries already made keep theirs). */
+  function renew(ws: Socket, s: Session, exp: number, channels: readonly string[], publish: readonly string[], info: string | undefined): void {
+    expiry.remove(ws, s.exp);
+    s.exp = exp;
+    expiry.add(ws, s.exp);
+    s.perms = permissions.get(channels, publish);
+    if (info !== s.extra?.info) extraOf(s).info = info;
+  }
+
+  async function refresh(ws: Socket, s: Session, id: number, token: string): Promise<void> {
     try {
-      const claims = await verifier.verify(f.token);
+      const claims = await verifier.verify(token);
       if (claims.sub !== s.user) throw new GatewayError('forbidden', 'a refresh token must carry the same sub');
       if (!s.open) return;
-      expiry.remove(ws, s.exp);
-      s.exp = claims.exp;
-      expiry.add(ws, s.exp);
-      s.perms = permissions.get(claims.channels, claims.publish);
-      // A new `info` is shown from the next presence subscribe on (entries already made keep theirs).
-      if (claims.info !== s.extra?.info) extraOf(s).info = claims.info;
+      renew(ws, s, claims.exp, claims.channels, claims.publish, claims.info);
       metrics.tokenRefreshed(true);
-      send(ws, s, encodeReply(f.id));
+      send(ws, s, encodeReply(id));
     } catch (e) {
       metrics.tokenRefreshed(false);
-      fail(ws, s, f.id, e, 'refresh');
+      fail(ws, s, id, e, 'refresh');
     }
   }
 
-  /** `presence` and `presence_stats`: for channels this connection may subscribe to (checked first), with presence. */
+  /**
+   * A refresh of a connection the connect proxy accepted: the proxy is asked
+   * again with the upgrade's cookie, client IP and Origin (a token in the
+   * frame is ignored). Its answer replaces expiry, permissions and `info`;
+   * `subs` apply at connect only. A refusal is `unauthorized` (the connection
+   * stays open until its expiry), another user `forbidden`, no decision `unavailable`.
+   */
+  async function refreshThroughProxy(ws: Socket, s: Session, id: number, cookie: string): Promise<void> {
+    try {
+      const proxy = deps.proxies?.connect;
+      if (proxy === undefined) throw new GatewayError('internal', 'the connect proxy is not configured');
+      const from = s.extra?.connectFrom;
+      const o = await proxy.ask({ cookie, ip: from?.ip ?? '', origin: from?.origin ?? '' });
+      if (o.result === 'deny') throw new GatewayError('unauthorized', 'the connect proxy refused the refresh');
+      if (o.result !== 'allow') throw new GatewayError('unavailable', failureMessage('connect', o.result), 5);
+      const g = o.value;
+      if (g.user !== s.user) throw new GatewayError('forbidden', 'the connect proxy answered another user');
+      if (!s.open) return;
+      renew(ws, s, Math.floor(Date.now() / 1000) + g.expiresIn, g.channels, g.publish, g.info);
+      metrics.tokenRefreshed(true);
+      send(ws, s, encodeReply(id));
+    } catch (e) {
+      metrics.tokenRefreshed(false);
+      fail(ws, s, id, e, 'refresh');
+    }
+  }
+
+  /**
+   * `presence` and `presence_stats`: for channels this connection may subscribe
+   * to by its claims, or is subscribed to (a subscription token or the
+   * subscribe proxy allowed it), checked first; with presence.
+   */
   async function presence(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'presence' | 'presence_stats' }>): Promise<void> {
-    if (!s.perms.subscribe(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
+    if (!s.channels.has(f.channel) && !s.perms.subscribe(f.channel, s.user)) return replyError(ws, s, f.id, 'forbidden', `not allowed to subscribe to ${f.channel}`);
     try {
       if (f.type === 'presence') send(ws, s, encodePresenceReply(f.id, await hub.presence(f.channel)));
       else send(ws, s, encodeReply(f.id, await hub.presenceStats(f.channel)));
@@ -228,15 +306,52 @@ export function createConnections(deps: ConnectionDeps): Connections {
       case 'publish':
         void publish(ws, s, f);
         return;
-      case 'refresh':
+      case 'refresh': {
         if (s.exp === 0) return replyError(ws, s, f.id, 'bad_request', 'anonymous connections have no token to refresh');
-        void refresh(ws, s, f);
+        const cookie = s.extra?.cookie;
+        if (cookie !== undefined) {
+          void refreshThroughProxy(ws, s, f.id, cookie);
+          return;
+        }
+        if (f.token === undefined) return replyError(ws, s, f.id, 'bad_request', 'refresh needs a token');
+        void refresh(ws, s, f.id, f.token);
         return;
+      }
       case 'presence':
       case 'presence_stats':
         void presence(ws, s, f);
         return;
     }
+  }
+
+  /** One client text frame: the rate limit, parsing, dispatch. */
+  function handleText(ws: Socket, s: Session, text: string): void {
+    const parsed = parseClientFrame(text);
+    if (frameRate > 0 && !takeFrameToken(s, frameRate, nowMs())) {
+      const t = extraOf(s);
+      t.strikes++;
+      if (t.strikes >= MAX_RATE_STRIKES) {
+        metrics.frameRejected('rate_limited');
+        return close(ws, CLOSE.POLICY_VIOLATION);
+      }
+      if (parsed.ok ? parsed.frame.id !== undefined : parsed.id !== undefined) {
+        const id = parsed.ok ? (parsed.frame.id as number) : (parsed.id as number);
+        replyError(ws, s, id, 'rate_limited', `over ${frameRate} frames per second`);
+      } else {
+        metrics.frameRejected('rate_limited');
+      }
+      return;
+    }
+    if (s.extra) s.extra.strikes = 0;
+    if (!parsed.ok) {
+      if (parsed.id === undefined) {
+        metrics.frameRejected('malformed');
+        log.debug({ conn: conn(s), reason: parsed.message }, 'malformed frame');
+        return close(ws, CLOSE.MALFORMED);
+      }
+      return replyError(ws, s, parsed.id, 'bad_request', parsed.message);
+    }
+    dispatch(ws, s, parsed.frame);
   }
 
   return {
@@ -258,33 +373,21 @@ export function createConnections(deps: ConnectionDeps): Connections {
         metrics.frameRejected('too_large');
         return close(ws, CLOSE.TOO_LARGE);
       }
-      // Parse at once: the ArrayBuffer is only valid until this handler returns.
-      const parsed = parseClientFrame(Buffer.from(data).toString('utf8'));
-      if (frameRate > 0 && !takeFrameToken(s, frameRate, nowMs())) {
-        const t = extraOf(s);
-        t.strikes++;
-        if (t.strikes >= MAX_RATE_STRIKES) {
+      // Copy at once: the ArrayBuffer is only valid until this handler returns.
+      const text = Buffer.from(data).toString('utf8');
+      const held = s.extra?.held;
+      if (held !== undefined) {
+        // Before the welcome nothing may be answered: kept for later, bounded.
+        let bytes = data.byteLength;
+        for (const h of held) bytes += Buffer.byteLength(h);
+        if (held.length >= MAX_HELD_FRAMES || bytes > Math.max(MAX_HELD_BYTES, config.maxPayloadLength)) {
           metrics.frameRejected('rate_limited');
           return close(ws, CLOSE.POLICY_VIOLATION);
         }
-        if (parsed.ok ? parsed.frame.id !== undefined : parsed.id !== undefined) {
-          const id = parsed.ok ? (parsed.frame.id as number) : (parsed.id as number);
-          replyError(ws, s, id, 'rate_limited', `over ${frameRate} frames per second`);
-        } else {
-          metrics.frameRejected('rate_limited');
-        }
+        held.push(text);
         return;
       }
-      if (s.extra) s.extra.strikes = 0;
-      if (!parsed.ok) {
-        if (parsed.id === undefined) {
-          metrics.frameRejected('malformed');
-          log.debug({ conn: conn(s), reason: parsed.message }, 'malformed frame');
-          return close(ws, CLOSE.MALFORMED);
-        }
-        return replyError(ws, s, parsed.id, 'bad_request', parsed.message);
-      }
-      dispatch(ws, s, parsed.frame);
+      handleText(ws, s, text);
     },
     pong(ws) {
       ws.getUserData().idleBeats = 0;
@@ -321,6 +424,19 @@ export function createConnections(deps: ConnectionDeps): Connections {
       hub.remove(ws);
       metrics.connectionClosed(code);
       log.debug({ conn: conn(s), user: s.user, code, reason, dropped: s.extra?.dropped || undefined }, 'connection closed');
+    },
+    holdFrames(ws) {
+      extraOf(ws.getUserData()).held = [];
+    },
+    releaseFrames(ws) {
+      const s = ws.getUserData();
+      const held = s.extra?.held;
+      if (held === undefined) return;
+      s.extra!.held = undefined;
+      for (const text of held) {
+        if (!s.open) return;
+        handleText(ws, s, text);
+      }
     },
     close,
     stop() {

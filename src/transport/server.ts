@@ -7,9 +7,11 @@ import type { Verifier } from '../auth/verifier.js';
 import type { Config } from '../config.js';
 import { errorBody } from '../errors.js';
 import type { Hub } from '../hub/hub.js';
+import type { ServerSubs, WelcomeSubs } from '../hub/server-subs.js';
 import type { Session, Socket } from '../hub/session.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { Proxies } from '../proxy/proxies.js';
 import type { CloseCode } from '../protocol/close-codes.js';
 import { encodeWelcome } from '../protocol/frames.js';
 import { createPermissionsCache } from '../auth/permissions.js';
@@ -28,12 +30,16 @@ import {
 export interface TransportDeps {
   readonly config: Config;
   readonly hub: Hub;
+  /** Server-side subscriptions: a connection's `subs` are made before its welcome. */
+  readonly serverSubs: ServerSubs;
   readonly verifier: Verifier;
   readonly api: PublishApi;
   readonly metrics: Metrics;
   readonly log: Log;
   readonly isReady: () => boolean;
   readonly isDraining: () => boolean;
+  /** The connect and subscribe proxies (1.1), when configured. */
+  readonly proxies?: Proxies;
 }
 
 export interface Transport {
@@ -88,7 +94,10 @@ export function createTransport(deps: TransportDeps): Transport {
   const apiRoute = createApiRoute({ api, metrics, log, maxPublishBytes: config.maxPublishBytes, bodyTimeoutMs: config.httpBodyTimeoutMs });
   const connIds = createConnIds();
   const permissions = createPermissionsCache();
-  const conns = createConnections({ config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions });
+  const conns = createConnections({
+    config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions,
+    ...(deps.proxies ? { proxies: deps.proxies } : {}),
+  });
   const rejections = createRejectionLog(log);
   const upgrade = createUpgradeHandler({
     config,
@@ -102,6 +111,7 @@ export function createTransport(deps: TransportDeps): Transport {
     connectionCount: () => deps.hub.size,
     isDraining: deps.isDraining,
     nowMs,
+    connectProxy: deps.proxies?.connect,
   });
 
   app.ws<Session>('/ws', {
@@ -115,13 +125,26 @@ export function createTransport(deps: TransportDeps): Transport {
     open: (ws) => {
       const s = ws.getUserData();
       conns.opened(ws);
-      ws.send(encodeWelcome({
-        node: config.nodeId,
-        conn: connIds.name(s.id),
-        user: s.user,
-        expiresIn: s.exp > 0 ? Math.max(0, Math.round(s.exp - Date.now() / 1000)) : null,
-        ping: config.pingInterval,
-      }), false);
+      const welcome = (subs?: WelcomeSubs): void => {
+        ws.send(encodeWelcome({
+          node: config.nodeId,
+          conn: connIds.name(s.id),
+          user: s.user,
+          expiresIn: s.exp > 0 ? Math.max(0, Math.round(s.exp - Date.now() / 1000)) : null,
+          ping: config.pingInterval,
+          ...(subs ? { subs } : {}),
+        }), false);
+      };
+      const subs = s.extra?.subs;
+      if (subs === undefined || subs.length === 0) return welcome();
+      // `welcome` stays the first frame: it waits until the server-side
+      // subscriptions are live (their messages held meanwhile, hub.ts), and so
+      // do the client's frames (connection.ts holdFrames, bounded).
+      s.extra!.subs = undefined; // made once; nothing keeps the list afterwards
+      conns.holdFrames(ws);
+      void deps.serverSubs.connect(ws, subs, welcome).then((sent) => {
+        if (sent) conns.releaseFrames(ws);
+      });
     },
     message: (ws, message, isBinary) => conns.message(ws, message, isBinary),
     pong: (ws) => conns.pong(ws),
@@ -195,6 +218,7 @@ export function createTransport(deps: TransportDeps): Transport {
     stopTimers: () => {
       conns.stop();
       rejections.flush();
+      deps.proxies?.flush();
     },
   };
 }

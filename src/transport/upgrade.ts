@@ -5,6 +5,12 @@
  * the contract's order: Origin, token, verification, capacity, subprotocol. A
  * rejected upgrade is a plain HTTP status with the JSON error body; the
  * upgrade never happens.
+ *
+ * With a connect proxy configured, an upgrade without a token is decided by
+ * the backend (contract 1.1): its Cookie, client IP and Origin are posted to
+ * it, and its answer is taken like a token's claims. Everything that call
+ * needs is copied from the request first; a client that goes away meanwhile
+ * aborts the call and is never upgraded.
  */
 import { extractToken, selectSubprotocol } from '../auth/token.js';
 import type { PermissionsCache } from '../auth/permissions.js';
@@ -14,6 +20,7 @@ import { HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../error
 import { NO_CHANNELS, type Permissions, type Session } from '../hub/session.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { failureMessage, type ConnectProxy } from '../proxy/proxies.js';
 import { matchesAny } from '../protocol/channel.js';
 import { createAdmission, rejectReason, type HandshakeRejectReason, type RejectionLog } from './admission.js';
 import type { ClientIpResolver } from './client-ip.js';
@@ -38,6 +45,8 @@ export interface UpgradeDeps {
   readonly connectionCount: () => number;
   readonly isDraining: () => boolean;
   readonly nowMs: () => number;
+  /** Decides upgrades without a token when PUBGATE_CONNECT_PROXY_URL is set. */
+  readonly connectProxy?: ConnectProxy | undefined;
 }
 
 const NONE = (): boolean => false;
@@ -104,13 +113,15 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
       readonly info?: string | undefined;
       readonly subs?: readonly string[] | undefined;
       readonly cookie?: string | undefined;
+      readonly connectFrom?: { readonly ip: string; readonly origin: string } | undefined;
     }
-    const finish = ({ user, exp, perms, info, subs, cookie }: Accepted): void => {
-      if (st.aborted) {
-        metrics.handshake('rejected', 'aborted');
-        metrics.handshakeRejection('aborted');
-        return;
-      }
+    /** The client went away while the handshake waited (JWKS, connect proxy): nothing is answered, nothing upgraded. */
+    const aborted = (): void => {
+      metrics.handshake('rejected', 'aborted');
+      metrics.handshakeRejection('aborted');
+    };
+    const finish = ({ user, exp, perms, info, subs, cookie, connectFrom }: Accepted): void => {
+      if (st.aborted) return aborted();
       if (deps.isDraining()) return reject('draining', 'node is draining; connect to another node', 'draining', { 'Retry-After': '1' });
       if (deps.connectionCount() >= config.maxConnections) {
         return reject('overloaded', 'node is at its connection limit', 'overloaded', { 'Retry-After': '5' });
@@ -127,7 +138,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
         // Only connections with an `info`, server-side subscriptions or a proxied cookie pay for the extra object.
         extra: info === undefined && subs === undefined && cookie === undefined
           ? undefined
-          : { strikes: 0, slowSinceMs: 0, dropped: 0, info, subs, cookie },
+          : { strikes: 0, slowSinceMs: 0, dropped: 0, info, subs, cookie, connectFrom },
       };
       st.done = true;
       metrics.handshake('accepted', 'ok');
@@ -139,8 +150,57 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
       else res.cork(upgrade);
     };
 
+    /**
+     * An upgrade without a token, decided by the connect proxy. A node that
+     * would refuse it anyway (draining, full) answers before asking the
+     * backend; finish() checks again once the answer is in. The call is
+     * aborted when the client goes away, and an aborted handshake answers
+     * nothing.
+     */
+    function askConnectProxy(proxy: ConnectProxy): void {
+      if (deps.isDraining()) return reject('draining', 'node is draining; connect to another node', 'draining', { 'Retry-After': '1' });
+      if (deps.connectionCount() >= config.maxConnections) {
+        return reject('overloaded', 'node is at its connection limit', 'overloaded', { 'Retry-After': '5' });
+      }
+      sync = false;
+      const from = { ip: client.ip, origin: head.origin };
+      const cookie = head.cookie;
+      const abort = new AbortController();
+      st.onAbort = () => abort.abort();
+      proxy.ask({ cookie, ...from }, abort.signal).then(
+        (o) => {
+          st.onAbort = undefined;
+          if (st.aborted) return aborted();
+          if (o.result === 'allow') {
+            const g = o.value;
+            return finish({
+              user: g.user,
+              exp: Math.floor(Date.now() / 1000) + g.expiresIn,
+              perms: permissions.get(g.channels, g.publish),
+              info: g.info,
+              subs: g.subs,
+              cookie,
+              connectFrom: from,
+            });
+          }
+          if (o.result === 'deny') {
+            return reject('unauthorized', 'the connect proxy refused the connection', 'proxy_deny', { 'WWW-Authenticate': 'Bearer' });
+          }
+          if (o.result === 'aborted') return aborted();
+          return reject('unavailable', failureMessage('connect', o.result), `proxy_${o.result}`, { 'Retry-After': '5' });
+        },
+        (e: unknown) => {
+          st.onAbort = undefined;
+          log.error({ err: e, ip: client.ip }, 'connect proxy call failed unexpectedly');
+          if (st.aborted) return aborted();
+          return reject('internal', 'the connect proxy call failed', 'internal');
+        },
+      );
+    }
+
     const token = extractToken({ authorization: head.authorization, protocols: head.protocols, query: req.getQuery() ?? '' });
     if (!token) {
+      if (deps.connectProxy) return askConnectProxy(deps.connectProxy);
       if (!config.allowAnonymous) return reject('unauthorized', 'a token is required', 'missing', { 'WWW-Authenticate': 'Bearer' });
       return finish({ user: 'anonymous', exp: 0, perms: anonymous });
     }

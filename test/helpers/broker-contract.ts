@@ -14,6 +14,9 @@ import { frameOffset, type History, type HistoryOptions } from '../../src/broker
 import { GatewayError } from '../../src/errors.js';
 import type { Log } from '../../src/observability/logger.js';
 
+/** The user a control message names (disconnect, subscribe, unsubscribe). */
+export const controlUser = (c: ControlMessage): string | undefined => ('user' in c ? c.user : undefined);
+
 /** Records what a broker hands to its handlers and lets a test wait for it. */
 export class Recorder implements BrokerHandlers {
   readonly statuses: BrokerStatus[] = [];
@@ -124,6 +127,16 @@ export async function expectUnavailable(p: Promise<unknown>): Promise<GatewayErr
   expect(err).toBeInstanceOf(GatewayError);
   expect((err as GatewayError).code).toBe('unavailable');
   return err as GatewayError;
+}
+
+/** Polls `check` every 20 ms until it holds; fails after `guardMs` (a hang guard, not a timing expectation). */
+async function pollFor(check: () => Promise<boolean>, what: string, guardMs = 20_000): Promise<void> {
+  const deadline = Date.now() + guardMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 export interface BrokerContractOptions {
@@ -280,8 +293,31 @@ export function runBrokerContract(opts: BrokerContractOptions): void {
       const { b, r } = await ready();
       const user = `u-${randomUUID()}`;
       await b.publishControl({ kind: 'disconnect', user });
-      await r.until(() => r.controls.some((c) => c.user === user), 'the control message');
-      expect(r.controls.filter((c) => c.user === user)).toEqual([{ kind: 'disconnect', user }]);
+      await r.until(() => r.controls.some((c) => controlUser(c) === user), 'the control message');
+      expect(r.controls.filter((c) => controlUser(c) === user)).toEqual([{ kind: 'disconnect', user }]);
+    });
+
+    it('delivers subscribe, unsubscribe and ack control messages with exactly their fields', async () => {
+      const { b, r } = await ready();
+      const id = randomUUID().slice(0, 8);
+      const sent: ControlMessage[] = [
+        { kind: 'subscribe', id, from: b.instance, user: 'u"1\\', channel: 'news:a/b=c' },
+        { kind: 'unsubscribe', id, from: b.instance, user: 'ü', channel: 'news' },
+        { kind: 'ack', id, to: b.instance, node: 'other~x', ok: false },
+        { kind: 'ack', id, to: b.instance, node: b.instance, ok: true },
+      ];
+      for (const m of sent) await b.publishControl(m);
+      await r.until(() => r.controls.filter((c) => 'id' in c && c.id === id).length === sent.length, 'the control messages');
+      expect(r.controls.filter((c) => 'id' in c && c.id === id)).toEqual(sent);
+    });
+
+    it('lists its own instance among the live nodes once ready, and refuses nodes() once closed', async () => {
+      const { b } = await ready();
+      expect(typeof b.instance).toBe('string');
+      // A Redis broker registers itself when it becomes ready (one script call): poll until it shows.
+      await pollFor(async () => (await b.nodes()).includes(b.instance), 'its own instance among the nodes');
+      await b.close();
+      await expectUnavailable(b.nodes());
     });
 
     it('rejects publish, publishControl and subscribe with unavailable once closed', async () => {
@@ -416,8 +452,23 @@ export function runBrokerContract(opts: BrokerContractOptions): void {
         const b = await ready();
         const user = `u-${randomUUID()}`;
         await a.b.publishControl({ kind: 'disconnect', user });
-        for (const x of [a, b]) await x.r.until(() => x.r.controls.some((c) => c.user === user), 'the control message');
-        for (const x of [a, b]) expect(x.r.controls.filter((c) => c.user === user)).toHaveLength(1);
+        for (const x of [a, b]) await x.r.until(() => x.r.controls.some((c) => controlUser(c) === user), 'the control message');
+        for (const x of [a, b]) expect(x.r.controls.filter((c) => controlUser(c) === user)).toHaveLength(1);
+      });
+
+      it('lists every live instance among the nodes, with distinct names, and drops one that closed', async () => {
+        const a = await ready();
+        const b = await ready();
+        expect(a.b.instance).not.toBe(b.b.instance);
+        const both = async (): Promise<boolean> => {
+          const list = await a.b.nodes();
+          return list.includes(a.b.instance) && list.includes(b.b.instance);
+        };
+        await pollFor(both, 'both instances among the nodes');
+        expect(await b.b.nodes()).toEqual(expect.arrayContaining([a.b.instance, b.b.instance]));
+        await b.b.close();
+        // A clean close leaves the registry at once (no lease to wait for).
+        expect(await a.b.nodes()).not.toContain(b.b.instance);
       });
 
       it('delivers 10 000 messages over 20 channels between two instances in order, without duplicates', async () => {

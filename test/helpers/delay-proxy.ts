@@ -8,7 +8,10 @@
  *   `setDelayMs` changes it for the chunks from then on;
  * - `batchMs`: chunks are held and delivered together, as one write, every
  *   `batchMs` (what a congested path or a slow reader sees: several replies in
- *   one read).
+ *   one read);
+ * - `upstreamDelayMs`: the other way too, the client's bytes (after the one
+ *   that matched) reach the server that much later (commands sent on a
+ *   lagging path).
  *
  * Fault injection for races between two connections of one node to Redis.
  */
@@ -20,6 +23,7 @@ export interface DelayProxyOptions {
   readonly marker: string;
   readonly delayMs?: number;
   readonly batchMs?: number;
+  readonly upstreamDelayMs?: number;
 }
 
 export interface DelayProxy {
@@ -43,6 +47,14 @@ export async function startDelayProxy(o: DelayProxyOptions): Promise<DelayProxy>
     let slow = false;
     const queue: Array<{ at: number; data: Buffer }> = [];
     let timer: NodeJS.Timeout | undefined;
+    const up: Array<{ at: number; data: Buffer }> = [];
+    let upTimer: NodeJS.Timeout | undefined;
+    const releaseUp = (): void => {
+      upTimer = undefined;
+      const now = Date.now();
+      while (up.length > 0 && up[0]!.at <= now) upstream.write(up.shift()!.data);
+      if (up.length > 0) upTimer = setTimeout(releaseUp, up[0]!.at - now);
+    };
     const release = (): void => {
       timer = undefined;
       if (o.batchMs !== undefined) {
@@ -54,6 +66,7 @@ export async function startDelayProxy(o: DelayProxyOptions): Promise<DelayProxy>
       if (queue.length > 0) timer = setTimeout(release, queue[0]!.at - now);
     };
     client.on('data', (d: Buffer) => {
+      const wasSlow = slow;
       if (!slow && head.length < 1024) {
         head += d.toString('latin1');
         if (head.includes(o.marker)) {
@@ -61,7 +74,12 @@ export async function startDelayProxy(o: DelayProxyOptions): Promise<DelayProxy>
           matched++;
         }
       }
-      upstream.write(d);
+      if (!wasSlow || !o.upstreamDelayMs) {
+        upstream.write(d);
+        return;
+      }
+      up.push({ at: Date.now() + o.upstreamDelayMs, data: d });
+      if (!upTimer) upTimer = setTimeout(releaseUp, o.upstreamDelayMs);
     });
     upstream.on('data', (d: Buffer) => {
       if (!slow) {
@@ -73,6 +91,7 @@ export async function startDelayProxy(o: DelayProxyOptions): Promise<DelayProxy>
     });
     const end = (): void => {
       if (timer) clearTimeout(timer);
+      if (upTimer) clearTimeout(upTimer);
       client.destroy();
       upstream.destroy();
       sockets.delete(client);

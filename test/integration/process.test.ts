@@ -55,6 +55,23 @@ describe('node dist/main.js', () => {
     expect(r.stdout).toBe('');
   });
 
+  it('exits 1 on a proxy URL that is not http(s), and on a namespace with subscribeProxy without PUBGATE_SUBSCRIBE_PROXY_URL (naming both)', async () => {
+    const r = await runGateway({
+      PUBGATE_NAMESPACES: JSON.stringify([{ pattern: 'chat:*', presence: true }, { pattern: 'room:*', subscribeProxy: true }]),
+      PUBGATE_CONNECT_PROXY_URL: 'ftp://backend/connect',
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual([
+      'pubgate: invalid configuration: PUBGATE_CONNECT_PROXY_URL: must be a http: or https: URL',
+    ]);
+    // The combination is checked once every setting parses.
+    const r2 = await runGateway({ PUBGATE_NAMESPACES: JSON.stringify([{ pattern: 'chat:*', presence: true }, { pattern: 'room:*', subscribeProxy: true }]) });
+    expect(r2.code).toBe(1);
+    expect(r2.stderr.trim().split('\n')).toEqual([
+      'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 2 ("room:*") sets "subscribeProxy" but PUBGATE_SUBSCRIBE_PROXY_URL is unset',
+    ]);
+  });
+
   it('exits 1 with a clear message when its port is taken', async () => {
     const gw = await startGateway();
     try {

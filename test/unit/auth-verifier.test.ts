@@ -141,6 +141,12 @@ describe('createVerifier (HMAC and claims)', () => {
     await expectUnauthorized(v.verify(craft({ alg: 'HS256' }, { sub: '42', exp: 'tomorrow' })), 'claim_invalid');
   });
 
+  it('refuses a subscription token (one with a channel claim) as a connection token', async () => {
+    const v = await createVerifier(cfg(), { now: () => NOW });
+    await expectUnauthorized(v.verify(await sign(claims({ channel: 'room:5' }))), 'claim_invalid');
+    await expect(v.verify(await sign(claims()))).resolves.toMatchObject({ sub: expect.any(String) });
+  });
+
   it('rejects channels and publish claims that are not arrays of strings', async () => {
     const v = await createVerifier(cfg(), { now: () => NOW });
     for (const bad of ['news', [1], ['a', null], { a: 1 }, null, [['a']]]) {

@@ -52,6 +52,7 @@ describe('loadConfig', () => {
       pingInterval: 25, historySize: 100, historyTtl: 300, drainSeconds: 10, logLevel: 'info',
       requireOrigin: false, allowAnonymous: false, redisUrl: undefined, apiKeys: [],
       namespaces: [], presenceTtl: 30, presenceMaxMembers: 1000,
+      subscribeProxyUrl: undefined, connectProxyUrl: undefined, proxyKey: undefined, proxyTimeoutMs: 3000, proxyConcurrency: 256,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -235,10 +236,9 @@ describe('loadConfig: namespaces and presence (1.1)', () => {
       'PUBGATE_NAMESPACES: entry 1 ("chat:*"): "joinLeave" needs "presence": true',
       'PUBGATE_NAMESPACES: entry 2 ("feed:*"): "history" must be an object {"size": messages, "ttl": seconds} (each optional)',
       'PUBGATE_NAMESPACES: entry 3 ("room:*"): unknown key "colour" (known: pattern, history, rewind, presence, joinLeave, subscribeProxy, clientPublish)',
-      'PUBGATE_NAMESPACES: entry 3 ("room:*"): "subscribeProxy": subscribeProxy (the subscribe proxy) is not available in this release yet; remove it',
     ]);
     // The other settings' problems come in the same report.
-    expect(p).toHaveLength(5);
+    expect(p).toHaveLength(4);
     expect(p.some((l) => l.startsWith('PUBGATE_PORT:'))).toBe(true);
   });
 
@@ -278,5 +278,58 @@ describe('loadConfig: namespaces and presence (1.1)', () => {
     expect(problems({ PUBGATE_PRESENCE_MAX_MEMBERS: '0' })).toEqual(['PUBGATE_PRESENCE_MAX_MEMBERS: must be between 1 and 100000, got 0']);
     expect(problems({ PUBGATE_PRESENCE_MAX_MEMBERS: '100001' })).toEqual(['PUBGATE_PRESENCE_MAX_MEMBERS: must be between 1 and 100000, got 100001']);
     expect(problems({ PUBGATE_PRESENCE_MAX_MEMBERS: 'all' })[0]).toMatch(/^PUBGATE_PRESENCE_MAX_MEMBERS: must be a whole number/);
+  });
+});
+
+describe('loadConfig: the proxies (1.1)', () => {
+  const configFile = (content: unknown): string => {
+    const dir = mkdtempSync(join(tmpdir(), 'pubgate-config-'));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify(content));
+    return file;
+  };
+
+  it('reads the proxy URLs, key, timeout and concurrency, from the environment or the file', () => {
+    const c = loadConfig({
+      PUBGATE_SUBSCRIBE_PROXY_URL: 'http://127.0.0.1:3000/pubgate/subscribe',
+      PUBGATE_CONNECT_PROXY_URL: 'https://backend.example.com/pubgate/connect',
+      PUBGATE_PROXY_KEY: 'k-123',
+      PUBGATE_PROXY_TIMEOUT_MS: '250',
+      PUBGATE_PROXY_CONCURRENCY: '8',
+    });
+    expect(c).toMatchObject({
+      subscribeProxyUrl: 'http://127.0.0.1:3000/pubgate/subscribe',
+      connectProxyUrl: 'https://backend.example.com/pubgate/connect',
+      proxyKey: 'k-123',
+      proxyTimeoutMs: 250,
+      proxyConcurrency: 8,
+    });
+    const f = loadConfig({ PUBGATE_CONFIG: configFile({ connectProxyUrl: 'http://a/b', proxyTimeoutMs: 60000, proxyConcurrency: 1 }) });
+    expect(f).toMatchObject({ connectProxyUrl: 'http://a/b', proxyTimeoutMs: 60000, proxyConcurrency: 1 });
+  });
+
+  it('refuses proxy URLs that are not http(s), or carry credentials, and out-of-range numbers, naming each variable', () => {
+    expect(problems({
+      PUBGATE_SUBSCRIBE_PROXY_URL: 'redis://127.0.0.1',
+      PUBGATE_CONNECT_PROXY_URL: 'http://user:pw@127.0.0.1/connect',
+      PUBGATE_PROXY_TIMEOUT_MS: '0',
+      PUBGATE_PROXY_CONCURRENCY: '100001',
+    })).toEqual([
+      'PUBGATE_SUBSCRIBE_PROXY_URL: must be a http: or https: URL',
+      'PUBGATE_CONNECT_PROXY_URL: must not carry a user or password (the node sends PUBGATE_PROXY_KEY as a bearer key)',
+      'PUBGATE_PROXY_TIMEOUT_MS: must be between 1 and 60000, got 0',
+      'PUBGATE_PROXY_CONCURRENCY: must be between 1 and 100000, got 100001',
+    ]);
+    expect(problems({ PUBGATE_CONNECT_PROXY_URL: 'not a url' })).toEqual(['PUBGATE_CONNECT_PROXY_URL: must be a URL']);
+    // The key is never quoted.
+    expect(problems({ PUBGATE_CONNECT_PROXY_URL: 'http://u:secret-pw@h/' }).join('\n')).not.toContain('secret-pw');
+  });
+
+  it('refuses a namespace with subscribeProxy when PUBGATE_SUBSCRIBE_PROXY_URL is unset, naming both', () => {
+    const ns = JSON.stringify([{ pattern: 'chat:*', presence: true }, { pattern: 'room:*', subscribeProxy: true }]);
+    expect(problems({ PUBGATE_NAMESPACES: ns })).toEqual([
+      'PUBGATE_NAMESPACES: entry 2 ("room:*") sets "subscribeProxy" but PUBGATE_SUBSCRIBE_PROXY_URL is unset',
+    ]);
+    expect(loadConfig({ PUBGATE_NAMESPACES: ns, PUBGATE_SUBSCRIBE_PROXY_URL: 'http://127.0.0.1:1/s' }).namespaces[1]).toEqual({ pattern: 'room:*', subscribeProxy: true });
   });
 });

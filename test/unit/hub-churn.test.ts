@@ -65,6 +65,7 @@ function setup(): {
   let handlers: BrokerHandlers | undefined;
   const broker: Broker = {
     kind: 'redis',
+    instance: 'churn',
     history: undefined,
     presence: undefined,
     status: 'ready',
@@ -77,6 +78,7 @@ function setup(): {
     subscribe: (ch) => batcher.add(ch),
     unsubscribe: (ch) => batcher.remove(ch),
     publishControl: () => Promise.resolve(),
+    nodes: () => Promise.resolve(['churn']),
     subscribedCount: () => batcher.wanted.size,
     close: () => Promise.resolve(),
   };

@@ -54,7 +54,8 @@ export type ClientFrame =
   /** `data` is any JSON value; subscribers receive it exactly as published. */
   | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: unknown }
   | { readonly type: 'ping'; readonly id?: number }
-  | { readonly type: 'refresh'; readonly id: number; readonly token: string }
+  /** `token` may be left out only by connections accepted by the connect proxy (1.1): they refresh through it. */
+  | { readonly type: 'refresh'; readonly id: number; readonly token?: string }
   | { readonly type: 'presence'; readonly id: number; readonly channel: string }
   | { readonly type: 'presence_stats'; readonly id: number; readonly channel: string };
 

@@ -1,0 +1,238 @@
+/**
+ * Requests to every node, answered once every node has applied them
+ * (POST /v1/subscribe and /v1/unsubscribe), over the broker's control channel.
+ *
+ * The asking node reads the node registry (Broker.nodes: the live nodes, by
+ * lease), registers the request under a fresh id, and publishes it. Every node
+ * (the asker included) applies it to its own connections (server-subs.ts:
+ * each subscription confirmed by the broker before) and publishes an `ack`
+ * addressed to the asker, `ok` false when it could not apply it. The request
+ * is answered:
+ * - once every node of the registry answered: done, or `unavailable` naming
+ *   how many could not apply it;
+ * - without the nodes whose lease ran out meanwhile (killed, or cut off from
+ *   Redis: the registry is re-read every RECHECK_MS while requests wait);
+ * - `unavailable` after CONTROL_TIMEOUT_MS, saying how many did not answer;
+ * - `unavailable` at once when the broker is down, or goes down while waiting.
+ *
+ * Bounded: at most MAX_PENDING requests wait per node (more are refused at
+ * once); answers for unknown or finished requests are ignored (counted as
+ * `late`); one registry read per RECHECK_MS whatever the number waiting.
+ */
+import type { Broker, BrokerStatus, ControlMessage, ControlRequest } from '../broker/broker.js';
+import { GatewayError } from '../errors.js';
+import type { Log } from '../observability/logger.js';
+import { LogTally } from '../observability/log-tally.js';
+import type { ControlOp, ControlResult, Metrics } from '../observability/metrics.js';
+
+/** A request not answered by every node within this long is answered `unavailable`. */
+export const CONTROL_TIMEOUT_MS = 5000;
+/** How often the registry is read again while requests wait (to stop waiting for dead nodes). */
+export const RECHECK_MS = 500;
+/** Requests waiting on one node at most. */
+export const MAX_PENDING = 1024;
+
+export interface ClusterControlDeps {
+  readonly broker: Broker;
+  /** Applies a server-side subscription request to this node's connections; false when it could not. */
+  readonly apply: (op: ControlOp, user: string, channel: string) => Promise<boolean>;
+  /** `/v1/disconnect` arriving at this node. */
+  readonly disconnect: (user: string) => void;
+  readonly metrics: Metrics;
+  readonly log: Log;
+  readonly timeoutMs?: number;
+  readonly recheckMs?: number;
+  readonly maxPending?: number;
+}
+
+export interface ClusterControl {
+  /** Applies a request on every node; resolves once every live node applied it, else rejects with GatewayError('unavailable'). */
+  request(op: ControlOp, user: string, channel: string): Promise<void>;
+  /** Broker handler: a control message from any node. */
+  onControl(msg: ControlMessage): void;
+  /** Broker status: requests waiting when the broker goes down are answered `unavailable` at once. */
+  onBrokerStatus(status: BrokerStatus): void;
+  /** Requests waiting for answers. */
+  pending(): number;
+  /** Answers every waiting request `unavailable` and stops the timers (shutdown). */
+  stop(): void;
+}
+
+interface Pending {
+  readonly op: ControlOp;
+  /** Nodes whose answer is still awaited. */
+  readonly waiting: Set<string>;
+  /** Nodes asked. */
+  readonly asked: number;
+  /** Nodes that answered that they could not apply it. */
+  failed: number;
+  /** Nodes no longer waited for: their lease ran out. */
+  gone: number;
+  readonly startedMs: number;
+  readonly timer: NodeJS.Timeout;
+  readonly resolve: () => void;
+  readonly reject: (e: GatewayError) => void;
+}
+
+const plural = (n: number, one: string, many: string): string => `${n} ${n === 1 ? one : many}`;
+
+export function createClusterControl(deps: ClusterControlDeps): ClusterControl {
+  const { broker, metrics, log } = deps;
+  const timeoutMs = deps.timeoutMs ?? CONTROL_TIMEOUT_MS;
+  const recheckMs = deps.recheckMs ?? RECHECK_MS;
+  const maxPending = deps.maxPending ?? MAX_PENDING;
+  const self = broker.instance;
+  const pending = new Map<string, Pending>();
+  let seq = 0;
+  let recheck: NodeJS.Timeout | undefined;
+  let rechecking = false;
+  const ackFailures = new LogTally(log, 'warn', 'answers to control requests not sent', { component: 'control' });
+  metrics.observeControlPending(() => pending.size);
+
+  const nowMs = (): number => performance.now();
+
+  function finish(id: string, result: ControlResult, message?: string): void {
+    const p = pending.get(id);
+    if (!p) return;
+    pending.delete(id);
+    clearTimeout(p.timer);
+    if (pending.size === 0 && recheck) {
+      clearInterval(recheck);
+      recheck = undefined;
+    }
+    metrics.controlRequest(p.op, result, (nowMs() - p.startedMs) / 1000);
+    if (result === 'ok') {
+      p.resolve();
+      return;
+    }
+    log.info({ op: p.op, result, asked: p.asked, unanswered: p.waiting.size, failed: p.failed, gone: p.gone }, 'request to every node not completed');
+    p.reject(new GatewayError('unavailable', message ?? 'the request could not be applied on every node', 1));
+  }
+
+  function settleIfDone(id: string, p: Pending): void {
+    if (p.waiting.size > 0) return;
+    if (p.failed > 0) {
+      finish(id, 'failed', `${plural(p.failed, 'node', 'nodes')} of ${p.asked} could not apply it (broker unavailable there); it may be applied on the others, and retrying is safe`);
+    } else {
+      finish(id, 'ok');
+    }
+  }
+
+  /** Re-reads the registry and stops waiting for nodes no longer in it (their lease ran out). */
+  function recheckNodes(): void {
+    if (rechecking || pending.size === 0) return;
+    rechecking = true;
+    broker.nodes().then(
+      (list) => {
+        const live = new Set(list);
+        metrics.clusterNodes(live.size);
+        for (const [id, p] of [...pending]) {
+          for (const n of [...p.waiting]) {
+            if (n === self || live.has(n)) continue;
+            p.waiting.delete(n);
+            p.gone++;
+            log.info({ node: n, op: p.op }, 'not waiting for a node whose lease ran out');
+          }
+          settleIfDone(id, p);
+        }
+      },
+      // The broker is down (onBrokerStatus answers the requests) or slow (their timeout does).
+      (e: unknown) => log.debug({ err: e instanceof Error ? e.message : String(e) }, 'node registry read failed'),
+    ).finally(() => {
+      rechecking = false;
+    });
+  }
+
+  function overloaded(op: ControlOp, startedMs: number): GatewayError {
+    metrics.controlRequest(op, 'overloaded', (nowMs() - startedMs) / 1000);
+    return new GatewayError('unavailable', `${maxPending} server-side subscription requests are already waiting on this node; retry later`, 1);
+  }
+
+  function applyRequest(msg: ControlRequest): void {
+    deps.apply(msg.kind, msg.user, msg.channel).then(
+      (ok) => ok,
+      (e: unknown) => {
+        log.error({ err: e, op: msg.kind }, 'applying a control request failed');
+        return false;
+      },
+    ).then((ok) => {
+      metrics.controlApplied(msg.kind, ok);
+      return broker.publishControl({ kind: 'ack', id: msg.id, to: msg.from, node: self, ok });
+    }).catch((e: unknown) => ackFailures.add('ack', 1, e instanceof Error ? e.message : String(e)));
+  }
+
+  return {
+    async request(op, user, channel) {
+      const startedMs = nowMs();
+      if (pending.size >= maxPending) throw overloaded(op, startedMs);
+      let nodes: readonly string[];
+      try {
+        if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
+        nodes = await broker.nodes();
+      } catch (e) {
+        metrics.controlRequest(op, 'unavailable', (nowMs() - startedMs) / 1000);
+        throw e instanceof GatewayError ? e : new GatewayError('unavailable', 'the node registry cannot be read', 1);
+      }
+      if (pending.size >= maxPending) throw overloaded(op, startedMs);
+      const waiting = new Set(nodes);
+      metrics.clusterNodes(waiting.size);
+      waiting.add(self); // this node applies it too, registered yet or not
+      const id = (++seq).toString(36);
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          const p = pending.get(id);
+          if (!p) return;
+          finish(id, 'timeout', `${plural(p.waiting.size, 'node', 'nodes')} of ${p.asked} did not answer within ${timeoutMs / 1000} s; it may be applied on the others, and retrying is safe`);
+        }, timeoutMs);
+        // Registered before publishing: the embedded broker answers synchronously.
+        pending.set(id, { op, waiting, asked: waiting.size, failed: 0, gone: 0, startedMs, timer, resolve, reject });
+        if (!recheck) {
+          recheck = setInterval(recheckNodes, recheckMs);
+          recheck.unref();
+        }
+        broker.publishControl({ kind: op, id, from: self, user, channel }).catch((e: unknown) => {
+          finish(id, 'unavailable', e instanceof GatewayError ? e.message : 'the broker did not accept the request');
+        });
+      });
+    },
+
+    onControl(msg) {
+      switch (msg.kind) {
+        case 'disconnect':
+          deps.disconnect(msg.user);
+          return;
+        case 'subscribe':
+        case 'unsubscribe':
+          applyRequest(msg);
+          return;
+        case 'ack': {
+          if (msg.to !== self) return; // another node's request
+          const p = pending.get(msg.id);
+          if (!p) {
+            metrics.controlAck('late');
+            return;
+          }
+          metrics.controlAck(msg.ok ? 'ok' : 'error');
+          // A node the registry did not list yet answers too; only a failure of it counts.
+          if (!msg.ok) p.failed++;
+          p.waiting.delete(msg.node);
+          settleIfDone(msg.id, p);
+          return;
+        }
+      }
+    },
+
+    onBrokerStatus(status) {
+      if (status === 'ready') return;
+      for (const id of [...pending.keys()]) finish(id, 'unavailable', 'the broker connection was lost while waiting for the nodes\' answers; retrying is safe');
+    },
+
+    pending: () => pending.size,
+
+    stop() {
+      for (const id of [...pending.keys()]) finish(id, 'unavailable', 'node is shutting down; retrying is safe');
+      if (recheck) clearInterval(recheck);
+      recheck = undefined;
+    },
+  };
+}
