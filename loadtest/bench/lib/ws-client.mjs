@@ -4,8 +4,8 @@
 // Hot path: every socket reads into one shared buffer (net's `onread`, so no
 // Buffer and no 'data' event per read), and a `message` frame is counted from
 // its header alone; its payload is skipped, or scanned for the embedded send
-// timestamp when latency is measured. Other text frames (welcome, replies) are
-// JSON-parsed: they only occur while connecting and subscribing.
+// timestamp when latency is measured. Other text frames (welcome, replies,
+// and the presence scenarios' join and leave) are JSON-parsed.
 //
 // Assumes the server sends unfragmented frames (uWS and ws both do) whose
 // payload starts with {"type":"<name>" as the pubgate contract's frames do.
@@ -117,6 +117,8 @@ export class WsPool {
     this.inflateEvery = o.inflateEvery ?? 61;
     this.extensions = undefined; // Sec-WebSocket-Extensions of the first accepted upgrade ('' when none)
     this.onClosed = undefined; // (conn) => void: an open connection closed (not called for closeAll's resets)
+    this.presenceFrames = 0; // join and leave frames received
+    this.onPresence = undefined; // (frame, conn) => void: a join or leave frame arrived
     this.resetCounts();
   }
 
@@ -258,19 +260,32 @@ class Conn {
     if (this.state === 2) this.sock.write(clientFrame(1, Buffer.from(text)));
   }
 
-  subscribe(channel, timeoutMs = 10_000) {
+  /**
+   * Sends a client frame of `type` on `channel` (subscribe, unsubscribe,
+   * presence, presence_stats) and resolves with its reply; a reply with an
+   * error rejects with "reply error <code>".
+   */
+  request(type, channel, timeoutMs = 10_000) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         this.waiters.delete(id);
-        reject(new Error('subscribe timeout'));
+        reject(new Error(`${type} timeout`));
       }, timeoutMs);
       this.waiters.set(id, {
         resolve: (v) => (clearTimeout(t), resolve(v)),
         reject: (e) => (clearTimeout(t), reject(e)),
       });
-      this.send(`{"type":"subscribe","id":${id},"channel":"${channel}"}`);
+      this.send(`{"type":"${type}","id":${id},"channel":"${channel}"}`);
     });
+  }
+
+  subscribe(channel, timeoutMs = 10_000) {
+    return this.request('subscribe', channel, timeoutMs);
+  }
+
+  unsubscribe(channel, timeoutMs = 10_000) {
+    return this.request('unsubscribe', channel, timeoutMs);
   }
 
   read(buf, n) {
@@ -467,7 +482,10 @@ class Conn {
       return;
     }
     if (f.type === 'welcome') this.onWelcome?.();
-    else if (f.type === 'reply') {
+    else if (f.type === 'join' || f.type === 'leave') {
+      this.pool.presenceFrames++;
+      this.pool.onPresence?.(f, this);
+    } else if (f.type === 'reply') {
       const w = this.waiters.get(f.id);
       if (!w) return;
       this.waiters.delete(f.id);
