@@ -72,6 +72,7 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   --compare-main FILE          also run this pubgate entry as a third target, "before", in the same runs
                                (e.g. the build of an older commit in a git worktree), with ratios pubgate/before
   --compare-node PATH          the node binary for --compare-main (default this one; e.g. an older Node.js)
+  --rotate                     run k starts with the (k−1)-th target in turn, so that none always runs first
   --quiet-wait S               before each run, wait up to S s for the cores to be ≥ 85% idle (default 5; 0 skips)`;
 
 const { values: o, positionals } = parseArgs({
@@ -108,6 +109,7 @@ const { values: o, positionals } = parseArgs({
     json: { type: 'string' },
     timeout: { type: 'string' },
     'quiet-wait': { type: 'string', default: '5' },
+    rotate: { type: 'boolean', default: false },
     'pubgate-main': { type: 'string' },
     'pubgate-env': { type: 'string', multiple: true },
     'pubgate-only-env': { type: 'string', multiple: true },
@@ -306,7 +308,8 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
   const legs = p.legs ?? targets.map((t) => ({ label: t, target: t, env: {} }));
   if (o['compare-main'] && !p.legs) legs.push({ label: 'before', target: 'pubgate', env: {}, pubgateMain: o['compare-main'], pubgateNode: o['compare-node'] });
   for (let run = 1; run <= runs_n; run++) {
-    for (const leg of legs) {
+    const shift = o.rotate ? (run - 1) % legs.length : 0;
+    for (const leg of [...legs.slice(shift), ...legs.slice(0, shift)]) {
       const target = leg.label;
       // --pubgate-only-env: the pubgate target's, not --compare-main's ("before").
       const onlyEnv = leg.label === 'before' ? {} : envList(o['pubgate-only-env']);

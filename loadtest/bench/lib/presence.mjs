@@ -170,7 +170,7 @@ function presenceKeyMemory(port) {
   for (const k of keys) {
     const bytes = Number(redisCli(port, ['MEMORY', 'USAGE', k, 'SAMPLES', '0']).trim());
     const type = redisCli(port, ['TYPE', k]).trim();
-    const kind = `${k.replace(/\{.*$/, '{…}')}${k.includes('}:') ? '<node>' : ''} ${type}`;
+    const kind = `${k.replace(/\{.*$/, '{…}')}${k.includes('}:') ? ':<node>' : ''} ${type}`;
     byKind[kind] = (byKind[kind] ?? 0) + bytes;
     total += bytes;
   }
@@ -417,6 +417,7 @@ async function runFanout(sc, leg, ctx) {
     const idle = await idleRate(topo.procs, topo.nodes);
     let nextJoiner = 0;
     const reps = [];
+    const msgAll = [];
     const blocks = [];
     const req = (index, type, channel) => joinW.call('request', { group: 'join', index, type, channel });
     /** One block of `sc.reps` repetitions of `kind`; answers its server CPU. */
@@ -425,9 +426,12 @@ async function runFanout(sc, leg, ctx) {
       for (let k = 0; k < sc.reps; k++) {
         if (kind === 'message') {
           const before = messagesNow();
-          const res = await pub.post('/v1/publish', `{"channel":"${JL}","data":{"k":${k},"t":${nowMs().toFixed(3)}}}`);
+          const t0 = nowMs();
+          const res = await pub.post('/v1/publish', `{"channel":"${JL}","data":{"k":${k},"t":${t0.toFixed(3)}}}`);
           if (res.status !== 200) throw new Error(`publish answered ${res.status} ${res.text}`);
           await until(messagesNow, before + S);
+          // Nothing else arrives meanwhile: each process's last receipt is this message's.
+          if (round > 0) msgAll.push(Math.max(...(await Promise.all(subs.map((w) => w.call('lastRecv')))).map((x) => x.ms)) - t0);
           continue;
         }
         const j = nextJoiner++;
@@ -470,7 +474,7 @@ async function runFanout(sc, leg, ctx) {
         }
       }
     }
-    const lat = { joinAll: [], joinFirst: [], leaveAll: [], leaveFirst: [], subReply: [], unsubReply: [] };
+    const lat = { joinAll: [], joinFirst: [], leaveAll: [], leaveFirst: [], subReply: [], unsubReply: [], msgAll };
     let incomplete = 0;
     for (const x of reps) {
       const j = seen.get(`join ${x.user}`);
@@ -498,7 +502,7 @@ async function runFanout(sc, leg, ctx) {
 function summarizeFanout(runs, sc) {
   const lines = [];
   const out = {};
-  const header = ['broker', 'join→all p50 ms', 'p99', 'max', 'join→first p50', 'leave→all p50', 'p99', 'subscribe reply p50', 'reps'];
+  const header = ['broker', 'join→all p50 ms', 'p99', 'max', 'join→first p50', 'leave→all p50', 'p99', 'subscribe reply p50', 'message→all p50', 'p99', 'reps'];
   const rows = [];
   const cpuRows = [];
   for (const broker of [...new Set(runs.map((x) => x.target))]) {
@@ -510,11 +514,12 @@ function summarizeFanout(runs, sc) {
       joinFirst: { p50: quantile(all('joinFirst'), 0.5) },
       leaveAll: { p50: quantile(all('leaveAll'), 0.5), p99: quantile(all('leaveAll'), 0.99), max: Math.max(...all('leaveAll')) },
       subReply: { p50: quantile(all('subReply'), 0.5), p99: quantile(all('subReply'), 0.99) },
+      msgAll: { p50: quantile(all('msgAll'), 0.5), p99: quantile(all('msgAll'), 0.99) },
       reps: all('joinAll').length,
       incomplete: sum(ok.map((r) => r.incomplete)),
     };
     rows.push([broker, fmtNum(f.joinAll.p50, 2), fmtNum(f.joinAll.p99, 2), fmtNum(f.joinAll.max, 2), fmtNum(f.joinFirst.p50, 2),
-      fmtNum(f.leaveAll.p50, 2), fmtNum(f.leaveAll.p99, 2), fmtNum(f.subReply.p50, 2), f.reps]);
+      fmtNum(f.leaveAll.p50, 2), fmtNum(f.leaveAll.p99, 2), fmtNum(f.subReply.p50, 2), fmtNum(f.msgAll.p50, 2), fmtNum(f.msgAll.p99, 2), f.reps]);
     // CPU per round: (joinLeave − presence) per join/leave delivered; message per delivery.
     const S = ok[0].subscribers;
     const B = ok[0].repsPerBlock;
@@ -542,7 +547,8 @@ function summarizeFanout(runs, sc) {
       fmtNum(f.cpu.presenceRepUs, 1), perRound.map((x) => fmtNum(x.netUs, 3)).join(', ')]);
     out[broker] = f;
   }
-  lines.push('  latency over every counted repetition: from the subscribe (unsubscribe) frame sent to the last (first) of the subscribers\' join (leave) frames received');
+  lines.push('  latency over every counted repetition of every run: from the subscribe (unsubscribe) frame sent to the last (first) of the subscribers\' join (leave) frames received;');
+  lines.push('  message→all: from the /v1/publish request sent to the last subscriber\'s receipt of that message (same subscribers, same pace)');
   lines.push(table(header, rows));
   lines.push('');
   lines.push('  server CPU (node + redis-server), median over the rounds of (joinLeave block − presence block) ÷ join/leave frames delivered:');
@@ -551,7 +557,10 @@ function summarizeFanout(runs, sc) {
     if (!x.r.ok) lines.push(`  run ${x.run} ${x.target} did not run: ${x.r.error.split('\n').join('\n    ')}`);
     else {
       if (x.r.incomplete > 0) lines.push(`  run ${x.run} ${x.target}: ${x.r.incomplete} repetitions did not reach every subscriber exactly once`);
-      lines.push(`  run ${x.run} ${x.target}: servers idle ${fmtNum(x.r.idleUsPerSec)} µs/s (subtracted); other processes took ${otherPct(x.r.cores.serverCores)} of the server core(s), ${otherPct(x.r.cores.clientCores)} of the client core(s)`);
+      const l = x.r.lat;
+      lines.push(`  run ${x.run} ${x.target}: join→all p50 ${fmtNum(quantile(l.joinAll, 0.5), 2)} p99 ${fmtNum(quantile(l.joinAll, 0.99), 2)} ms, ` +
+        `leave→all p50 ${fmtNum(quantile(l.leaveAll, 0.5), 2)} p99 ${fmtNum(quantile(l.leaveAll, 0.99), 2)} ms, message→all p50 ${fmtNum(quantile(l.msgAll, 0.5), 2)} p99 ${fmtNum(quantile(l.msgAll, 0.99), 2)} ms; ` +
+        `servers idle ${fmtNum(x.r.idleUsPerSec)} µs/s (subtracted); other processes took ${otherPct(x.r.cores.serverCores)} of the server core(s), ${otherPct(x.r.cores.clientCores)} of the client core(s)`);
     }
   }
   void sc;
@@ -604,6 +613,7 @@ async function runLarge(sc, leg, ctx) {
       ['stats HTTP, large', () => getText(node.port, `/v1/presence/stats?channel=${LARGE}`, agent, auth)],
       ['stats HTTP, small', () => getText(node.port, `/v1/presence/stats?channel=${SMALL}`, agent, auth)],
       ['presence frame, large', frame('presence', LARGE)],
+      ['presence frame, small', frame('presence', SMALL)],
       ['presence HTTP, large', () => getText(node.port, `/v1/presence?channel=${LARGE}`, agent, auth)],
     ];
     const lat = Object.fromEntries(kinds.map(([k]) => [k, []]));
@@ -630,7 +640,10 @@ async function runLarge(sc, leg, ctx) {
     const cores = mark(ctx);
     // Server CPU of one call of each frame kind: blocks of calls from every asker at once (dense,
     // so that the idle rate subtracted is a small part), the kinds in turn, three blocks each.
-    const frameKinds = [['stats frame, large', 'presence_stats', LARGE], ['stats frame, small', 'presence_stats', SMALL], ['presence frame, large', 'presence', LARGE]];
+    const frameKinds = [
+      ['stats frame, large', 'presence_stats', LARGE], ['stats frame, small', 'presence_stats', SMALL],
+      ['presence frame, large', 'presence', LARGE], ['presence frame, small', 'presence', SMALL],
+    ];
     const blocks = Object.fromEntries(frameKinds.map(([k]) => [k, []]));
     const perConn = Math.max(1, Math.round(sc.calls / sc.askers / 2));
     for (let b = 0; b < 3; b++) {

@@ -227,6 +227,11 @@ const handlers = {
     return { ok, failed, errors, t0, t1: nowMs() };
   },
 
+  /** presence scenarios: when the last message frame arrived (ms). */
+  lastRecv() {
+    return { ms: pool.lastRecvMs };
+  },
+
   /** presence scenarios: the join/leave frames received since the last call (per type and user), then forgets them. */
   presenceSeen() {
     const out = [...seen.entries()].map(([k, e]) => {

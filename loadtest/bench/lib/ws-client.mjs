@@ -51,8 +51,27 @@ export function headerValue(head, name) {
 }
 
 // A monotonic clock shared by every process on the machine (CLOCK_MONOTONIC),
-// read cheaply through performance.now() plus a per-process offset.
-const OFFSET_MS = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+// read cheaply through performance.now() plus a per-process offset. The offset
+// is taken after both clocks were read once (the first access to `performance`
+// loads perf_hooks, ~0.1–0.7 ms, which would otherwise skew the offset of each
+// process differently), from the tightest of a few readings.
+function monotonicOffsetMs() {
+  performance.now();
+  process.hrtime.bigint();
+  let best = Infinity;
+  let offset = 0;
+  for (let i = 0; i < 20; i++) {
+    const a = performance.now();
+    const h = Number(process.hrtime.bigint()) / 1e6;
+    const b = performance.now();
+    if (b - a < best) {
+      best = b - a;
+      offset = h - (a + b) / 2;
+    }
+  }
+  return offset;
+}
+const OFFSET_MS = monotonicOffsetMs();
 export const nowMs = () => performance.now() + OFFSET_MS;
 
 /** A masked client frame (RFC 6455 §5.3); payloads under 64 KiB. */
