@@ -14,6 +14,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { runConnections } from './lib/connections.mjs';
 import { runDelivery } from './lib/delivery.mjs';
+import { PRESENCE_SCENARIOS, formatPresence, presenceShort, runPresence } from './lib/presence.mjs';
 import { cpuList, pinToClientCpus, waitQuiet } from './lib/proc.mjs';
 import { formatScenario, targetChecks } from './lib/report.mjs';
 import { ROOT, TARGETS } from './lib/targets.mjs';
@@ -21,15 +22,24 @@ import { ROOT, TARGETS } from './lib/targets.mjs';
 /** What `all` runs. */
 const SCENARIOS = ['fanout', 'latency', 'connections', 'channels', 'cluster'];
 /** Run only when named. */
-const EXTRA_SCENARIOS = ['compression'];
+const EXTRA_SCENARIOS = ['compression', ...PRESENCE_SCENARIOS];
 const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCENARIOS].join('|')}|all>[,...] [options]
   all runs ${SCENARIOS.join(', ')}; compression runs pubgate with PUBGATE_COMPRESSION=off and =shared
   alternately (clients offer permessage-deflate), once per --size (default 100,1024)
+  presence-subscribe, presence-fanout, presence-large: pubgate only, with PUBGATE_NAMESPACES giving benchp:*
+  presence and benchjl:* presence + joinLeave; the legs alternated run by run are the brokers (--brokers)
+  (what each measures: loadtest/bench/lib/presence.mjs)
   --targets pubgate,baseline   which servers (default both, alternated run by run)
-  --runs N                     runs per target (default 3)
+  --runs N                     runs per target (default 3; presence-large 1)
   --subscribers N              fanout/cluster 2000, latency 1000, channels = --channels
   --channels N                 channels scenario: channels, one subscriber each (default 1000)
-  --connections N              connections scenario (default 19000, capped by the open-files limit)
+  --connections N              connections scenario (default 19000, capped by the open-files limit);
+                               presence-subscribe (default 2000), presence-large (default 10000)
+  --brokers LIST               presence scenarios: redis,embedded (default both; presence-large redis, on 2 nodes)
+  --rounds N                   presence-subscribe/-fanout: measured rounds per run after one warm-up round (default 4)
+  --reps N                     presence-fanout: repetitions per block (default 50); --subscribers default 1000
+  --layouts LIST               presence-subscribe: held,fresh (default both)
+  --calls N                    presence-large: calls of each read kind (default 200)
   --duration S                 measured publishing time (fanout/channels/cluster 5, latency 10)
   --warmup S                   unmeasured publishing before it (default 1)
   --batch N                    messages per publish request: 1 uses /v1/publish, more /v1/publish/batch
@@ -54,19 +64,27 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   --no-pin                     do not use taskset
   --profile                    run pubgate under --cpu-prof; profiles in loadtest/bench/profiles/
   --json FILE                  also write every figure as JSON
-  --timeout S                  hard limit per scenario run (default 180)
+  --timeout S                  hard limit per scenario run (default 180; presence scenarios 600)
   --pubgate-main FILE          the pubgate entry to run (default dist/main.js; e.g. another build to compare)
   --pubgate-env NAME=VALUE     extra PUBGATE_* setting for pubgate (repeatable)
+  --pubgate-only-env NAME=VALUE  the same, for the pubgate target only, not for --compare-main's (repeatable;
+                               e.g. PUBGATE_NAMESPACES, which a build before it refuses)
   --compare-main FILE          also run this pubgate entry as a third target, "before", in the same runs
                                (e.g. the build of an older commit in a git worktree), with ratios pubgate/before
   --compare-node PATH          the node binary for --compare-main (default this one; e.g. an older Node.js)
+  --rotate                     run k starts with the (k−1)-th target in turn, so that none always runs first
   --quiet-wait S               before each run, wait up to S s for the cores to be ≥ 85% idle (default 5; 0 skips)`;
 
 const { values: o, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     targets: { type: 'string', default: TARGETS.join(',') },
-    runs: { type: 'string', default: '3' },
+    runs: { type: 'string' },
+    brokers: { type: 'string' },
+    rounds: { type: 'string' },
+    reps: { type: 'string' },
+    layouts: { type: 'string' },
+    calls: { type: 'string' },
     subscribers: { type: 'string' },
     channels: { type: 'string' },
     connections: { type: 'string' },
@@ -89,10 +107,12 @@ const { values: o, positionals } = parseArgs({
     'no-pin': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     json: { type: 'string' },
-    timeout: { type: 'string', default: '180' },
+    timeout: { type: 'string' },
     'quiet-wait': { type: 'string', default: '5' },
+    rotate: { type: 'boolean', default: false },
     'pubgate-main': { type: 'string' },
     'pubgate-env': { type: 'string', multiple: true },
+    'pubgate-only-env': { type: 'string', multiple: true },
     'compare-main': { type: 'string' },
     'compare-node': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
@@ -138,8 +158,11 @@ const ctx = {
   tokenIn: o['token-in'],
   profileDir: o.profile ? `${ROOT}loadtest/bench/profiles` : undefined,
   pubgateMain: o['pubgate-main'],
-  pubgateEnv: Object.fromEntries((o['pubgate-env'] ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
+  pubgateEnv: envList(o['pubgate-env']),
 };
+function envList(list) {
+  return Object.fromEntries((list ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+}
 if (ctx.profileDir) mkdirSync(ctx.profileDir, { recursive: true });
 
 function deliveryParams(name) {
@@ -187,6 +210,38 @@ function compressionParams() {
   }));
 }
 
+/** The presence scenarios: one leg per broker, pubgate only. */
+function presenceParams(name) {
+  const large = name === 'presence-large';
+  const brokers = (o.brokers ?? (large ? 'redis' : 'redis,embedded')).split(',').map((b) => b.trim());
+  for (const b of brokers) {
+    if (!['redis', 'embedded'].includes(b)) {
+      process.stderr.write(`--brokers: unknown broker ${b} (redis, embedded)\n`);
+      process.exit(2);
+    }
+  }
+  const layouts = (o.layouts ?? 'held,fresh').split(',').map((l) => l.trim());
+  if (layouts.some((l) => !['held', 'fresh'].includes(l))) {
+    process.stderr.write('--layouts must list held and/or fresh\n');
+    process.exit(2);
+  }
+  return {
+    name,
+    presence: true,
+    connections: num(o.connections, large ? 10_000 : 2000),
+    subscribers: num(o.subscribers, 1000),
+    rounds: num(o.rounds, 4),
+    reps: num(o.reps, 50),
+    layouts,
+    calls: num(o.calls, 200),
+    small: 10,
+    askers: 20,
+    workers: num(o.workers, 0),
+    defaultRuns: large ? 1 : 3,
+    legs: brokers.map((b) => ({ label: b, target: 'pubgate', env: {}, broker: b })),
+  };
+}
+
 function connectionParams() {
   return {
     name: 'connections',
@@ -200,6 +255,17 @@ function connectionParams() {
 
 function title(p) {
   const where = pin ? `servers on CPU ${o['server-cpus']}, runner and clients on CPU ${o['client-cpus']}` : 'not pinned';
+  if (p.name === 'presence-subscribe') {
+    return `presence-subscribe: ${p.connections} connections (distinct users) (un)subscribe at once, each to its own channel, plain / presence / presence+joinLeave in turn, ` +
+      `layouts ${p.layouts.join(', ')}, ${p.rounds} rounds after a warm-up, ${where}`;
+  }
+  if (p.name === 'presence-fanout') {
+    return `presence-fanout: ${p.subscribers} subscribers of one joinLeave channel; a new user subscribes (join) and unsubscribes (leave), one at a time; ` +
+      `blocks of ${p.reps} (joinLeave / presence without joinLeave / a message), ${p.rounds} rounds after a warm-up, ${where}`;
+  }
+  if (p.name === 'presence-large') {
+    return `presence-large: ${p.connections} connections (distinct users, info claim) on one presence channel (redis: 2 nodes), ${p.calls} calls of each read, ${where}`;
+  }
   if (p.name === 'connections') return `connections: ${p.connections} idle authenticated connections (token in ${ctx.tokenIn}), ${where}`;
   const subs = p.channels > 0 ? `${p.subscribers} subscribers over ${p.channels} channels` : `${p.subscribers} subscribers on one channel`;
   const mode = p.rate > 0 ? `${p.rate} publishes/s of batch ${p.batch}` : `as fast as accepted, batch ${p.batch}, ${p.concurrency} requests in flight`;
@@ -217,6 +283,7 @@ function withTimeout(promise, sec, what) {
 }
 
 const short = (r, p) => {
+  if (p.presence) return presenceShort(r, p);
   if (!r.ok) return `failed: ${r.error.split('\n')[0]}`;
   if (p.name === 'connections') return `${Math.round(r.handshakesPerSec)} handshakes/s, ${r.kbPerConn.toFixed(2)} KiB/conn`;
   if (p.rate > 0) return `p50 ${r.latency.p50.toFixed(2)} ms, p99 ${r.latency.p99.toFixed(2)} ms, lost ${r.lost}`;
@@ -231,27 +298,33 @@ process.stdout.write(`pubgate bench: ${nproc} CPUs (${cpuModel}), node ${process
 const paramsOf = (name) => {
   if (name === 'connections') return [connectionParams()];
   if (name === 'compression') return compressionParams();
+  if (PRESENCE_SCENARIOS.includes(name)) return [presenceParams(name)];
   return [deliveryParams(name)];
 };
 for (const name of scenarios) for (const p of paramsOf(name)) {
   const runs = [];
-  const runs_n = num(o.runs, 3);
+  const runs_n = num(o.runs, p.defaultRuns ?? 3);
   // Each run runs every leg: the targets, or (compression) pubgate with each setting.
   const legs = p.legs ?? targets.map((t) => ({ label: t, target: t, env: {} }));
   if (o['compare-main'] && !p.legs) legs.push({ label: 'before', target: 'pubgate', env: {}, pubgateMain: o['compare-main'], pubgateNode: o['compare-node'] });
   for (let run = 1; run <= runs_n; run++) {
-    for (const leg of legs) {
+    const shift = o.rotate ? (run - 1) % legs.length : 0;
+    for (const leg of [...legs.slice(shift), ...legs.slice(0, shift)]) {
       const target = leg.label;
-      const legCtx = { ...ctx, pubgateEnv: { ...ctx.pubgateEnv, ...leg.env }, pubgateMain: leg.pubgateMain ?? ctx.pubgateMain, pubgateNode: leg.pubgateNode };
+      // --pubgate-only-env: the pubgate target's, not --compare-main's ("before").
+      const onlyEnv = leg.label === 'before' ? {} : envList(o['pubgate-only-env']);
+      const legCtx = { ...ctx, pubgateEnv: { ...ctx.pubgateEnv, ...onlyEnv, ...leg.env }, pubgateMain: leg.pubgateMain ?? ctx.pubgateMain, pubgateNode: leg.pubgateNode };
       const waitSec = num(o['quiet-wait'], 5);
       const idle = waitSec > 0 ? await waitQuiet(Object.keys(os.cpus()).map(String), waitSec * 1000) : [];
-      process.stderr.write(`[${name}${p.legs ? ` ${p.size} B` : ''}] run ${run}/${runs_n} ${target} (idle before: ${idle.map((x) => `${Math.round(x * 100)}%`).join(' ') || 'n/a'}) ... `);
+      process.stderr.write(`[${name}${p.deflate ? ` ${p.size} B` : ''}] run ${run}/${runs_n} ${target} (idle before: ${idle.map((x) => `${Math.round(x * 100)}%`).join(' ') || 'n/a'}) ... `);
       let r;
       // A run whose server exited under it (e.g. a signal from another process on a shared machine) is run again, once.
       for (let attempt = 0; attempt < 2; attempt++) {
         try {
-          const job = name === 'connections' ? runConnections(p, leg.target, legCtx) : runDelivery(p, leg.target, legCtx);
-          r = await withTimeout(job, num(o.timeout, 180), `${name} run ${run} ${target}`);
+          let job;
+          if (p.presence) job = runPresence(p, leg, legCtx);
+          else job = name === 'connections' ? runConnections(p, leg.target, legCtx) : runDelivery(p, leg.target, legCtx);
+          r = await withTimeout(job, num(o.timeout, p.presence ? 600 : 180), `${name} run ${run} ${target}`);
         } catch (e) {
           r = { ok: false, error: String(e?.message ?? e) };
           if (/exceeded \d+ s$/.test(r.error)) {
@@ -267,7 +340,7 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
       runs.push({ run, target, r });
     }
   }
-  const { text, summary } = formatScenario(title(p), name, runs, p.rate > 0, p.pair);
+  const { text, summary } = p.presence ? formatPresence(title(p), p, runs) : formatScenario(title(p), name, runs, p.rate > 0, p.pair);
   process.stdout.write(`${text}\n`);
   if (legs.some((l) => l.label === 'before')) {
     const { text: vs } = formatScenario(`${title(p)}: pubgate against --compare-main`, name, runs.filter((x) => x.target !== 'baseline'), p.rate > 0, ['pubgate', 'before']);

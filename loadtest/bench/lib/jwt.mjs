@@ -11,8 +11,11 @@ export function signHs256(claims, secret, kid) {
   return `${header}.${payload}.${sig}`;
 }
 
-/** A token for benchmark user `sub` that may read every `bench*` channel, valid for `ttlSec`. */
-export function benchToken(secret, sub, ttlSec = 3600) {
+/**
+ * A token for benchmark user `sub` that may read every `bench*` channel, valid
+ * for `ttlSec`; `info` (an object) becomes its `info` claim, shown in presence.
+ */
+export function benchToken(secret, sub, ttlSec = 3600, info = undefined) {
   const now = Math.floor(Date.now() / 1000);
-  return signHs256({ sub, iat: now, exp: now + ttlSec, channels: ['bench*'] }, secret);
+  return signHs256({ sub, iat: now, exp: now + ttlSec, channels: ['bench*'], ...(info ? { info } : {}) }, secret);
 }

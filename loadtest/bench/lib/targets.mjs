@@ -130,10 +130,11 @@ async function startRedis(cpus) {
 
 /**
  * One node on the embedded broker, or (cluster) redis-server plus two nodes
- * using it. Every server process is pinned to `cpus`. `procs` lists them all
- * (for CPU figures); `nodes` the gateway nodes.
+ * using it, or (redis without cluster) redis-server and one node. Every server
+ * process is pinned to `cpus`. `procs` lists them all (for CPU figures);
+ * `nodes` the gateway nodes.
  */
-export async function startTopology(target, { cluster, cpus, profileDir, env, pubgateMain, pubgateNode }) {
+export async function startTopology(target, { cluster, redis: withRedis = false, cpus, profileDir, env, pubgateMain, pubgateNode }) {
   const procs = [];
   // A server that exited during a run (crash, or a signal from another process) voids the run.
   const assertAlive = () => {
@@ -145,7 +146,7 @@ export async function startTopology(target, { cluster, cpus, profileDir, env, pu
     for (const p of procs.reverse()) await p.stop().catch(() => undefined);
   };
   try {
-    if (!cluster) {
+    if (!cluster && !withRedis) {
       const n = await startNode(target, { cpus, nodeId: `${target}-1`, profileDir, env, pubgateMain, pubgateNode });
       procs.push(n);
       return { nodes: [n], procs, stop: stopAll, assertAlive };
@@ -154,6 +155,7 @@ export async function startTopology(target, { cluster, cpus, profileDir, env, pu
     procs.push(redis);
     const a = await startNode(target, { cpus, redisUrl: redis.url, nodeId: `${target}-a`, profileDir, env, pubgateMain, pubgateNode });
     procs.push(a);
+    if (!cluster) return { nodes: [a], redis, procs, stop: stopAll, assertAlive };
     const b = await startNode(target, { cpus, redisUrl: redis.url, nodeId: `${target}-b`, profileDir, env, pubgateMain, pubgateNode });
     procs.push(b);
     return { nodes: [a, b], redis, procs, stop: stopAll, assertAlive };

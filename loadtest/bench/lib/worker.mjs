@@ -18,9 +18,38 @@ function channelOf(spec, i) {
   return spec.kind === 'one' ? spec.name : `${spec.prefix}${i % spec.count}`;
 }
 
-/** churn: the `perConn` channels of connection `index` (consecutive, modulo `total`). */
+/**
+ * The channels of connection `index`: `spec.channels` (the same list for
+ * every connection), or (churn) `perConn` consecutive ones, modulo `total`.
+ */
 function channelsOf(spec, index) {
+  if (spec.channels) return spec.channels;
   return Array.from({ length: spec.perConn }, (_, j) => `${spec.prefix}${(index * spec.perConn + j) % spec.total}`);
+}
+
+/**
+ * Connections by group (presence scenarios: subscribers, joiners, askers),
+ * each group by connection index; the churn and delivery scenarios use the
+ * default group "main" only.
+ */
+const groups = new Map();
+function groupOf(name) {
+  let g = groups.get(name);
+  if (!g) groups.set(name, (g = new Map()));
+  return g;
+}
+const openIn = (name) => [...groupOf(name).values()].filter((c) => c.state === 2);
+
+/** presence scenarios: join/leave frames received, per type and user: count, first and last receipt (ms). */
+let seen = new Map();
+function trackPresence(f) {
+  const key = `${f.type} ${f.user}`;
+  const t = nowMs();
+  const e = seen.get(key);
+  if (e) {
+    e.n++;
+    e.last = t;
+  } else seen.set(key, { n: 1, first: t, last: t });
 }
 
 /** Subscribes one connection to its channels, all frames at once; resolves with the failures (0 when all ok). */
@@ -55,13 +84,19 @@ async function bounded(count, limit, task) {
 const handlers = {
   init(m) {
     pool = new WsPool({ host: m.host, port: m.port, tokenIn: m.tokenIn, localPorts: m.localPorts, deflate: m.deflate, inflateEvery: m.inflateEvery });
+    if (m.trackPresence) pool.onPresence = trackPresence;
     return {};
   },
 
   async connect(m) {
     // Tokens are minted before the clock starts: signing is not part of the measure.
+    // m.info: each token carries an `info` claim {"name":"User <n>"} (presence scenarios).
     const tokens = [];
-    for (let i = 0; i < m.count; i++) tokens.push(benchToken(m.secret, `bench-user-${m.base + i}`));
+    const prefix = m.userPrefix ?? 'bench-user-';
+    for (let i = 0; i < m.count; i++) {
+      tokens.push(benchToken(m.secret, `${prefix}${m.base + i}`, 3600, m.info ? { name: `User ${m.base + i}` } : undefined));
+    }
+    const group = groupOf(m.group ?? 'main');
     const errors = {};
     let ok = 0;
     let failed = 0;
@@ -83,6 +118,7 @@ const handlers = {
           const c = await pool.open(tokens[i], m.timeoutMs);
           c.index = m.base + i;
           c.token = tokens[i];
+          group.set(c.index, c);
           if (m.subscribe) await c.subscribe(channelOf(m.subscribe, m.base + i), m.timeoutMs);
           ok++;
           t1 = nowMs();
@@ -102,6 +138,7 @@ const handlers = {
 
   drop() {
     pool.closeAll();
+    groups.clear();
     return {};
   },
 
@@ -111,7 +148,7 @@ const handlers = {
    */
   async subscribeAll(m) {
     const errors = {};
-    const conns = [...pool.conns];
+    const conns = m.group === undefined ? [...pool.conns] : openIn(m.group);
     const left = new Map(conns.map((c) => [c, []]));
     const t0 = nowMs();
     const failed = await Promise.all(conns.map((c) => subscribeMany(c, channelsOf(m.spec, c.index), m.timeoutMs, errors, left.get(c))));
@@ -135,6 +172,74 @@ const handlers = {
       topUp.ok = bad - topUp.failed;
     }
     return { conns: conns.length, ok: conns.length * m.spec.perConn - bad, failed: bad, errors, t0, t1, topUp };
+  },
+
+  /** presence scenarios: every open connection of `group` unsubscribes from its channels, all at once. */
+  async unsubscribeAll(m) {
+    const errors = {};
+    const conns = openIn(m.group);
+    const t0 = nowMs();
+    const res = await Promise.all(conns.map((c) => Promise.allSettled(channelsOf(m.spec, c.index).map((ch) => c.unsubscribe(ch, m.timeoutMs)))));
+    const t1 = nowMs();
+    let ok = 0;
+    let failed = 0;
+    for (const r of res.flat()) {
+      if (r.status === 'fulfilled') ok++;
+      else {
+        failed++;
+        errors[r.reason.message] = (errors[r.reason.message] ?? 0) + 1;
+      }
+    }
+    return { conns: conns.length, ok, failed, errors, t0, t1 };
+  },
+
+  /**
+   * presence scenarios: connection `index` of `group` sends one `type` frame
+   * (subscribe, unsubscribe, presence, presence_stats) on `channel`; answers
+   * when it was sent and answered (ms) and what the reply said.
+   */
+  async request(m) {
+    const c = groupOf(m.group).get(m.index);
+    if (!c || c.state !== 2) throw new Error(`no open connection ${m.index} in group ${m.group}`);
+    const t0 = nowMs();
+    const r = await c.request(m.type, m.channel, m.timeoutMs ?? 10_000);
+    const t1 = nowMs();
+    return { t0, t1, users: r.users, connections: r.connections, members: r.members?.length, truncated: r.truncated === true };
+  },
+
+  /** presence scenarios: every open connection of `group` sends `perConn` `type` frames on `channel`, one after another, all connections at once. */
+  async requestMany(m) {
+    const errors = {};
+    let ok = 0;
+    let failed = 0;
+    const t0 = nowMs();
+    await Promise.all(openIn(m.group).map(async (c) => {
+      for (let i = 0; i < m.perConn; i++) {
+        try {
+          await c.request(m.type, m.channel, m.timeoutMs ?? 30_000);
+          ok++;
+        } catch (e) {
+          failed++;
+          errors[e.message] = (errors[e.message] ?? 0) + 1;
+        }
+      }
+    }));
+    return { ok, failed, errors, t0, t1: nowMs() };
+  },
+
+  /** presence scenarios: when the last message frame arrived (ms). */
+  lastRecv() {
+    return { ms: pool.lastRecvMs };
+  },
+
+  /** presence scenarios: the join/leave frames received since the last call (per type and user), then forgets them. */
+  presenceSeen() {
+    const out = [...seen.entries()].map(([k, e]) => {
+      const sp = k.indexOf(' ');
+      return { type: k.slice(0, sp), user: k.slice(sp + 1), ...e };
+    });
+    seen = new Map();
+    return { seen: out };
   },
 
   /**
@@ -195,7 +300,7 @@ const handlers = {
     pool.latency = m.latency ? new LatencyHistogram() : undefined;
     cpuMark = process.cpuUsage();
     clearInterval(progressTimer);
-    progressTimer = setInterval(() => process.send({ progress: pool.messages }), m.progressMs ?? 20);
+    progressTimer = setInterval(() => process.send({ progress: pool.messages, presence: pool.presenceFrames }), m.progressMs ?? 20);
     return {};
   },
 

@@ -9,6 +9,7 @@ class Worker {
   constructor(index, onProgress) {
     this.index = index;
     this.progress = 0;
+    this.presence = 0; // join/leave frames received (presence scenarios)
     this.seq = 0;
     this.pending = new Map();
     this.proc = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -16,6 +17,7 @@ class Worker {
     this.proc.on('message', (m) => {
       if (m.progress !== undefined) {
         this.progress = m.progress;
+        this.presence = m.presence ?? 0;
         onProgress?.();
         return;
       }

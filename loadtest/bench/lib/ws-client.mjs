@@ -4,8 +4,8 @@
 // Hot path: every socket reads into one shared buffer (net's `onread`, so no
 // Buffer and no 'data' event per read), and a `message` frame is counted from
 // its header alone; its payload is skipped, or scanned for the embedded send
-// timestamp when latency is measured. Other text frames (welcome, replies) are
-// JSON-parsed: they only occur while connecting and subscribing.
+// timestamp when latency is measured. Other text frames (welcome, replies,
+// and the presence scenarios' join and leave) are JSON-parsed.
 //
 // Assumes the server sends unfragmented frames (uWS and ws both do) whose
 // payload starts with {"type":"<name>" as the pubgate contract's frames do.
@@ -51,8 +51,27 @@ export function headerValue(head, name) {
 }
 
 // A monotonic clock shared by every process on the machine (CLOCK_MONOTONIC),
-// read cheaply through performance.now() plus a per-process offset.
-const OFFSET_MS = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+// read cheaply through performance.now() plus a per-process offset. The offset
+// is taken after both clocks were read once (the first access to `performance`
+// loads perf_hooks, ~0.1–0.7 ms, which would otherwise skew the offset of each
+// process differently), from the tightest of a few readings.
+function monotonicOffsetMs() {
+  performance.now();
+  process.hrtime.bigint();
+  let best = Infinity;
+  let offset = 0;
+  for (let i = 0; i < 20; i++) {
+    const a = performance.now();
+    const h = Number(process.hrtime.bigint()) / 1e6;
+    const b = performance.now();
+    if (b - a < best) {
+      best = b - a;
+      offset = h - (a + b) / 2;
+    }
+  }
+  return offset;
+}
+const OFFSET_MS = monotonicOffsetMs();
 export const nowMs = () => performance.now() + OFFSET_MS;
 
 /** A masked client frame (RFC 6455 §5.3); payloads under 64 KiB. */
@@ -117,6 +136,8 @@ export class WsPool {
     this.inflateEvery = o.inflateEvery ?? 61;
     this.extensions = undefined; // Sec-WebSocket-Extensions of the first accepted upgrade ('' when none)
     this.onClosed = undefined; // (conn) => void: an open connection closed (not called for closeAll's resets)
+    this.presenceFrames = 0; // join and leave frames received
+    this.onPresence = undefined; // (frame, conn) => void: a join or leave frame arrived
     this.resetCounts();
   }
 
@@ -258,19 +279,32 @@ class Conn {
     if (this.state === 2) this.sock.write(clientFrame(1, Buffer.from(text)));
   }
 
-  subscribe(channel, timeoutMs = 10_000) {
+  /**
+   * Sends a client frame of `type` on `channel` (subscribe, unsubscribe,
+   * presence, presence_stats) and resolves with its reply; a reply with an
+   * error rejects with "reply error <code>".
+   */
+  request(type, channel, timeoutMs = 10_000) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         this.waiters.delete(id);
-        reject(new Error('subscribe timeout'));
+        reject(new Error(`${type} timeout`));
       }, timeoutMs);
       this.waiters.set(id, {
         resolve: (v) => (clearTimeout(t), resolve(v)),
         reject: (e) => (clearTimeout(t), reject(e)),
       });
-      this.send(`{"type":"subscribe","id":${id},"channel":"${channel}"}`);
+      this.send(`{"type":"${type}","id":${id},"channel":"${channel}"}`);
     });
+  }
+
+  subscribe(channel, timeoutMs = 10_000) {
+    return this.request('subscribe', channel, timeoutMs);
+  }
+
+  unsubscribe(channel, timeoutMs = 10_000) {
+    return this.request('unsubscribe', channel, timeoutMs);
   }
 
   read(buf, n) {
@@ -467,7 +501,10 @@ class Conn {
       return;
     }
     if (f.type === 'welcome') this.onWelcome?.();
-    else if (f.type === 'reply') {
+    else if (f.type === 'join' || f.type === 'leave') {
+      this.pool.presenceFrames++;
+      this.pool.onPresence?.(f, this);
+    } else if (f.type === 'reply') {
       const w = this.waiters.get(f.id);
       if (!w) return;
       this.waiters.delete(f.id);
