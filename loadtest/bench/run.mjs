@@ -16,28 +16,35 @@ import { runConnections } from './lib/connections.mjs';
 import { runDelivery } from './lib/delivery.mjs';
 import { PRESENCE_SCENARIOS, formatPresence, presenceShort, runPresence } from './lib/presence.mjs';
 import { cpuList, pinToClientCpus, waitQuiet } from './lib/proc.mjs';
+import { PROXY_SCENARIOS, formatProxy, proxyShort, runProxy } from './lib/proxy.mjs';
 import { formatScenario, targetChecks } from './lib/report.mjs';
 import { ROOT, TARGETS } from './lib/targets.mjs';
 
 /** What `all` runs. */
 const SCENARIOS = ['fanout', 'latency', 'connections', 'channels', 'cluster'];
 /** Run only when named. */
-const EXTRA_SCENARIOS = ['compression', ...PRESENCE_SCENARIOS];
+const EXTRA_SCENARIOS = ['compression', ...PRESENCE_SCENARIOS, ...PROXY_SCENARIOS];
 const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCENARIOS].join('|')}|all>[,...] [options]
   all runs ${SCENARIOS.join(', ')}; compression runs pubgate with PUBGATE_COMPRESSION=off and =shared
   alternately (clients offer permessage-deflate), once per --size (default 100,1024)
   presence-subscribe, presence-fanout, presence-large: pubgate only, with PUBGATE_NAMESPACES giving benchp:*
   presence and benchjl:* presence + joinLeave; the legs alternated run by run are the brokers (--brokers)
   (what each measures: loadtest/bench/lib/presence.mjs)
+  proxy: pubgate only, one node with the connect and subscribe proxies pointed at a local backend that answers
+  at once; JWT against connect-proxy handshakes, and claim-allowed against subscribe-proxy subscribes, in turn
+  within each round (loadtest/bench/lib/proxy.mjs)
   --targets pubgate,baseline   which servers (default both, alternated run by run)
   --runs N                     runs per target (default 3; presence-large 1)
   --subscribers N              fanout/cluster 2000, latency 1000, channels = --channels
   --channels N                 channels scenario: channels, one subscriber each (default 1000)
   --connections N              connections scenario (default 19000, capped by the open-files limit);
-                               presence-subscribe (default 2000), presence-large (default 10000)
+                               presence-subscribe (default 2000), presence-large (default 10000);
+                               proxy: handshakes per block (default 2000)
   --brokers LIST               presence scenarios: redis,embedded (default both; presence-large redis, on 2 nodes)
-  --rounds N                   presence-subscribe/-fanout: measured rounds per run after one warm-up round (default 4)
-  --reps N                     presence-fanout: repetitions per block (default 50); --subscribers default 1000
+  --rounds N                   presence-subscribe/-fanout, proxy: measured rounds per run after one warm-up round (default 4)
+  --reps N                     presence-fanout: repetitions per block (default 50); --subscribers default 1000;
+                               proxy: subscribes per connection per block, one after another (default 20),
+                               by --subscribers connections at once (default 128)
   --layouts LIST               presence-subscribe: held,fresh (default both)
   --calls N                    presence-large: calls of each read kind (default 200)
   --duration S                 measured publishing time (fanout/channels/cluster 5, latency 10)
@@ -53,7 +60,8 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   --concurrency N              publish requests in flight (fanout 32, latency 16, others 4)
   --window N                   messages per subscriber published but not yet received (default 500)
   --workers N                  client processes (default max(2, ceil(connections / 5000)))
-  --connect-concurrency N      handshakes in flight per client process (default 64)
+  --connect-concurrency N      handshakes in flight per client process (default 64; proxy: --workers default 2,
+                               and workers × this must stay under PUBGATE_PROXY_CONCURRENCY, 256)
   --settle S                   connections: idle time before the "after" RSS (default 2)
   --settle-before S            connections: idle time after the warm-up before the "before" RSS (default 1);
                                give both ~30 s to compare settled heaps (V8 usually shrinks its
@@ -64,7 +72,7 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   --no-pin                     do not use taskset
   --profile                    run pubgate under --cpu-prof; profiles in loadtest/bench/profiles/
   --json FILE                  also write every figure as JSON
-  --timeout S                  hard limit per scenario run (default 180; presence scenarios 600)
+  --timeout S                  hard limit per scenario run (default 180; presence scenarios and proxy 600)
   --pubgate-main FILE          the pubgate entry to run (default dist/main.js; e.g. another build to compare)
   --pubgate-env NAME=VALUE     extra PUBGATE_* setting for pubgate (repeatable)
   --pubgate-only-env NAME=VALUE  the same, for the pubgate target only, not for --compare-main's (repeatable;
@@ -210,6 +218,27 @@ function compressionParams() {
   }));
 }
 
+/** The proxy scenario: pubgate only, one leg; in-flight proxy calls stay under PUBGATE_PROXY_CONCURRENCY. */
+function proxyParams() {
+  const p = {
+    name: 'proxy',
+    proxy: true,
+    connections: num(o.connections, 2000),
+    connectConcurrency: num(o['connect-concurrency'], 64),
+    subscribers: num(o.subscribers, 128),
+    reps: num(o.reps, 20),
+    rounds: num(o.rounds, 4),
+    workers: num(o.workers, 2),
+    legs: [{ label: 'pubgate', target: 'pubgate', env: {} }],
+  };
+  const env = { ...envList(o['pubgate-env']), ...envList(o['pubgate-only-env']) };
+  const limit = Number(env.PUBGATE_PROXY_CONCURRENCY ?? 256);
+  const most = Math.max(p.workers * p.connectConcurrency, p.subscribers);
+  // Past the bound the node answers `unavailable` at once: still reported (apart), but not what this measures.
+  if (most >= limit) process.stderr.write(`proxy: up to ${most} proxy calls in flight, PUBGATE_PROXY_CONCURRENCY is ${limit}: some will be refused (reported as failed)\n`);
+  return p;
+}
+
 /** The presence scenarios: one leg per broker, pubgate only. */
 function presenceParams(name) {
   const large = name === 'presence-large';
@@ -266,6 +295,10 @@ function title(p) {
   if (p.name === 'presence-large') {
     return `presence-large: ${p.connections} connections (distinct users, info claim) on one presence channel (redis: 2 nodes), ${p.calls} calls of each read, ${where}`;
   }
+  if (p.name === 'proxy') {
+    return `proxy: one node, backend on the client CPUs answering at once; per round ${p.connections} handshakes jwt / connect proxy (cookie), ` +
+      `${p.subscribers} × ${p.reps} subscribes plain (claims) / subscribe proxy, in turn, ${p.rounds} rounds after a warm-up, ${where}`;
+  }
   if (p.name === 'connections') return `connections: ${p.connections} idle authenticated connections (token in ${ctx.tokenIn}), ${where}`;
   const subs = p.channels > 0 ? `${p.subscribers} subscribers over ${p.channels} channels` : `${p.subscribers} subscribers on one channel`;
   const mode = p.rate > 0 ? `${p.rate} publishes/s of batch ${p.batch}` : `as fast as accepted, batch ${p.batch}, ${p.concurrency} requests in flight`;
@@ -284,6 +317,7 @@ function withTimeout(promise, sec, what) {
 
 const short = (r, p) => {
   if (p.presence) return presenceShort(r, p);
+  if (p.proxy) return proxyShort(r);
   if (!r.ok) return `failed: ${r.error.split('\n')[0]}`;
   if (p.name === 'connections') return `${Math.round(r.handshakesPerSec)} handshakes/s, ${r.kbPerConn.toFixed(2)} KiB/conn`;
   if (p.rate > 0) return `p50 ${r.latency.p50.toFixed(2)} ms, p99 ${r.latency.p99.toFixed(2)} ms, lost ${r.lost}`;
@@ -299,6 +333,7 @@ const paramsOf = (name) => {
   if (name === 'connections') return [connectionParams()];
   if (name === 'compression') return compressionParams();
   if (PRESENCE_SCENARIOS.includes(name)) return [presenceParams(name)];
+  if (PROXY_SCENARIOS.includes(name)) return [proxyParams()];
   return [deliveryParams(name)];
 };
 for (const name of scenarios) for (const p of paramsOf(name)) {
@@ -323,8 +358,9 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
         try {
           let job;
           if (p.presence) job = runPresence(p, leg, legCtx);
+          else if (p.proxy) job = runProxy(p, leg, legCtx);
           else job = name === 'connections' ? runConnections(p, leg.target, legCtx) : runDelivery(p, leg.target, legCtx);
-          r = await withTimeout(job, num(o.timeout, p.presence ? 600 : 180), `${name} run ${run} ${target}`);
+          r = await withTimeout(job, num(o.timeout, p.presence || p.proxy ? 600 : 180), `${name} run ${run} ${target}`);
         } catch (e) {
           r = { ok: false, error: String(e?.message ?? e) };
           if (/exceeded \d+ s$/.test(r.error)) {
@@ -340,7 +376,8 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
       runs.push({ run, target, r });
     }
   }
-  const { text, summary } = p.presence ? formatPresence(title(p), p, runs) : formatScenario(title(p), name, runs, p.rate > 0, p.pair);
+  const { text, summary } = p.presence ? formatPresence(title(p), p, runs)
+    : p.proxy ? formatProxy(title(p), p, runs) : formatScenario(title(p), name, runs, p.rate > 0, p.pair);
   process.stdout.write(`${text}\n`);
   if (legs.some((l) => l.label === 'before')) {
     const { text: vs } = formatScenario(`${title(p)}: pubgate against --compare-main`, name, runs.filter((x) => x.target !== 'baseline'), p.rate > 0, ['pubgate', 'before']);

@@ -95,7 +95,7 @@ async function settledCpu(procs, maxMs = 3000) {
  * timers and the like): the median of three 500 ms windows during which no
  * presence lease tick ran. Subtracted from every measured window.
  */
-async function idleRate(procs, nodes) {
+export async function idleRate(procs, nodes) {
   const samples = [];
   for (let i = 0; i < 10 && samples.length < 3; i++) {
     const k0 = await ticksOf(nodes);
@@ -114,7 +114,7 @@ async function idleRate(procs, nodes) {
  * waits until they are idle again and answers each one's ns over the window,
  * less its idle rate (idleRate) for the window's length.
  */
-async function cpuWindow(procs, idle) {
+export async function cpuWindow(procs, idle) {
   const a = await settledCpu(procs);
   const t0 = nowMs();
   return {
@@ -178,7 +178,7 @@ function presenceKeyMemory(port) {
 }
 
 /** Forks `n` client workers on `nodes` (worker i on node i % nodes) and initialises them. */
-async function clients(n, nodes, ctx, onProgress, trackPresence = false) {
+export async function clients(n, nodes, ctx, onProgress, trackPresence = false) {
   const workers = forkWorkers(n, onProgress);
   await Promise.all(workers.map((w, i) => w.call('init', {
     host: '127.0.0.1', port: nodes[i % nodes.length].port, tokenIn: ctx.tokenIn, localPorts: localPortRange(i, n), trackPresence,
@@ -206,7 +206,7 @@ async function openSpread(workers, group, total, opts = {}) {
   }));
 }
 
-function checkAll(results, what) {
+export function checkAll(results, what) {
   const failed = sum(results.map((r) => r.failed));
   if (failed > 0) {
     const errors = {};
@@ -232,7 +232,7 @@ function topologyFor(leg, ctx, nodes = 1) {
  * share of that other processes took (not the servers, not the runner and its
  * client processes).
  */
-function coreMark(procs, clientPids) {
+export function coreMark(procs, clientPids) {
   const own = () => ({ server: sum(cpuNs(procs)), client: sum(clientPids.map((pid) => procCpuNs(pid))) + process.cpuUsage().user * 1000 + process.cpuUsage().system * 1000 });
   const c0 = coreTimes();
   const o0 = own();
@@ -719,9 +719,9 @@ function summarizeLarge(runs) {
 
 // ---- shared ------------------------------------------------------------------
 
-const otherPct = (split) => (split ? `${Math.round(split.other * 100)}%` : 'n/a');
+export const otherPct = (split) => (split ? `${Math.round(split.other * 100)}%` : 'n/a');
 
-function table(header, rows) {
+export function table(header, rows) {
   const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
   const line = (cells) => `  ${cells.map((c, i) => (i < 2 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ')}`;
   return [line(header), line(w.map((n) => '-'.repeat(n))), ...rows.map(line)].join('\n');

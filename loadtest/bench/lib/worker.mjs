@@ -91,10 +91,13 @@ const handlers = {
   async connect(m) {
     // Tokens are minted before the clock starts: signing is not part of the measure.
     // m.info: each token carries an `info` claim {"name":"User <n>"} (presence scenarios).
+    // m.cookie (the proxy scenario): no token, a session cookie naming the user, for the connect proxy.
     const tokens = [];
     const prefix = m.userPrefix ?? 'bench-user-';
     for (let i = 0; i < m.count; i++) {
-      tokens.push(benchToken(m.secret, `${prefix}${m.base + i}`, 3600, m.info ? { name: `User ${m.base + i}` } : undefined));
+      tokens.push(m.cookie
+        ? `bench_session=${prefix}${m.base + i}`
+        : benchToken(m.secret, `${prefix}${m.base + i}`, 3600, m.info ? { name: `User ${m.base + i}` } : undefined));
     }
     const group = groupOf(m.group ?? 'main');
     const errors = {};
@@ -115,7 +118,7 @@ const handlers = {
       // starts with every subscriber; each failure is still counted and reported.
       for (let attempt = 0; ; attempt++) {
         try {
-          const c = await pool.open(tokens[i], m.timeoutMs);
+          const c = await pool.open(tokens[i], m.timeoutMs, m.cookie ? 'cookie' : undefined);
           c.index = m.base + i;
           c.token = tokens[i];
           group.set(c.index, c);
@@ -142,6 +145,13 @@ const handlers = {
     return {};
   },
 
+  /** The proxy scenario: closes the connections of `group` with a TCP reset, leaving the others open. */
+  dropGroup(m) {
+    for (const c of groupOf(m.group).values()) c.destroy();
+    groups.delete(m.group);
+    return {};
+  },
+
   /**
    * churn: every open connection subscribes to its `spec.perConn` channels,
    * all at once; resolves once every reply came (or timed out).
@@ -151,7 +161,14 @@ const handlers = {
     const conns = m.group === undefined ? [...pool.conns] : openIn(m.group);
     const left = new Map(conns.map((c) => [c, []]));
     const t0 = nowMs();
-    const failed = await Promise.all(conns.map((c) => subscribeMany(c, channelsOf(m.spec, c.index), m.timeoutMs, errors, left.get(c))));
+    // m.oneAtATime (the proxy scenario): each connection sends its next subscribe once the last was answered,
+    // so that at most one per connection is in flight (under PUBGATE_PROXY_CONCURRENCY).
+    const failed = await Promise.all(conns.map(async (c) => {
+      if (!m.oneAtATime) return subscribeMany(c, channelsOf(m.spec, c.index), m.timeoutMs, errors, left.get(c));
+      let n = 0;
+      for (const ch of channelsOf(m.spec, c.index)) n += await subscribeMany(c, [ch], m.timeoutMs, errors, left.get(c));
+      return n;
+    }));
     const t1 = nowMs();
     const bad = failed.reduce((a, n) => a + n, 0);
     // Optionally the refused ones again, a few connections at a time, so that

@@ -152,12 +152,18 @@ export class WsPool {
     this.sampleTick = 0;
   }
 
-  request(token) {
+  /**
+   * The upgrade request. `tokenIn` 'cookie' (the proxy scenario) sends
+   * `token` as the Cookie header and no token at all, so that the connect
+   * proxy decides the upgrade.
+   */
+  request(token, tokenIn = this.tokenIn) {
     const key = randomBytes(16).toString('base64');
     let path = this.path;
     let auth = 'Sec-WebSocket-Protocol: pubgate.v1\r\n';
-    if (this.tokenIn === 'header') auth += `Authorization: Bearer ${token}\r\n`;
-    else if (this.tokenIn === 'protocol') auth = `Sec-WebSocket-Protocol: pubgate.v1, bearer.${token}\r\n`;
+    if (tokenIn === 'cookie') auth += `Cookie: ${token}\r\n`;
+    else if (tokenIn === 'header') auth += `Authorization: Bearer ${token}\r\n`;
+    else if (tokenIn === 'protocol') auth = `Sec-WebSocket-Protocol: pubgate.v1, bearer.${token}\r\n`;
     else path += `?access_token=${token}`;
     const ext = this.deflate ? `Sec-WebSocket-Extensions: ${DEFLATE_OFFER}\r\n` : '';
     return `GET ${path} HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
@@ -173,9 +179,9 @@ export class WsPool {
   }
 
   /** Opens one connection; resolves with it once the server's welcome frame arrived. */
-  open(token, timeoutMs = 10_000) {
+  open(token, timeoutMs = 10_000, tokenIn = this.tokenIn) {
     const c = new Conn(this);
-    return c.open(this.request(token), timeoutMs).then(() => c);
+    return c.open(this.request(token, tokenIn), timeoutMs).then(() => c);
   }
 
   /** Closes every connection at once with a TCP reset (no TIME_WAIT left behind). */
