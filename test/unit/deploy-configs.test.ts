@@ -342,6 +342,15 @@ describe('metrics the dashboard and the alert rules use vs docs/metrics.md', () 
     return { name: base[1]!, labels: new Set([...h.labels, ...everywhere, ...(base[2] === 'bucket' ? ['le'] : [])]) };
   }
 
+  it('keeps the proxy bound recording rule equal to PUBGATE_PROXY_CONCURRENCY (the Deployment\'s, or the default)', () => {
+    const rule = (arr(rules.groups, 'groups') as Doc[]).flatMap((g) => arr(g.rules, 'rules') as Doc[])
+      .find((r) => r.record === 'pubgate:proxy_concurrency_limit');
+    const bound = /^vector\((\d+)\)$/.exec(String(rule?.expr))?.[1];
+    const deployment = readFileSync(path.join(DEPLOY_DIR, 'kubernetes/deployment.yaml'), 'utf8');
+    const env = /name: PUBGATE_PROXY_CONCURRENCY\s+value: "(\d+)"/.exec(deployment)?.[1];
+    expect(bound).toBe(env ?? String(SETTINGS.find((x) => x.key === 'proxyConcurrency')!.def));
+  });
+
   it('reads the presence metrics from docs/metrics.md', () => {
     expect(docs.get('pubgate_presence_operations_total')?.labels.sort()).toEqual(['op', 'result']);
     expect(docs.get('pubgate_presence_operation_seconds')).toEqual({ type: 'histogram', labels: ['op'] });
@@ -400,12 +409,15 @@ describe('docs', () => {
     for (const f of shipped) expect(doc.includes(f), `${f} is not mentioned in docs/deploy.md`).toBe(true);
   });
 
-  it('every runbook link in the alert rules points to a heading of docs/troubleshooting.md', () => {
-    const headings = anchors(read('docs/troubleshooting.md'));
+  it('every runbook link in the alert rules points to a heading of docs/troubleshooting.md or docs/metrics.md', () => {
     const rules = read('deploy/prometheus/rules/pubgate.yml');
-    const links = [...rules.matchAll(/runbook: "docs\/troubleshooting\.md#([^"]+)"/g)].map((m) => m[1]!);
-    expect(links.length).toBeGreaterThan(5);
-    for (const l of links) expect(headings.has(l), `#${l} (have: ${[...headings].join(', ')})`).toBe(true);
+    const links = [...rules.matchAll(/runbook: "(docs\/(?:troubleshooting|metrics)\.md)#([^"]+)"/g)].map((m) => ({ file: m[1]!, anchor: m[2]! }));
+    expect(links.length, 'every alert has a runbook in one of them').toBe([...rules.matchAll(/- alert: /g)].length);
+    expect(links.filter((l) => l.file === 'docs/troubleshooting.md').length).toBeGreaterThan(5);
+    for (const l of links) {
+      const headings = anchors(read(l.file));
+      expect(headings.has(l.anchor), `${l.file}#${l.anchor} (have: ${[...headings].join(', ')})`).toBe(true);
+    }
   });
 
   it('in-page links of the docs point to headings that exist', () => {
