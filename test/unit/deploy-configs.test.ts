@@ -278,19 +278,25 @@ describe('deploy/grafana dashboard', () => {
     }
   });
 
-  it('has a Presence row: entries per node, operations by op and result, latency by op, join/leave frames, expired leases', () => {
-    const start = panels.findIndex((p) => p.type === 'row' && p.title === 'Presence');
-    expect(start, 'a row titled Presence').toBeGreaterThan(-1);
+  /** The panels of the row titled `title`, each checked to sit between that row and the next one. */
+  function rowPanels(title: string): Doc[] {
+    const start = panels.findIndex((p) => p.type === 'row' && p.title === title);
+    expect(start, `a row titled ${title}`).toBeGreaterThan(-1);
     const next = panels.findIndex((p, i) => i > start && p.type === 'row');
     const row = panels.slice(start + 1, next === -1 ? undefined : next);
     const top = (get(panels[start], 'gridPos', 'y') as number) + 1;
     const bottom = next === -1 ? Infinity : (get(panels[next], 'gridPos', 'y') as number);
     for (const p of row) {
       const g = obj(p.gridPos, String(p.title)) as Record<string, number>;
-      expect(g.y!, `${String(p.title)} sits under the Presence row`).toBeGreaterThanOrEqual(top);
+      expect(g.y!, `${String(p.title)} sits under the ${title} row`).toBeGreaterThanOrEqual(top);
       expect(g.y! + g.h!, `${String(p.title)} ends above the next row`).toBeLessThanOrEqual(bottom);
     }
-    const exprs = row.flatMap((p) => ((p.targets as Doc[] | undefined) ?? []).map((t) => String(t.expr))).join('\n');
+    return row;
+  }
+  const exprsOf = (row: Doc[]): string => row.flatMap((p) => ((p.targets as Doc[] | undefined) ?? []).map((t) => String(t.expr))).join('\n');
+
+  it('has a Presence row: entries per node, operations by op and result, latency by op, join/leave frames, expired leases', () => {
+    const exprs = exprsOf(rowPanels('Presence'));
     for (const needle of [
       'sum by (node) (pubgate_presence_entries{job="$job",node=~"$node"})',
       'sum by (op, result) (rate(pubgate_presence_operations_total{job="$job",node=~"$node"}[$__rate_interval]))',
@@ -303,6 +309,31 @@ describe('deploy/grafana dashboard', () => {
     ]) {
       expect(exprs, needle).toContain(needle);
     }
+  });
+
+  it('has a Backend access row: proxy calls, latency and in flight vs the bound; requests to every node, pending, cluster nodes; server-side subscriptions', () => {
+    const row = rowPanels('Backend access');
+    const exprs = exprsOf(row);
+    const sel = 'job="$job",node=~"$node"';
+    for (const needle of [
+      `sum by (proxy, result) (rate(pubgate_proxy_requests_total{${sel}}[$__rate_interval]))`,
+      `histogram_quantile(0.5, sum by (proxy, le) (rate(pubgate_proxy_duration_seconds_bucket{${sel}}`,
+      `histogram_quantile(0.99, sum by (proxy, le) (rate(pubgate_proxy_duration_seconds_bucket{${sel}}`,
+      `sum by (op, result) (rate(pubgate_control_requests_total{${sel}}[$__rate_interval]))`,
+      `histogram_quantile(0.5, sum by (op, le) (rate(pubgate_control_request_duration_seconds_bucket{${sel}}`,
+      `histogram_quantile(0.99, sum by (op, le) (rate(pubgate_control_request_duration_seconds_bucket{${sel}}`,
+      `pubgate_control_requests_pending{${sel}}`,
+      `pubgate_control_acks_total{${sel}}`,
+      `pubgate_control_applied_total{${sel}}`,
+      `sum by (node) (pubgate_cluster_nodes{${sel}})`,
+      `sum by (source, result) (rate(pubgate_server_subscriptions_total{${sel}}[$__rate_interval]))`,
+      `pubgate_api_requests_total{${sel},endpoint=~"subscribe|unsubscribe"}`,
+    ]) {
+      expect(exprs, needle).toContain(needle);
+    }
+    // The bound is shared by both proxies: the panel sums them per node and draws the bound beside.
+    const inFlight = row.find((p) => exprsOf([p]).includes('pubgate_proxy_in_flight'));
+    expect(exprsOf([inFlight!]).split('\n')).toEqual([`sum by (node) (pubgate_proxy_in_flight{${sel}})`, 'pubgate:proxy_concurrency_limit']);
   });
 });
 
