@@ -278,19 +278,25 @@ describe('deploy/grafana dashboard', () => {
     }
   });
 
-  it('has a Presence row: entries per node, operations by op and result, latency by op, join/leave frames, expired leases', () => {
-    const start = panels.findIndex((p) => p.type === 'row' && p.title === 'Presence');
-    expect(start, 'a row titled Presence').toBeGreaterThan(-1);
+  /** The panels of the row titled `title`, each checked to sit between that row and the next one. */
+  function rowPanels(title: string): Doc[] {
+    const start = panels.findIndex((p) => p.type === 'row' && p.title === title);
+    expect(start, `a row titled ${title}`).toBeGreaterThan(-1);
     const next = panels.findIndex((p, i) => i > start && p.type === 'row');
     const row = panels.slice(start + 1, next === -1 ? undefined : next);
     const top = (get(panels[start], 'gridPos', 'y') as number) + 1;
     const bottom = next === -1 ? Infinity : (get(panels[next], 'gridPos', 'y') as number);
     for (const p of row) {
       const g = obj(p.gridPos, String(p.title)) as Record<string, number>;
-      expect(g.y!, `${String(p.title)} sits under the Presence row`).toBeGreaterThanOrEqual(top);
+      expect(g.y!, `${String(p.title)} sits under the ${title} row`).toBeGreaterThanOrEqual(top);
       expect(g.y! + g.h!, `${String(p.title)} ends above the next row`).toBeLessThanOrEqual(bottom);
     }
-    const exprs = row.flatMap((p) => ((p.targets as Doc[] | undefined) ?? []).map((t) => String(t.expr))).join('\n');
+    return row;
+  }
+  const exprsOf = (row: Doc[]): string => row.flatMap((p) => ((p.targets as Doc[] | undefined) ?? []).map((t) => String(t.expr))).join('\n');
+
+  it('has a Presence row: entries per node, operations by op and result, latency by op, join/leave frames, expired leases', () => {
+    const exprs = exprsOf(rowPanels('Presence'));
     for (const needle of [
       'sum by (node) (pubgate_presence_entries{job="$job",node=~"$node"})',
       'sum by (op, result) (rate(pubgate_presence_operations_total{job="$job",node=~"$node"}[$__rate_interval]))',
@@ -303,6 +309,31 @@ describe('deploy/grafana dashboard', () => {
     ]) {
       expect(exprs, needle).toContain(needle);
     }
+  });
+
+  it('has a Backend access row: proxy calls, latency and in flight vs the bound; requests to every node, pending, cluster nodes; server-side subscriptions', () => {
+    const row = rowPanels('Backend access');
+    const exprs = exprsOf(row);
+    const sel = 'job="$job",node=~"$node"';
+    for (const needle of [
+      `sum by (proxy, result) (rate(pubgate_proxy_requests_total{${sel}}[$__rate_interval]))`,
+      `histogram_quantile(0.5, sum by (proxy, le) (rate(pubgate_proxy_duration_seconds_bucket{${sel}}`,
+      `histogram_quantile(0.99, sum by (proxy, le) (rate(pubgate_proxy_duration_seconds_bucket{${sel}}`,
+      `sum by (op, result) (rate(pubgate_control_requests_total{${sel}}[$__rate_interval]))`,
+      `histogram_quantile(0.5, sum by (op, le) (rate(pubgate_control_request_duration_seconds_bucket{${sel}}`,
+      `histogram_quantile(0.99, sum by (op, le) (rate(pubgate_control_request_duration_seconds_bucket{${sel}}`,
+      `pubgate_control_requests_pending{${sel}}`,
+      `pubgate_control_acks_total{${sel}}`,
+      `pubgate_control_applied_total{${sel}}`,
+      `sum by (node) (pubgate_cluster_nodes{${sel}})`,
+      `sum by (source, result) (rate(pubgate_server_subscriptions_total{${sel}}[$__rate_interval]))`,
+      `pubgate_api_requests_total{${sel},endpoint=~"subscribe|unsubscribe"}`,
+    ]) {
+      expect(exprs, needle).toContain(needle);
+    }
+    // The bound is shared by both proxies: the panel sums them per node and draws the bound beside.
+    const inFlight = row.find((p) => exprsOf([p]).includes('pubgate_proxy_in_flight'));
+    expect(exprsOf([inFlight!]).split('\n')).toEqual([`sum by (node) (pubgate_proxy_in_flight{${sel}})`, 'pubgate:proxy_concurrency_limit']);
   });
 });
 
@@ -341,6 +372,15 @@ describe('metrics the dashboard and the alert rules use vs docs/metrics.md', () 
     if (!h || h.type !== 'histogram') return undefined;
     return { name: base[1]!, labels: new Set([...h.labels, ...everywhere, ...(base[2] === 'bucket' ? ['le'] : [])]) };
   }
+
+  it('keeps the proxy bound recording rule equal to PUBGATE_PROXY_CONCURRENCY (the Deployment\'s, or the default)', () => {
+    const rule = (arr(rules.groups, 'groups') as Doc[]).flatMap((g) => arr(g.rules, 'rules') as Doc[])
+      .find((r) => r.record === 'pubgate:proxy_concurrency_limit');
+    const bound = /^vector\((\d+)\)$/.exec(String(rule?.expr))?.[1];
+    const deployment = readFileSync(path.join(DEPLOY_DIR, 'kubernetes/deployment.yaml'), 'utf8');
+    const env = /name: PUBGATE_PROXY_CONCURRENCY\s+value: "(\d+)"/.exec(deployment)?.[1];
+    expect(bound).toBe(env ?? String(SETTINGS.find((x) => x.key === 'proxyConcurrency')!.def));
+  });
 
   it('reads the presence metrics from docs/metrics.md', () => {
     expect(docs.get('pubgate_presence_operations_total')?.labels.sort()).toEqual(['op', 'result']);
@@ -400,12 +440,15 @@ describe('docs', () => {
     for (const f of shipped) expect(doc.includes(f), `${f} is not mentioned in docs/deploy.md`).toBe(true);
   });
 
-  it('every runbook link in the alert rules points to a heading of docs/troubleshooting.md', () => {
-    const headings = anchors(read('docs/troubleshooting.md'));
+  it('every runbook link in the alert rules points to a heading of docs/troubleshooting.md or docs/metrics.md', () => {
     const rules = read('deploy/prometheus/rules/pubgate.yml');
-    const links = [...rules.matchAll(/runbook: "docs\/troubleshooting\.md#([^"]+)"/g)].map((m) => m[1]!);
-    expect(links.length).toBeGreaterThan(5);
-    for (const l of links) expect(headings.has(l), `#${l} (have: ${[...headings].join(', ')})`).toBe(true);
+    const links = [...rules.matchAll(/runbook: "(docs\/(?:troubleshooting|metrics)\.md)#([^"]+)"/g)].map((m) => ({ file: m[1]!, anchor: m[2]! }));
+    expect(links.length, 'every alert has a runbook in one of them').toBe([...rules.matchAll(/- alert: /g)].length);
+    expect(links.filter((l) => l.file === 'docs/troubleshooting.md').length).toBeGreaterThan(5);
+    for (const l of links) {
+      const headings = anchors(read(l.file));
+      expect(headings.has(l.anchor), `${l.file}#${l.anchor} (have: ${[...headings].join(', ')})`).toBe(true);
+    }
   });
 
   it('in-page links of the docs point to headings that exist', () => {
