@@ -34,8 +34,10 @@ export interface SubscribeProxy {
 export interface Proxies {
   readonly connect: ConnectProxy | undefined;
   readonly subscribe: SubscribeProxy | undefined;
-  /** Writes the pending failure log line (shutdown). */
+  /** Writes the pending failure log line. */
   flush(): void;
+  /** Shutdown: writes the pending failure log line and closes the connections to the backends. */
+  close(): void;
 }
 
 export type ProxyConfig = Pick<Config, 'connectProxyUrl' | 'subscribeProxyUrl' | 'proxyKey' | 'proxyTimeoutMs' | 'proxyConcurrency'>;
@@ -58,6 +60,7 @@ export function createProxies(config: ProxyConfig, metrics: Metrics, log: Log, c
       ask: (req) => c.call('subscribe', subscribeUrl, encodeSubscribeRequest(req), readSubscribeAnswer),
     },
     flush: () => c.flush(),
+    close: () => c.close(),
   };
 }
 

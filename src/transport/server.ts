@@ -55,7 +55,7 @@ export interface Transport {
   closeAdminListener(): void;
   /** Public API requests still being answered. */
   inflightRequests(): number;
-  /** Stops the heartbeat and writes the pending handshake-rejection summary. */
+  /** Stops the heartbeat, writes the pending handshake-rejection and proxy-failure summaries, and closes the proxies' connections. */
   stopTimers(): void;
 }
 
@@ -218,7 +218,7 @@ export function createTransport(deps: TransportDeps): Transport {
     stopTimers: () => {
       conns.stop();
       rejections.flush();
-      deps.proxies?.flush();
+      deps.proxies?.close();
     },
   };
 }

@@ -2,7 +2,8 @@
  * The proxies' HTTP client against a real local backend: the bearer key, the
  * per-call timeout, the node-wide concurrency bound (answered at once beyond
  * it), the bounded answer body, connection errors, aborts, keep-alive and no
- * caching, and what it counts and logs.
+ * caching, connections never reused after a call cut short, shutdown, and
+ * what it counts and logs.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Log } from '../../src/observability/logger.js';
@@ -95,8 +96,8 @@ describe('the proxy client', () => {
     for (let i = 0; i < 6; i++) expect((await c.call('subscribe', `${backend.url}/again`, BODY, readSubscribeAnswer)).result).toBe('allow');
     const mine = backend.calls.slice(before);
     expect(mine).toHaveLength(6);
-    // undici may open a second connection while the first is being released; never one per call.
-    expect(new Set(mine.map((x) => x.connection)).size).toBeLessThanOrEqual(2);
+    // One call at a time: the connection is back in the pool before the next call.
+    expect(new Set(mine.map((x) => x.connection)).size).toBe(1);
   });
 
   it('gives up after the timeout, and the backend sees the caller go away', async () => {
@@ -201,5 +202,83 @@ describe('the proxy client', () => {
     c.flush();
     expect(lines).toHaveLength(1);
     expect(lines[0]!.obj).toMatchObject({ counts: { 'subscribe:bad_status': 5, 'connect:bad_status': 1 }, err: 'status 500' });
+  });
+
+  it('destroys the connection of a call timed out mid-body: the next call gets its own answer on a new connection', async () => {
+    backend.on('/warm', { json: { allow: true, info: { n: 1 } } });
+    backend.on('/half', { partial: '{"allow":true,"info":{"n":' });
+    backend.on('/next', { json: { allow: true, info: { n: 2 } } });
+    const { c } = client({ timeoutMs: 200 });
+    expect((await c.call('subscribe', `${backend.url}/warm`, BODY, readSubscribeAnswer)).result).toBe('allow');
+    const warm = backend.calls.at(-1)!;
+    expect((await c.call('subscribe', `${backend.url}/half`, BODY, readSubscribeAnswer)).result).toBe('timeout');
+    const half = backend.calls.at(-1)!;
+    // The timed-out call went over the kept-alive connection of the first one.
+    expect(half.connection).toBe(warm.connection);
+    await half.gone;
+    expect(await c.call('subscribe', `${backend.url}/next`, BODY, readSubscribeAnswer)).toEqual({ result: 'allow', value: { info: '{"n":2}' } });
+    expect(backend.calls.at(-1)!.connection).not.toBe(half.connection);
+  });
+
+  it('destroys the connection of an aborted call: its answer, sent late, reaches no other call', async () => {
+    backend.on('/warm2', { json: { allow: true, info: { n: 1 } } });
+    backend.on('/held2', 'hold');
+    backend.on('/next2', { json: { allow: true, info: { n: 3 } } });
+    const { c } = client();
+    expect((await c.call('connect', `${backend.url}/warm2`, BODY, readSubscribeAnswer)).result).toBe('allow');
+    const warm = backend.calls.at(-1)!;
+    const ctl = new AbortController();
+    const before = backend.calls.length;
+    const p = c.call('connect', `${backend.url}/held2`, BODY, readSubscribeAnswer, ctl.signal);
+    await backend.waitForCalls(before + 1);
+    const held = backend.calls.at(-1)!;
+    expect(held.connection).toBe(warm.connection);
+    ctl.abort();
+    expect(await p).toEqual({ result: 'aborted' });
+    await held.gone;
+    backend.release({ json: { allow: true, info: { n: 'stale' } } });
+    expect(await c.call('connect', `${backend.url}/next2`, BODY, readSubscribeAnswer)).toEqual({ result: 'allow', value: { info: '{"n":3}' } });
+    expect(backend.calls.at(-1)!.connection).not.toBe(held.connection);
+  });
+
+  it('destroys the connection of an answer over the limit: the next call gets its own answer on a new connection', async () => {
+    backend.on('/warm3', { json: { allow: true } });
+    backend.on('/big3', { body: Buffer.alloc(1024 * 1024, 'x') });
+    backend.on('/stream3', { streamBytes: 1024 * 1024 });
+    backend.on('/next3', { json: { allow: true, info: { n: 4 } } });
+    const { c } = client();
+    for (const path of ['/big3', '/stream3']) {
+      expect((await c.call('subscribe', `${backend.url}/warm3`, BODY, readSubscribeAnswer)).result).toBe('allow');
+      const warm = backend.calls.at(-1)!;
+      expect((await c.call('subscribe', `${backend.url}${path}`, BODY, readSubscribeAnswer)).result).toBe('bad_response');
+      const big = backend.calls.at(-1)!;
+      expect(big.connection).toBe(warm.connection);
+      expect(await c.call('subscribe', `${backend.url}/next3`, BODY, readSubscribeAnswer)).toEqual({ result: 'allow', value: { info: '{"n":4}' } });
+      expect(backend.calls.at(-1)!.connection).not.toBe(big.connection);
+    }
+  });
+
+  it('on close, ends a call in flight as error, makes no request afterwards, and writes each failure at once', async () => {
+    backend.on('/closing', 'hold');
+    const { c, results, lines } = client();
+    const before = backend.calls.length;
+    const p = c.call('subscribe', `${backend.url}/closing`, BODY, readSubscribeAnswer);
+    await backend.waitForCalls(before + 1);
+    c.close();
+    expect((await p).result).toBe('error');
+    await backend.calls.at(-1)!.gone;
+    expect(await c.call('subscribe', `${backend.url}/closing`, BODY, readSubscribeAnswer)).toEqual({ result: 'error', why: 'the node is shutting down' });
+    expect(backend.calls.length).toBe(before + 1);
+    expect(results).toEqual(['error', 'error']);
+    expect(c.inFlight()).toBe(0);
+    // After close, each failure is written at once: no later flush will come.
+    expect(lines.map((l) => l.obj.counts)).toEqual([{ 'subscribe:error': 1 }, { 'subscribe:error': 1 }]);
+  });
+
+  it('reports a malformed URL as error without a request', async () => {
+    const { c, results } = client();
+    expect((await c.call('subscribe', 'ftp://127.0.0.1/x', BODY, readSubscribeAnswer)).result).toBe('error');
+    expect((await c.call('subscribe', `http://user:pw@127.0.0.1:1/x`, BODY, readSubscribeAnswer)).result).toBe('error');
+    expect(results).toEqual(['error', 'error']);
   });
 });
