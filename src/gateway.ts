@@ -126,7 +126,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     maxPublishBytes: config.maxPublishBytes,
     apiRate: config.apiRate,
     sink: {
-      publishData: (channel, rawData) => hub.publishData(channel, rawData),
+      publishData: (channel, rawData, o) => hub.publishData(channel, rawData, o),
       disconnectUser: (user) => hub.disconnectUser(user),
       serverSubscription: (op, user, channel) => control.request(op, user, channel),
       presence: (channel) => hub.presence(channel),

@@ -11,6 +11,7 @@ import type { ApiEndpoint } from '../observability/metrics.js';
 import { isValidChannel } from '../protocol/channel.js';
 import { presenceBody } from '../protocol/frames.js';
 import type { PresenceSnapshot, PresenceStats } from '../presence/store.js';
+import type { PublishOptions } from '../hub/hub.js';
 import { arrayElements, objectMembers, type Span } from '../protocol/json-scan.js';
 import { createKeyedLimiter } from '../limits/rate.js';
 
@@ -39,7 +40,7 @@ export type Preflight =
 
 export interface PublishSink {
   /** Publishes raw JSON data; resolves with its offset on history channels; rejects with GatewayError('unavailable') when the broker cannot. */
-  publishData(channel: string, rawData: string): Promise<{ offset?: number }>;
+  publishData(channel: string, rawData: string, opts?: PublishOptions): Promise<{ offset?: number }>;
   disconnectUser(user: string): Promise<void>;
   /**
    * Server-side subscriptions: subscribes (unsubscribes) every open connection

@@ -35,6 +35,14 @@ interface ChannelState {
   readonly opts: ChannelOptions;
 }
 
+/** Options of one publish (contract 1.1, "Idempotent publish and exclude"). */
+export interface PublishOptions {
+  /** Idempotency key (1–128 printable ASCII), scoped to the channel: a repeat within idempotencyTtl gets the first answer and publishes nothing. */
+  readonly idempotencyKey?: string;
+  /** A `welcome.conn` value: every subscriber but that connection receives the message. */
+  readonly exclude?: string;
+}
+
 /** Server frames start with `{"type":"`; the next character tells message (m), join (j) and leave (l) apart. */
 const TYPE_AT = 9;
 const M = 109; // 'm'
@@ -94,7 +102,7 @@ export interface Hub {
   /** Publishes a final frame text through the broker. */
   publish(channel: string, frame: string): Promise<void>;
   /** Publishes raw JSON `data`: through history on history channels (resolving its offset), else as a plain frame. */
-  publishData(channel: string, rawData: string): Promise<{ offset?: number }>;
+  publishData(channel: string, rawData: string, opts?: PublishOptions): Promise<{ offset?: number }>;
   /** Whether a channel keeps history. */
   isHistory(channel: string): boolean;
   /** A channel's namespace options. */
