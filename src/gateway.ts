@@ -131,6 +131,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
       serverSubscription: (op, user, channel) => control.request(op, user, channel),
       presence: (channel) => hub.presence(channel),
       presenceStats: (channel) => hub.presenceStats(channel),
+      history: (channel, limit, since) => hub.readHistory(channel, limit, since),
     },
     published: (n) => metrics.published(n),
   });

@@ -1,7 +1,8 @@
 /**
  * The HTTP API: /v1/publish, /v1/publish/batch, /v1/disconnect,
  * /v1/subscribe, /v1/unsubscribe (POST), and
- * the presence reads /v1/presence, /v1/presence/stats (GET, `?channel=`).
+ * the presence reads /v1/presence, /v1/presence/stats (GET, `?channel=`), and
+ * the history read /v1/history (GET, `?channel=&limit=[&since=&epoch=]`).
  * Transport-agnostic: the transport copies the request head, asks `preflight`
  * whether to read the body, reads at most `maxPublishBytes`, then calls `handle`.
  */
@@ -9,7 +10,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { GatewayError, HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
 import type { ApiEndpoint } from '../observability/metrics.js';
 import { isValidChannel } from '../protocol/channel.js';
-import { presenceBody } from '../protocol/frames.js';
+import { presenceBody, type SinceOffset } from '../protocol/frames.js';
+import type { HistoryPosition } from '../broker/history.js';
 import type { PresenceSnapshot, PresenceStats } from '../presence/store.js';
 import type { PublishOptions } from '../hub/hub.js';
 import { arrayElements, objectMembers, type Span } from '../protocol/json-scan.js';
@@ -51,6 +53,13 @@ export interface PublishSink {
   /** Who is in a presence channel; rejects with bad_request when the channel has no presence. */
   presence(channel: string): Promise<PresenceSnapshot>;
   presenceStats(channel: string): Promise<PresenceStats>;
+  /**
+   * A history channel's frames (full `message` frame texts) and position: the
+   * last `limit` (undefined: the history size; clamped to it), or the first
+   * `limit` after `since`. Rejects with bad_request when the channel keeps no
+   * history, recovery_failed when `since` is not held or its epoch differs.
+   */
+  history(channel: string, limit: number | undefined, since?: SinceOffset): Promise<{ position: HistoryPosition; frames: readonly string[] }>;
 }
 
 export interface PublishApiOptions {
@@ -70,6 +79,7 @@ const ROUTES: Readonly<Record<string, { readonly endpoint: ApiEndpoint; readonly
   '/v1/unsubscribe': { endpoint: 'unsubscribe', method: 'post' },
   '/v1/presence': { endpoint: 'presence', method: 'get' },
   '/v1/presence/stats': { endpoint: 'presence_stats', method: 'get' },
+  '/v1/history': { endpoint: 'history', method: 'get' },
 };
 
 export function errorResponse(code: ErrorCode, message: string, status = HTTP_STATUS[code], headers?: Record<string, string>): ApiResponse {
@@ -210,6 +220,41 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     return { status: 200, body: JSON.stringify({ channel, users: p.users, connections: p.connections }) };
   }
 
+  /** A whole number parameter (digits only, at most 15 of them: a safe integer); undefined when absent. */
+  function intParam(q: URLSearchParams, name: string, min: number): number | undefined {
+    const v = q.get(name);
+    if (v === null) return undefined;
+    if (!/^[0-9]{1,15}$/.test(v) || Number(v) < min) throw new GatewayError('bad_request', `${name} must be a whole number >= ${min}`);
+    return Number(v);
+  }
+
+  /**
+   * GET /v1/history. The stored frames are whole `message` frames: each
+   * entry's `offset` and `data` are cut out of the frame text, so `data` goes
+   * out byte-for-byte as published.
+   */
+  async function historyRead(query: string): Promise<ApiResponse> {
+    const channel = channelParam(query);
+    const q = new URLSearchParams(query);
+    const limit = intParam(q, 'limit', 1);
+    const sinceOffset = intParam(q, 'since', 0);
+    const epoch = q.get('epoch');
+    if (sinceOffset !== undefined && epoch === null) throw new GatewayError('bad_request', 'since needs epoch');
+    if (epoch !== null && sinceOffset === undefined) throw new GatewayError('bad_request', 'epoch needs since');
+    if (epoch !== null && (epoch === '' || epoch.length > 64)) throw new GatewayError('bad_request', 'epoch must be 1 to 64 characters');
+    const since = sinceOffset !== undefined && epoch !== null ? { offset: sinceOffset, epoch } : undefined;
+    const r = await opts.sink.history(channel, limit, since);
+    const messages = r.frames.map((f) => {
+      const m = objectMembers(f);
+      const o = m.get('offset');
+      const d = m.get('data');
+      if (!o || !d) throw new GatewayError('internal', 'a history frame has no offset or data');
+      return `{"offset":${f.slice(o.start, o.end)},"data":${f.slice(d.start, d.end)}}`;
+    });
+    const head = `{"channel":${JSON.stringify(channel)},"epoch":${JSON.stringify(r.position.epoch)},"offset":${r.position.offset}`;
+    return { status: 200, body: `${head},"messages":[${messages.join(',')}]}` };
+  }
+
   return {
     preflight(head) {
       const route = ROUTES[head.path];
@@ -251,6 +296,7 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
         if (endpoint === 'subscribe' || endpoint === 'unsubscribe') return await serverSubscription(endpoint, input);
         if (endpoint === 'presence') return await presence(input);
         if (endpoint === 'presence_stats') return await presenceStats(input);
+        if (endpoint === 'history') return await historyRead(input);
         return errorResponse('not_found', 'no such route');
       } catch (e) {
         return fromError(e);

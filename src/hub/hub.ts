@@ -7,7 +7,7 @@
  * broker's confirmation, so nothing published after the reply is missed.
  */
 import type { Broker, BrokerStatus, ControlMessage } from '../broker/broker.js';
-import { frameOffset, type HistoryOptions, type HistoryPosition } from '../broker/history.js';
+import { frameOffset, type HistoryOptions, type HistoryPosition, type HistorySince } from '../broker/history.js';
 import type { ChannelOptions } from '../channels/namespaces.js';
 import type { Presence } from '../presence/presence.js';
 import type { PresenceSnapshot, PresenceStats } from '../presence/store.js';
@@ -113,6 +113,13 @@ export interface Hub {
   presenceStats(channel: string): Promise<PresenceStats>;
   /** A history channel's current position. */
   position(channel: string): Promise<HistoryPosition>;
+  /**
+   * GET /v1/history: the last `limit` frames (clamped to the channel's history
+   * size), or the first `limit` after `since`. bad_request on a channel
+   * without history; recovery_failed when `since` is no longer held or its
+   * epoch differs.
+   */
+  readHistory(channel: string, limit: number | undefined, since?: SinceOffset): Promise<HistorySince & { readonly frames: readonly string[] }>;
   /**
    * Subscribes to a history channel and replays what came after `since`, then
    * goes live with no gap and no duplicate. `recovered` is false when the
@@ -509,6 +516,32 @@ export function createHub(deps: HubDeps): HubWithBroker {
     },
     position(channel) {
       return history().position(channel, historyOptions(channel));
+    },
+    async readHistory(channel, limit, since) {
+      const h = optionsOf(channel).history;
+      if (!h) throw new GatewayError('bad_request', `channel ${channel} keeps no history`);
+      if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
+      const hopts = { size: h.size, ttlSec: h.ttl };
+      const n = Math.min(limit ?? h.size, h.size);
+      if (since !== undefined) {
+        const r = await history().since(channel, since.offset, n, hopts);
+        if (r.frames === undefined || r.position.epoch !== since.epoch) {
+          throw new GatewayError('recovery_failed', `history of ${channel} no longer holds offset ${since.offset} of epoch ${since.epoch}`);
+        }
+        return { position: r.position, frames: r.frames };
+      }
+      // The last n: read the position, then the n after (position - n). The
+      // store has no "last n" read; publishes between the two reads make the
+      // page the n after the first position (still in order, gap-free), and
+      // more than the history size of them makes the start fall out of
+      // history: read again from the newer position (bounded).
+      let pos = await history().position(channel, hopts);
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const r = await history().since(channel, Math.max(0, pos.offset - n), n, hopts);
+        if (r.frames !== undefined) return { position: r.position, frames: r.frames };
+        pos = r.position;
+      }
+      throw new GatewayError('unavailable', `history of ${channel} moves faster than it can be read`, 1);
     },
     async recover(ws, channel, since, opts) {
       if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);

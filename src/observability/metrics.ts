@@ -8,7 +8,7 @@ import type { BrokerStatus } from '../broker/broker.js';
 import { CLOSE } from '../protocol/close-codes.js';
 
 export type HandshakeResult = 'accepted' | 'rejected';
-export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'subscribe' | 'unsubscribe' | 'presence' | 'presence_stats' | 'other';
+export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'subscribe' | 'unsubscribe' | 'presence' | 'presence_stats' | 'history' | 'other';
 
 /** Server-side subscription requests (POST /v1/subscribe, /v1/unsubscribe), as metric labels. */
 export type ControlOp = 'subscribe' | 'unsubscribe';

@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   'request_timeout',
   'rate_limited',
   'limit_exceeded',
+  'recovery_failed',
   'origin_not_allowed',
   'overloaded',
   'draining',
