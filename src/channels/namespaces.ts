@@ -76,9 +76,7 @@ export const NAMESPACE_KEYS = ['pattern', 'history', 'rewind', 'presence', 'join
  * Options whose feature this release does not have yet: a namespace that turns
  * one on is refused at start (rather than accepted and silently ignored).
  */
-export const NOT_YET_AVAILABLE: Readonly<Partial<Record<(typeof NAMESPACE_KEYS)[number], string>>> = {
-  rewind: 'rewind (the history API) is not available in this release yet',
-};
+export const NOT_YET_AVAILABLE: Readonly<Partial<Record<(typeof NAMESPACE_KEYS)[number], string>>> = {};
 
 const PATTERN_RE = /^[A-Za-z0-9_:.@/=-]{0,200}\*?$/;
 

@@ -36,6 +36,15 @@ interface ChannelState {
 }
 
 /** Options of one publish (contract 1.1, "Idempotent publish and exclude"). */
+/**
+ * A subscribe with `rewind` (1.1): a recovery from the channel's position
+ * minus `rewind` (at most the history size), read when the subscription is
+ * live.
+ */
+export interface Rewind {
+  readonly rewind: number;
+}
+
 export interface PublishOptions {
   /** Idempotency key (1–128 printable ASCII), scoped to the channel: a repeat within idempotencyTtl gets the first answer and publishes nothing. */
   readonly idempotencyKey?: string;
@@ -125,7 +134,7 @@ export interface Hub {
    * goes live with no gap and no duplicate. `recovered` is false when the
    * epoch differs or the history no longer reaches back to `since`.
    */
-  recover(ws: Socket, channel: string, since: SinceOffset, opts?: SubscribeOptions): Promise<{ recovered: boolean; position: HistoryPosition; replayed: number }>;
+  recover(ws: Socket, channel: string, since: SinceOffset | Rewind, opts?: SubscribeOptions): Promise<{ recovered: boolean; position: HistoryPosition; replayed: number }>;
   /** Closes every connection subscribed to a history channel (after the broker lost messages). */
   closeHistorySubscribers(): number;
   /** Closes every connection of a user on every node (through the broker's control channel). */
@@ -543,7 +552,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       }
       throw new GatewayError('unavailable', `history of ${channel} moves faster than it can be read`, 1);
     },
-    async recover(ws, channel, since, opts) {
+    async recover(ws, channel, from, opts) {
       if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
       const s = ws.getUserData();
       // Live first, but held back: frames for this socket are kept aside
@@ -561,6 +570,18 @@ export function createHub(deps: HubDeps): HubWithBroker {
         await st.ready;
         await enterPresence(s, channel, st, opts?.info);
         const hopts = historyOptions(channel);
+        // A rewind recovers from the position minus n, read now that the
+        // subscription is held: everything after it is in history or held.
+        // Should more than the history size be published between that read
+        // and the first page's (or the history be lost), the first page
+        // starts again from its newer position (bounded).
+        let rewindTries = 'rewind' in from ? 3 : 0;
+        const back = 'rewind' in from ? Math.min(from.rewind, hopts.size) : 0;
+        let since: SinceOffset;
+        if ('rewind' in from) {
+          const p = await history().position(channel, hopts);
+          since = { offset: Math.max(0, p.offset - back), epoch: p.epoch };
+        } else since = from;
         // The replay, a page at a time and paced by the socket's send buffer.
         // Before each read the held frames are cleared: everything delivered
         // before the read was sent is in history, so a page covers it, and
@@ -576,7 +597,13 @@ export function createHub(deps: HubDeps): HubWithBroker {
           position = r.position;
           if (!current()) return { recovered: false, position, replayed };
           if (recovered === undefined) {
-            recovered = r.frames !== undefined && r.position.epoch === since.epoch;
+            const reached = r.frames !== undefined && r.position.epoch === since.epoch;
+            if (!reached && --rewindTries > 0) {
+              since = { offset: Math.max(0, r.position.offset - back), epoch: r.position.epoch };
+              last = since.offset;
+              continue;
+            }
+            recovered = reached;
             if (!recovered) {
               last = r.position.offset;
               break;

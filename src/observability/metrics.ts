@@ -66,6 +66,8 @@ export interface Metrics {
   brokerGap(): void;
   /** A subscribe with `since`: recovered (true), not recovered (false) or failed (undefined); messages replayed. */
   recovery(recovered: boolean | undefined, replayed: number): void;
+  /** A subscribe with `rewind`: done (true) or failed (false); messages replayed. */
+  rewind(ok: boolean, replayed: number): void;
   /** A publish to a history channel failed (not appended, not published). */
   historyAppendError(): void;
   brokerProbe(rttSec: number | undefined): void;
@@ -242,6 +244,9 @@ export function createMetrics(nodeId: string): Metrics {
   const replayed = new Counter({ name: 'pubgate_recovery_replayed_messages_total', help: 'Messages replayed to recovering subscribers', registers: [registry] });
   const historyErrors = new Counter({ name: 'pubgate_history_append_errors_total', help: 'Publishes to history channels that were not appended', registers: [registry] });
   for (const result of ['recovered', 'not_recovered', 'failed']) recoveries.inc({ result }, 0);
+  const rewinds = new Counter({ name: 'pubgate_rewinds_total', help: 'Subscribes with rewind, by result (ok, failed)', labelNames: ['result'], registers: [registry] });
+  for (const result of ['ok', 'failed']) rewinds.inc({ result }, 0);
+  const rewound = new Counter({ name: 'pubgate_rewind_messages_total', help: 'Messages delivered by rewinds', registers: [registry] });
   const refreshes = new Counter({ name: 'pubgate_token_refreshes_total', help: 'Token refresh frames by result', labelNames: ['result'], registers: [registry] });
 
   let presenceEntriesSource: () => number = () => 0;
@@ -410,6 +415,10 @@ export function createMetrics(nodeId: string): Metrics {
     recovery: (ok, n) => {
       recoveries.inc({ result: ok === undefined ? 'failed' : ok ? 'recovered' : 'not_recovered' });
       if (n > 0) replayed.inc(n);
+    },
+    rewind: (ok, n) => {
+      rewinds.inc({ result: ok ? 'ok' : 'failed' });
+      if (n > 0) rewound.inc(n);
     },
     historyAppendError: () => historyErrors.inc(),
     tokenRefreshed: (ok) => refreshes.inc({ result: ok ? 'ok' : 'rejected' }),

@@ -13,7 +13,8 @@ export interface SinceOffset {
 
 export type ClientFrame =
   /** `token`: a subscription token (contract 1.1). */
-  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly token?: string }
+  /** `rewind` (1.1): deliver the last `rewind` messages first; never with `since`. */
+  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly rewind?: number; readonly token?: string }
   | { readonly type: 'unsubscribe'; readonly id: number; readonly channel: string }
   /** `data` is the raw JSON text of the value, forwarded byte-for-byte. */
   | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: string }
@@ -147,6 +148,11 @@ export function parseClientFrame(text: string): ParseResult {
       // A subscription token (1.1): its signature and claims are checked when the claims do not allow the channel.
       if (o.token !== undefined && !isToken(o.token)) return bad(`token must be a non-empty string of at most ${MAX_FRAME_TOKEN_LENGTH} characters`);
       const token = o.token === undefined ? {} : { token: o.token };
+      if (o.rewind !== undefined) {
+        if (!isId(o.rewind)) return bad('rewind must be a positive integer');
+        if (o.since !== undefined) return bad('rewind and since cannot be combined');
+        return { ok: true, frame: { type: 'subscribe', id, channel: o.channel, rewind: o.rewind, ...token } };
+      }
       if (o.since === undefined) return { ok: true, frame: { type: 'subscribe', id, channel: o.channel, ...token } };
       const since = o.since as Record<string, unknown> | null;
       if (

@@ -184,8 +184,18 @@ export function createConnections(deps: ConnectionDeps): Connections {
       if (!s.open) return;
     }
     if (overLimit(s, f.channel)) return replyError(ws, s, f.id, 'limit_exceeded', limitMessage);
+    if (f.rewind !== undefined && !hub.options(f.channel).rewind) {
+      return replyError(ws, s, f.id, 'bad_request', `the namespace of ${f.channel} does not allow rewind`);
+    }
     try {
-      if (!hub.isHistory(f.channel)) {
+      if (f.rewind !== undefined && !s.channels.has(f.channel)) {
+        // The paced recovery path from the position minus rewind: the last
+        // messages, then live, no gap and no duplicate. Subscribed already:
+        // as a plain subscribe (nothing is replayed twice).
+        const r = await hub.recover(ws, f.channel, { rewind: f.rewind }, opts);
+        metrics.rewind(true, r.replayed);
+        send(ws, s, encodeReply(f.id, { offset: r.position.offset, epoch: r.position.epoch }));
+      } else if (!hub.isHistory(f.channel)) {
         await hub.subscribe(ws, f.channel, opts);
         send(ws, s, encodeReply(f.id));
       } else if (f.since === undefined || s.channels.has(f.channel)) {
@@ -201,6 +211,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
       }
     } catch (e) {
       if (f.since !== undefined) metrics.recovery(undefined, 0);
+      if (f.rewind !== undefined) metrics.rewind(false, 0);
       fail(ws, s, f.id, e, 'subscribe');
     }
   }

@@ -40,6 +40,7 @@ describe('node dist/main.js', () => {
         { pattern: 'room:*', joinLeave: true },
         { pattern: 'user:{sub}' },
         { pattern: 'feed:*', rewind: true, history: { size: 0 } },
+        { pattern: 'news:*', rewind: true },
       ]),
       PUBGATE_PRESENCE_TTL: '0',
     });
@@ -49,7 +50,7 @@ describe('node dist/main.js', () => {
       'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 2 ("room:*"): "joinLeave" needs "presence": true',
       'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 3 ("user:{sub}"): "pattern" cannot contain {sub} (namespaces are the same for every user)',
       'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 4 ("feed:*"): "history.size" must be a whole number between 1 and 1000000',
-      'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 4 ("feed:*"): "rewind": rewind (the history API) is not available in this release yet; remove it',
+      'pubgate: invalid configuration: PUBGATE_NAMESPACES: entry 5 ("news:*"): "rewind" needs "history"',
       'pubgate: invalid configuration: PUBGATE_PRESENCE_TTL: must be between 1 and 86400, got 0',
     ]);
     expect(r.stdout).toBe('');

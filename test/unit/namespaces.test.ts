@@ -131,7 +131,8 @@ describe('parseNamespaces: invalid forms', () => {
     ['{sub} in a prefix', { pattern: 'inbox:{sub}:*' }, /cannot contain \{sub\}/],
     ['joinLeave without presence', { pattern: 'c', joinLeave: true }, /^entry 1 \("c"\): "joinLeave" needs "presence": true$/],
     ['joinLeave with presence false', { pattern: 'c', joinLeave: true, presence: false }, /^entry 1 \("c"\): "joinLeave" needs "presence": true$/],
-    ['rewind (with history)', { pattern: 'c', rewind: true, history: {} }, /^entry 1 \("c"\): "rewind": rewind \(the history API\) is not available in this release yet; remove it$/],
+    ['rewind without history', { pattern: 'c', rewind: true }, /^entry 1 \("c"\): "rewind" needs "history"$/],
+    ['rewind with history false', { pattern: 'c', rewind: true, history: false }, /^entry 1 \("c"\): "rewind" needs "history"$/],
     ['history true', { pattern: 'c', history: true }, /^entry 1 \("c"\): "history" must be an object \{"size": messages, "ttl": seconds\} \(each optional\)$/],
     ['history null', { pattern: 'c', history: null }, /"history" must be an object/],
     ['history as a number', { pattern: 'c', history: 100 }, /"history" must be an object/],
@@ -159,17 +160,9 @@ describe('parseNamespaces: invalid forms', () => {
     });
   }
 
-  it('refuses rewind without history twice over: it needs history and is not built yet', () => {
-    const p = problemsOf([{ pattern: 'feed:*', rewind: true }]);
-    expect(p).toEqual([
-      'entry 1 ("feed:*"): "rewind" needs "history"',
-      'entry 1 ("feed:*"): "rewind": rewind (the history API) is not available in this release yet; remove it',
-    ]);
-  });
-
-  it('refuses exactly rewind as not built yet', () => {
-    expect(Object.keys(NOT_YET_AVAILABLE).sort()).toEqual(['rewind']);
-    expect(problemsOf([{ pattern: 'a', presence: true, joinLeave: true, clientPublish: true, subscribeProxy: true, history: { size: 1 } }])).toEqual([]);
+  it('accepts every option, rewind included: nothing is left unbuilt', () => {
+    expect(Object.keys(NOT_YET_AVAILABLE)).toEqual([]);
+    expect(problemsOf([{ pattern: 'a', presence: true, joinLeave: true, clientPublish: true, subscribeProxy: true, history: { size: 1 }, rewind: true }])).toEqual([]);
   });
 
   it('keeps subscribeProxy (the subscribe proxy URL is checked with the other settings, in config.ts)', () => {
@@ -225,15 +218,13 @@ describe('parseNamespaces: invalid forms', () => {
     expect((err as Error).message).toBe((err as NamespaceProblems).problems.join('; '));
   });
 
-  it("refuses the contract's example only for the options this release has not built", () => {
+  it("accepts the contract's example", () => {
     const example = [
       { pattern: 'chat:*', history: { size: 200, ttl: 3600 }, presence: true, joinLeave: true },
       { pattern: 'feed:*', history: { size: 50, ttl: 600 }, rewind: true },
       { pattern: 'room:*', presence: true, subscribeProxy: true, clientPublish: true },
     ];
-    const p = problemsOf(JSON.stringify(example));
-    expect(p).toHaveLength(1);
-    expect(p[0]).toMatch(/^entry 2 \("feed:\*"\): "rewind": .*not available/);
+    expect(problemsOf(JSON.stringify(example))).toEqual([]);
   });
 });
 
