@@ -19,6 +19,7 @@ import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createProxies } from './proxy/proxies.js';
 import { CLOSE } from './protocol/close-codes.js';
 import { createTransport, type Transport } from './transport/server.js';
+import { createConnIds } from './transport/conn-id.js';
 
 export interface Gateway {
   start(): Promise<{ port: number; adminPort: number }>;
@@ -93,6 +94,8 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   // The hub and the transport need each other: the hub fans out through the
   // transport's topics, the transport hands sockets to the hub.
   metrics.observeBrokerChannels(() => broker.subscribedCount());
+  // One set of connection ids for the transport (welcome.conn) and the hub (exclude).
+  const connIds = createConnIds();
   const hub = createHub({
     broker,
     topics: {
@@ -106,6 +109,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     ...(presence ? { presence } : {}),
     maxRecoveryBuffer: Math.max(1000, config.historySize),
     maxBackpressure: config.maxBackpressure,
+    connIds,
   });
   const serverSubs = createServerSubs({
     hub,
@@ -137,6 +141,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   });
   const proxies = createProxies(config, metrics, log);
   const t = createTransport({
+    connIds,
     config,
     hub,
     serverSubs,

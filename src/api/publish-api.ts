@@ -19,6 +19,14 @@ import { createKeyedLimiter } from '../limits/rate.js';
 
 export const MAX_BATCH = 1000;
 
+/** Longest `exclude` value: a `welcome.conn` is a 6-character node prefix and a base-36 number. */
+export const MAX_CONN_LENGTH = 64;
+
+/** A `welcome.conn` value as `exclude` takes it: letters and digits, bounded (the broker envelope needs no newline in it). */
+function isConn(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= MAX_CONN_LENGTH && /^[A-Za-z0-9]+$/.test(v);
+}
+
 export interface ApiRequestHead {
   readonly method: string; // lower case, as uWS gives it
   readonly path: string;
@@ -126,20 +134,24 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     }
   }
 
-  /** Validates one `{channel, data}` object and returns its raw data text. */
-  function message(v: unknown, text: string, span: Span, where: string): { channel: string; data: string } {
+  /** Validates one `{channel, data[, exclude]}` object and returns its raw data text. */
+  function message(v: unknown, text: string, span: Span, where: string): { channel: string; data: string; opts: PublishOptions | undefined } {
     if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new GatewayError('bad_request', `${where} must be an object`);
     const o = v as Record<string, unknown>;
     if (!isValidChannel(o.channel)) throw new GatewayError('bad_request', `${where}.channel is not a valid channel name`);
     const dataSpan = objectMembers(text, span).get('data');
     if (!('data' in o) || !dataSpan) throw new GatewayError('bad_request', `${where}.data is required`);
-    return { channel: o.channel, data: text.slice(dataSpan.start, dataSpan.end) };
+    if (o.exclude !== undefined && !isConn(o.exclude)) {
+      throw new GatewayError('bad_request', `${where}.exclude must be a connection id (welcome.conn: 1 to ${MAX_CONN_LENGTH} letters and digits)`);
+    }
+    const opts = o.exclude === undefined ? undefined : { exclude: o.exclude };
+    return { channel: o.channel, data: text.slice(dataSpan.start, dataSpan.end), opts };
   }
 
   async function publishOne(body: string): Promise<ApiResponse> {
     const v = parseBody(body);
-    const { channel, data } = message(v, body, { start: 0, end: body.length }, 'body');
-    const r = await opts.sink.publishData(channel, data);
+    const { channel, data, opts: popts } = message(v, body, { start: 0, end: body.length }, 'body');
+    const r = await opts.sink.publishData(channel, data, popts);
     opts.published(1);
     return { status: 200, body: JSON.stringify(r.offset === undefined ? { channel } : { channel, offset: r.offset }) };
   }
@@ -160,7 +172,7 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     for (const f of items) {
       let r: { offset?: number };
       try {
-        r = await opts.sink.publishData(f.channel, f.data);
+        r = await opts.sink.publishData(f.channel, f.data, f.opts);
       } catch (e) {
         opts.published(results.length);
         if (results.length === 0) throw e;

@@ -14,6 +14,7 @@ import type { PresenceSnapshot, PresenceStats } from '../presence/store.js';
 import { GatewayError } from '../errors.js';
 import type { SinceOffset } from '../protocol/frames.js';
 import { encodeMessage } from '../protocol/frames.js';
+import type { ConnIds } from '../transport/conn-id.js';
 import type { Log } from '../observability/logger.js';
 import { LogTally } from '../observability/log-tally.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -35,7 +36,6 @@ interface ChannelState {
   readonly opts: ChannelOptions;
 }
 
-/** Options of one publish (contract 1.1, "Idempotent publish and exclude"). */
 /**
  * A subscribe with `rewind` (1.1): a recovery from the channel's position
  * minus `rewind` (at most the history size), read when the subscription is
@@ -45,12 +45,21 @@ export interface Rewind {
   readonly rewind: number;
 }
 
+/** Options of one publish (contract 1.1, "Idempotent publish and exclude"). */
 export interface PublishOptions {
   /** Idempotency key (1–128 printable ASCII), scoped to the channel: a repeat within idempotencyTtl gets the first answer and publishes nothing. */
   readonly idempotencyKey?: string;
   /** A `welcome.conn` value: every subscriber but that connection receives the message. */
   readonly exclude?: string;
 }
+
+/**
+ * A broker payload that starts with this character is an envelope:
+ * `!<conn>\n<frame>`, a message frame that the connection `<conn>`
+ * (a `welcome.conn`, no newline in it) must not receive. Frames start with `{`.
+ */
+const EXCLUDE_MARK = '!';
+const EXCLUDE_CODE = 0x21;
 
 /** Server frames start with `{"type":"`; the next character tells message (m), join (j) and leave (l) apart. */
 const TYPE_AT = 9;
@@ -178,6 +187,8 @@ export interface HubDeps {
   /** Frames read from history per round trip during a recovery. */
   readonly recoveryPageSize?: number;
   readonly onBrokerStatus?: (status: BrokerStatus) => void;
+  /** This node's connection ids (`welcome.conn`): `exclude` names a connection by one. */
+  readonly connIds?: ConnIds;
 }
 
 export interface HubWithBroker extends Hub {
@@ -214,6 +225,8 @@ export function createHub(deps: HubDeps): HubWithBroker {
    * it saves a hash-table entry per connection.
    */
   const byUser = new Map<string, Socket | Set<Socket>>();
+  /** Live sessions by connection number: `exclude` finds its connection here (one entry per connection). */
+  const byId = new Map<number, Socket>();
   let sessionCount = 0;
   const channels = new Map<string, ChannelState>();
   /** Channel → slow sockets subscribed to it that the transport no longer feeds. */
@@ -337,6 +350,20 @@ export function createHub(deps: HubDeps): HubWithBroker {
     return n;
   }
 
+  /**
+   * A message every subscriber but one connection receives (`exclude`,
+   * `echo:false`): it leaves the topic for this one publish and rejoins it at
+   * once, as for joins, so the fan-out stays one serialized publish.
+   */
+  function publishExcluding(channel: string, frame: string, ws: Socket): number {
+    if (!ws.getUserData().open || !ws.isSubscribed(channel)) return topics.publish(channel, frame);
+    ws.unsubscribe(channel);
+    const n = topics.publish(channel, frame);
+    ws.subscribe(channel);
+    metrics.excludedDelivery();
+    return n;
+  }
+
   function unmarkChannel(ws: Socket, channel: string): void {
     const set = slowByChannel.get(channel);
     if (!set) return;
@@ -390,6 +417,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const other = byUser.get(s.user);
       if (other === ws || (other instanceof Set && other.has(ws))) return;
       sessionCount++;
+      byId.set(s.id, ws);
       if (other === undefined) byUser.set(s.user, ws);
       else if (other instanceof Set) other.add(ws);
       else byUser.set(s.user, new Set([other, ws]));
@@ -405,6 +433,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
         return; // not (or no longer) a live session
       }
       sessionCount--;
+      byId.delete(s.id);
       for (const ch of s.channels) {
         leavePresence(s, ch);
         unmarkChannel(ws, ch);
@@ -509,11 +538,20 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const p = presenceFor(channel);
       return p.presence.stats(channel, p.joinLeave);
     },
-    async publishData(channel, rawData) {
+    async publishData(channel, rawData, popts) {
       const h = optionsOf(channel).history;
+      const exclude = popts?.exclude;
       if (!h) {
-        await broker.publish(channel, encodeMessage(channel, rawData));
+        const frame = encodeMessage(channel, rawData);
+        // The excluded connection travels with the frame to every node (the
+        // broker moves strings): deliver() strips the envelope.
+        await broker.publish(channel, exclude === undefined ? frame : `${EXCLUDE_MARK}${exclude}\n${frame}`);
         return {};
+      }
+      if (exclude !== undefined) {
+        // A history channel's store publishes the frame it appends: it has no
+        // place for the envelope yet (see docs/protocol.md, implementation notes).
+        throw new GatewayError('bad_request', `exclude and echo:false are not available on history channels (${channel}) in this release`);
       }
       try {
         const pos = await history().publish(channel, rawData, { size: h.size, ttlSec: h.ttl });
@@ -678,7 +716,15 @@ export function createHub(deps: HubDeps): HubWithBroker {
     disconnectUser(user) {
       return broker.publishControl({ kind: 'disconnect', user });
     },
-    deliver(channel, frame) {
+    deliver(channel, payload) {
+      let frame = payload;
+      let excluded: Socket | undefined;
+      if (payload.charCodeAt(0) === EXCLUDE_CODE) {
+        const nl = payload.indexOf('\n');
+        frame = payload.slice(nl + 1);
+        const id = deps.connIds?.parse(payload.slice(1, nl));
+        excluded = id === undefined ? undefined : byId.get(id);
+      }
       const held = recovering.get(channel);
       const st = channels.get(channel);
       let joining: Socket[] | undefined;
@@ -691,6 +737,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
         if (held) {
           for (const [ws, r] of held) {
             if (joiner !== undefined && ws.getUserData().user === joiner) continue;
+            if (ws === excluded) continue;
             if (r.replaying) {
               if (r.frames.length < deps.maxRecoveryBuffer) r.frames.push(frame);
               else r.overflow = true;
@@ -712,7 +759,8 @@ export function createHub(deps: HubDeps): HubWithBroker {
         // Each got its `extra` when it was marked slow.
         for (const ws of skipped) extraOf(ws.getUserData()).dropped++;
       }
-      if (kind === M) metrics.delivered(topics.publish(channel, frame));
+      if (kind === M && excluded !== undefined) metrics.delivered(publishExcluding(channel, frame, excluded));
+      else if (kind === M) metrics.delivered(topics.publish(channel, frame));
       else if (kind === J) metrics.presenceFrame('join', publishJoin(channel, frame, joiner));
       else metrics.presenceFrame('leave', topics.publish(channel, frame));
       if (joining) {

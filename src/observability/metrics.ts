@@ -66,6 +66,8 @@ export interface Metrics {
   brokerGap(): void;
   /** A subscribe with `since`: recovered (true), not recovered (false) or failed (undefined); messages replayed. */
   recovery(recovered: boolean | undefined, replayed: number): void;
+  /** A message that one subscribed connection on this node did not receive (`exclude`, `echo:false`). */
+  excludedDelivery(): void;
   /** A subscribe with `rewind`: done (true) or failed (false); messages replayed. */
   rewind(ok: boolean, replayed: number): void;
   /** A publish to a history channel failed (not appended, not published). */
@@ -246,6 +248,11 @@ export function createMetrics(nodeId: string): Metrics {
   for (const result of ['recovered', 'not_recovered', 'failed']) recoveries.inc({ result }, 0);
   const rewinds = new Counter({ name: 'pubgate_rewinds_total', help: 'Subscribes with rewind, by result (ok, failed)', labelNames: ['result'], registers: [registry] });
   for (const result of ['ok', 'failed']) rewinds.inc({ result }, 0);
+  const excludedDeliveries = new Counter({
+    name: 'pubgate_excluded_deliveries_total',
+    help: 'Messages not delivered to one subscribed connection of this node because the publish excluded it (exclude, echo:false)',
+    registers: [registry],
+  });
   const rewound = new Counter({ name: 'pubgate_rewind_messages_total', help: 'Messages delivered by rewinds', registers: [registry] });
   const refreshes = new Counter({ name: 'pubgate_token_refreshes_total', help: 'Token refresh frames by result', labelNames: ['result'], registers: [registry] });
 
@@ -416,6 +423,7 @@ export function createMetrics(nodeId: string): Metrics {
       recoveries.inc({ result: ok === undefined ? 'failed' : ok ? 'recovered' : 'not_recovered' });
       if (n > 0) replayed.inc(n);
     },
+    excludedDelivery: () => excludedDeliveries.inc(),
     rewind: (ok, n) => {
       rewinds.inc({ result: ok ? 'ok' : 'failed' });
       if (n > 0) rewound.inc(n);

@@ -17,7 +17,7 @@ export type ClientFrame =
   | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly rewind?: number; readonly token?: string }
   | { readonly type: 'unsubscribe'; readonly id: number; readonly channel: string }
   /** `data` is the raw JSON text of the value, forwarded byte-for-byte. */
-  | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: string }
+  | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: string; readonly echo?: boolean }
   | { readonly type: 'ping'; readonly id: number | undefined }
   /** `token` may be left out only by connections accepted by the connect proxy (1.1): they refresh through it. */
   | { readonly type: 'refresh'; readonly id: number; readonly token?: string }
@@ -174,7 +174,10 @@ export function parseClientFrame(text: string): ParseResult {
       if (!('data' in o)) return bad('publish needs data');
       const span = objectMembers(text).get('data');
       if (!span) return bad('publish needs data');
-      return { ok: true, frame: { type: 'publish', id, channel: o.channel, data: text.slice(span.start, span.end) } };
+      if (o.echo !== undefined && typeof o.echo !== 'boolean') return bad('echo must be true or false');
+      const data = text.slice(span.start, span.end);
+      // `echo:false`: every subscriber but this connection receives it (1.1).
+      return { ok: true, frame: o.echo === false ? { type: 'publish', id, channel: o.channel, data, echo: false } : { type: 'publish', id, channel: o.channel, data } };
     }
     case 'presence':
     case 'presence_stats':

@@ -10,6 +10,8 @@ export interface ConnIds {
   next(): number;
   /** The `conn` text of connection number `id`. */
   name(id: number): string;
+  /** The number of a `conn` text of this node; undefined for another node's (or no) connection. */
+  parse(name: string): number | undefined;
 }
 
 export function createConnIds(): ConnIds {
@@ -18,5 +20,13 @@ export function createConnIds(): ConnIds {
   return {
     next: () => seq++,
     name: (id) => `${prefix}${id.toString(36)}`,
+    parse(name) {
+      if (!name.startsWith(prefix) || name.length === prefix.length || name.length > prefix.length + 11) return undefined;
+      const rest = name.slice(prefix.length);
+      if (!/^[0-9a-z]+$/.test(rest)) return undefined;
+      const id = parseInt(rest, 36);
+      // Only the canonical spelling (no leading zeros) names a connection.
+      return id.toString(36) === rest ? id : undefined;
+    },
   };
 }

@@ -228,7 +228,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
   async function publish(ws: Socket, s: Session, f: Extract<ClientFrame, { type: 'publish' }>): Promise<void> {
     if (!mayPublish(s, f.channel)) return replyError(ws, s, f.id, 'forbidden', `not allowed to publish to ${f.channel}`);
     try {
-      const r = await hub.publishData(f.channel, f.data);
+      const r = await hub.publishData(f.channel, f.data, f.echo === false ? { exclude: conn(s) } : undefined);
       metrics.published(1);
       send(ws, s, encodeReply(f.id, r.offset !== undefined ? { offset: r.offset } : undefined));
     } catch (e) {

@@ -17,7 +17,7 @@ import { encodeWelcome } from '../protocol/frames.js';
 import { createPermissionsCache } from '../auth/permissions.js';
 import { createRejectionLog } from './admission.js';
 import { createClientIpResolver } from './client-ip.js';
-import { createConnIds } from './conn-id.js';
+import { createConnIds, type ConnIds } from './conn-id.js';
 import { createConnections } from './connection.js';
 import { createApiRoute } from './api-route.js';
 import { send, watch } from './http.js';
@@ -40,6 +40,8 @@ export interface TransportDeps {
   readonly isDraining: () => boolean;
   /** The connect and subscribe proxies (1.1), when configured. */
   readonly proxies?: Proxies;
+  /** Connection ids shared with the hub (which finds an excluded connection by its id); a new set when absent. */
+  readonly connIds?: ConnIds;
 }
 
 export interface Transport {
@@ -92,7 +94,7 @@ export function createTransport(deps: TransportDeps): Transport {
   const compressFrom = config.compression === 'shared' ? config.compressionThreshold : Number.POSITIVE_INFINITY;
   const compress = (frame: string): boolean => frame.length >= compressFrom;
   const apiRoute = createApiRoute({ api, metrics, log, maxPublishBytes: config.maxPublishBytes, bodyTimeoutMs: config.httpBodyTimeoutMs });
-  const connIds = createConnIds();
+  const connIds = deps.connIds ?? createConnIds();
   const permissions = createPermissionsCache();
   const conns = createConnections({
     config, hub: deps.hub, verifier: deps.verifier, metrics, log, nowMs, connIds, permissions,

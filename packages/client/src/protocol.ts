@@ -54,7 +54,7 @@ export type ClientFrame =
   | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly rewind?: number; readonly token?: string }
   | { readonly type: 'unsubscribe'; readonly id: number; readonly channel: string }
   /** `data` is any JSON value; subscribers receive it exactly as published. */
-  | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: unknown }
+  | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: unknown; readonly echo?: boolean }
   | { readonly type: 'ping'; readonly id?: number }
   /** `token` may be left out only by connections accepted by the connect proxy (1.1): they refresh through it. */
   | { readonly type: 'refresh'; readonly id: number; readonly token?: string }
