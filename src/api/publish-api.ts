@@ -14,6 +14,7 @@ import type { PresenceSnapshot, PresenceStats } from '../presence/store.js';
 import type { PublishOptions } from '../hub/hub.js';
 import { arrayElements, objectMembers, type Span } from '../protocol/json-scan.js';
 import { createKeyedLimiter } from '../limits/rate.js';
+import { isValidIdempotencyKey } from '../broker/idempotency.js';
 
 export const MAX_BATCH = 1000;
 
@@ -25,6 +26,8 @@ export interface ApiRequestHead {
   readonly authorization: string;
   readonly contentType: string;
   readonly contentLength: string;
+  /** The Idempotency-Key header; undefined when the request has none ('' when it is empty). */
+  readonly idempotencyKey?: string | undefined;
 }
 
 export interface ApiResponse {
@@ -35,7 +38,7 @@ export interface ApiResponse {
 
 export type Preflight =
   /** `body: false`: a GET, answered without reading a body; `query` is handed to handle(). */
-  | { readonly ok: true; readonly endpoint: ApiEndpoint; readonly key: string; readonly body: boolean }
+  | { readonly ok: true; readonly endpoint: ApiEndpoint; readonly key: string; readonly body: boolean; readonly idempotencyKey?: string }
   | { readonly ok: false; readonly endpoint: ApiEndpoint; readonly response: ApiResponse };
 
 export interface PublishSink {
@@ -88,8 +91,11 @@ const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 
 export interface PublishApi {
   preflight(head: ApiRequestHead): Preflight;
-  /** `input` is the body for POST endpoints, the query string for GET ones. */
-  handle(endpoint: ApiEndpoint, input: string): Promise<ApiResponse>;
+  /**
+   * `input` is the body for POST endpoints, the query string for GET ones;
+   * `idempotencyKey` is the preflight's (a validated Idempotency-Key header).
+   */
+  handle(endpoint: ApiEndpoint, input: string, idempotencyKey?: string): Promise<ApiResponse>;
 }
 
 export function createPublishApi(opts: PublishApiOptions): PublishApi {
@@ -116,20 +122,23 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     }
   }
 
-  /** Validates one `{channel, data}` object and returns its raw data text. */
-  function message(v: unknown, text: string, span: Span, where: string): { channel: string; data: string } {
+  /** Validates one `{channel, data[, idempotencyKey]}` object and returns its raw data text. */
+  function message(v: unknown, text: string, span: Span, where: string): { channel: string; data: string; idempotencyKey?: string } {
     if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new GatewayError('bad_request', `${where} must be an object`);
     const o = v as Record<string, unknown>;
     if (!isValidChannel(o.channel)) throw new GatewayError('bad_request', `${where}.channel is not a valid channel name`);
     const dataSpan = objectMembers(text, span).get('data');
     if (!('data' in o) || !dataSpan) throw new GatewayError('bad_request', `${where}.data is required`);
-    return { channel: o.channel, data: text.slice(dataSpan.start, dataSpan.end) };
+    const data = text.slice(dataSpan.start, dataSpan.end);
+    if (!('idempotencyKey' in o) || where === 'body') return { channel: o.channel, data };
+    if (!isValidIdempotencyKey(o.idempotencyKey)) throw new GatewayError('bad_request', `${where}.idempotencyKey must be 1 to 128 printable ASCII characters`);
+    return { channel: o.channel, data, idempotencyKey: o.idempotencyKey };
   }
 
-  async function publishOne(body: string): Promise<ApiResponse> {
+  async function publishOne(body: string, idempotencyKey: string | undefined): Promise<ApiResponse> {
     const v = parseBody(body);
     const { channel, data } = message(v, body, { start: 0, end: body.length }, 'body');
-    const r = await opts.sink.publishData(channel, data);
+    const r = await opts.sink.publishData(channel, data, idempotencyKey === undefined ? undefined : { idempotencyKey });
     opts.published(1);
     return { status: 200, body: JSON.stringify(r.offset === undefined ? { channel } : { channel, offset: r.offset }) };
   }
@@ -150,7 +159,7 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     for (const f of items) {
       let r: { offset?: number };
       try {
-        r = await opts.sink.publishData(f.channel, f.data);
+        r = await opts.sink.publishData(f.channel, f.data, f.idempotencyKey === undefined ? undefined : { idempotencyKey: f.idempotencyKey });
       } catch (e) {
         opts.published(results.length);
         if (results.length === 0) throw e;
@@ -233,6 +242,14 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
         };
       }
       if (route.method === 'get') return { ok: true, endpoint, key, body: false };
+      // Checked before the body is read: an invalid key (an empty header too) is 400 whatever the body.
+      const idem = head.idempotencyKey;
+      if (idem !== undefined && endpoint !== 'publish') {
+        return { ok: false, endpoint, response: errorResponse('bad_request', 'the Idempotency-Key header applies to /v1/publish; batch messages carry "idempotencyKey" each') };
+      }
+      if (idem !== undefined && !isValidIdempotencyKey(idem)) {
+        return { ok: false, endpoint, response: errorResponse('bad_request', 'the Idempotency-Key header must be 1 to 128 printable ASCII characters') };
+      }
       const mediaType = head.contentType.split(';')[0]?.trim().toLowerCase();
       if (mediaType !== 'application/json') {
         return { ok: false, endpoint, response: errorResponse('unsupported_media_type', 'Content-Type must be application/json', 415) };
@@ -241,11 +258,11 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
       if (len > opts.maxPublishBytes) {
         return { ok: false, endpoint, response: errorResponse('too_large', `body over ${opts.maxPublishBytes} bytes`, 413) };
       }
-      return { ok: true, endpoint, key, body: true };
+      return idem === undefined ? { ok: true, endpoint, key, body: true } : { ok: true, endpoint, key, body: true, idempotencyKey: idem };
     },
-    async handle(endpoint, input) {
+    async handle(endpoint, input, idempotencyKey) {
       try {
-        if (endpoint === 'publish') return await publishOne(input);
+        if (endpoint === 'publish') return await publishOne(input, idempotencyKey);
         if (endpoint === 'batch') return await publishBatch(input);
         if (endpoint === 'disconnect') return await disconnect(input);
         if (endpoint === 'subscribe' || endpoint === 'unsubscribe') return await serverSubscription(endpoint, input);

@@ -21,6 +21,7 @@
  */
 import { encodeMessage } from '../protocol/frames.js';
 import { newEpoch, type History, type HistoryOptions, type HistoryPosition } from './history.js';
+import { idempotencyRedisKey } from './idempotency.js';
 
 /** Runs a Lua script on the publishing connection, through the broker's readiness and timeout guard. */
 export type ScriptRunner = (lua: string, keys: readonly string[], args: readonly string[]) => Promise<unknown>;
@@ -39,8 +40,18 @@ local function ensure_epoch(candidate, ttl)
 end
 `;
 
-// ARGV: redis channel, frame head ('{"type":"message","channel":"x"'), data, epoch candidate, size, ttl
+// ARGV: redis channel, frame head ('{"type":"message","channel":"x"'), data, epoch candidate, size, ttl[, idempotency ttl]
+// KEYS[4], when given, is the publish's idempotency key: remembered with the
+// answer ("offset epoch") in this same step, and a key already there makes
+// the script publish nothing and return that answer. Returns {offset, epoch, repeat(0/1)}.
 const publishScript = (publishCommand: 'PUBLISH' | 'SPUBLISH'): string => `${ENSURE_EPOCH}
+if KEYS[4] then
+  local seen = redis.call('GET', KEYS[4])
+  if seen then
+    local sp = string.find(seen, ' ', 1, true)
+    return {tonumber(string.sub(seen, 1, sp - 1)), string.sub(seen, sp + 1), 1}
+  end
+end
 local epoch = ensure_epoch(ARGV[4], ARGV[6])
 local offset = redis.call('INCR', KEYS[1])
 local frame = ARGV[2] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '","data":' .. ARGV[3] .. '}'
@@ -49,7 +60,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 redis.call('${publishCommand}', ARGV[1], frame)
-return {offset, epoch}
+if KEYS[4] then redis.call('SET', KEYS[4], offset .. ' ' .. epoch, 'EX', ARGV[7]) end
+return {offset, epoch, 0}
 `;
 
 // ARGV: epoch candidate, ttl
@@ -100,11 +112,18 @@ export function createRedisHistory(opts: RedisHistoryOptions): History {
   }
 
   return {
-    async publish(channel, rawData, o = opts) {
+    async publish(channel, rawData, o = opts, idem) {
       // The frame head is built here once, so the script only appends offset, epoch and data.
       const head = encodeMessage(channel, '').slice(0, -',"data":}'.length);
-      const reply = await opts.run(PUBLISH, keys(channel), [opts.redisChannel(channel), head, rawData, newEpoch(), String(o.size), String(o.ttlSec)]);
-      return position(reply);
+      const rc = opts.redisChannel(channel);
+      const k = keys(channel);
+      const args = [rc, head, rawData, newEpoch(), String(o.size), String(o.ttlSec)];
+      if (idem) {
+        k.push(idempotencyRedisKey(opts.prefix, rc, idem.key));
+        args.push(String(idem.ttlSec));
+      }
+      const reply = await opts.run(PUBLISH, k, args);
+      return { ...position(reply), repeat: Number((reply as unknown[])[2]) === 1 };
     },
     async position(channel, o = opts) {
       return position(await opts.run(POSITION, keys(channel), [newEpoch(), String(o.ttlSec)]));

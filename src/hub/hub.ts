@@ -161,6 +161,8 @@ export interface HubDeps {
   readonly maxBackpressure: number;
   /** Frames read from history per round trip during a recovery. */
   readonly recoveryPageSize?: number;
+  /** PUBGATE_IDEMPOTENCY_TTL: seconds an idempotency key is remembered (default 300). */
+  readonly idempotencyTtlSec?: number;
   readonly onBrokerStatus?: (status: BrokerStatus) => void;
 }
 
@@ -190,6 +192,7 @@ interface Recovering {
 export const RECOVERY_PAGE_SIZE = 100;
 
 export function createHub(deps: HubDeps): HubWithBroker {
+  const idempotencyTtlSec = deps.idempotencyTtlSec ?? 300;
   const { broker, topics, metrics, log } = deps;
   /**
    * Every live socket, by user: the socket itself, or a Set of its sockets
@@ -493,14 +496,21 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const p = presenceFor(channel);
       return p.presence.stats(channel, p.joinLeave);
     },
-    async publishData(channel, rawData) {
+    async publishData(channel, rawData, popts) {
       const h = optionsOf(channel).history;
+      const idem = popts?.idempotencyKey !== undefined ? { key: popts.idempotencyKey, ttlSec: idempotencyTtlSec } : undefined;
       if (!h) {
-        await broker.publish(channel, encodeMessage(channel, rawData));
+        if (!idem) {
+          await broker.publish(channel, encodeMessage(channel, rawData));
+          return {};
+        }
+        const published = await broker.publishOnce(channel, encodeMessage(channel, rawData), idem);
+        if (!published) metrics.idempotentHit();
         return {};
       }
       try {
-        const pos = await history().publish(channel, rawData, { size: h.size, ttlSec: h.ttl });
+        const pos = await history().publish(channel, rawData, { size: h.size, ttlSec: h.ttl }, idem);
+        if (pos.repeat) metrics.idempotentHit();
         return { offset: pos.offset };
       } catch (e) {
         metrics.historyAppendError();

@@ -257,7 +257,7 @@ describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster
 
     // The promoted replica had the history: same epoch, offsets go on.
     expect(await b.h.position(hch)).toEqual(before);
-    expect(await a.h.publish(hch, '4')).toEqual({ offset: 4, epoch: before.epoch });
+    expect(await a.h.publish(hch, '4')).toEqual({ offset: 4, epoch: before.epoch, repeat: false });
     expect((await b.h.since(hch, 1, 10)).frames?.map(frameOffset)).toEqual([2, 3, 4]);
     await b.r.until(() => b.r.got(hch).length === 4, 'four history messages');
     expect(b.r.got(hch).map(frameOffset)).toEqual([1, 2, 3, 4]);
