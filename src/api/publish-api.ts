@@ -42,8 +42,12 @@ export type Preflight =
   | { readonly ok: false; readonly endpoint: ApiEndpoint; readonly response: ApiResponse };
 
 export interface PublishSink {
-  /** Publishes raw JSON data; resolves with its offset on history channels; rejects with GatewayError('unavailable') when the broker cannot. */
-  publishData(channel: string, rawData: string, opts?: PublishOptions): Promise<{ offset?: number }>;
+  /**
+   * Publishes raw JSON data; resolves with its offset on history channels, and
+   * `repeat` when its idempotency key was already accepted (nothing published);
+   * rejects with GatewayError('unavailable') when the broker cannot.
+   */
+  publishData(channel: string, rawData: string, opts?: PublishOptions): Promise<{ offset?: number; repeat?: boolean }>;
   disconnectUser(user: string): Promise<void>;
   /**
    * Server-side subscriptions: subscribes (unsubscribes) every open connection
@@ -139,7 +143,8 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     const v = parseBody(body);
     const { channel, data } = message(v, body, { start: 0, end: body.length }, 'body');
     const r = await opts.sink.publishData(channel, data, idempotencyKey === undefined ? undefined : { idempotencyKey });
-    opts.published(1);
+    // A repeat of an idempotency key published nothing: not counted.
+    opts.published(r.repeat === true ? 0 : 1);
     return { status: 200, body: JSON.stringify(r.offset === undefined ? { channel } : { channel, offset: r.offset }) };
   }
 
@@ -156,12 +161,13 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     const items = msgs.map((m, i) => message(m, body, spans[i] ?? { start: 0, end: 0 }, `messages[${i}]`));
     // Publish in order; stop at the first refusal so nothing after it is reported.
     const results: { channel: string; offset?: number }[] = [];
+    let repeats = 0; // messages answered from their idempotency key: not published, not counted
     for (const f of items) {
-      let r: { offset?: number };
+      let r: { offset?: number; repeat?: boolean };
       try {
         r = await opts.sink.publishData(f.channel, f.data, f.idempotencyKey === undefined ? undefined : { idempotencyKey: f.idempotencyKey });
       } catch (e) {
-        opts.published(results.length);
+        opts.published(results.length - repeats);
         if (results.length === 0) throw e;
         // Part of the batch went out: say exactly which part.
         const err = isGatewayError(e) ? e : new GatewayError('internal', 'publish failed');
@@ -171,9 +177,10 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
           headers: { 'Retry-After': String(err.retryAfterSec ?? 1) },
         };
       }
+      if (r.repeat === true) repeats++;
       results.push(r.offset === undefined ? { channel: f.channel } : { channel: f.channel, offset: r.offset });
     }
-    opts.published(results.length);
+    opts.published(results.length - repeats);
     return { status: 200, body: JSON.stringify({ results }) };
   }
 

@@ -101,8 +101,12 @@ export interface Hub {
   socketsOf(user: string): Socket[];
   /** Publishes a final frame text through the broker. */
   publish(channel: string, frame: string): Promise<void>;
-  /** Publishes raw JSON `data`: through history on history channels (resolving its offset), else as a plain frame. */
-  publishData(channel: string, rawData: string, opts?: PublishOptions): Promise<{ offset?: number }>;
+  /**
+   * Publishes raw JSON `data`: through history on history channels (resolving
+   * its offset), else as a plain frame. `repeat`: the idempotency key was
+   * already accepted for the channel, nothing was published, the offset is the first publish's.
+   */
+  publishData(channel: string, rawData: string, opts?: PublishOptions): Promise<{ offset?: number; repeat?: boolean }>;
   /** Whether a channel keeps history. */
   isHistory(channel: string): boolean;
   /** A channel's namespace options. */
@@ -505,13 +509,15 @@ export function createHub(deps: HubDeps): HubWithBroker {
           return {};
         }
         const published = await broker.publishOnce(channel, encodeMessage(channel, rawData), idem);
-        if (!published) metrics.idempotentHit();
-        return {};
+        if (published) return {};
+        metrics.idempotentHit();
+        return { repeat: true };
       }
       try {
         const pos = await history().publish(channel, rawData, { size: h.size, ttlSec: h.ttl }, idem);
-        if (pos.repeat) metrics.idempotentHit();
-        return { offset: pos.offset };
+        if (!pos.repeat) return { offset: pos.offset };
+        metrics.idempotentHit();
+        return { offset: pos.offset, repeat: true };
       } catch (e) {
         metrics.historyAppendError();
         throw e;

@@ -55,10 +55,10 @@ async function settle(gw: GatewayProcess, s: Subscriber, channel: string): Promi
   return s.got(channel).filter((d) => d !== 'end');
 }
 
-/** pubgate_idempotent_hits_total summed over the distinct nodes. */
-async function hits(nodes: readonly GatewayProcess[]): Promise<number> {
+/** A metric summed over the distinct nodes. */
+async function total(nodes: readonly GatewayProcess[], name = 'pubgate_idempotent_hits_total'): Promise<number> {
   let sum = 0;
-  for (const n of new Set(nodes)) sum += await metric(n.admin, 'pubgate_idempotent_hits_total');
+  for (const n of new Set(nodes)) sum += await metric(n.admin, name);
   return sum;
 }
 
@@ -74,12 +74,15 @@ function sharedRules(nodes: () => readonly [GatewayProcess, GatewayProcess]): vo
       const [a, b] = nodes();
       const ch = channelOf();
       const s = await subscriber(b, ch);
-      const before = await hits([a, b]);
+      const before = await total([a, b]);
+      const published = await total([a, b], 'pubgate_messages_published_total');
       const first = await keyed(a, ch, 'first', 'k-1');
       expect(first).toEqual({ status: 200, body: { channel: ch, ...offsetOf(1) } });
       expect(await keyed(b, ch, 'another body', 'k-1')).toEqual(first);
       expect(await keyed(a, ch, 'third try', 'k-1')).toEqual(first);
-      expect(await hits([a, b])).toBe(before + 2);
+      expect(await total([a, b])).toBe(before + 2);
+      // Repeats published nothing and are not counted as published.
+      expect(await total([a, b], 'pubgate_messages_published_total')).toBe(published + 1);
       expect(await settle(a, s, ch)).toEqual(['first']);
     });
 
@@ -97,6 +100,7 @@ function sharedRules(nodes: () => readonly [GatewayProcess, GatewayProcess]): vo
       const ch1 = channelOf();
       const ch2 = channelOf();
       const s = await subscriber(a, ch1, ch2);
+      const published = await total([a, b], 'pubgate_messages_published_total');
       expect((await keyed(a, ch1, 1, 'shared')).status).toBe(200);
       expect(await keyed(b, ch2, 2, 'shared')).toEqual({ status: 200, body: { channel: ch2, ...offsetOf(1) } });
       const res = await post(b, '/v1/publish/batch', {
@@ -117,6 +121,8 @@ function sharedRules(nodes: () => readonly [GatewayProcess, GatewayProcess]): vo
         ],
       });
       expect(await keyed(a, ch1, 'again', 'b-1')).toEqual({ status: 200, body: { channel: ch1, ...offsetOf(2) } });
+      // Of the batch, two messages were published: the repeats are not counted.
+      expect(await total([a, b], 'pubgate_messages_published_total')).toBe(published + 4);
       expect(await settle(a, s, ch1)).toEqual([1, 'new', 'unkeyed']);
       expect(await settle(a, s, ch2)).toEqual([2]);
     });
