@@ -82,6 +82,8 @@ export interface Config {
   readonly namespaces: readonly Namespace[];
   /** Seconds until the presence entries of a dead node's connections are gone. */
   readonly presenceTtl: number;
+  /** PUBGATE_IDEMPOTENCY_TTL: seconds a publish's idempotency key is remembered. */
+  readonly idempotencyTtl: number;
   /** Members listed in one presence answer, at most. */
   readonly presenceMaxMembers: number;
   /** Subscribe proxy endpoint (http/https), asked for channels whose namespace has subscribeProxy. */
@@ -371,6 +373,7 @@ export const SETTINGS: readonly Setting[] = [
   s('proxyKey', optional(str), undefined),
   s('proxyTimeoutMs', int(1, 60_000), 3000),
   s('proxyConcurrency', int(1, 100_000), 256),
+  s('idempotencyTtl', int(1, 86_400), 300),
 ];
 
 /** `jwtClockTolerance` → `PUBGATE_JWT_CLOCK_TOLERANCE`. */

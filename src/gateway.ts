@@ -109,6 +109,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     ...(presence ? { presence } : {}),
     maxRecoveryBuffer: Math.max(1000, config.historySize),
     maxBackpressure: config.maxBackpressure,
+    idempotencyTtlSec: config.idempotencyTtl,
     connIds,
   });
   const serverSubs = createServerSubs({

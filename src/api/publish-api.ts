@@ -16,11 +16,18 @@ import type { PresenceSnapshot, PresenceStats } from '../presence/store.js';
 import type { PublishOptions } from '../hub/hub.js';
 import { arrayElements, objectMembers, type Span } from '../protocol/json-scan.js';
 import { createKeyedLimiter } from '../limits/rate.js';
+import { isValidIdempotencyKey } from '../broker/idempotency.js';
 
 export const MAX_BATCH = 1000;
 
 /** Longest `exclude` value: a `welcome.conn` is a 6-character node prefix and a base-36 number. */
 export const MAX_CONN_LENGTH = 64;
+
+/** The options of one publish; undefined when it has none. */
+function publishOptions(idempotencyKey: string | undefined, exclude: string | undefined): PublishOptions | undefined {
+  if (idempotencyKey === undefined && exclude === undefined) return undefined;
+  return { ...(idempotencyKey === undefined ? {} : { idempotencyKey }), ...(exclude === undefined ? {} : { exclude }) };
+}
 
 /** A `welcome.conn` value as `exclude` takes it: letters and digits, bounded (the broker envelope needs no newline in it). */
 function isConn(v: unknown): v is string {
@@ -35,6 +42,8 @@ export interface ApiRequestHead {
   readonly authorization: string;
   readonly contentType: string;
   readonly contentLength: string;
+  /** The Idempotency-Key header; undefined when the request has none ('' when it is empty). */
+  readonly idempotencyKey?: string | undefined;
 }
 
 export interface ApiResponse {
@@ -45,12 +54,16 @@ export interface ApiResponse {
 
 export type Preflight =
   /** `body: false`: a GET, answered without reading a body; `query` is handed to handle(). */
-  | { readonly ok: true; readonly endpoint: ApiEndpoint; readonly key: string; readonly body: boolean }
+  | { readonly ok: true; readonly endpoint: ApiEndpoint; readonly key: string; readonly body: boolean; readonly idempotencyKey?: string }
   | { readonly ok: false; readonly endpoint: ApiEndpoint; readonly response: ApiResponse };
 
 export interface PublishSink {
-  /** Publishes raw JSON data; resolves with its offset on history channels; rejects with GatewayError('unavailable') when the broker cannot. */
-  publishData(channel: string, rawData: string, opts?: PublishOptions): Promise<{ offset?: number }>;
+  /**
+   * Publishes raw JSON data; resolves with its offset on history channels, and
+   * `repeat` when its idempotency key was already accepted (nothing published);
+   * rejects with GatewayError('unavailable') when the broker cannot.
+   */
+  publishData(channel: string, rawData: string, opts?: PublishOptions): Promise<{ offset?: number; repeat?: boolean }>;
   disconnectUser(user: string): Promise<void>;
   /**
    * Server-side subscriptions: subscribes (unsubscribes) every open connection
@@ -106,8 +119,11 @@ const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 
 export interface PublishApi {
   preflight(head: ApiRequestHead): Preflight;
-  /** `input` is the body for POST endpoints, the query string for GET ones. */
-  handle(endpoint: ApiEndpoint, input: string): Promise<ApiResponse>;
+  /**
+   * `input` is the body for POST endpoints, the query string for GET ones;
+   * `idempotencyKey` is the preflight's (a validated Idempotency-Key header).
+   */
+  handle(endpoint: ApiEndpoint, input: string, idempotencyKey?: string): Promise<ApiResponse>;
 }
 
 export function createPublishApi(opts: PublishApiOptions): PublishApi {
@@ -134,8 +150,8 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     }
   }
 
-  /** Validates one `{channel, data[, exclude]}` object and returns its raw data text. */
-  function message(v: unknown, text: string, span: Span, where: string): { channel: string; data: string; opts: PublishOptions | undefined } {
+  /** Validates one `{channel, data[, idempotencyKey][, exclude]}` object and returns its raw data text and options (the body's key comes from the header). */
+  function message(v: unknown, text: string, span: Span, where: string): { channel: string; data: string; idempotencyKey?: string; exclude?: string } {
     if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new GatewayError('bad_request', `${where} must be an object`);
     const o = v as Record<string, unknown>;
     if (!isValidChannel(o.channel)) throw new GatewayError('bad_request', `${where}.channel is not a valid channel name`);
@@ -144,15 +160,19 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     if (o.exclude !== undefined && !isConn(o.exclude)) {
       throw new GatewayError('bad_request', `${where}.exclude must be a connection id (welcome.conn: 1 to ${MAX_CONN_LENGTH} letters and digits)`);
     }
-    const opts = o.exclude === undefined ? undefined : { exclude: o.exclude };
-    return { channel: o.channel, data: text.slice(dataSpan.start, dataSpan.end), opts };
+    const data = text.slice(dataSpan.start, dataSpan.end);
+    const exclude = o.exclude === undefined ? {} : { exclude: o.exclude };
+    if (!('idempotencyKey' in o) || where === 'body') return { channel: o.channel, data, ...exclude };
+    if (!isValidIdempotencyKey(o.idempotencyKey)) throw new GatewayError('bad_request', `${where}.idempotencyKey must be 1 to 128 printable ASCII characters`);
+    return { channel: o.channel, data, idempotencyKey: o.idempotencyKey, ...exclude };
   }
 
-  async function publishOne(body: string): Promise<ApiResponse> {
+  async function publishOne(body: string, idempotencyKey: string | undefined): Promise<ApiResponse> {
     const v = parseBody(body);
-    const { channel, data, opts: popts } = message(v, body, { start: 0, end: body.length }, 'body');
-    const r = await opts.sink.publishData(channel, data, popts);
-    opts.published(1);
+    const { channel, data, exclude } = message(v, body, { start: 0, end: body.length }, 'body');
+    const r = await opts.sink.publishData(channel, data, publishOptions(idempotencyKey, exclude));
+    // A repeat of an idempotency key published nothing: not counted.
+    opts.published(r.repeat === true ? 0 : 1);
     return { status: 200, body: JSON.stringify(r.offset === undefined ? { channel } : { channel, offset: r.offset }) };
   }
 
@@ -169,12 +189,13 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     const items = msgs.map((m, i) => message(m, body, spans[i] ?? { start: 0, end: 0 }, `messages[${i}]`));
     // Publish in order; stop at the first refusal so nothing after it is reported.
     const results: { channel: string; offset?: number }[] = [];
+    let repeats = 0; // messages answered from their idempotency key: not published, not counted
     for (const f of items) {
-      let r: { offset?: number };
+      let r: { offset?: number; repeat?: boolean };
       try {
-        r = await opts.sink.publishData(f.channel, f.data, f.opts);
+        r = await opts.sink.publishData(f.channel, f.data, publishOptions(f.idempotencyKey, f.exclude));
       } catch (e) {
-        opts.published(results.length);
+        opts.published(results.length - repeats);
         if (results.length === 0) throw e;
         // Part of the batch went out: say exactly which part.
         const err = isGatewayError(e) ? e : new GatewayError('internal', 'publish failed');
@@ -184,9 +205,10 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
           headers: { 'Retry-After': String(err.retryAfterSec ?? 1) },
         };
       }
+      if (r.repeat === true) repeats++;
       results.push(r.offset === undefined ? { channel: f.channel } : { channel: f.channel, offset: r.offset });
     }
-    opts.published(results.length);
+    opts.published(results.length - repeats);
     return { status: 200, body: JSON.stringify({ results }) };
   }
 
@@ -290,6 +312,14 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
         };
       }
       if (route.method === 'get') return { ok: true, endpoint, key, body: false };
+      // Checked before the body is read: an invalid key (an empty header too) is 400 whatever the body.
+      const idem = head.idempotencyKey;
+      if (idem !== undefined && endpoint !== 'publish') {
+        return { ok: false, endpoint, response: errorResponse('bad_request', 'the Idempotency-Key header applies to /v1/publish; batch messages carry "idempotencyKey" each') };
+      }
+      if (idem !== undefined && !isValidIdempotencyKey(idem)) {
+        return { ok: false, endpoint, response: errorResponse('bad_request', 'the Idempotency-Key header must be 1 to 128 printable ASCII characters') };
+      }
       const mediaType = head.contentType.split(';')[0]?.trim().toLowerCase();
       if (mediaType !== 'application/json') {
         return { ok: false, endpoint, response: errorResponse('unsupported_media_type', 'Content-Type must be application/json', 415) };
@@ -298,11 +328,11 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
       if (len > opts.maxPublishBytes) {
         return { ok: false, endpoint, response: errorResponse('too_large', `body over ${opts.maxPublishBytes} bytes`, 413) };
       }
-      return { ok: true, endpoint, key, body: true };
+      return idem === undefined ? { ok: true, endpoint, key, body: true } : { ok: true, endpoint, key, body: true, idempotencyKey: idem };
     },
-    async handle(endpoint, input) {
+    async handle(endpoint, input, idempotencyKey) {
       try {
-        if (endpoint === 'publish') return await publishOne(input);
+        if (endpoint === 'publish') return await publishOne(input, idempotencyKey);
         if (endpoint === 'batch') return await publishBatch(input);
         if (endpoint === 'disconnect') return await disconnect(input);
         if (endpoint === 'subscribe' || endpoint === 'unsubscribe') return await serverSubscription(endpoint, input);

@@ -7,6 +7,7 @@
  */
 import type { PresenceStore } from '../presence/store.js';
 import type { History } from './history.js';
+import type { Idempotency } from './idempotency.js';
 
 export type BrokerStatus = 'connecting' | 'ready' | 'down';
 
@@ -65,6 +66,12 @@ export interface Broker {
    * broker accepted it; rejects with GatewayError('unavailable') when it cannot.
    */
   publish(channel: string, frame: string): Promise<void>;
+  /**
+   * Publishes a frame unless `idem.key` was already accepted for the channel
+   * within its ttl, atomically with the check (see idempotency.ts). Resolves
+   * true when it published, false for a repeat; rejects as publish does.
+   */
+  publishOnce(channel: string, frame: string, idem: Idempotency): Promise<boolean>;
   /** Subscribes this node to a channel; resolves when the broker confirmed it. Idempotent. */
   subscribe(channel: string): Promise<void>;
   /** Releases the channel. Idempotent. */

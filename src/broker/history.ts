@@ -8,11 +8,17 @@
 import { randomBytes } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import { encodeMessage } from '../protocol/frames.js';
+import { createIdempotencyMemo, type Idempotency } from './idempotency.js';
 
 export interface HistoryPosition {
   /** Offset of the channel's last message; 0 when it has none. */
   readonly offset: number;
   readonly epoch: string;
+}
+
+/** What a publish got: its position, and whether it was a repeat of an idempotency key (then nothing was published and the position is the first publish's). */
+export interface HistoryPublished extends HistoryPosition {
+  readonly repeat: boolean;
 }
 
 export interface HistorySince {
@@ -29,8 +35,12 @@ export interface HistorySince {
  * options the history was created with apply otherwise.
  */
 export interface History {
-  /** Appends a message (raw JSON `data`) and publishes its frame to every node; resolves with its position. */
-  publish(channel: string, rawData: string, opts?: HistoryOptions): Promise<HistoryPosition>;
+  /**
+   * Appends a message (raw JSON `data`) and publishes its frame to every node;
+   * resolves with its position. With `idem`, a key already accepted for the
+   * channel appends and publishes nothing and resolves with the first position.
+   */
+  publish(channel: string, rawData: string, opts?: HistoryOptions, idem?: Idempotency): Promise<HistoryPublished>;
   /** The channel's current position (an epoch is created when it has none). */
   position(channel: string, opts?: HistoryOptions): Promise<HistoryPosition>;
   /**
@@ -76,6 +86,8 @@ export function createMemoryHistory(
   nowMs: () => number = Date.now,
 ): History & { stop(): void } {
   const logs = new Map<string, ChannelLog>();
+  // Remembered answers: "offset epoch".
+  const memo = createIdempotencyMemo(100_000, nowMs);
 
   function get(channel: string, o: HistoryOptions): ChannelLog {
     const now = nowMs();
@@ -99,7 +111,16 @@ export function createMemoryHistory(
   sweep.unref();
 
   return {
-    async publish(channel, rawData, o = opts) {
+    async publish(channel, rawData, o = opts, idem) {
+      // The check, the append and the record happen before any await: a
+      // repeat can never run while its first publish is half done.
+      if (idem) {
+        const seen = memo.get(channel, idem.key);
+        if (seen !== undefined) {
+          const [off, epoch] = seen.split(' ');
+          return { offset: Number(off), epoch: epoch ?? '', repeat: true };
+        }
+      }
       const log = get(channel, o);
       // Offset and append happen before any await, so concurrent publishes
       // get consecutive offsets in the order they are delivered.
@@ -109,8 +130,9 @@ export function createMemoryHistory(
       while (log.frames.length > o.size) log.frames.shift();
       log.ttlMs = o.ttlSec * 1000;
       log.expiresAtMs = nowMs() + log.ttlMs;
+      if (idem) memo.set(channel, idem.key, `${offset} ${log.epoch}`, idem.ttlSec);
       await deliver(channel, frame);
-      return { offset, epoch: log.epoch };
+      return { offset, epoch: log.epoch, repeat: false };
     },
     position(channel, o = opts) {
       const log = get(channel, o);

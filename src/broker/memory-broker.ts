@@ -7,6 +7,7 @@ import { GatewayError } from '../errors.js';
 import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from './broker.js';
 import { createMemoryPresence } from '../presence/memory-store.js';
 import { createMemoryHistory, type HistoryOptions } from './history.js';
+import { createIdempotencyMemo } from './idempotency.js';
 
 export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: boolean } = {}): Broker {
   let handlers: BrokerHandlers | undefined;
@@ -21,6 +22,8 @@ export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: 
       return Promise.reject(e as Error);
     }
   };
+  // Plain channels' idempotency keys (history channels keep theirs in the history).
+  const memo = createIdempotencyMemo();
   const history = opts.history ? createMemoryHistory(opts.history, publish) : undefined;
   // Join/leave frames go out synchronously, in the order of the changes.
   const presence = opts.presence === true
@@ -50,6 +53,12 @@ export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: 
       return Promise.resolve();
     },
     publish,
+    publishOnce(channel, frame, idem) {
+      // Synchronous check and record, as the publish itself: atomic in this process.
+      if (memo.get(channel, idem.key) !== undefined) return Promise.resolve(false);
+      if (status === 'ready') memo.set(channel, idem.key, '1', idem.ttlSec);
+      return publish(channel, frame).then(() => true);
+    },
     subscribe(channel) {
       if (status !== 'ready') return Promise.reject(new GatewayError('unavailable', 'broker is closed'));
       channels.add(channel);

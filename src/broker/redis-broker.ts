@@ -45,6 +45,7 @@ import { SelfProbe } from './redis-probe.js';
 import { StandalonePublisher, StandaloneRouter } from './redis-standalone.js';
 import type { HistoryOptions } from './history.js';
 import { createRedisHistory } from './redis-history.js';
+import { idempotencyRedisKey, publishOnceScript } from './idempotency.js';
 import { createRedisPresence } from './redis-presence.js';
 import { NodeRegistry } from './redis-nodes.js';
 
@@ -120,6 +121,8 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
     throw new TypeError('the key prefix of a Redis Cluster broker must not contain { or }');
   }
   const chPrefix = `${prefix}ch:`;
+  // Plain channels' idempotent publish: check, remember and (S)PUBLISH in one script.
+  const PUBLISH_ONCE = publishOnceScript(clusterMode ? 'SPUBLISH' : 'PUBLISH');
   const controlCh = `${prefix}control`;
   const probeCh = `${prefix}probe:${opts.nodeId}`;
   const instance = instanceName(opts.nodeId);
@@ -354,6 +357,12 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
 
     publish(channel, frame) {
       return send(chPrefix + channel, frame);
+    },
+
+    async publishOnce(channel, frame, idem) {
+      const rc = chPrefix + channel;
+      const r = await guarded(() => publisher.script(PUBLISH_ONCE, [idempotencyRedisKey(prefix, rc, idem.key)], [rc, frame, String(idem.ttlSec)]));
+      return Number(r) === 1;
     },
 
     subscribe(channel) {

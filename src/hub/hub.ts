@@ -119,8 +119,12 @@ export interface Hub {
   socketsOf(user: string): Socket[];
   /** Publishes a final frame text through the broker. */
   publish(channel: string, frame: string): Promise<void>;
-  /** Publishes raw JSON `data`: through history on history channels (resolving its offset), else as a plain frame. */
-  publishData(channel: string, rawData: string, opts?: PublishOptions): Promise<{ offset?: number }>;
+  /**
+   * Publishes raw JSON `data`: through history on history channels (resolving
+   * its offset), else as a plain frame. `repeat`: the idempotency key was
+   * already accepted for the channel, nothing was published, the offset is the first publish's.
+   */
+  publishData(channel: string, rawData: string, opts?: PublishOptions): Promise<{ offset?: number; repeat?: boolean }>;
   /** Whether a channel keeps history. */
   isHistory(channel: string): boolean;
   /** A channel's namespace options. */
@@ -186,6 +190,8 @@ export interface HubDeps {
   readonly maxBackpressure: number;
   /** Frames read from history per round trip during a recovery. */
   readonly recoveryPageSize?: number;
+  /** PUBGATE_IDEMPOTENCY_TTL: seconds an idempotency key is remembered (default 300). */
+  readonly idempotencyTtlSec?: number;
   readonly onBrokerStatus?: (status: BrokerStatus) => void;
   /** This node's connection ids (`welcome.conn`): `exclude` names a connection by one. */
   readonly connIds?: ConnIds;
@@ -217,6 +223,7 @@ interface Recovering {
 export const RECOVERY_PAGE_SIZE = 100;
 
 export function createHub(deps: HubDeps): HubWithBroker {
+  const idempotencyTtlSec = deps.idempotencyTtlSec ?? 300;
   const { broker, topics, metrics, log } = deps;
   /**
    * Every live socket, by user: the socket itself, or a Set of its sockets
@@ -540,13 +547,21 @@ export function createHub(deps: HubDeps): HubWithBroker {
     },
     async publishData(channel, rawData, popts) {
       const h = optionsOf(channel).history;
+      const idem = popts?.idempotencyKey !== undefined ? { key: popts.idempotencyKey, ttlSec: idempotencyTtlSec } : undefined;
       const exclude = popts?.exclude;
       if (!h) {
-        const frame = encodeMessage(channel, rawData);
+        const plain = encodeMessage(channel, rawData);
         // The excluded connection travels with the frame to every node (the
         // broker moves strings): deliver() strips the envelope.
-        await broker.publish(channel, exclude === undefined ? frame : `${EXCLUDE_MARK}${exclude}\n${frame}`);
-        return {};
+        const frame = exclude === undefined ? plain : `${EXCLUDE_MARK}${exclude}\n${plain}`;
+        if (!idem) {
+          await broker.publish(channel, frame);
+          return {};
+        }
+        const published = await broker.publishOnce(channel, frame, idem);
+        if (published) return {};
+        metrics.idempotentHit();
+        return { repeat: true };
       }
       if (exclude !== undefined) {
         // A history channel's store publishes the frame it appends: it has no
@@ -554,8 +569,10 @@ export function createHub(deps: HubDeps): HubWithBroker {
         throw new GatewayError('bad_request', `exclude and echo:false are not available on history channels (${channel}) in this release`);
       }
       try {
-        const pos = await history().publish(channel, rawData, { size: h.size, ttlSec: h.ttl });
-        return { offset: pos.offset };
+        const pos = await history().publish(channel, rawData, { size: h.size, ttlSec: h.ttl }, idem);
+        if (!pos.repeat) return { offset: pos.offset };
+        metrics.idempotentHit();
+        return { offset: pos.offset, repeat: true };
       } catch (e) {
         metrics.historyAppendError();
         throw e;

@@ -72,6 +72,8 @@ export interface Metrics {
   rewind(ok: boolean, replayed: number): void;
   /** A publish to a history channel failed (not appended, not published). */
   historyAppendError(): void;
+  /** A publish whose idempotency key was already accepted for its channel: answered with the first answer, not published. */
+  idempotentHit(): void;
   brokerProbe(rttSec: number | undefined): void;
   tokenRefreshed(ok: boolean): void;
   /** Samples the presence entries this node holds (its subscribed connections on presence channels) at each scrape. */
@@ -245,6 +247,11 @@ export function createMetrics(nodeId: string): Metrics {
   });
   const replayed = new Counter({ name: 'pubgate_recovery_replayed_messages_total', help: 'Messages replayed to recovering subscribers', registers: [registry] });
   const historyErrors = new Counter({ name: 'pubgate_history_append_errors_total', help: 'Publishes to history channels that were not appended', registers: [registry] });
+  const idempotentHits = new Counter({
+    name: 'pubgate_idempotent_hits_total',
+    help: 'Publishes not published again because their idempotency key was already accepted for the channel',
+    registers: [registry],
+  });
   for (const result of ['recovered', 'not_recovered', 'failed']) recoveries.inc({ result }, 0);
   const rewinds = new Counter({ name: 'pubgate_rewinds_total', help: 'Subscribes with rewind, by result (ok, failed)', labelNames: ['result'], registers: [registry] });
   for (const result of ['ok', 'failed']) rewinds.inc({ result }, 0);
@@ -429,6 +436,7 @@ export function createMetrics(nodeId: string): Metrics {
       if (n > 0) rewound.inc(n);
     },
     historyAppendError: () => historyErrors.inc(),
+    idempotentHit: () => idempotentHits.inc(),
     tokenRefreshed: (ok) => refreshes.inc({ result: ok ? 'ok' : 'rejected' }),
     observePresenceEntries: (count) => {
       presenceEntriesSource = count;

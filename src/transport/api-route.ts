@@ -34,6 +34,21 @@ export interface ApiRoute {
 
 type Respond = (status: number, body: string, headers?: Readonly<Record<string, string>>, closeConn?: boolean) => void;
 
+/**
+ * The Idempotency-Key header: undefined when absent, '' when present and
+ * empty (an error). getHeader gives '' for both, so only then are the headers
+ * walked to tell them apart.
+ */
+function idempotencyHeader(req: HttpRequest): string | undefined {
+  const v = req.getHeader('idempotency-key');
+  if (v !== '') return v;
+  let present = false;
+  req.forEach((k) => {
+    if (k === 'idempotency-key') present = true;
+  });
+  return present ? '' : undefined;
+}
+
 export function createApiRoute(deps: ApiRouteDeps): ApiRoute {
   const { api, metrics, log, maxPublishBytes, bodyTimeoutMs } = deps;
   let inflight = 0;
@@ -45,7 +60,15 @@ export function createApiRoute(deps: ApiRouteDeps): ApiRoute {
   }
 
   /** Reads the body and answers. Settles once the request is over, on every path. */
-  async function serve(res: HttpResponse, st: ResponseState, endpoint: ApiEndpoint, path: string, respond: Respond, query: string | undefined): Promise<void> {
+  async function serve(
+    res: HttpResponse,
+    st: ResponseState,
+    endpoint: ApiEndpoint,
+    path: string,
+    respond: Respond,
+    query: string | undefined,
+    idempotencyKey: string | undefined,
+  ): Promise<void> {
     try {
       if (query !== undefined) {
         // A read (GET): no body to wait for.
@@ -66,7 +89,7 @@ export function createApiRoute(deps: ApiRouteDeps): ApiRoute {
       // (see outsideUwsCallback); the answer still waits for the fan-out. A
       // client that leaves now has sent a whole request: it is still published.
       await outsideUwsCallback();
-      const r = await api.handle(endpoint, read.text);
+      const r = await api.handle(endpoint, read.text, idempotencyKey);
       if (st.aborted) return aborted(endpoint, 'response', path);
       respond(r.status, r.body, r.headers);
     } catch (e) {
@@ -84,6 +107,7 @@ export function createApiRoute(deps: ApiRouteDeps): ApiRoute {
       authorization: req.getHeader('authorization'),
       contentType: req.getHeader('content-type'),
       contentLength: req.getHeader('content-length'),
+      idempotencyKey: idempotencyHeader(req),
     };
     const st = watch(res);
     const pre = api.preflight(head);
@@ -101,7 +125,7 @@ export function createApiRoute(deps: ApiRouteDeps): ApiRoute {
       return;
     }
     inflight++;
-    void serve(res, st, pre.endpoint, head.path, respond, pre.body ? undefined : head.query)
+    void serve(res, st, pre.endpoint, head.path, respond, pre.body ? undefined : head.query, pre.idempotencyKey)
       .catch((e: unknown) => log.error({ err: e, path: head.path }, 'api request failed while answering'))
       .finally(() => {
         inflight--;

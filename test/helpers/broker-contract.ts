@@ -335,6 +335,47 @@ export function runBrokerContract(opts: BrokerContractOptions): void {
       expect(r.got(ch('a'))).toEqual([]);
     });
 
+    it('publishes a keyed frame once per key and channel (publishOnce), and again once the key expired', async () => {
+      const ch = names();
+      const { b, r } = await ready();
+      await b.subscribe(ch('p'));
+      await b.subscribe(ch('q'));
+      expect(await b.publishOnce(ch('p'), 'one', { key: 'k', ttlSec: 1 })).toBe(true);
+      expect(await b.publishOnce(ch('p'), 'two', { key: 'k', ttlSec: 1 })).toBe(false);
+      expect(await b.publishOnce(ch('q'), 'other channel', { key: 'k', ttlSec: 1 })).toBe(true);
+      await b.publish(ch('p'), 'unkeyed');
+      await r.until(() => r.got(ch('p')).length === 2 && r.got(ch('q')).length === 1, 'the first keyed and the unkeyed frame');
+      expect(r.got(ch('p'))).toEqual(['one', 'unkeyed']);
+      // Bounded wait for the 1 s ttl: each try waits for its answer.
+      let again = false;
+      for (let i = 0; i < 400 && !again; i++) {
+        await new Promise((res) => setTimeout(res, 10));
+        again = await b.publishOnce(ch('p'), 'three', { key: 'k', ttlSec: 1 });
+      }
+      expect(again).toBe(true);
+      await r.until(() => r.got(ch('p')).length === 3, 'the frame published after expiry');
+      expect(r.got(ch('p'))).toEqual(['one', 'unkeyed', 'three']);
+    });
+
+    if (opts.sharedBackend) {
+      it('publishes a keyed frame once across instances, also when both send it at once', async () => {
+        const ch = names();
+        const a = await ready();
+        const b = await ready();
+        await b.b.subscribe(ch('c'));
+        expect(await a.b.publishOnce(ch('c'), 'a1', { key: 'k1', ttlSec: 60 })).toBe(true);
+        expect(await b.b.publishOnce(ch('c'), 'b1', { key: 'k1', ttlSec: 60 })).toBe(false);
+        const racing = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? a : b).b.publishOnce(ch('c'), `r${i}`, { key: 'k2', ttlSec: 60 })),
+        );
+        expect(racing.filter(Boolean)).toHaveLength(1);
+        await a.b.publish(ch('c'), 'end');
+        await b.r.until(() => b.r.got(ch('c')).includes('end'), 'the closing frame');
+        expect(b.r.got(ch('c'))).toHaveLength(3);
+        expect(b.r.got(ch('c'))[0]).toBe('a1');
+      });
+    }
+
     const newHistoryBroker = opts.newHistoryBroker;
     if (newHistoryBroker) {
       describe('history', () => {
@@ -367,7 +408,7 @@ export function runBrokerContract(opts: BrokerContractOptions): void {
           await b.subscribe(ch('n'));
           const epoch = (await h.position(ch('n'))).epoch;
           const got = await Promise.all([1, 2, 3].map((i) => h.publish(ch('n'), `{"i":${i}}`)));
-          expect(got).toEqual([1, 2, 3].map((offset) => ({ offset, epoch })));
+          expect(got).toEqual([1, 2, 3].map((offset) => ({ offset, epoch, repeat: false })));
           await r.until(() => r.got(ch('n')).length === 3, 'three messages');
           expect(r.got(ch('n'))).toEqual(
             [1, 2, 3].map((i) => `{"type":"message","channel":"${ch('n')}","offset":${i},"epoch":"${epoch}","data":{"i":${i}}}`),
@@ -404,7 +445,56 @@ export function runBrokerContract(opts: BrokerContractOptions): void {
           expect(offsetsOf((await h.since(ch('b'), 0, 10)).frames)).toEqual([1]);
         });
 
+        it('appends and publishes a keyed message once per key and channel, answering a repeat with the first position', async () => {
+          const ch = names();
+          const { b, r, h } = await withHistory();
+          await b.subscribe(ch('k'));
+          await b.subscribe(ch('k2'));
+          const idem = { key: 'order-1 ~!{}', ttlSec: 60 };
+          const first = await h.publish(ch('k'), '"first"', undefined, idem);
+          const again = await h.publish(ch('k'), '"second body"', undefined, idem);
+          expect(first).toMatchObject({ offset: 1, repeat: false });
+          expect(again).toEqual({ offset: 1, epoch: first.epoch, repeat: true });
+          // Scope per channel: the same key on another channel is a new publish.
+          expect(await h.publish(ch('k2'), '"other channel"', undefined, idem)).toMatchObject({ offset: 1, repeat: false });
+          expect(await h.publish(ch('k'), '"unkeyed"')).toMatchObject({ offset: 2, repeat: false });
+          await r.until(() => r.got(ch('k')).length === 2, 'the keyed and the unkeyed message');
+          expect(r.got(ch('k')).map((f) => JSON.parse(f).data)).toEqual(['first', 'unkeyed']);
+          expect(offsetsOf((await h.since(ch('k'), 0, 10)).frames)).toEqual([1, 2]);
+        });
+
+        it('forgets a key after its ttl: the same key then publishes again', async () => {
+          const ch = names();
+          const { h } = await withHistory();
+          const idem = { key: 'short', ttlSec: 1 };
+          expect(await h.publish(ch('t'), '1', undefined, idem)).toMatchObject({ offset: 1, repeat: false });
+          let next = await h.publish(ch('t'), '2', undefined, idem);
+          // Bounded: the key lives 1 s; each round trip waits for an answer, the loop ends well before the guard.
+          for (let i = 0; i < 400 && next.repeat; i++) {
+            await new Promise((res) => setTimeout(res, 10));
+            next = await h.publish(ch('t'), '2', undefined, idem);
+          }
+          expect(next).toMatchObject({ offset: 2, repeat: false });
+        });
+
         if (opts.sharedBackend) {
+          it('publishes a keyed message once across instances, also when both send it at once', async () => {
+            const ch = names();
+            const a = await withHistory();
+            const b = await withHistory();
+            await b.b.subscribe(ch('x'));
+            const p1 = await a.h.publish(ch('x'), '"a"', undefined, { key: 'k1', ttlSec: 60 });
+            expect(await b.h.publish(ch('x'), '"b"', undefined, { key: 'k1', ttlSec: 60 })).toEqual({ ...p1, repeat: true });
+            const racing = await Promise.all(
+              Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? a : b).h.publish(ch('x'), `${i}`, undefined, { key: 'k2', ttlSec: 60 })),
+            );
+            expect(racing.filter((p) => !p.repeat)).toHaveLength(1);
+            expect(new Set(racing.map((p) => p.offset))).toEqual(new Set([2]));
+            await a.h.publish(ch('x'), '"end"');
+            await b.r.until(() => b.r.got(ch('x')).some((f) => f.includes('"end"')), 'the closing message');
+            expect(b.r.got(ch('x')).map(frameOffset)).toEqual([1, 2, 3]);
+          });
+
           it('shares offsets, epoch and history between instances', async () => {
             const ch = names();
             const a = await withHistory();
@@ -412,7 +502,7 @@ export function runBrokerContract(opts: BrokerContractOptions): void {
             await b.b.subscribe(ch('s'));
             const p1 = await a.h.publish(ch('s'), '"a"');
             const p2 = await b.h.publish(ch('s'), '"b"');
-            expect(p2).toEqual({ offset: p1.offset + 1, epoch: p1.epoch });
+            expect(p2).toEqual({ offset: p1.offset + 1, epoch: p1.epoch, repeat: false });
             await b.r.until(() => b.r.got(ch('s')).length === 2, 'both messages on b');
             expect(b.r.got(ch('s')).map(frameOffset)).toEqual([1, 2]);
             expect(await a.h.since(ch('s'), 0, 10)).toEqual(await b.h.since(ch('s'), 0, 10));

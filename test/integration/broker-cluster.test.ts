@@ -141,15 +141,15 @@ describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster
     for (const ch of channels) {
       const rc = `pubgate:ch:${ch}`;
       const keys = historyKeys('pubgate:', ch, rc, true);
-      // CLUSTER KEYSLOT agrees: the three keys and the shard channel share one slot.
+      // CLUSTER KEYSLOT agrees: the keys and the shard channel share one slot.
       const slots = await Promise.all([rc, ...keys].map(async (k) => Number((await c.nodes.find((n) => n.running)?.cli('CLUSTER', 'KEYSLOT', k))?.[0])));
       expect(new Set(slots), ch).toEqual(new Set([keySlot(rc)]));
       for (let i = 1; i <= 3; i++) expect(await a.h.publish(ch, String(i))).toMatchObject({ offset: i });
       const owner = await c.ownerOf(rc);
       owners.add(owner);
       const node = c.nodes.find((n) => n.port === owner);
-      expect(await node?.cli('GET', keys[0])).toEqual(['3']);
-      expect(await node?.cli('XLEN', keys[2])).toEqual(['3']);
+      expect(await node?.cli('HGET', keys[0], 'o')).toEqual(['3']);
+      expect(await node?.cli('XLEN', keys[1])).toEqual(['3']);
     }
     expect(owners.size).toBe(3);
     await b.r.until(() => channels.every((ch) => b.r.got(ch).length === 3), 'three messages on every channel');
@@ -257,7 +257,7 @@ describe('RedisBroker (cluster, sharded pub/sub) against a real 3-master cluster
 
     // The promoted replica had the history: same epoch, offsets go on.
     expect(await b.h.position(hch)).toEqual(before);
-    expect(await a.h.publish(hch, '4')).toEqual({ offset: 4, epoch: before.epoch });
+    expect(await a.h.publish(hch, '4')).toEqual({ offset: 4, epoch: before.epoch, repeat: false });
     expect((await b.h.since(hch, 1, 10)).frames?.map(frameOffset)).toEqual([2, 3, 4]);
     await b.r.until(() => b.r.got(hch).length === 4, 'four history messages');
     expect(b.r.got(hch).map(frameOffset)).toEqual([1, 2, 3, 4]);

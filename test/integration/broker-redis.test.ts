@@ -376,4 +376,42 @@ describe('RedisBroker (standalone) against a real redis-server', () => {
     expect(a.log.lines.filter((l) => l.level === 'warn' && /control/.test(l.msg))).toHaveLength(bad.length);
     expect(parseControl('{"kind":"disconnect","user":"42","extra":1}')).toEqual({ kind: 'disconnect', user: '42' });
   });
+
+  describe('history keys', () => {
+    async function historyNode(): Promise<Node & { h: NonNullable<Broker['history']> }> {
+      const n = await readyNode(sharedUrl(), { history: { size: 10, ttlSec: 60 } });
+      if (!n.b.history) throw new Error('no history');
+      return { ...n, h: n.b.history };
+    }
+
+    it('keeps epoch and offset in one hash: losing it starts a new epoch from offset 1 and drops the old stream', async () => {
+      const { h } = await historyNode();
+      const srv = sharedServer();
+      const ch = `hk${randomUUID().slice(0, 8)}`;
+      const first = await h.publish(ch, '1');
+      await h.publish(ch, '2');
+      expect(await srv.cli('HGETALL', `pubgate:hp:${ch}`)).toEqual(['e', first.epoch, 'o', '2']);
+      expect(Number((await srv.cli('TTL', `pubgate:hp:${ch}`))[0])).toBeGreaterThan(0);
+      expect(await srv.cli('EXISTS', `pubgate:o:${ch}`, `pubgate:e:${ch}`)).toEqual(['0']);
+      // What eviction of that one key does: epoch and offset go together.
+      await srv.cli('DEL', `pubgate:hp:${ch}`);
+      const next = await h.publish(ch, '3');
+      expect(next.offset).toBe(1);
+      expect(next.epoch).not.toBe(first.epoch);
+      expect((await h.since(ch, 0, 10)).frames).toEqual([`{"type":"message","channel":"${ch}","offset":1,"epoch":"${next.epoch}","data":3}`]);
+    });
+
+    it("ignores a previous version's separate offset and epoch keys: the channel starts a new epoch", async () => {
+      const { h } = await historyNode();
+      const srv = sharedServer();
+      const ch = `hk${randomUUID().slice(0, 8)}`;
+      await srv.cli('SET', `pubgate:e:${ch}`, 'oldEpoch');
+      await srv.cli('SET', `pubgate:o:${ch}`, '41');
+      await srv.cli('XADD', `pubgate:h:${ch}`, '41-0', 'f', 'old frame');
+      const p = await h.publish(ch, '"new"');
+      expect(p.offset).toBe(1);
+      expect(p.epoch).not.toBe('oldEpoch');
+      expect((await h.since(ch, 0, 10)).frames?.map((f) => (JSON.parse(f) as { data: unknown }).data)).toEqual(['new']);
+    });
+  });
 });

@@ -61,6 +61,7 @@ const request = (): HttpRequest =>
     getUrl: () => '/v1/publish',
     getQuery: () => undefined,
     getHeader: () => '',
+    forEach: () => undefined,
   }) as unknown as HttpRequest;
 
 interface Setup {

@@ -30,6 +30,9 @@ class FakeBroker implements Broker {
   publish(): Promise<void> {
     return Promise.resolve();
   }
+  publishOnce(): Promise<boolean> {
+    return Promise.resolve(true);
+  }
   subscribe(): Promise<void> {
     return Promise.resolve();
   }

@@ -53,6 +53,7 @@ describe('loadConfig', () => {
       requireOrigin: false, allowAnonymous: false, redisUrl: undefined, apiKeys: [],
       namespaces: [], presenceTtl: 30, presenceMaxMembers: 1000,
       subscribeProxyUrl: undefined, connectProxyUrl: undefined, proxyKey: undefined, proxyTimeoutMs: 3000, proxyConcurrency: 256,
+      idempotencyTtl: 300,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -269,6 +270,15 @@ describe('loadConfig: namespaces and presence (1.1)', () => {
     expect(problems({ PUBGATE_PRESENCE_TTL: '86401' })).toEqual(['PUBGATE_PRESENCE_TTL: must be between 1 and 86400, got 86401']);
     expect(problems({ PUBGATE_PRESENCE_TTL: '1.5' })[0]).toMatch(/^PUBGATE_PRESENCE_TTL: must be a whole number/);
     expect(problems({ PUBGATE_PRESENCE_TTL: 'soon' })[0]).toMatch(/^PUBGATE_PRESENCE_TTL: must be a whole number/);
+  });
+
+  it('reads PUBGATE_IDEMPOTENCY_TTL between 1 and 86400 seconds', () => {
+    expect(loadConfig({ PUBGATE_IDEMPOTENCY_TTL: '1' }).idempotencyTtl).toBe(1);
+    expect(loadConfig({ PUBGATE_IDEMPOTENCY_TTL: '86400' }).idempotencyTtl).toBe(86400);
+    expect(loadConfig({ PUBGATE_CONFIG: configFile({ idempotencyTtl: 60 }) }).idempotencyTtl).toBe(60);
+    expect(problems({ PUBGATE_IDEMPOTENCY_TTL: '0' })).toEqual(['PUBGATE_IDEMPOTENCY_TTL: must be between 1 and 86400, got 0']);
+    expect(problems({ PUBGATE_IDEMPOTENCY_TTL: '86401' })).toEqual(['PUBGATE_IDEMPOTENCY_TTL: must be between 1 and 86400, got 86401']);
+    expect(problems({ PUBGATE_IDEMPOTENCY_TTL: 'soon' })[0]).toMatch(/^PUBGATE_IDEMPOTENCY_TTL: must be a whole number/);
   });
 
   it('reads PUBGATE_PRESENCE_MAX_MEMBERS between 1 and 100000', () => {

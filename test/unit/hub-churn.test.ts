@@ -75,6 +75,7 @@ function setup(): {
       return Promise.resolve();
     },
     publish: () => Promise.resolve(),
+    publishOnce: () => Promise.resolve(true),
     subscribe: (ch) => batcher.add(ch),
     unsubscribe: (ch) => batcher.remove(ch),
     publishControl: () => Promise.resolve(),
