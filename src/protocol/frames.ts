@@ -13,10 +13,10 @@ export interface SinceOffset {
 
 export type ClientFrame =
   /** `token`: a subscription token (contract 1.1). */
-  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly token?: string }
+  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly token?: string; readonly rewind?: number }
   | { readonly type: 'unsubscribe'; readonly id: number; readonly channel: string }
   /** `data` is the raw JSON text of the value, forwarded byte-for-byte. */
-  | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: string }
+  | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: string; readonly echo?: boolean }
   | { readonly type: 'ping'; readonly id: number | undefined }
   /** `token` may be left out only by connections accepted by the connect proxy (1.1): they refresh through it. */
   | { readonly type: 'refresh'; readonly id: number; readonly token?: string }
