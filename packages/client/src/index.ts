@@ -12,6 +12,7 @@ export type {
   ConnectionState,
   MessageHandler,
   PubgateClient,
+  PublishOptions,
   ResubscribeInfo,
   SubscribeOptions,
   SubscribeResult,

@@ -48,11 +48,11 @@ export interface SinceOffset {
 
 /** Frames the client sends, as they travel on the wire. */
 export type ClientFrame =
-  /** `token`: a subscription token (contract 1.1). */
-  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly token?: string }
+  /** `token`: a subscription token (contract 1.1). `rewind`: the last N messages first (1.1; never with `since`). */
+  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly token?: string; readonly rewind?: number }
   | { readonly type: 'unsubscribe'; readonly id: number; readonly channel: string }
-  /** `data` is any JSON value; subscribers receive it exactly as published. */
-  | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: unknown }
+  /** `data` is any JSON value; subscribers receive it exactly as published. `echo: false` (1.1): not to the publishing connection. */
+  | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: unknown; readonly echo?: boolean }
   | { readonly type: 'ping'; readonly id?: number }
   /** `token` may be left out only by connections accepted by the connect proxy (1.1): they refresh through it. */
   | { readonly type: 'refresh'; readonly id: number; readonly token?: string }
