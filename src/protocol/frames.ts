@@ -13,7 +13,8 @@ export interface SinceOffset {
 
 export type ClientFrame =
   /** `token`: a subscription token (contract 1.1). */
-  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly token?: string; readonly rewind?: number }
+  /** `rewind` (1.1): deliver the last `rewind` messages first; never with `since`. */
+  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly rewind?: number; readonly token?: string }
   | { readonly type: 'unsubscribe'; readonly id: number; readonly channel: string }
   /** `data` is the raw JSON text of the value, forwarded byte-for-byte. */
   | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: string; readonly echo?: boolean }

@@ -48,8 +48,9 @@ export interface SinceOffset {
 
 /** Frames the client sends, as they travel on the wire. */
 export type ClientFrame =
-  /** `token`: a subscription token (contract 1.1). `rewind`: the last N messages first (1.1; never with `since`). */
-  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly token?: string; readonly rewind?: number }
+  /** `token`: a subscription token (contract 1.1). */
+  /** `rewind` (1.1): the last `rewind` messages first (namespaces with `rewind`); never with `since`. */
+  | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly rewind?: number; readonly token?: string }
   | { readonly type: 'unsubscribe'; readonly id: number; readonly channel: string }
   /** `data` is any JSON value; subscribers receive it exactly as published. `echo: false` (1.1): not to the publishing connection. */
   | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: unknown; readonly echo?: boolean }
