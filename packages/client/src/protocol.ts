@@ -52,7 +52,7 @@ export type ClientFrame =
   /** `rewind` (1.1): the last `rewind` messages first (namespaces with `rewind`); never with `since`. */
   | { readonly type: 'subscribe'; readonly id: number; readonly channel: string; readonly since?: SinceOffset; readonly rewind?: number; readonly token?: string }
   | { readonly type: 'unsubscribe'; readonly id: number; readonly channel: string }
-  /** `data` is any JSON value; subscribers receive it exactly as published. `echo: false` (1.1): not to the publishing connection. */
+  /** `data` is any JSON value; subscribers receive it exactly as published. */
   | { readonly type: 'publish'; readonly id: number; readonly channel: string; readonly data: unknown; readonly echo?: boolean }
   | { readonly type: 'ping'; readonly id?: number }
   /** `token` may be left out only by connections accepted by the connect proxy (1.1): they refresh through it. */
