@@ -266,7 +266,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
       const g = o.value;
       if (g.user !== s.user) throw new GatewayError('forbidden', 'the connect proxy answered another user');
       if (!s.open) return;
-      renew(ws, s, Math.floor(Date.now() / 1000) + g.expiresIn, g.channels, g.publish, g.info);
+      renew(ws, s, Math.round(Date.now() / 1000 + g.expiresIn), g.channels, g.publish, g.info);
       metrics.tokenRefreshed(true);
       send(ws, s, encodeReply(id));
     } catch (e) {

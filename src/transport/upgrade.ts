@@ -175,7 +175,9 @@ export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req
             const g = o.value;
             return finish({
               user: g.user,
-              exp: Math.floor(Date.now() / 1000) + g.expiresIn,
+              // Whole seconds, nearest to now + expiresIn: the welcome (rounded the
+              // same way) says exactly the granted expiresIn, the life is within ±0.5 s of it.
+              exp: Math.round(Date.now() / 1000 + g.expiresIn),
               perms: permissions.get(g.channels, g.publish),
               info: g.info,
               subs: g.subs,
