@@ -439,7 +439,7 @@ function publishResult(v: unknown, channel: string): ApiPublishResult {
 /**
  * A client of the gateway's HTTP API, for server-side code (it holds an API key):
  *
- *   const api = createApiClient({ url: 'https://gw.example.com', apiKey: process.env.PUBGATE_API_KEY! });
+ *   const api = createApiClient({ url: 'https://gw.example.com', apiKey: secrets.pubgateApiKey });
  *   await api.publish('news', { headline: '...' }, { idempotencyKey: articleId });
  */
 export function createApiClient(options: ApiClientOptions): PubgateApiClient {
