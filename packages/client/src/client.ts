@@ -111,7 +111,11 @@ export type SubscriptionToken = string | undefined | null;
 
 /** What the server said when it confirmed a subscription. */
 export interface SubscribeResult {
-  /** History channels: the channel's offset (last message) when the subscription was confirmed. */
+  /**
+   * History channels: the channel's offset (last message) when the
+   * subscription was confirmed; with `rewind`, the offset of the last message
+   * of the rewind (live delivery continues after it).
+   */
   readonly offset?: number;
   readonly epoch?: string;
   /** Present when the subscribe carried `since`. */
@@ -140,10 +144,32 @@ export interface SubscribeOptions {
    * client's `getSubscriptionToken` when it is set, and this one again otherwise.
    */
   readonly token?: string;
+  /**
+   * Deliver the last `rewind` messages of the channel (fewer if fewer are
+   * held) before the live ones (contract 1.1; the channel's namespace must
+   * allow `rewind`, otherwise the subscription is refused with `bad_request`).
+   * A positive integer. Only the first subscribe asks for it: after a
+   * reconnect the client resubscribes with `since` from the last message it
+   * delivered, so nothing is delivered twice and nothing is skipped. It is
+   * used only when this call starts the channel's subscription; a channel this
+   * client already subscribes to (another `subscribe()` call, a server-side
+   * subscription) is not rewound again, and this subscription gets the live
+   * messages from now on.
+   */
+  readonly rewind?: number;
   /** Called after each resubscribe that follows a reconnect (see ResubscribeInfo). */
   readonly onResubscribe?: (info: ResubscribeInfo) => void;
   /** Called when the server refuses the subscription for good (`forbidden`, `bad_request`, `limit_exceeded`, ...); it is then removed. */
   readonly onError?: (error: PubgateError) => void;
+}
+
+export interface PublishOptions {
+  /**
+   * `false`: the gateway delivers the message to every subscriber except this
+   * connection (contract 1.1, `"echo":false` on the publish frame), so a
+   * sender that renders its own message at once does not get it twice. Default true.
+   */
+  readonly echo?: boolean;
 }
 
 export type MessageHandler<T = unknown> = (data: T, message: MessageFrame) => void;
@@ -253,8 +279,9 @@ export interface PubgateClient {
    * Resolves with the reply; rejects with a PubgateError (`forbidden`,
    * `timeout`, `disconnected`, `queue_full`, `too_large`, ...). While not
    * connected the publish waits in a bounded queue (see `offlinePublish`).
+   * `{ echo: false }`: not delivered back to this connection.
    */
-  publish(channel: string, data: unknown): Promise<ReplyFrame>;
+  publish(channel: string, data: unknown, options?: PublishOptions): Promise<ReplyFrame>;
   /** Round trip of a `ping` frame, in ms. Rejects with `disconnected` when not connected. */
   ping(): Promise<number>;
   /** The channels subscribed (confirmed or not), server-side ones included. */
@@ -377,6 +404,8 @@ interface Channel {
   reqId: number | undefined;
   /** `since` sent with the current subscribe. */
   since: SinceOffset | undefined;
+  /** `rewind` of the subscribe() call that created the channel: sent until the channel is first confirmed, never with `since`. */
+  rewind: number | undefined;
   /** Confirmed on some connection before: the next confirmation is a resubscribe. */
   everActive: boolean;
   retryTimer: unknown;
@@ -414,6 +443,7 @@ function newChannel(name: string): Channel {
     status: 'idle',
     reqId: undefined,
     since: undefined,
+    rewind: undefined,
     everActive: false,
     retryTimer: undefined,
     retries: 0,
@@ -857,9 +887,11 @@ class Client implements PubgateClient {
     else r.resolve(f);
   }
 
-  publish(channel: string, data: unknown): Promise<ReplyFrame> {
+  publish(channel: string, data: unknown, options?: PublishOptions): Promise<ReplyFrame> {
     if (this.#state === 'closed') return Promise.reject(new PubgateError('closed', 'the client is closed', channel));
     if (!isValidChannel(channel)) return Promise.reject(new PubgateError('bad_request', `invalid channel name: ${JSON.stringify(channel)}`, channel));
+    const echo = options?.echo;
+    if (echo !== undefined && typeof echo !== 'boolean') return Promise.reject(new PubgateError('bad_request', 'publish: echo must be a boolean', channel));
     let json: string | undefined;
     try {
       json = JSON.stringify(data);
@@ -868,7 +900,9 @@ class Client implements PubgateClient {
     }
     if (json === undefined) return Promise.reject(new PubgateError('bad_request', 'data must be a JSON value', channel));
     const dataJson = json;
-    const build = (id: number): string => `{"type":"publish","id":${id},"channel":${JSON.stringify(channel)},"data":${dataJson}}`;
+    // `"echo":false` only: true is the gateway's default, and a version 1 gateway need not know the field.
+    const tail = echo === false ? ',"echo":false}' : '}';
+    const build = (id: number): string => `{"type":"publish","id":${id},"channel":${JSON.stringify(channel)},"data":${dataJson}${tail}`;
     const size = utf8Length(build(Number.MAX_SAFE_INTEGER));
     if (size > this.#o.maxFrameBytes) {
       return Promise.reject(new PubgateError('too_large', `publish frame of ${size} bytes is over maxFrameBytes (${this.#o.maxFrameBytes})`, channel));
@@ -1052,6 +1086,8 @@ class Client implements PubgateClient {
     const options = typeof a === 'function' ? b : a;
     const token = options?.token;
     if (token !== undefined && (typeof token !== 'string' || token === '')) throw new TypeError('subscribe: token must be a non-empty string');
+    const rewind = options?.rewind;
+    if (rewind !== undefined && (typeof rewind !== 'number' || !Number.isSafeInteger(rewind) || rewind < 1)) throw new TypeError('subscribe: rewind must be a positive integer');
     const { rec, ready } = this.#newRecord(channel, onMessage, options, false);
     let ch = this.#channels.get(channel);
     if (this.#state === 'closed') {
@@ -1060,6 +1096,7 @@ class Client implements PubgateClient {
       ch = newChannel(channel);
       ch.subs.add(rec);
       ch.token = token;
+      ch.rewind = rewind;
       this.#channels.set(channel, ch);
       if (this.#state === 'connected') this.#sendSubscribe(ch);
     } else {
@@ -1175,11 +1212,20 @@ class Client implements PubgateClient {
     const gen = this.#gen;
     const since = ch.pos;
     ch.since = since;
+    // Rewind only until the first confirmation, and never with `since` (bad_request): a resubscribe recovers from the last position instead.
+    const rewind = since === undefined && !ch.everActive ? ch.rewind : undefined;
     const r: Request = {
       kind: 'subscribe',
       channel: ch.name,
       build: (id) =>
-        JSON.stringify({ type: 'subscribe', id, channel: ch.name, ...(since ? { since } : {}), ...(token !== undefined ? { token } : {}) }),
+        JSON.stringify({
+          type: 'subscribe',
+          id,
+          channel: ch.name,
+          ...(since ? { since } : {}),
+          ...(token !== undefined ? { token } : {}),
+          ...(rewind !== undefined ? { rewind } : {}),
+        }),
       id: undefined,
       timer: undefined,
       resolve: (reply) => this.#onSubscribeReply(ch, reply.id, reply),

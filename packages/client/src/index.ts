@@ -12,6 +12,7 @@ export type {
   ConnectionState,
   MessageHandler,
   PubgateClient,
+  PublishOptions,
   ResubscribeInfo,
   SubscribeOptions,
   SubscribeResult,
@@ -24,6 +25,23 @@ export type {
 } from './client.js';
 export type { JoinEvent, LeaveEvent, PresenceInfo, PresenceMember, PresenceResult, PresenceStats, SubscriptionEvents } from './presence.js';
 export { PubgateError, type ClientErrorCode } from './errors.js';
+export {
+  PubgateApiError,
+  createApiClient,
+  type ApiBatchMessage,
+  type ApiClientOptions,
+  type ApiErrorCode,
+  type ApiHistoryMessage,
+  type ApiHistoryOptions,
+  type ApiHistoryResult,
+  type ApiPresenceResult,
+  type ApiPresenceStats,
+  type ApiPublishOptions,
+  type ApiPublishResult,
+  type FetchLike,
+  type FetchResponseLike,
+  type PubgateApiClient,
+} from './api.js';
 export { DEFAULT_BACKOFF, backoffWindow, fullJitter, reconnectDelay, reconnectPlan, type BackoffOptions, type ReconnectPlan } from './backoff.js';
 export {
   ABNORMAL_CLOSURE,
