@@ -40,7 +40,11 @@ export interface History {
    * resolves with its position. With `idem`, a key already accepted for the
    * channel appends and publishes nothing and resolves with the first position.
    */
-  publish(channel: string, rawData: string, opts?: HistoryOptions, idem?: Idempotency): Promise<HistoryPublished>;
+  /**
+   * `envelope` (e.g. an `exclude` mark) is put before the frame on its way to
+   * the nodes only: history keeps the plain frame.
+   */
+  publish(channel: string, rawData: string, opts?: HistoryOptions, idem?: Idempotency, envelope?: string): Promise<HistoryPublished>;
   /** The channel's current position (an epoch is created when it has none). */
   position(channel: string, opts?: HistoryOptions): Promise<HistoryPosition>;
   /**
@@ -111,7 +115,7 @@ export function createMemoryHistory(
   sweep.unref();
 
   return {
-    async publish(channel, rawData, o = opts, idem) {
+    async publish(channel, rawData, o = opts, idem, envelope = '') {
       // The check, the append and the record happen before any await: a
       // repeat can never run while its first publish is half done.
       if (idem) {
@@ -131,7 +135,7 @@ export function createMemoryHistory(
       log.ttlMs = o.ttlSec * 1000;
       log.expiresAtMs = nowMs() + log.ttlMs;
       if (idem) memo.set(channel, idem.key, `${offset} ${log.epoch}`, idem.ttlSec);
-      await deliver(channel, frame);
+      await deliver(channel, envelope + frame);
       return { offset, epoch: log.epoch, repeat: false };
     },
     position(channel, o = opts) {

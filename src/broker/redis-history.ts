@@ -52,7 +52,8 @@ local function ensure_epoch(candidate, ttl)
 end
 `;
 
-// ARGV: redis channel, frame head ('{"type":"message","channel":"x"'), data, epoch candidate, size, ttl[, idempotency ttl]
+// ARGV: redis channel, frame head ('{"type":"message","channel":"x"'), data, epoch candidate, size, ttl,
+// idempotency ttl ('' without a key), envelope ('' or a prefix published before the frame, never stored)
 // KEYS[3], when given, is the publish's idempotency key: remembered with the
 // answer ("offset epoch") in this same step, and a key already there makes
 // the script publish nothing and return that answer. Returns {offset, epoch, repeat(0/1)}.
@@ -70,7 +71,7 @@ local frame = ARGV[2] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '","
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-0', 'f', frame)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
-redis.call('${publishCommand}', ARGV[1], frame)
+redis.call('${publishCommand}', ARGV[1], ARGV[8] .. frame)
 if KEYS[3] then redis.call('SET', KEYS[3], offset .. ' ' .. epoch, 'EX', ARGV[7]) end
 return {offset, epoch, 0}
 `;
@@ -123,16 +124,13 @@ export function createRedisHistory(opts: RedisHistoryOptions): History {
   }
 
   return {
-    async publish(channel, rawData, o = opts, idem) {
+    async publish(channel, rawData, o = opts, idem, envelope = '') {
       // The frame head is built here once, so the script only appends offset, epoch and data.
       const head = encodeMessage(channel, '').slice(0, -',"data":}'.length);
       const rc = opts.redisChannel(channel);
       const k = keys(channel);
-      const args = [rc, head, rawData, newEpoch(), String(o.size), String(o.ttlSec)];
-      if (idem) {
-        k.push(idempotencyRedisKey(opts.prefix, rc, idem.key));
-        args.push(String(idem.ttlSec));
-      }
+      const args = [rc, head, rawData, newEpoch(), String(o.size), String(o.ttlSec), idem ? String(idem.ttlSec) : '', envelope];
+      if (idem) k.push(idempotencyRedisKey(opts.prefix, rc, idem.key));
       const reply = await opts.run(PUBLISH, k, args);
       return { ...position(reply), repeat: Number((reply as unknown[])[2]) === 1 };
     },

@@ -563,13 +563,10 @@ export function createHub(deps: HubDeps): HubWithBroker {
         metrics.idempotentHit();
         return { repeat: true };
       }
-      if (exclude !== undefined) {
-        // A history channel's store publishes the frame it appends: it has no
-        // place for the envelope yet (see docs/protocol.md, implementation notes).
-        throw new GatewayError('bad_request', `exclude and echo:false are not available on history channels (${channel}) in this release`);
-      }
       try {
-        const pos = await history().publish(channel, rawData, { size: h.size, ttlSec: h.ttl }, idem);
+        // History keeps the plain frame; only what goes to the nodes carries the envelope.
+        const envelope = exclude === undefined ? '' : `${EXCLUDE_MARK}${exclude}\n`;
+        const pos = await history().publish(channel, rawData, { size: h.size, ttlSec: h.ttl }, idem, envelope);
         if (!pos.repeat) return { offset: pos.offset };
         metrics.idempotentHit();
         return { offset: pos.offset, repeat: true };
