@@ -14,6 +14,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { runConnections } from './lib/connections.mjs';
 import { runDelivery } from './lib/delivery.mjs';
+import { IDEMPOTENCY_SCENARIOS, formatIdempotency, idempotencyShort, runIdempotency } from './lib/idempotency.mjs';
 import { PRESENCE_SCENARIOS, formatPresence, presenceShort, runPresence } from './lib/presence.mjs';
 import { cpuList, pinToClientCpus, waitQuiet } from './lib/proc.mjs';
 import { PROXY_SCENARIOS, formatProxy, proxyShort, runProxy } from './lib/proxy.mjs';
@@ -23,7 +24,7 @@ import { ROOT, TARGETS } from './lib/targets.mjs';
 /** What `all` runs. */
 const SCENARIOS = ['fanout', 'latency', 'connections', 'channels', 'cluster'];
 /** Run only when named. */
-const EXTRA_SCENARIOS = ['compression', ...PRESENCE_SCENARIOS, ...PROXY_SCENARIOS];
+const EXTRA_SCENARIOS = ['compression', ...PRESENCE_SCENARIOS, ...PROXY_SCENARIOS, ...IDEMPOTENCY_SCENARIOS];
 const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCENARIOS].join('|')}|all>[,...] [options]
   all runs ${SCENARIOS.join(', ')}; compression runs pubgate with PUBGATE_COMPRESSION=off and =shared
   alternately (clients offer permessage-deflate), once per --size (default 100,1024)
@@ -33,6 +34,10 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   proxy: pubgate only, one node with the connect and subscribe proxies pointed at a local backend that answers
   at once; JWT against connect-proxy handshakes, and claim-allowed against subscribe-proxy subscribes, in turn
   within each round (loadtest/bench/lib/proxy.mjs)
+  idempotency: pubgate only, one node + redis, benchh:* with history; per round POST /v1/publish blocks of --requests
+  plain / plain+key / history / history+key (unique Idempotency-Key headers), then --reps publishes to --subscribers
+  (default 2000) without and with "exclude" (one subscriber's conn), in turn (loadtest/bench/lib/idempotency.mjs)
+  --requests N                 idempotency: publish requests per block (default 3000), --concurrency in flight (default 32)
   --targets pubgate,baseline   which servers (default both, alternated run by run)
   --runs N                     runs per target (default 3; presence-large 1)
   --subscribers N              fanout/cluster 2000, latency 1000, channels = --channels
@@ -90,6 +95,7 @@ const { values: o, positionals } = parseArgs({
     runs: { type: 'string' },
     brokers: { type: 'string' },
     rounds: { type: 'string' },
+    requests: { type: 'string' },
     reps: { type: 'string' },
     layouts: { type: 'string' },
     calls: { type: 'string' },
@@ -239,6 +245,21 @@ function proxyParams() {
   return p;
 }
 
+/** The idempotency scenario: pubgate only, one leg. */
+function idempotencyParams() {
+  return {
+    name: 'idempotency',
+    idempotency: true,
+    requests: num(o.requests, 3000),
+    concurrency: num(o.concurrency, 32),
+    subscribers: num(o.subscribers, 2000),
+    reps: num(o.reps, 50),
+    rounds: num(o.rounds, 4),
+    workers: num(o.workers, 2),
+    legs: [{ label: 'pubgate', target: 'pubgate', env: {} }],
+  };
+}
+
 /** The presence scenarios: one leg per broker, pubgate only. */
 function presenceParams(name) {
   const large = name === 'presence-large';
@@ -299,6 +320,10 @@ function title(p) {
     return `proxy: one node, backend on the client CPUs answering at once; per round ${p.connections} handshakes jwt / connect proxy (cookie), ` +
       `${p.subscribers} × ${p.reps} subscribes plain (claims) / subscribe proxy, in turn, ${p.rounds} rounds after a warm-up, ${where}`;
   }
+  if (p.name === 'idempotency') {
+    return `idempotency: one node + redis; per round ${p.requests} publishes plain / plain+key / history / history+key, ` +
+      `${p.reps} publishes to ${p.subscribers} subscribers without / with exclude, in turn, ${p.rounds} rounds after a warm-up, ${where}`;
+  }
   if (p.name === 'connections') return `connections: ${p.connections} idle authenticated connections (token in ${ctx.tokenIn}), ${where}`;
   const subs = p.channels > 0 ? `${p.subscribers} subscribers over ${p.channels} channels` : `${p.subscribers} subscribers on one channel`;
   const mode = p.rate > 0 ? `${p.rate} publishes/s of batch ${p.batch}` : `as fast as accepted, batch ${p.batch}, ${p.concurrency} requests in flight`;
@@ -318,6 +343,7 @@ function withTimeout(promise, sec, what) {
 const short = (r, p) => {
   if (p.presence) return presenceShort(r, p);
   if (p.proxy) return proxyShort(r);
+  if (p.idempotency) return idempotencyShort(r);
   if (!r.ok) return `failed: ${r.error.split('\n')[0]}`;
   if (p.name === 'connections') return `${Math.round(r.handshakesPerSec)} handshakes/s, ${r.kbPerConn.toFixed(2)} KiB/conn`;
   if (p.rate > 0) return `p50 ${r.latency.p50.toFixed(2)} ms, p99 ${r.latency.p99.toFixed(2)} ms, lost ${r.lost}`;
@@ -334,6 +360,7 @@ const paramsOf = (name) => {
   if (name === 'compression') return compressionParams();
   if (PRESENCE_SCENARIOS.includes(name)) return [presenceParams(name)];
   if (PROXY_SCENARIOS.includes(name)) return [proxyParams()];
+  if (IDEMPOTENCY_SCENARIOS.includes(name)) return [idempotencyParams()];
   return [deliveryParams(name)];
 };
 for (const name of scenarios) for (const p of paramsOf(name)) {
@@ -359,8 +386,9 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
           let job;
           if (p.presence) job = runPresence(p, leg, legCtx);
           else if (p.proxy) job = runProxy(p, leg, legCtx);
+          else if (p.idempotency) job = runIdempotency(p, leg, legCtx);
           else job = name === 'connections' ? runConnections(p, leg.target, legCtx) : runDelivery(p, leg.target, legCtx);
-          r = await withTimeout(job, num(o.timeout, p.presence || p.proxy ? 600 : 180), `${name} run ${run} ${target}`);
+          r = await withTimeout(job, num(o.timeout, p.presence || p.proxy || p.idempotency ? 600 : 180), `${name} run ${run} ${target}`);
         } catch (e) {
           r = { ok: false, error: String(e?.message ?? e) };
           if (/exceeded \d+ s$/.test(r.error)) {
@@ -377,7 +405,7 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
     }
   }
   const { text, summary } = p.presence ? formatPresence(title(p), p, runs)
-    : p.proxy ? formatProxy(title(p), p, runs) : formatScenario(title(p), name, runs, p.rate > 0, p.pair);
+    : p.proxy ? formatProxy(title(p), p, runs) : p.idempotency ? formatIdempotency(title(p), p, runs) : formatScenario(title(p), name, runs, p.rate > 0, p.pair);
   process.stdout.write(`${text}\n`);
   if (legs.some((l) => l.label === 'before')) {
     const { text: vs } = formatScenario(`${title(p)}: pubgate against --compare-main`, name, runs.filter((x) => x.target !== 'baseline'), p.rate > 0, ['pubgate', 'before']);

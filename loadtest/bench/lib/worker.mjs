@@ -244,6 +244,11 @@ const handlers = {
     return { ok, failed, errors, t0, t1: nowMs() };
   },
 
+  /** idempotency scenario: the welcome.conn of connection `index` of `group`. */
+  connId(m) {
+    return { conn: groupOf(m.group).get(m.index)?.connId };
+  },
+
   /** presence scenarios: when the last message frame arrived (ms). */
   lastRecv() {
     return { ms: pool.lastRecvMs };

@@ -506,7 +506,11 @@ class Conn {
       bump(this.pool.errors, 'bad_json_frame');
       return;
     }
-    if (f.type === 'welcome') this.onWelcome?.();
+    if (f.type === 'welcome') {
+      // welcome.conn: what a publish's `exclude` names (the idempotency scenario).
+      this.connId = f.conn;
+      this.onWelcome?.();
+    }
     else if (f.type === 'join' || f.type === 'leave') {
       this.pool.presenceFrames++;
       this.pool.onPresence?.(f, this);
