@@ -5,9 +5,10 @@
  * reconnect (not a stop) after 4001; anonymous and token connections keep
  * their behaviour.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { connect, type ClientEvents, type ConnectOptions, type PubgateClient } from '../../packages/client/src/index.js';
-import { fakeServer, type FakeServer, type FakeSocket } from '../helpers/fake-websocket.js';
+import { describe, expect, it } from 'vitest';
+import { type ClientEvents, type ConnectOptions, type PubgateClient } from '../../packages/client/src/index.js';
+import { type FakeServer, type FakeSocket } from '../helpers/fake-websocket.js';
+import { advance, fakeClient, flush, useFakeClients } from '../helpers/client-fakes.js';
 
 interface Setup {
   readonly server: FakeServer;
@@ -15,22 +16,13 @@ interface Setup {
   readonly events: Array<[keyof ClientEvents, unknown]>;
 }
 
-const clients: PubgateClient[] = [];
-
 function setup(o: Partial<ConnectOptions> = {}): Setup {
-  const server = fakeServer();
-  const client = connect({ url: 'ws://gw.test/ws', WebSocket: server.WebSocket, random: () => 0.5, heartbeat: false, ...o });
-  clients.push(client);
+  const { server, client } = fakeClient({ heartbeat: false, ...o }, true);
   const events: Setup['events'] = [];
   for (const type of ['connected', 'disconnected', 'closed', 'refreshed', 'error'] as const) client.on(type, (ev) => events.push([type, ev]));
   return { server, client, events };
 }
 
-const flush = (): Promise<unknown> => vi.advanceTimersByTimeAsync(0);
-const advance = async (ms: number): Promise<void> => {
-  await vi.advanceTimersByTimeAsync(ms);
-  await flush();
-};
 
 async function online(s: Setup, welcome: Record<string, unknown>): Promise<FakeSocket> {
   await flush();
@@ -40,16 +32,7 @@ async function online(s: Setup, welcome: Record<string, unknown>): Promise<FakeS
   return ws;
 }
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-
-afterEach(async () => {
-  const closing = Promise.all(clients.splice(0).map((c) => c.close()));
-  await vi.advanceTimersByTimeAsync(1000);
-  await closing;
-  vi.useRealTimers();
-});
+useFakeClients();
 
 describe('a connection accepted by the connect proxy (no token, welcome with expiresIn)', () => {
   it('offers no token, and sends a refresh without a token before expiry, again after each success', async () => {

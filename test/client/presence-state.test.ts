@@ -5,9 +5,8 @@
  * resubscribed event that says when to read presence again, and frames of
  * unknown types.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
-  connect,
   type ConnectOptions,
   type JoinEvent,
   type LeaveEvent,
@@ -15,7 +14,8 @@ import {
   type PubgateError,
   type ResubscribeInfo,
 } from '../../packages/client/src/index.js';
-import { fakeJwt, fakeServer, type FakeServer, type FakeSocket } from '../helpers/fake-websocket.js';
+import { type FakeServer, type FakeSocket } from '../helpers/fake-websocket.js';
+import { advance, fakeClient, flush, useFakeClients } from '../helpers/client-fakes.js';
 
 interface Setup {
   readonly server: FakeServer;
@@ -23,28 +23,13 @@ interface Setup {
   readonly errors: PubgateError[];
 }
 
-const clients: PubgateClient[] = [];
-
 function setup(o: Partial<ConnectOptions> = {}): Setup {
-  const server = fakeServer();
-  const client = connect({
-    url: 'ws://gw.test/ws',
-    token: fakeJwt({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 3600 }),
-    WebSocket: server.WebSocket,
-    random: () => 0.5,
-    ...o,
-  });
-  clients.push(client);
+  const { server, client } = fakeClient(o);
   const errors: PubgateError[] = [];
   client.on('error', (e) => errors.push(e));
   return { server, client, errors };
 }
 
-const flush = (): Promise<unknown> => vi.advanceTimersByTimeAsync(0);
-const advance = async (ms: number): Promise<void> => {
-  await vi.advanceTimersByTimeAsync(ms);
-  await flush();
-};
 
 async function online(s: Setup): Promise<FakeSocket> {
   await flush();
@@ -61,16 +46,7 @@ function record(sub: { on: (type: 'join' | 'leave' | 'resubscribed', fn: (ev: un
   return seen;
 }
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-
-afterEach(async () => {
-  const closing = Promise.all(clients.splice(0).map((c) => c.close()));
-  await vi.advanceTimersByTimeAsync(1000);
-  await closing;
-  vi.useRealTimers();
-});
+useFakeClients();
 
 describe('presence()', () => {
   it('sends a presence frame for the channel and resolves with members, users, connections and truncated', async () => {

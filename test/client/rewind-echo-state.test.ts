@@ -5,9 +5,10 @@
  * subscribe (a resubscribe after a reconnect recovers with `since`), that it
  * is never sent with `since`, and the argument checks.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { connect, type ConnectOptions, type PubgateClient, type PubgateError } from '../../packages/client/src/index.js';
-import { fakeJwt, fakeServer, type FakeServer, type FakeSocket } from '../helpers/fake-websocket.js';
+import { describe, expect, it, vi } from 'vitest';
+import { type ConnectOptions, type PubgateClient, type PubgateError } from '../../packages/client/src/index.js';
+import { type FakeServer, type FakeSocket } from '../helpers/fake-websocket.js';
+import { fakeClient, flush, useFakeClients } from '../helpers/client-fakes.js';
 
 interface Setup {
   readonly server: FakeServer;
@@ -15,24 +16,13 @@ interface Setup {
   readonly errors: PubgateError[];
 }
 
-const clients: PubgateClient[] = [];
-
 function setup(o: Partial<ConnectOptions> = {}): Setup {
-  const server = fakeServer();
-  const client = connect({
-    url: 'ws://gw.test/ws',
-    token: fakeJwt({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 3600 }),
-    WebSocket: server.WebSocket,
-    random: () => 0.5,
-    ...o,
-  });
-  clients.push(client);
+  const { server, client } = fakeClient(o);
   const errors: PubgateError[] = [];
   client.on('error', (e) => errors.push(e));
   return { server, client, errors };
 }
 
-const flush = (): Promise<unknown> => vi.advanceTimersByTimeAsync(0);
 
 async function online(s: Setup): Promise<FakeSocket> {
   await flush();
@@ -57,16 +47,7 @@ async function reconnect(s: Setup, ws: FakeSocket): Promise<FakeSocket> {
 
 const msg = (offset: number, data: unknown = offset): Record<string, unknown> => ({ type: 'message', channel: 'feed:1', offset, epoch: 'e1', data });
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-
-afterEach(async () => {
-  const closing = Promise.all(clients.splice(0).map((c) => c.close()));
-  await vi.advanceTimersByTimeAsync(1000);
-  await closing;
-  vi.useRealTimers();
-});
+useFakeClients();
 
 describe('subscribe with rewind', () => {
   it('sends rewind on the first subscribe, delivers the rewound messages, and ready carries the last offset of the rewind', async () => {

@@ -7,9 +7,8 @@
  * never subscribed by the client), their mix with the application's own
  * subscriptions of the same channel, and invalid frames.
  */
-import { afterEach, beforeEach, describe, expect, expectTypeOf, it, vi } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import {
-  connect,
   type ClientEvents,
   type ConnectOptions,
   type PubgateClient,
@@ -17,7 +16,8 @@ import {
   type Subscription,
   type UnsubscribedEvent,
 } from '../../packages/client/src/index.js';
-import { fakeJwt, fakeServer, type FakeServer, type FakeSocket } from '../helpers/fake-websocket.js';
+import { type FakeServer, type FakeSocket } from '../helpers/fake-websocket.js';
+import { advance, fakeClient, flush, useFakeClients } from '../helpers/client-fakes.js';
 
 interface Setup {
   readonly server: FakeServer;
@@ -28,18 +28,8 @@ interface Setup {
   readonly errors: PubgateError[];
 }
 
-const clients: PubgateClient[] = [];
-
 function setup(o: Partial<ConnectOptions> = {}): Setup {
-  const server = fakeServer();
-  const client = connect({
-    url: 'ws://gw.test/ws',
-    token: fakeJwt({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 3600 }),
-    WebSocket: server.WebSocket,
-    random: () => 0.5,
-    ...o,
-  });
-  clients.push(client);
+  const { server, client } = fakeClient(o);
   const log: Setup['log'] = [];
   const subs: Subscription[] = [];
   const errors: PubgateError[] = [];
@@ -54,11 +44,6 @@ function setup(o: Partial<ConnectOptions> = {}): Setup {
   return { server, client, log, subs, errors };
 }
 
-const flush = (): Promise<unknown> => vi.advanceTimersByTimeAsync(0);
-const advance = async (ms: number): Promise<void> => {
-  await vi.advanceTimersByTimeAsync(ms);
-  await flush();
-};
 
 async function online(s: Setup, welcome: Record<string, unknown> = {}): Promise<FakeSocket> {
   await flush();
@@ -87,16 +72,7 @@ function record(sub: Subscription): Array<[string, unknown]> {
 const msg = (channel: string, data: unknown, offset?: number, epoch = 'E'): Record<string, unknown> =>
   offset === undefined ? { type: 'message', channel, data } : { type: 'message', channel, offset, epoch, data };
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-
-afterEach(async () => {
-  const closing = Promise.all(clients.splice(0).map((c) => c.close()));
-  await vi.advanceTimersByTimeAsync(1000);
-  await closing;
-  vi.useRealTimers();
-});
+useFakeClients();
 
 describe('welcome subs', () => {
   it('each channel is a server-side subscription, handed out before connected, with its position; nothing is sent', async () => {

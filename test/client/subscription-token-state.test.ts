@@ -6,7 +6,7 @@
  * a fresh token after `unauthorized` (bounded), refusals, a callback that
  * fails, hangs or answers late.
  */
-import { afterEach, beforeEach, describe, expect, expectTypeOf, it, vi } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import {
   PubgateError,
   connect,
@@ -16,7 +16,8 @@ import {
   type SubscriptionMessage,
   type SubscriptionToken,
 } from '../../packages/client/src/index.js';
-import { fakeJwt, fakeServer, type FakeServer, type FakeSocket } from '../helpers/fake-websocket.js';
+import { fakeServer, type FakeServer, type FakeSocket } from '../helpers/fake-websocket.js';
+import { advance, fakeClient, flush, useFakeClients } from '../helpers/client-fakes.js';
 
 interface Setup {
   readonly server: FakeServer;
@@ -24,28 +25,13 @@ interface Setup {
   readonly errors: PubgateError[];
 }
 
-const clients: PubgateClient[] = [];
-
 function setup(o: Partial<ConnectOptions> = {}): Setup {
-  const server = fakeServer();
-  const client = connect({
-    url: 'ws://gw.test/ws',
-    token: fakeJwt({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 3600 }),
-    WebSocket: server.WebSocket,
-    random: () => 0.5,
-    ...o,
-  });
-  clients.push(client);
+  const { server, client } = fakeClient(o);
   const errors: PubgateError[] = [];
   client.on('error', (e) => errors.push(e));
   return { server, client, errors };
 }
 
-const flush = (): Promise<unknown> => vi.advanceTimersByTimeAsync(0);
-const advance = async (ms: number): Promise<void> => {
-  await vi.advanceTimersByTimeAsync(ms);
-  await flush();
-};
 
 async function online(s: Setup, welcome: Record<string, unknown> = {}): Promise<FakeSocket> {
   await flush();
@@ -67,16 +53,7 @@ function minter(): { fn: (channel: string) => Promise<string>; calls: string[] }
   };
 }
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-
-afterEach(async () => {
-  const closing = Promise.all(clients.splice(0).map((c) => c.close()));
-  await vi.advanceTimersByTimeAsync(1000);
-  await closing;
-  vi.useRealTimers();
-});
+useFakeClients();
 
 describe('subscribe(channel, { token })', () => {
   it('sends the token in the subscribe frame', async () => {
