@@ -345,30 +345,35 @@ export function createHub(deps: HubDeps): HubWithBroker {
   function publishJoin(channel: string, frame: string, user: string | undefined): number {
     const mine = user === undefined ? undefined : byUser.get(user);
     if (mine === undefined) return topics.publish(channel, frame);
+    return publishWithout(channel, frame, mine instanceof Set ? mine : [mine]).reached;
+  }
+
+  /**
+   * A message every subscriber but one connection receives (`exclude`,
+   * `echo:false`), the same way as a join.
+   */
+  function publishExcluding(channel: string, frame: string, ws: Socket): number {
+    const r = publishWithout(channel, frame, [ws]);
+    if (r.hidden > 0) metrics.excludedDelivery();
+    return r.reached;
+  }
+
+  /**
+   * One publish to the topic that `sockets` do not receive: those on the topic
+   * leave it for this one publish and rejoin it at once, so the fan-out stays
+   * one serialized publish in native code (no per-subscriber work here).
+   */
+  function publishWithout(channel: string, frame: string, sockets: Iterable<Socket>): { reached: number; hidden: number } {
     const hidden: Socket[] = [];
-    for (const ws of mine instanceof Set ? mine : [mine]) {
+    for (const ws of sockets) {
       if (ws.getUserData().open && ws.isSubscribed(channel)) {
         ws.unsubscribe(channel);
         hidden.push(ws);
       }
     }
-    const n = topics.publish(channel, frame);
+    const reached = topics.publish(channel, frame);
     for (const ws of hidden) ws.subscribe(channel);
-    return n;
-  }
-
-  /**
-   * A message every subscriber but one connection receives (`exclude`,
-   * `echo:false`): it leaves the topic for this one publish and rejoins it at
-   * once, as for joins, so the fan-out stays one serialized publish.
-   */
-  function publishExcluding(channel: string, frame: string, ws: Socket): number {
-    if (!ws.getUserData().open || !ws.isSubscribed(channel)) return topics.publish(channel, frame);
-    ws.unsubscribe(channel);
-    const n = topics.publish(channel, frame);
-    ws.subscribe(channel);
-    metrics.excludedDelivery();
-    return n;
+    return { reached, hidden: hidden.length };
   }
 
   function unmarkChannel(ws: Socket, channel: string): void {

@@ -427,6 +427,18 @@ interface ServerSubChanges {
 /** Reply codes after which a subscribe is retried on the same connection (`token`: getSubscriptionToken failed). */
 const TRANSIENT = new Set<string>(['timeout', 'unavailable', 'rate_limited', 'internal', 'token']);
 
+/** The server holds this channel now (welcome subs, a subscribed frame): active, no own subscribe pending or retried. */
+function serverTakesOver(ch: Channel): void {
+  cancel(ch.retryTimer);
+  ch.retryTimer = undefined;
+  ch.server = true;
+  ch.status = 'active';
+  ch.reqId = undefined;
+  ch.retries = 0;
+  ch.authRetries = 0;
+  ch.everActive = true;
+}
+
 /**
  * `unauthorized` (an expired subscription token) is retried with a fresh token
  * this many times in a row when getSubscriptionToken is set: a token can
@@ -1423,14 +1435,7 @@ class Client implements PubgateClient {
       const since = renewed ? ch.pos : undefined;
       const recovered = since === undefined ? undefined : pos !== undefined && pos.epoch === since.epoch && pos.offset === since.offset;
       const recs = [...ch.subs];
-      cancel(ch.retryTimer);
-      ch.retryTimer = undefined;
-      ch.server = true;
-      ch.status = 'active';
-      ch.reqId = undefined;
-      ch.retries = 0;
-      ch.authRetries = 0;
-      ch.everActive = true;
+      serverTakesOver(ch);
       if (pos) ch.pos = pos;
       const result: SubscribeResult = recovered === undefined ? resultOf(pos) : { ...resultOf(pos), recovered };
       for (const rec of recs) this.#settle(rec, result);
@@ -1469,14 +1474,7 @@ class Client implements PubgateClient {
     let ch = this.#channels.get(f.channel);
     if (!ch) this.#channels.set(f.channel, (ch = newChannel(f.channel)));
     // A subscribe of the client's own that is under way is superseded: its reply is ignored.
-    cancel(ch.retryTimer);
-    ch.retryTimer = undefined;
-    ch.server = true;
-    ch.status = 'active';
-    ch.reqId = undefined;
-    ch.retries = 0;
-    ch.authRetries = 0;
-    ch.everActive = true;
+    serverTakesOver(ch);
     if (pos && (!ch.pos || ch.pos.epoch !== pos.epoch || pos.offset > ch.pos.offset)) ch.pos = pos;
     for (const rec of [...ch.subs]) this.#settle(rec, resultOf(ch.pos));
     if ([...ch.subs].some((r) => r.server)) return;
