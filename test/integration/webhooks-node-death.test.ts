@@ -13,13 +13,15 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { GatewayProcess } from '../helpers/gateway.js';
-import { uid } from '../helpers/presence.js';
+import { metricOn, uid } from '../helpers/presence.js';
+import { pollUntil } from '../helpers/redis.js';
 import { WebhookNodes } from '../helpers/webhook-nodes.js';
 import { alternationProblems, short } from '../helpers/webhook-receiver.js';
 
 const TTL = 3;
 /** Hang guard: what must arrive within TTL + 10 s is checked against its arrival time, not by this wait. */
 const GUARD_MS = 60_000;
+const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
 
 describe('webhooks when a node is killed (redis)', () => {
   const w = new WebhookNodes('redis');
@@ -40,10 +42,18 @@ describe('webhooks when a node is killed (redis)', () => {
       const u = `${t}-u`;
       const r = w.receiver;
       const victim: GatewayProcess = await w.startNode(`wk-victim-${t}`);
+      const delivered0 = sum(await metricOn(w.n.nodes, 'pubgate_webhook_events_total', { result: 'delivered' }));
       const c = await w.open(victim, { user: u });
       await c.subscribe(ch);
       await r.untilEvent('channel_occupied', ch);
       await r.untilEvent('member_added', ch, u);
+      // Whichever node sent them has acked them too: the victim holds no claim on the channel when it dies
+      // (a claim would keep the channel for its 20 s lease; that case is the next test's).
+      await pollUntil(
+        async () => sum(await metricOn(w.n.nodes, 'pubgate_webhook_events_total', { result: 'delivered' })) >= delivered0 + 2,
+        'the two events acked',
+        20_000,
+      );
 
       const killedAt = Date.now();
       expect(await victim.stop('SIGKILL')).toBeNull();
