@@ -12,7 +12,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { metric } from '../helpers/gateway.js';
 import { pollUntil } from '../helpers/redis.js';
-import { uid } from '../helpers/presence.js';
+import { expectedView, uid, untilHttpView } from '../helpers/presence.js';
 import { WebhookNodes } from '../helpers/webhook-nodes.js';
 import { alternationProblems, short, type WebhookEvent } from '../helpers/webhook-receiver.js';
 
@@ -53,12 +53,17 @@ describe('webhooks: the receiver down for 30 s (redis, two nodes)', () => {
       const u1 = await w.open(a, { user: u });
       const v1 = await w.open(b, { user: v });
       const u2 = await w.open(b, { user: u });
+      // An unsubscribe answers before presence has the removal: each change is waited for in presence
+      // (on the other node) before the next, so the changes happen in this order.
       await u1.subscribe(ch);
       await v1.subscribe(ch);
       await u1.unsubscribe(ch);
+      await untilHttpView(b, ch, expectedView([v1]), 20_000);
       await u2.subscribe(ch);
       await v1.unsubscribe(ch);
+      await untilHttpView(a, ch, expectedView([u2]), 20_000);
       await u2.unsubscribe(ch);
+      await untilHttpView(a, ch, expectedView([]), 20_000);
       const expected: Record<string, string[]> = {
         [p1]: [`channel_occupied ${p1}`, `channel_vacated ${p1}`, `channel_occupied ${p1}`, `channel_vacated ${p1}`],
         [p2]: [`channel_occupied ${p2}`],
