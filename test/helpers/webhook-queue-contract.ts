@@ -298,6 +298,59 @@ export function runWebhookQueueContract(opts: QueueContractOptions): void {
       expect(await h.a.claim(10, LONG_MS)).toEqual([]);
     });
 
+    it('keeps exactly the newest events under the bound, over many channels and appends of several events', async () => {
+      const h = await harness(50);
+      const all: Array<[string, string]> = [];
+      let dropped = 0;
+      let t = 10_000;
+      for (let i = 0; i < 120; i++) {
+        const ch = `c${(i * 7) % 23}`;
+        const texts = Array.from({ length: 1 + (i % 3) }, () => ev(ch, t++));
+        for (const x of texts) all.push([ch, x]);
+        dropped += (await h.append(ch, texts, t - texts.length)).channel_occupied ?? 0;
+      }
+      expect(dropped).toBe(all.length - 50);
+      expect(await h.a.size()).toBe(50);
+      const kept = new Map<string, string[]>();
+      for (const [ch, x] of all.slice(-50)) kept.set(ch, [...(kept.get(ch) ?? []), x]);
+      for (let c = 0; c < 23; c++) expect(await h.a.peek(`c${c}`, 1000), `c${c}`).toEqual(kept.get(`c${c}`) ?? []);
+    });
+
+    it('delivers every event once and in order per channel while two nodes deliver and a producer appends', async () => {
+      const h = await harness(100_000);
+      const channels = ['d0', 'd1', 'd2', 'd3', 'd4'];
+      const sent = new Map<string, string[]>(channels.map((c) => [c, []]));
+      const got = new Map<string, string[]>(channels.map((c) => [c, []]));
+      const total = 200;
+      let received = 0;
+      const producer = async (): Promise<void> => {
+        for (let i = 0; i < total; i++) {
+          const ch = channels[i % channels.length] as string;
+          const x = ev(ch, 20_000 + i);
+          sent.get(ch)?.push(x);
+          await h.append(ch, [x], 20_000 + i);
+        }
+      };
+      const deadline = Date.now() + 30_000;
+      const deliverer = async (q: WebhookQueue): Promise<void> => {
+        while (received < total) {
+          if (Date.now() > deadline) throw new Error(`gave up with ${received} of ${total} events delivered`);
+          const claimed = await q.claim(2, LONG_MS);
+          if (claimed.length === 0) await new Promise((r) => setTimeout(r, 5));
+          for (const ch of claimed) {
+            const batch = await q.peek(ch, 3);
+            got.get(ch)?.push(...batch);
+            received += batch.length;
+            await q.ack(ch, batch.map(idOf));
+          }
+        }
+      };
+      await Promise.all([producer(), deliverer(h.a), deliverer(h.b)]);
+      for (const ch of channels) expect(got.get(ch), ch).toEqual(sent.get(ch));
+      expect(await h.a.size()).toBe(0);
+      expect(await h.a.claim(10, LONG_MS)).toEqual([]);
+    });
+
     it('gives every key it keeps a time to live of at most the configured one', async () => {
       const h = await harness();
       if (!h.ttls) {
