@@ -10,6 +10,7 @@ import { accessSync, constants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { NamespaceProblems, parseNamespaces, type Namespace } from './channels/namespaces.js';
 import { parseCidr, type Cidr } from './net/cidr.js';
+import { parseWebhookSecret } from './webhooks/signing.js';
 
 export const JWT_ALGORITHMS = [
   'HS256', 'HS384', 'HS512',
@@ -96,6 +97,17 @@ export interface Config {
   readonly proxyTimeoutMs: number;
   /** Proxy calls in flight at most on this node (both proxies together); beyond it `unavailable` at once. */
   readonly proxyConcurrency: number;
+  /** Webhook receiver (http/https); with webhookSecret, enables webhooks (contract 1.1, "Webhooks"). */
+  readonly webhookUrl: string | undefined;
+  /**
+   * The signing secret as given (`whsec_` base64 or raw text), checked at load
+   * (key of at least 24 bytes); webhooks/signing.ts parseWebhookSecret makes the key.
+   */
+  readonly webhookSecret: string | undefined;
+  /** Seconds a failing delivery is retried (from its first failed attempt) before its events are given up. */
+  readonly webhookRetrySeconds: number;
+  /** Events queued at most, cluster-wide; past it the oldest are dropped and counted. */
+  readonly webhookMaxQueue: number;
 }
 
 export class ConfigError extends Error {
@@ -228,6 +240,27 @@ function proxyUrl(raw: Exclude<Raw, undefined>): string | undefined {
   const u = new URL(v);
   // fetch refuses such URLs, and they would put a secret where logs and dashboards show URLs.
   if (u.username !== '' || u.password !== '') throw new Invalid('must not carry a user or password (the node sends PUBGATE_PROXY_KEY as a bearer key)');
+  return v;
+}
+
+/** The webhook receiver: http or https, without credentials (requests are signed; a URL may be logged). */
+function webhookUrl(raw: Exclude<Raw, undefined>): string | undefined {
+  const v = url(['http:', 'https:'])(raw);
+  if (v === undefined) return undefined;
+  const u = new URL(v);
+  if (u.username !== '' || u.password !== '') throw new Invalid('must not carry a user or password (requests are signed with PUBGATE_WEBHOOK_SECRET)');
+  return v;
+}
+
+/** The webhook secret, kept as given once its key is known to be usable. The message never quotes it (signing.ts). */
+function webhookSecret(raw: Exclude<Raw, undefined>): string | undefined {
+  const v = str(raw);
+  if (v === '') return undefined;
+  try {
+    parseWebhookSecret(v);
+  } catch (e) {
+    throw new Invalid((e as Error).message);
+  }
   return v;
 }
 
@@ -374,6 +407,10 @@ export const SETTINGS: readonly Setting[] = [
   s('proxyTimeoutMs', int(1, 60_000), 3000),
   s('proxyConcurrency', int(1, 100_000), 256),
   s('idempotencyTtl', int(1, 86_400), 300),
+  s('webhookUrl', webhookUrl, undefined),
+  s('webhookSecret', webhookSecret, undefined),
+  s('webhookRetrySeconds', int(1, 30 * 24 * 3600), 3600),
+  s('webhookMaxQueue', int(1, 100_000_000), 100_000),
 ];
 
 /** `jwtClockTolerance` → `PUBGATE_JWT_CLOCK_TOLERANCE`. */
@@ -502,6 +539,13 @@ function checkCombinations(c: Config, nodeEnv: string | undefined, problems: str
         problems.push(`PUBGATE_NAMESPACES: entry ${i + 1} (${JSON.stringify(ns.pattern)}) sets "subscribeProxy" but PUBGATE_SUBSCRIBE_PROXY_URL is unset`);
       }
     });
+  }
+  // Contract: one without the other stops the process at start (never a half-configured, silently idle webhook).
+  if (c.webhookUrl !== undefined && c.webhookSecret === undefined) {
+    problems.push('PUBGATE_WEBHOOK_SECRET: PUBGATE_WEBHOOK_URL is set; webhooks need the signing secret too');
+  }
+  if (c.webhookUrl === undefined && c.webhookSecret !== undefined) {
+    problems.push('PUBGATE_WEBHOOK_URL: PUBGATE_WEBHOOK_SECRET is set; webhooks need the receiver URL too');
   }
   if (c.port !== 0 && c.port === c.adminPort) {
     problems.push('PUBGATE_ADMIN_PORT: must differ from PUBGATE_PORT');

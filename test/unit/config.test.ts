@@ -343,3 +343,54 @@ describe('loadConfig: the proxies (1.1)', () => {
     expect(loadConfig({ PUBGATE_NAMESPACES: ns, PUBGATE_SUBSCRIBE_PROXY_URL: 'http://127.0.0.1:1/s' }).namespaces[1]).toEqual({ pattern: 'room:*', subscribeProxy: true });
   });
 });
+
+describe('loadConfig: webhooks (1.1)', () => {
+  const SECRET = `whsec_${Buffer.from('0123456789abcdef0123456789abcdef').toString('base64')}`;
+
+  it('reads the webhook URL, secret, retry window and queue bound, with the contract defaults', () => {
+    expect(loadConfig({})).toMatchObject({ webhookUrl: undefined, webhookSecret: undefined, webhookRetrySeconds: 3600, webhookMaxQueue: 100_000 });
+    const c = loadConfig({
+      PUBGATE_WEBHOOK_URL: 'https://hooks.example.com/pubgate',
+      PUBGATE_WEBHOOK_SECRET: SECRET,
+      PUBGATE_WEBHOOK_RETRY_SECONDS: '60',
+      PUBGATE_WEBHOOK_MAX_QUEUE: '10',
+    });
+    expect(c).toMatchObject({ webhookUrl: 'https://hooks.example.com/pubgate', webhookSecret: SECRET, webhookRetrySeconds: 60, webhookMaxQueue: 10 });
+    expect(loadConfig({ PUBGATE_WEBHOOK_URL: 'http://127.0.0.1:9/h', PUBGATE_WEBHOOK_SECRET: 'a raw secret of 24 bytes' }).webhookSecret).toBe('a raw secret of 24 bytes');
+  });
+
+  it('refuses a URL without a secret and a secret without a URL, one line naming the missing variable', () => {
+    expect(problems({ PUBGATE_WEBHOOK_URL: 'http://127.0.0.1:9/h' })).toEqual([
+      'PUBGATE_WEBHOOK_SECRET: PUBGATE_WEBHOOK_URL is set; webhooks need the signing secret too',
+    ]);
+    const p = problems({ PUBGATE_WEBHOOK_SECRET: SECRET });
+    expect(p).toEqual(['PUBGATE_WEBHOOK_URL: PUBGATE_WEBHOOK_SECRET is set; webhooks need the receiver URL too']);
+    expect(p.join('\n')).not.toContain(SECRET.slice(6));
+  });
+
+  it('refuses a short or malformed secret without quoting it', () => {
+    const url = 'http://127.0.0.1:9/h';
+    for (const secret of ['short-but-secret', 'whsec_c2hvcnQtYnV0LXNlY3JldA==', 'whsec_not base64 at all, secret!!']) {
+      const p = problems({ PUBGATE_WEBHOOK_URL: url, PUBGATE_WEBHOOK_SECRET: secret });
+      expect(p).toHaveLength(1);
+      expect(p[0]).toMatch(/^PUBGATE_WEBHOOK_SECRET: /);
+      expect(p[0]).not.toContain(secret.replace(/^whsec_/, '').slice(0, 10));
+    }
+  });
+
+  it('refuses a URL that is not http(s) or carries credentials, and out-of-range numbers', () => {
+    expect(problems({
+      PUBGATE_WEBHOOK_URL: 'ftp://127.0.0.1/h',
+      PUBGATE_WEBHOOK_SECRET: SECRET,
+      PUBGATE_WEBHOOK_RETRY_SECONDS: '0',
+      PUBGATE_WEBHOOK_MAX_QUEUE: 'many',
+    })).toEqual([
+      'PUBGATE_WEBHOOK_URL: must be a http: or https: URL',
+      'PUBGATE_WEBHOOK_RETRY_SECONDS: must be between 1 and 2592000, got 0',
+      'PUBGATE_WEBHOOK_MAX_QUEUE: must be a whole number, got "many"',
+    ]);
+    expect(problems({ PUBGATE_WEBHOOK_URL: 'http://u:pw-secret@127.0.0.1/h', PUBGATE_WEBHOOK_SECRET: SECRET })).toEqual([
+      'PUBGATE_WEBHOOK_URL: must not carry a user or password (requests are signed with PUBGATE_WEBHOOK_SECRET)',
+    ]);
+  });
+});
