@@ -38,15 +38,22 @@ describe('webhooks: the receiver down for 30 s (redis, two nodes)', () => {
       await r.stop();
       const downAt = Date.now();
 
-      // p1: occupied, vacated, occupied, vacated (subscribers on both nodes).
+      // p1: occupied, vacated, occupied, vacated (subscribers on both nodes). A node may cancel a release
+      // and a hold of one channel in quick succession before telling the cluster (a debounce, not a
+      // transition), so each transition is waited for in the queue gauge before the next.
+      const queued = (n: number): Promise<void> =>
+        pollUntil(async () => (await metric(a.admin, 'pubgate_webhook_queue_events')) >= n, `${n} events queued`, 20_000);
       const x = await w.open(a, { user: `${t}-x` });
       const y = await w.open(b, { user: `${t}-y` });
       await x.subscribe(p1);
       await y.subscribe(p1);
       await x.unsubscribe(p1);
       await y.unsubscribe(p1);
+      await queued(2);
       await y.subscribe(p1);
+      await queued(3);
       await y.unsubscribe(p1);
+      await queued(4);
       // p2: occupied and left occupied.
       await x.subscribe(p2);
       // chat: u added, v added, u removed, u added again (another node), v removed, u removed.
