@@ -311,6 +311,20 @@ describe('deploy/grafana dashboard', () => {
     }
   });
 
+  it('has a Webhooks row: the queue, events by name and result, requests by result, delivery latency', () => {
+    const exprs = exprsOf(rowPanels('Webhooks'));
+    const sel = 'job="$job",node=~"$node"';
+    for (const needle of [
+      `max(pubgate_webhook_queue_events{${sel}})`,
+      `sum by (name, result) (rate(pubgate_webhook_events_total{${sel}}[$__rate_interval]))`,
+      `sum by (result) (rate(pubgate_webhook_requests_total{${sel}}[$__rate_interval]))`,
+      `histogram_quantile(0.5, sum by (le) (rate(pubgate_webhook_delivery_seconds_bucket{${sel}}`,
+      `histogram_quantile(0.99, sum by (le) (rate(pubgate_webhook_delivery_seconds_bucket{${sel}}`,
+    ]) {
+      expect(exprs, needle).toContain(needle);
+    }
+  });
+
   it('has a Backend access row: proxy calls, latency and in flight vs the bound; requests to every node, pending, cluster nodes; server-side subscriptions', () => {
     const row = rowPanels('Backend access');
     const exprs = exprsOf(row);
