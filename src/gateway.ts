@@ -7,8 +7,10 @@ import { createVerifier } from './auth/verifier.js';
 import type { Broker, BrokerStatus } from './broker/broker.js';
 import { createMemoryBroker } from './broker/memory-broker.js';
 import { createRedisBroker } from './broker/redis-broker.js';
-import { compileNamespaces, type ChannelResolver } from './channels/namespaces.js';
-import { createPresence, type Presence } from './presence/presence.js';
+import { compileNamespaces, type ChannelOptions, type ChannelResolver } from './channels/namespaces.js';
+import { createPresence, presenceTickMs, type Presence } from './presence/presence.js';
+import { createOccupancy } from './occupancy/occupancy.js';
+import { randomBytes } from 'node:crypto';
 import { shortHmacSecrets, type Config } from './config.js';
 import { createClusterControl } from './hub/control.js';
 import { createHub } from './hub/hub.js';
@@ -37,7 +39,11 @@ function chooseBroker(config: Config, channels: ChannelResolver, log: Log, metri
   // Defaults for history calls; each channel's namespace gives its own size and ttl.
   const history = channels.anyHistory ? { size: config.historySize, ttlSec: config.historyTtl } : undefined;
   if (config.redisUrl === undefined && config.redisCluster.length === 0 && config.redisSentinels.length === 0) {
-    return createMemoryBroker({ ...(history ? { history } : {}), presence: channels.anyPresence });
+    return createMemoryBroker({
+      ...(history ? { history } : {}),
+      presence: channels.anyPresence,
+      ...(webhooksOn(config) ? { webhooks: { maxEvents: config.webhookMaxQueue } } : {}),
+    });
   }
   const sentinel = config.redisSentinels.length > 0 && config.redisSentinelName !== undefined
     ? {
@@ -50,6 +56,10 @@ function chooseBroker(config: Config, channels: ChannelResolver, log: Log, metri
     ...(history ? { history } : {}),
     // Presence keys outlive their last write by twice the TTL: a channel whose nodes all died leaves nothing.
     ...(channels.anyPresence ? { presence: { keysTtlMs: config.presenceTtl * 2000 + 10_000 } } : {}),
+    // Dead nodes' channels are swept (their presence and occupancy) when either is kept.
+    liveness: channels.anyPresence || webhooksOn(config),
+    // Queued events outlive the retry window by a day: a cluster that was all down keeps them that long.
+    ...(webhooksOn(config) ? { webhooks: { maxEvents: config.webhookMaxQueue, keysTtlMs: (config.webhookRetrySeconds + 86_400) * 1000 } } : {}),
     ...(sentinel ? { sentinel } : config.redisUrl !== undefined ? { url: config.redisUrl } : { cluster: config.redisCluster }),
     ...(config.redisPassword !== undefined ? { password: config.redisPassword } : {}),
     nodeId: config.nodeId,
@@ -73,6 +83,10 @@ function chooseBroker(config: Config, channels: ChannelResolver, log: Log, metri
   });
 }
 
+function webhooksOn(config: Config): boolean {
+  return config.webhookUrl !== undefined && config.webhookSecret !== undefined;
+}
+
 export async function createGateway(config: Config, log: Log, opts: GatewayOptions = {}): Promise<Gateway> {
   const metrics = createMetrics(config.nodeId);
   // After a broker gap, subscribers of history channels are closed with 1011:
@@ -80,13 +94,42 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   const late: { transport?: Transport; onGap: () => void } = { onGap: () => undefined };
   const channels = compileNamespaces(config.namespaces, config);
   const broker = opts.broker ?? chooseBroker(config, channels, log, metrics, () => late.onGap());
+  // This process's name in presence leases and occupancy (a new one per start).
+  const nodeName = randomBytes(9).toString('base64url');
   let presence: Presence | undefined;
   if (channels.anyPresence) {
     if (!broker.presence) throw new Error('a namespace has presence but the broker keeps none');
-    presence = createPresence({ store: broker.presence, ttlSec: config.presenceTtl, maxMembers: config.presenceMaxMembers, metrics, log });
+    presence = createPresence({ store: broker.presence, ttlSec: config.presenceTtl, maxMembers: config.presenceMaxMembers, metrics, log, node: nodeName });
     const p = presence;
     metrics.observePresenceEntries(() => p.entries());
   }
+  const webhooks = webhooksOn(config) ? broker.webhooks : undefined;
+  if (webhooksOn(config) && !webhooks) throw new Error('webhooks are configured but the broker keeps no webhook queue');
+  // Occupancy: every channel with webhooks (occupied/vacated); otherwise, with
+  // Redis and presence, only presence channels are listed, so a dead node's
+  // presence is swept even where no other node holds the channel.
+  const occupancy = broker.occupancy || broker.liveness
+    ? createOccupancy({
+        store: webhooks ? broker.occupancy : undefined,
+        liveness: broker.liveness,
+        node: nodeName,
+        ...(broker.presence
+          ? {
+              presence: {
+                store: broker.presence,
+                presenceCall: (channel: string) => {
+                  const o = channels.resolve(channel);
+                  return o.presence ? { joinLeave: o.joinLeave, leaseMs: config.presenceTtl * 1000 } : undefined;
+                },
+              },
+            }
+          : {}),
+        ttlSec: config.presenceTtl,
+        tickMs: presenceTickMs(config.presenceTtl),
+        log,
+        hooks: { op: (op, ok) => metrics.occupancyOp(op, ok), swept: (n) => metrics.nodeSwept(n) },
+      })
+    : undefined;
   const verifier = await createVerifier(config);
   let draining = false;
   let brokerStatus: BrokerStatus = 'connecting';
@@ -111,6 +154,15 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     maxBackpressure: config.maxBackpressure,
     idempotencyTtlSec: config.idempotencyTtl,
     connIds,
+    ...(occupancy
+      ? {
+          onChannelHeld: (channel: string, o: ChannelOptions, held: boolean) => {
+            if (!webhooks && !o.presence) return;
+            if (held) occupancy.hold(channel);
+            else occupancy.release(channel);
+          },
+        }
+      : {}),
   });
   const serverSubs = createServerSubs({
     hub,
@@ -194,6 +246,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
         onControl: (msg) => control.onControl(msg),
       });
       presence?.start();
+      await occupancy?.start();
       const ports = await t.listen();
       log.info({ ...ports, host: config.host, broker: broker.kind, tls: config.tlsCert !== undefined }, 'listening');
       return ports;
@@ -237,6 +290,9 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
       control.stop();
       // The closed connections' presence removals (their `leave`s) go out before the broker closes.
       await presence?.settle();
+      // Their channels are let go of (vacated where this was the last node); then this node leaves the liveness list.
+      await occupancy?.settle(5000);
+      await occupancy?.stop(true);
       await broker.close();
       t.closeAdminListener();
       log.info({ closed }, 'drained');

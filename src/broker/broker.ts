@@ -5,7 +5,10 @@
  *
  * Payloads are final frame texts: the broker moves strings and never parses them.
  */
+import type { Liveness, OccupancyStore } from '../occupancy/store.js';
 import type { PresenceStore } from '../presence/store.js';
+import type { ClosableSink } from '../webhooks/sink.js';
+import type { WebhookQueue } from '../webhooks/queue.js';
 import type { History } from './history.js';
 import type { Idempotency } from './idempotency.js';
 
@@ -58,6 +61,12 @@ export interface Broker {
   readonly history: History | undefined;
   /** Presence (entries, leases, join/leave), when the broker was created with presence options. */
   readonly presence: PresenceStore | undefined;
+  /** Cluster-wide occupancy sets (occupied/vacated), when created with webhooks. */
+  readonly occupancy?: OccupancyStore | undefined;
+  /** Node liveness and channel lists for sweeping dead nodes (Redis, with presence or webhooks). */
+  readonly liveness?: Liveness | undefined;
+  /** The webhook queue and the sink the event producers report to, when created with webhooks. */
+  readonly webhooks?: { readonly queue: WebhookQueue; readonly sink: ClosableSink } | undefined;
   readonly status: BrokerStatus;
   /** Connects; resolves once the first connection attempt settled (the broker may still be 'down'). */
   start(handlers: BrokerHandlers): Promise<void>;

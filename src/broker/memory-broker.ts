@@ -8,8 +8,13 @@ import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from './bro
 import { createMemoryPresence } from '../presence/memory-store.js';
 import { createMemoryHistory, type HistoryOptions } from './history.js';
 import { createIdempotencyMemo } from './idempotency.js';
+import { createMemoryOccupancy } from '../occupancy/memory-store.js';
+import { createMemoryWebhookQueue } from '../webhooks/memory-queue.js';
+import type { MemoryWebhookQueue } from '../webhooks/queue.js';
+import { createEventSink, type ClosableSink } from '../webhooks/sink.js';
+import { silentLogger } from '../observability/logger.js';
 
-export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: boolean } = {}): Broker {
+export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: boolean; webhooks?: { maxEvents: number } } = {}): Broker {
   let handlers: BrokerHandlers | undefined;
   let status: BrokerStatus = 'connecting';
   const channels = new Set<string>();
@@ -25,12 +30,23 @@ export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: 
   // Plain channels' idempotency keys (history channels keep theirs in the history).
   const memo = createIdempotencyMemo();
   const history = opts.history ? createMemoryHistory(opts.history, publish) : undefined;
+  // Webhooks: the queue lives in this process (and dies with it, as the contract says).
+  let webhooks: { queue: MemoryWebhookQueue; sink: ClosableSink } | undefined;
+  if (opts.webhooks) {
+    const queue = createMemoryWebhookQueue({ maxEvents: opts.webhooks.maxEvents });
+    webhooks = { queue, sink: createEventSink(queue, silentLogger()) };
+  }
   // Join/leave frames go out synchronously, in the order of the changes.
   const presence = opts.presence === true
-    ? createMemoryPresence((channel, frame) => {
-        if (status === 'ready' && channels.has(channel)) handlers?.onMessage(channel, frame);
-      })
+    ? createMemoryPresence(
+        (channel, frame) => {
+          if (status === 'ready' && channels.has(channel)) handlers?.onMessage(channel, frame);
+        },
+        Date.now,
+        webhooks?.sink,
+      )
     : undefined;
+  const occupancy = webhooks ? createMemoryOccupancy(webhooks.sink) : undefined;
 
   function live(): BrokerHandlers {
     if (!handlers || status !== 'ready') throw new GatewayError('unavailable', 'broker is closed');
@@ -43,6 +59,8 @@ export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: 
     instance,
     history,
     presence,
+    occupancy,
+    webhooks,
     get status() {
       return status;
     },

@@ -47,6 +47,11 @@ import type { HistoryOptions } from './history.js';
 import { createRedisHistory } from './redis-history.js';
 import { idempotencyRedisKey, publishOnceScript } from './idempotency.js';
 import { createRedisPresence } from './redis-presence.js';
+import { createRedisLiveness, createRedisOccupancy } from './redis-occupancy.js';
+import { createRedisWebhookQueue } from './redis-webhook-queue.js';
+import type { ScriptRunner } from './redis-history.js';
+import { webhookOutboxKey, type WebhookQueue } from '../webhooks/queue.js';
+import { createEventSink, type ClosableSink } from '../webhooks/sink.js';
 import { NodeRegistry } from './redis-nodes.js';
 
 export type { PublishErrorReason, SentinelTarget } from './redis-conn.js';
@@ -94,6 +99,14 @@ export interface RedisBrokerOptions {
   readonly presence?: { readonly keysTtlMs: number };
   /** Node registry timing (tests); defaults in redis-nodes.ts. */
   readonly registry?: { readonly renewMs?: number; readonly leaseMs?: number };
+  /** Keep node liveness and channel lists, to sweep dead nodes' channels (redis-occupancy.ts). */
+  readonly liveness?: boolean;
+  /**
+   * Webhooks: occupancy sets, the webhook queue (redis-webhook-queue.ts), and
+   * member events from presence. Outboxes and the queue's keys live
+   * `keysTtlMs` after their last write.
+   */
+  readonly webhooks?: { readonly maxEvents: number; readonly keysTtlMs: number };
 }
 
 /** A process's name among the nodes: its node id (at most 200 characters) and a random suffix. */
@@ -303,15 +316,33 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
       })
     : undefined;
 
+  const runScript: ScriptRunner = (lua, keys, args) => guarded(() => publisher.script(lua, keys, args));
+  const redisChannel = (channel: string): string => chPrefix + channel;
+  let webhooks: { queue: WebhookQueue; sink: ClosableSink } | undefined;
+  if (opts.webhooks) {
+    const queue = createRedisWebhookQueue({
+      prefix,
+      outboxKey: (channel) => webhookOutboxKey(prefix, redisChannel(channel)),
+      run: runScript,
+      maxEvents: opts.webhooks.maxEvents,
+      ttlMs: opts.webhooks.keysTtlMs,
+    });
+    webhooks = { queue, sink: createEventSink(queue, log) };
+  }
+  const eventsTo = webhooks ? { sink: webhooks.sink, outboxTtlMs: opts.webhooks?.keysTtlMs ?? 0 } : undefined;
+
   const presence = opts.presence
     ? createRedisPresence({
         prefix,
-        redisChannel: (channel) => chPrefix + channel,
+        redisChannel,
         sharded: clusterMode,
         keysTtlMs: opts.presence.keysTtlMs,
-        run: (lua, keys, args) => guarded(() => publisher.script(lua, keys, args)),
+        run: runScript,
+        ...(eventsTo ? { webhooks: eventsTo } : {}),
       })
     : undefined;
+  const occupancy = webhooks ? createRedisOccupancy({ prefix, redisChannel, run: runScript, ...(eventsTo ? { webhooks: eventsTo } : {}) }) : undefined;
+  const liveness = opts.liveness === true || webhooks ? createRedisLiveness({ prefix, run: runScript }) : undefined;
 
   const registry = new NodeRegistry({
     key: `${prefix}nodes`,
@@ -327,6 +358,9 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
     instance,
     history,
     presence,
+    occupancy,
+    liveness,
+    webhooks,
     get status() {
       return status;
     },
@@ -423,6 +457,7 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
         refresh();
         desired.clear();
         adding.clear();
+        webhooks?.sink.close();
         await Promise.all([publisher.close(), router.close()]);
         log.info({}, 'broker closed');
       })();

@@ -18,6 +18,9 @@
  *                         (so a node tells a store that lost everything from
  *                         one that swept only its own lease)
  *   pk:{tag}:<node> SET   the node's connections in the channel
+ *   wq:{tag}        LIST  the channel's webhook outbox (webhooks/queue.ts): with
+ *                         webhooks on, member_added/member_removed are appended
+ *                         in the same step as the change (queue.mark follows)
  *
  * `user` is stored as its JSON text, so frames are built by concatenation.
  * Connections = HLEN pe, users = HLEN pu: O(1) counts, never by listing.
@@ -30,16 +33,24 @@
  * nothing behind.
  */
 import type { PresenceCall, PresenceEntry, PresenceMember, PresenceStore, Swept } from '../presence/store.js';
+import { LUA_ENCODE_EVENT, newEventBase } from '../webhooks/events.js';
+import { webhookOutboxKey } from '../webhooks/queue.js';
+import type { EventSink } from '../webhooks/sink.js';
 import { newEpoch } from './history.js';
 import type { ScriptRunner } from './redis-history.js';
 
 /** Entries a sweep removes per call at most (a dead node's rest goes in the next calls). */
 export const SWEEP_BUDGET = 2000;
 
-// KEYS: pe pu po pn ps pk(own). ARGV[1..7]: redis channel, channel, node, lease ms, joinLeave (1/0), keys ttl ms, epoch candidate.
+// KEYS: pe pu po pn ps pk(own) wq (the channel's webhook outbox).
+// ARGV[1..9]: redis channel, channel, node, lease ms, joinLeave (1/0), keys ttl ms, epoch candidate,
+// webhook event id base ('' when webhooks are off), outbox ttl ms. The operation's own arguments start at ARGV[10].
+// Every script answers {leases swept, entries swept, webhook events appended, Redis time ms, ...}.
 const COMMON = (publishCommand: 'PUBLISH' | 'SPUBLISH'): string => `
-local PE, PU, PO, PN, PS, PK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local PE, PU, PO, PN, PS, PK, WQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local RCH, CH, NODE, LEASE, JL, KTTL = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6]
+local EVB, WQTTL, EVN = ARGV[8], ARGV[9], 0
+${LUA_ENCODE_EVENT}
 local EPOCH = redis.call('HGET', PS, 'e') or ''
 -- Writes that keep the channel (add, renew, resync) make the epoch when there is none.
 local function ensure_epoch()
@@ -51,6 +62,14 @@ end
 local PKBASE = string.sub(PK, 1, string.len(PK) - string.len(NODE))
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- A webhook event, in the same step as the change that caused it (user: its JSON text).
+local function wh(name, user)
+  if EVB == '' then return end
+  EVN = EVN + 1
+  redis.call('RPUSH', WQ, wh_encode(EVB .. '.' .. EVN, name, CH, user, NOW))
+  redis.call('PEXPIRE', WQ, WQTTL)
+end
 
 local function parse(rec)
   local colon = string.find(rec, ':', 16, true)
@@ -67,6 +86,7 @@ local function drop(c)
   if redis.call('HINCRBY', PU, user, -1) <= 0 then
     redis.call('HDEL', PU, user)
     if JL then redis.call('${publishCommand}', RCH, '{"type":"leave","channel":"' .. CH .. '","user":' .. user .. '}') end
+    wh('member_removed', user)
   end
   return true
 end
@@ -110,10 +130,13 @@ local function add(c, user, info, given, silent)
   redis.call('HSET', PE, c, seq .. ulen .. ':' .. user .. info)
   redis.call('ZADD', PO, 0, ulen .. ':' .. user .. seq .. c)
   redis.call('SADD', PK, c)
-  if redis.call('HINCRBY', PU, user, 1) == 1 and JL and not silent then
-    local i = ''
-    if info ~= '' then i = ',"info":' .. info end
-    redis.call('${publishCommand}', RCH, '{"type":"join","channel":"' .. CH .. '","user":' .. user .. i .. '}')
+  if redis.call('HINCRBY', PU, user, 1) == 1 and not silent then
+    if JL then
+      local i = ''
+      if info ~= '' then i = ',"info":' .. info end
+      redis.call('${publishCommand}', RCH, '{"type":"join","channel":"' .. CH .. '","user":' .. user .. i .. '}')
+    end
+    wh('member_added', user)
   end
   return n
 end
@@ -130,28 +153,29 @@ local function touch()
 end
 `;
 
-// ARGV[8]: silent (1/0); ARGV[9..]: conn, user JSON, info ('' for none), order key ('' for new), repeated.
-// Returns {leases, entries, epoch, order keys...}.
+// ARGV[10]: silent (1/0); ARGV[11..]: conn, user JSON, info ('' for none), order key ('' for new), repeated.
+// Returns {leases, entries, events, now, epoch, order keys...}.
 const ADD = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
 local leases, entries = sweep()
 ensure_epoch()
 renew()
-local out = {leases, entries, EPOCH}
-for i = 9, #ARGV, 4 do out[#out + 1] = add(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[8] == '1') end
+local out = {leases, entries, 0, NOW, EPOCH}
+for i = 11, #ARGV, 4 do out[#out + 1] = add(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[10] == '1') end
 touch()
+out[3] = EVN
 return out
 `;
 
-// ARGV[8]: release (1/0); ARGV[9..]: conns.
+// ARGV[10]: release (1/0); ARGV[11..]: conns.
 const REMOVE = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
 local leases, entries = sweep()
-for i = 9, #ARGV do
+for i = 11, #ARGV do
   if redis.call('SREM', PK, ARGV[i]) == 1 then drop(ARGV[i]) end
 end
-if ARGV[8] == '1' and redis.call('SCARD', PK) == 0 then
+if ARGV[10] == '1' and redis.call('SCARD', PK) == 0 then
   redis.call('ZREM', PN, NODE)
 end
-return {leases, entries, EPOCH}
+return {leases, entries, EVN, NOW, EPOCH}
 `;
 
 const RENEW = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
@@ -160,35 +184,36 @@ ensure_epoch()
 local lost = 0
 if renew() then lost = 1 end
 touch()
-return {leases, entries, EPOCH, redis.call('SCARD', PK), lost}
+return {leases, entries, EVN, NOW, EPOCH, redis.call('SCARD', PK), lost}
 `;
 
-// ARGV[8..]: conns to keep.
+// ARGV[10..]: conns to keep.
 const RESYNC = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
 local leases, entries = sweep()
 ensure_epoch()
 renew()
 local keep = {}
-for i = 8, #ARGV do keep[ARGV[i]] = true end
+for i = 10, #ARGV do keep[ARGV[i]] = true end
 for _, c in ipairs(redis.call('SMEMBERS', PK)) do
   if not keep[c] then
     redis.call('SREM', PK, c)
     drop(c)
   end
 end
-local out = {leases, entries, EPOCH}
-for i = 8, #ARGV do
+local out = {leases, entries, 0, NOW, EPOCH}
+for i = 10, #ARGV do
   if redis.call('SISMEMBER', PK, ARGV[i]) == 0 or redis.call('HEXISTS', PE, ARGV[i]) == 0 then out[#out + 1] = ARGV[i] end
 end
 touch()
+out[3] = EVN
 return out
 `;
 
-// ARGV[8]: max members. Returns {leases, entries, users, connections, (user, conns, info)...}.
+// ARGV[10]: max members. Returns {leases, entries, events, now, users, connections, (user, conns, info)...}.
 const PRESENCE = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
 local leases, entries = sweep()
-local max = tonumber(ARGV[8])
-local out = {leases, entries, redis.call('HLEN', PU), redis.call('HLEN', PE)}
+local max = tonumber(ARGV[10])
+local out = {leases, entries, EVN, NOW, redis.call('HLEN', PU), redis.call('HLEN', PE)}
 local seen, n, cursor = {}, 0, '0'
 repeat
   local r = redis.call('HSCAN', PU, cursor, 'COUNT', 200)
@@ -220,7 +245,22 @@ return out
 
 const STATS = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
 local leases, entries = sweep()
-return {leases, entries, redis.call('HLEN', PU), redis.call('HLEN', PE)}
+return {leases, entries, EVN, NOW, redis.call('HLEN', PU), redis.call('HLEN', PE)}
+`;
+
+// The calling node's set (PK) is the evicted node's: drops its entries (up to the
+// sweep budget; `left` says how many remain) and, once none is left, its lease.
+// Returns {leases, entries, events, now, removed, left}.
+const EVICT = (cmd: 'PUBLISH' | 'SPUBLISH'): string => `${COMMON(cmd)}
+local leases, entries = sweep()
+local conns = redis.call('SPOP', PK, ${SWEEP_BUDGET})
+local removed = 0
+for _, c in ipairs(conns) do
+  if drop(c) then removed = removed + 1 end
+end
+local left = redis.call('SCARD', PK)
+if left == 0 then redis.call('ZREM', PN, NODE) end
+return {leases, entries, EVN, NOW, removed, left}
 `;
 
 export interface RedisPresenceOptions {
@@ -232,27 +272,48 @@ export interface RedisPresenceOptions {
   readonly run: ScriptRunner;
   /** Keys outlive the last write by this much (≥ the longest lease). */
   readonly keysTtlMs: number;
+  /**
+   * Webhooks on: member events go to the channel's outbox in the scripts'
+   * own step, reported to the sink; outboxes live `outboxTtlMs` after an append.
+   */
+  readonly webhooks?: { readonly sink: EventSink; readonly outboxTtlMs: number };
 }
 
-/** A channel's presence keys; the node's own set last. */
+/** A channel's presence keys; the node's own set, then the channel's webhook outbox. */
 export function presenceKeys(prefix: string, redisChannel: string, node: string): string[] {
   const tag = `{${redisChannel}}`;
-  return [`${prefix}pe:${tag}`, `${prefix}pu:${tag}`, `${prefix}po:${tag}`, `${prefix}pn:${tag}`, `${prefix}ps:${tag}`, `${prefix}pk:${tag}:${node}`];
+  return [
+    `${prefix}pe:${tag}`,
+    `${prefix}pu:${tag}`,
+    `${prefix}po:${tag}`,
+    `${prefix}pn:${tag}`,
+    `${prefix}ps:${tag}`,
+    `${prefix}pk:${tag}:${node}`,
+    webhookOutboxKey(prefix, redisChannel),
+  ];
 }
 
 function swept(r: unknown[]): Swept {
   return { leases: Number(r[0]), entries: Number(r[1]) };
 }
 
+/** Where a script's answer past the common head ({leases, entries, events, now}) starts. */
+const HEAD = 4;
+
 export function createRedisPresence(opts: RedisPresenceOptions): PresenceStore {
   const cmd = opts.sharded ? 'SPUBLISH' : 'PUBLISH';
-  const S = { add: ADD(cmd), remove: REMOVE(cmd), renew: RENEW(cmd), resync: RESYNC(cmd), presence: PRESENCE(cmd), stats: STATS(cmd) };
+  const S = { add: ADD(cmd), remove: REMOVE(cmd), renew: RENEW(cmd), resync: RESYNC(cmd), presence: PRESENCE(cmd), stats: STATS(cmd), evict: EVICT(cmd) };
   const ttl = String(opts.keysTtlMs);
+  const wh = opts.webhooks;
+  const outboxTtl = String(wh?.outboxTtlMs ?? 0);
 
   async function run(script: string, channel: string, node: string, call: PresenceCall, extra: readonly string[]): Promise<unknown[]> {
     const rc = opts.redisChannel(channel);
-    const args = [rc, channel, node, String(Math.round(call.leaseMs)), call.joinLeave ? '1' : '0', ttl, newEpoch(), ...extra];
-    return (await opts.run(script, presenceKeys(opts.prefix, rc, node), args)) as unknown[];
+    const args = [rc, channel, node, String(Math.round(call.leaseMs)), call.joinLeave ? '1' : '0', ttl, newEpoch(), wh ? newEventBase() : '', outboxTtl, ...extra];
+    const r = (await opts.run(script, presenceKeys(opts.prefix, rc, node), args)) as unknown[];
+    const events = Number(r[2]);
+    if (wh && events > 0) wh.sink.appended(channel, events, Number(r[3]));
+    return r.slice(0, 2).concat(r.slice(HEAD));
   }
 
   return {
@@ -288,6 +349,10 @@ export function createRedisPresence(opts: RedisPresenceOptions): PresenceStore {
     async stats(channel, call) {
       const r = await run(S.stats, channel, '-', call, []);
       return { ...swept(r), users: Number(r[2]), connections: Number(r[3]) };
+    },
+    async evict(channel, node, call) {
+      const r = await run(S.evict, channel, node, call, []);
+      return { ...swept(r), removed: Number(r[2]), left: Number(r[3]) };
     },
   };
 }

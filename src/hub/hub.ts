@@ -195,6 +195,11 @@ export interface HubDeps {
   readonly onBrokerStatus?: (status: BrokerStatus) => void;
   /** This node's connection ids (`welcome.conn`): `exclude` names a connection by one. */
   readonly connIds?: ConnIds;
+  /**
+   * A channel got its first subscriber on this node (`held` true) or lost its
+   * last (false): cluster-wide occupancy (occupancy/occupancy.ts).
+   */
+  readonly onChannelHeld?: (channel: string, opts: ChannelOptions, held: boolean) => void;
 }
 
 export interface HubWithBroker extends Hub {
@@ -393,6 +398,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
     st = { count: 1, ready, opts: deps.channelOptions(channel) };
     channels.set(channel, st);
     metrics.channelsChanged(1);
+    deps.onChannelHeld?.(channel, st.opts, true);
     // A refusal is reported to every waiter through `ready` (their replies say
     // it); the catch keeps an unobserved rejection from escaping when all
     // waiters left meanwhile. Counted, not logged per channel.
@@ -408,6 +414,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
     channels.delete(channel);
     lastLive.delete(channel);
     metrics.channelsChanged(-1);
+    deps.onChannelHeld?.(channel, st.opts, false);
     broker.unsubscribe(channel).catch((e: unknown) => releaseFailures.add('unsubscribe', 1, e instanceof Error ? e.message : String(e)));
   }
 

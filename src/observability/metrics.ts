@@ -100,6 +100,10 @@ export interface Metrics {
   presenceFrame(type: 'join' | 'leave', deliveries: number): void;
   /** This node swept the expired leases of dead nodes: `leases` node leases and the `entries` they held. */
   presenceLeasesExpired(leases: number, entries: number): void;
+  /** One cluster-wide occupancy call (occupancy/occupancy.ts): take or let go of a channel, renew this node's liveness, sweep a dead node. */
+  occupancyOp(op: 'add' | 'remove' | 'renew' | 'sweep', ok: boolean): void;
+  /** This node swept a dead node's channel list (`channels` channels). */
+  nodeSwept(channels: number): void;
   /** Server-side subscriptions changed on `n` connections: at connect (`subs`) or through the API. */
   serverSubscription(source: 'connect' | 'api', result: ServerSubResult, n?: number): void;
   /** A request to every node ended on this (the asking) node, after `seconds`. */
@@ -309,6 +313,22 @@ export function createMetrics(nodeId: string): Metrics {
     buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry],
   });
+  const occupancyOps = new Counter({
+    name: 'pubgate_occupancy_operations_total',
+    help: 'Cluster-wide occupancy calls by op (add, remove, renew, sweep) and result (ok, error)',
+    labelNames: ['op', 'result'],
+    registers: [registry],
+  });
+  const nodesSwept = new Counter({
+    name: 'pubgate_dead_nodes_swept_total',
+    help: 'Dead nodes (generations) whose channels this node swept: their presence and occupancy removed',
+    registers: [registry],
+  });
+  const nodesSweptChannels = new Counter({
+    name: 'pubgate_dead_node_channels_swept_total',
+    help: 'Channels swept in the lists of dead nodes',
+    registers: [registry],
+  });
   const presenceFrames = new Counter({
     name: 'pubgate_presence_frames_total',
     help: 'join and leave frames handed to subscriber sockets on this node, by type',
@@ -499,6 +519,11 @@ export function createMetrics(nodeId: string): Metrics {
     },
     presenceFrame: (type, n) => {
       if (n > 0) presenceFrames.inc({ type }, n);
+    },
+    occupancyOp: (op, ok) => occupancyOps.inc({ op, result: ok ? 'ok' : 'error' }),
+    nodeSwept: (channels) => {
+      nodesSwept.inc();
+      if (channels > 0) nodesSweptChannels.inc(channels);
     },
     presenceLeasesExpired: (leases, entries) => {
       if (leases > 0) presenceLeases.inc(leases);

@@ -8,6 +8,8 @@
  * entry and no lease.
  */
 import { randomBytes } from 'node:crypto';
+import { encodeEvent, newEventBase, type WebhookEventName } from '../webhooks/events.js';
+import type { EventSink } from '../webhooks/sink.js';
 import type { PresenceCall, PresenceEntry, PresenceMember, PresenceStore, Swept } from './store.js';
 import { encodeJoin, encodeLeave } from './store.js';
 
@@ -30,8 +32,19 @@ interface ChannelPresence {
   readonly byNode: Map<string, Set<string>>;
 }
 
-export function createMemoryPresence(publish: (channel: string, frame: string) => void, nowMs: () => number = Date.now): PresenceStore {
+export function createMemoryPresence(
+  publish: (channel: string, frame: string) => void,
+  nowMs: () => number = Date.now,
+  /** Webhooks on: member events go here, in the order of the changes. */
+  events?: EventSink,
+): PresenceStore {
   const channels = new Map<string, ChannelPresence>();
+  const idBase = newEventBase();
+  let eventNo = 0;
+
+  function event(name: WebhookEventName, channel: string, user: string): void {
+    events?.append(channel, [encodeEvent(`${idBase}.${++eventNo}`, name, channel, user, nowMs())]);
+  }
 
   function get(channel: string): ChannelPresence {
     let c = channels.get(channel);
@@ -53,6 +66,7 @@ export function createMemoryPresence(publish: (channel: string, frame: string) =
     if (mine && mine.size === 0) {
       c.users.delete(e.user);
       if (joinLeave) publish(channel, encodeLeave(channel, e.user));
+      event('member_removed', channel, e.user);
     }
     return true;
   }
@@ -77,7 +91,7 @@ export function createMemoryPresence(publish: (channel: string, frame: string) =
     return !had;
   }
 
-  function addOne(channel: string, c: ChannelPresence, node: string, e: PresenceEntry, joinLeave: boolean): number {
+  function addOne(channel: string, c: ChannelPresence, node: string, e: PresenceEntry, joinLeave: boolean, silent: boolean): number {
     const had = c.entries.get(e.conn);
     if (had) return had.seq;
     const seq = e.seq ?? c.seq + 1;
@@ -91,7 +105,10 @@ export function createMemoryPresence(publish: (channel: string, frame: string) =
     if (!mine) {
       c.users.set(e.user, (mine = new Map()));
       mine.set(e.conn, stored);
-      if (joinLeave) publish(channel, encodeJoin(channel, e.user, e.info));
+      if (!silent) {
+        if (joinLeave) publish(channel, encodeJoin(channel, e.user, e.info));
+        event('member_added', channel, e.user);
+      }
     } else {
       mine.set(e.conn, stored);
     }
@@ -103,7 +120,7 @@ export function createMemoryPresence(publish: (channel: string, frame: string) =
       const c = get(channel);
       const swept = sweep(channel, c, call.joinLeave);
       renewLease(c, node, call);
-      const seqs = entries.map((e) => addOne(channel, c, node, e, call.joinLeave && !silent));
+      const seqs = entries.map((e) => addOne(channel, c, node, e, call.joinLeave, silent));
       return Promise.resolve({ ...swept, epoch: c.epoch, seqs });
     },
     remove(channel, node, conns, call, release) {
@@ -147,6 +164,17 @@ export function createMemoryPresence(publish: (channel: string, frame: string) =
       const snapshot = { members, users: c.users.size, connections: c.entries.size, truncated: c.users.size > members.length };
       forget(channel, c);
       return Promise.resolve({ ...swept, ...snapshot });
+    },
+    evict(channel, node, call) {
+      const c = channels.get(channel);
+      if (!c) return Promise.resolve({ leases: 0, entries: 0, removed: 0, left: 0 });
+      const swept = sweep(channel, c, call.joinLeave);
+      let removed = 0;
+      for (const conn of [...(c.byNode.get(node) ?? [])]) if (drop(channel, c, conn, call.joinLeave)) removed++;
+      c.byNode.delete(node);
+      c.leases.delete(node);
+      forget(channel, c);
+      return Promise.resolve({ ...swept, removed, left: 0 });
     },
     stats(channel, call) {
       const c = channels.get(channel);

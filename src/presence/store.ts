@@ -13,6 +13,11 @@
  * channel's normal fan-out.
  *
  * Users are passed around as strings; `info` as the JSON text of an object.
+ *
+ * With webhooks on, the same changes produce the webhook events
+ * `member_added` (a user's first connection, unless restored silently) and
+ * `member_removed` (its last), in the same step, whether or not the channel has
+ * joinLeave (webhooks/sink.ts).
  */
 
 export interface PresenceEntry {
@@ -92,6 +97,14 @@ export interface PresenceStore {
   presence(channel: string, max: number, call: PresenceCall): Promise<Swept & PresenceSnapshot>;
   /** Exact user and connection counts, after sweeping dead leases. */
   stats(channel: string, call: PresenceCall): Promise<Swept & PresenceStats>;
+  /**
+   * Removes a node known to be dead (its liveness ran out, occupancy/sweeper.ts)
+   * from the channel whether or not its lease did: its entries go (with
+   * `leave` and member_removed), up to a budget per call (`left`: how many
+   * remain; call again), then its lease. A node that was only slow finds its
+   * lease lost at its next renewal and restores its entries (with `join`).
+   */
+  evict(channel: string, node: string, call: PresenceCall): Promise<Swept & { removed: number; left: number }>;
 }
 
 /** The `join` frame text (`info` is JSON text of an object; the channel needs no escaping). */

@@ -51,9 +51,11 @@ export interface FailResult {
 export interface WebhookQueue {
   /**
    * `count` events were appended to the channel's outbox, the oldest of them
-   * queued at `oldestMs`: makes the channel due (unless it already is or is
-   * claimed), adds them to the size, and enforces the bound. Answers the
-   * events dropped to keep it.
+   * queued at `oldestMs`: makes the channel due (unless it is in the index
+   * already: due, claimed, or waiting out a backoff, which it keeps), adds
+   * them to the size, and enforces the bound. Answers the events dropped to
+   * keep it. (The memory queue's events only enter by `append`, which marks:
+   * there `mark` only indexes the channel and enforces the bound.)
    */
   mark(channel: string, count: number, oldestMs: number): Promise<DroppedCounts>;
   /**
@@ -61,7 +63,12 @@ export interface WebhookQueue {
    * no other claim returns them until acked, failed or the lease ran out.
    */
   claim(max: number, leaseMs: number): Promise<string[]>;
-  /** The first `max` events of the channel's outbox (JSON texts, oldest first). */
+  /**
+   * The first `max` events of the channel's outbox (JSON texts, oldest first).
+   * A claimed channel may have none (the bound dropped them, or another
+   * claimer took them after this claim's lease ran out): ack it with no ids,
+   * which releases it (out of the index when still empty).
+   */
   peek(channel: string, max: number): Promise<string[]>;
   /**
    * The events were delivered: removes those of `ids` still at the head of the
@@ -71,11 +78,14 @@ export interface WebhookQueue {
   ack(channel: string, ids: readonly string[]): Promise<void>;
   /**
    * The delivery of the head failed: keeps the events and makes the channel due
-   * after the policy's backoff; when the window is used up, removes `ids` instead
-   * (`expired`).
+   * after the policy's backoff (`baseMs` doubled per failed attempt, at most
+   * `maxMs`); when the window is used up (the channel's first failure since its
+   * last ack or expiry is `windowMs` old or more), removes those of `ids` still
+   * at the head instead, resets the attempts and releases the channel as ack
+   * does (`expired`).
    */
   fail(channel: string, ids: readonly string[], policy: RetryPolicy): Promise<FailResult>;
-  /** Events queued in all (for the queue gauge; may lag a racing change). */
+  /** Events queued in all (for the queue gauge; may lag a racing change; approximate in Redis, see redis-webhook-queue.ts). */
   size(): Promise<number>;
 }
 

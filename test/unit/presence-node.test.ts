@@ -55,6 +55,7 @@ function switchable(target: PresenceStore): Switchable {
       resync: (channel, node, keep, call) => through('resync', () => s.target.resync(channel, node, keep, call)),
       presence: (channel, max, call) => through('presence', () => s.target.presence(channel, max, call)),
       stats: (channel, call) => through('stats', () => s.target.stats(channel, call)),
+      evict: (channel, node, call) => through('evict', () => s.target.evict(channel, node, call)),
     },
   };
   async function through<T>(op: Op, apply: () => Promise<T>): Promise<T> {
