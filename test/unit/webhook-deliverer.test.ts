@@ -16,6 +16,7 @@ import { createMetrics, type Metrics, type WebhookEventResult, type WebhookReque
 import { encodeEvent, eventHead, type WebhookEventName } from '../../src/webhooks/events.js';
 import { createWebhookDeliverer, webhookBody, webhookMessageId, type WebhookDeliverer, type WebhookDelivererDeps } from '../../src/webhooks/deliverer.js';
 import type { DroppedCounts, FailResult, RetryPolicy, WebhookQueue } from '../../src/webhooks/queue.js';
+import { createMemoryWebhookQueue } from '../../src/webhooks/memory-queue.js';
 import { parseWebhookSecret } from '../../src/webhooks/signing.js';
 import { memoryLog } from '../helpers/broker-contract.js';
 import { freePort, listenOnLoopback } from '../helpers/ports.js';
@@ -188,16 +189,36 @@ async function startReceiver(answer: Answer): Promise<{ url: string; received: R
 }
 
 /** The real Metrics, recording the webhook calls. */
-function recordingMetrics(): { metrics: Metrics; events: Array<[WebhookEventName, WebhookEventResult, number]>; requests: WebhookRequestResult[]; delays: number[]; gauge: number[] } {
+function recordingMetrics(): {
+  metrics: Metrics;
+  events: Array<[WebhookEventName, WebhookEventResult, number]>;
+  requests: WebhookRequestResult[];
+  delays: number[];
+  gauge: number[];
+  /** Resolves once `n` events were counted delivered in all. */
+  delivered: (n: number) => Promise<void>;
+} {
   const base = createMetrics('unit');
   const events: Array<[WebhookEventName, WebhookEventResult, number]> = [];
+  const waiters: Waiter<number>[] = [];
+  let total = 0;
   const requests: WebhookRequestResult[] = [];
   const delays: number[] = [];
   const gauge: number[] = [];
   return {
     metrics: {
       ...base,
-      webhookEvents: (name, result, n) => events.push([name, result, n]),
+      webhookEvents: (name, result, n) => {
+        events.push([name, result, n]);
+        if (result !== 'delivered') return;
+        total += n;
+        for (const w of [...waiters]) {
+          if (w.pred(total)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve(total);
+          }
+        }
+      },
       webhookRequest: (r) => requests.push(r),
       webhookDelivered: (s) => delays.push(s),
       webhookQueueEvents: (n) => gauge.push(n),
@@ -206,6 +227,9 @@ function recordingMetrics(): { metrics: Metrics; events: Array<[WebhookEventName
     requests,
     delays,
     gauge,
+    delivered: async (n) => {
+      if (total < n) await addWaiter(waiters, (t) => t >= n, WAIT_MS, () => new Error(`${total} of ${n} events delivered`));
+    },
   };
 }
 
@@ -221,8 +245,8 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 
-async function setup(answer: Answer, opts: Partial<WebhookDelivererDeps> = {}, url?: string) {
-  const queue = new FakeQueue();
+async function setup<Q extends WebhookQueue = FakeQueue>(answer: Answer, opts: Partial<WebhookDelivererDeps> = {}, url?: string, given?: Q) {
+  const queue = (given ?? new FakeQueue()) as Q;
   const receiver = await startReceiver(answer);
   cleanup.push(() => receiver.close());
   const m = recordingMetrics();
@@ -366,6 +390,29 @@ describe('webhook deliverer', () => {
     deliverer.start();
     await new Promise((resolve) => setImmediate(resolve));
     expect(queue.calls.filter((x) => x.op === 'claim').length).toBe(claims);
+  });
+
+  it('delivers every event of the memory queue once acknowledged, in order per channel, after a failed first try', async () => {
+    const memory = createMemoryWebhookQueue({ maxEvents: 10_000 });
+    const { receiver, m, deliverer } = await setup((n) => (n === 0 ? 500 : 200), { backoffBaseMs: 1, pollMs: 10 }, undefined, memory);
+    const sent = new Map<string, string[]>();
+    for (let c = 0; c < 5; c++) {
+      const texts = events(`room:m${c}`, 50);
+      sent.set(`room:m${c}`, texts.map((t) => eventHead(t)!.id));
+      memory.append(`room:m${c}`, texts, Date.now());
+    }
+    deliverer.start();
+    await m.delivered(250);
+    await deliverer.stop();
+    const ok = receiver.received.slice(1);
+    expect(receiver.received.every((r) => r.verified && r.eventIds.length <= 100)).toBe(true);
+    // The first (failed) body came again under the same id.
+    expect(ok.some((r) => r.id === receiver.received[0]!.id && r.body === receiver.received[0]!.body)).toBe(true);
+    for (const [channel, ids] of sent) {
+      const got = ok.flatMap((r) => (JSON.parse(r.body) as { events: Array<{ id: string; channel: string }> }).events.filter((e) => e.channel === channel).map((e) => e.id));
+      expect(got, channel).toEqual(ids);
+    }
+    expect(await memory.size()).toBe(0);
   });
 
   it('refuses a lease that does not exceed the request timeout', () => {
