@@ -263,6 +263,7 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
         method: 'POST',
         headers: {
           'content-type': 'application/json',
+          'user-agent': 'pubgate-webhooks',
           'content-length': Buffer.byteLength(batch.body),
           'webhook-id': batch.id,
           'webhook-timestamp': String(ts),
@@ -367,11 +368,17 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
     }
   }
 
+  let reading = false;
   async function readGauge(): Promise<void> {
+    // One read at a time: a queue that does not answer (Redis away) does not pile reads up.
+    if (reading) return;
+    reading = true;
     try {
       metrics.webhookQueueEvents(await queue.size());
     } catch (e) {
       failures.add('queue', 1, `size: ${describe(e)}`);
+    } finally {
+      reading = false;
     }
   }
 

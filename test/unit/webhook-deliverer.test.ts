@@ -415,6 +415,15 @@ describe('webhook deliverer', () => {
     expect(await memory.size()).toBe(0);
   });
 
+  it('reports the queue size for the gauge when it starts', async () => {
+    const { queue, receiver, m, deliverer } = await setup(() => 'hang', { gaugeMs: 600_000 });
+    queue.add('room:8', events('room:8', 7));
+    deliverer.start();
+    const r = await receiver.waitFor(0);
+    expect(m.gauge).toEqual([7]);
+    r.res.writeHead(200).end();
+  });
+
   it('refuses a lease that does not exceed the request timeout', () => {
     expect(() => createWebhookDeliverer({
       queue: new FakeQueue(),
