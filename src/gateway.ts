@@ -10,6 +10,8 @@ import { createRedisBroker } from './broker/redis-broker.js';
 import { compileNamespaces, type ChannelOptions, type ChannelResolver } from './channels/namespaces.js';
 import { createPresence, presenceTickMs, type Presence } from './presence/presence.js';
 import { createOccupancy } from './occupancy/occupancy.js';
+import { countDroppedWebhookEvents, createWebhookDeliverer } from './webhooks/deliverer.js';
+import { parseWebhookSecret } from './webhooks/signing.js';
 import { randomBytes } from 'node:crypto';
 import { shortHmacSecrets, type Config } from './config.js';
 import { createClusterControl } from './hub/control.js';
@@ -105,6 +107,20 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   }
   const webhooks = webhooksOn(config) ? broker.webhooks : undefined;
   if (webhooksOn(config) && !webhooks) throw new Error('webhooks are configured but the broker keeps no webhook queue');
+  const deliverer = webhooks
+    ? createWebhookDeliverer({
+        queue: webhooks.queue,
+        url: config.webhookUrl as string,
+        key: parseWebhookSecret(config.webhookSecret as string),
+        retryWindowMs: config.webhookRetrySeconds * 1000,
+        metrics,
+        log,
+      })
+    : undefined;
+  if (webhooks && deliverer) {
+    // Events queued by this node are claimed at once; others' within the deliverer's poll.
+    webhooks.sink.hook({ queued: () => deliverer.nudge(), dropped: (d) => countDroppedWebhookEvents(metrics, d) });
+  }
   // Occupancy: every channel with webhooks (occupied/vacated); otherwise, with
   // Redis and presence, only presence channels are listed, so a dead node's
   // presence is swept even where no other node holds the channel.
@@ -247,6 +263,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
       });
       presence?.start();
       await occupancy?.start();
+      deliverer?.start();
       const ports = await t.listen();
       log.info({ ...ports, host: config.host, broker: broker.kind, tls: config.tlsCert !== undefined }, 'listening');
       return ports;
@@ -293,6 +310,8 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
       // Their channels are let go of (vacated where this was the last node); then this node leaves the liveness list.
       await occupancy?.settle(5000);
       await occupancy?.stop(true);
+      // Requests in flight finish (the queue keeps the rest: in Redis for the other nodes; in memory it ends here).
+      await deliverer?.stop();
       await broker.close();
       t.closeAdminListener();
       log.info({ closed }, 'drained');

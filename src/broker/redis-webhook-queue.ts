@@ -136,15 +136,16 @@ if rec then
   first = tonumber(string.sub(rec, colon + 1))
 end
 attempts = attempts + 1
-touch()
 if NOW - first >= tonumber(ARGV[5]) then
   redis.call('HDEL', F, ch)
+  touch()
   return {attempts, 1, 0, gen(ch)}
 end
 local delay = math.min(tonumber(ARGV[4]), tonumber(ARGV[3]) * math.pow(2, math.min(attempts - 1, 40)))
 delay = math.floor(delay)
 redis.call('HSET', F, ch, attempts .. ':' .. first)
 redis.call('ZADD', D, NOW + delay, ch)
+touch()
 return {attempts, 0, delay, '0'}
 `;
 

@@ -6,6 +6,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BrokerStatus } from '../broker/broker.js';
 import { CLOSE } from '../protocol/close-codes.js';
+import { WEBHOOK_EVENT_NAMES, type WebhookEventName } from '../webhooks/events.js';
 
 export type HandshakeResult = 'accepted' | 'rejected';
 export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'subscribe' | 'unsubscribe' | 'presence' | 'presence_stats' | 'history' | 'other';
@@ -33,6 +34,21 @@ export type ProxyKind = 'connect' | 'subscribe';
  */
 export const PROXY_RESULTS = ['allow', 'deny', 'timeout', 'error', 'bad_status', 'bad_response', 'overloaded', 'aborted'] as const;
 export type ProxyResult = (typeof PROXY_RESULTS)[number];
+
+/**
+ * What became of webhook events: `delivered` (a receiver's 2xx), `dropped`
+ * (the queue bound PUBGATE_WEBHOOK_MAX_QUEUE pushed them out), `expired`
+ * (PUBGATE_WEBHOOK_RETRY_SECONDS used up while failing).
+ */
+export const WEBHOOK_EVENT_RESULTS = ['delivered', 'dropped', 'expired'] as const;
+export type WebhookEventResult = (typeof WEBHOOK_EVENT_RESULTS)[number];
+
+/**
+ * How one webhook request ended: `ok` (2xx), `status` (another status),
+ * `timeout` (no whole answer within 5 s), `error` (no answer: refused, reset, DNS).
+ */
+export const WEBHOOK_REQUEST_RESULTS = ['ok', 'status', 'timeout', 'error'] as const;
+export type WebhookRequestResult = (typeof WEBHOOK_REQUEST_RESULTS)[number];
 
 export interface Metrics {
   connectionOpened(): void;
@@ -104,6 +120,14 @@ export interface Metrics {
   proxyRequest(proxy: ProxyKind, result: ProxyResult, seconds: number | undefined): void;
   /** A proxy call started (+1) or ended (-1). */
   proxyInFlight(proxy: ProxyKind, delta: 1 | -1): void;
+  /** `n` webhook events named `name` were delivered, dropped by the queue bound, or expired. */
+  webhookEvents(name: WebhookEventName, result: WebhookEventResult, n: number): void;
+  /** The webhook queue's size (events, cluster-wide) at this node's last read. */
+  webhookQueueEvents(n: number): void;
+  /** One webhook event acknowledged by the receiver `seconds` after it happened (its time_ms). */
+  webhookDelivered(seconds: number): void;
+  /** One webhook request ended. */
+  webhookRequest(result: WebhookRequestResult): void;
   render(): Promise<string>;
   readonly contentType: string;
 }
@@ -396,6 +420,34 @@ export function createMetrics(nodeId: string): Metrics {
     for (const result of PROXY_RESULTS) proxyRequests.inc({ proxy, result }, 0);
   }
 
+  const webhookEvents = new Counter({
+    name: 'pubgate_webhook_events_total',
+    help: 'Webhook events by name and result (delivered, dropped by the queue bound, expired after the retry window)',
+    labelNames: ['name', 'result'],
+    registers: [registry],
+  });
+  const webhookQueue = new Gauge({
+    name: 'pubgate_webhook_queue_events',
+    help: 'Webhook events queued (cluster-wide with Redis) at this node\'s last read',
+    registers: [registry],
+  });
+  const webhookDelivery = new Histogram({
+    name: 'pubgate_webhook_delivery_seconds',
+    help: 'Webhook events: from the change (the event\'s time_ms) to the receiver\'s 2xx',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+    registers: [registry],
+  });
+  const webhookRequests = new Counter({
+    name: 'pubgate_webhook_requests_total',
+    help: 'Webhook requests sent by this node, by result (ok, status, timeout, error)',
+    labelNames: ['result'],
+    registers: [registry],
+  });
+  // Every name, result and request result from the start, so rates and alerts have a series before the first event.
+  for (const name of WEBHOOK_EVENT_NAMES) for (const result of WEBHOOK_EVENT_RESULTS) webhookEvents.inc({ name, result }, 0);
+  for (const result of WEBHOOK_REQUEST_RESULTS) webhookRequests.inc({ result }, 0);
+  webhookQueue.set(0);
+
   for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === 'connecting' ? 1 : 0);
   brokerUp.set(0);
   dropped.inc({ reason: 'slow_consumer' }, 0);
@@ -495,6 +547,12 @@ export function createMetrics(nodeId: string): Metrics {
       if (seconds !== undefined) proxySeconds.observe({ proxy }, seconds);
     },
     proxyInFlight: (proxy, delta) => proxyInFlight.inc({ proxy }, delta),
+    webhookEvents: (name, result, n) => {
+      if (n > 0) webhookEvents.inc({ name, result }, n);
+    },
+    webhookQueueEvents: (n) => webhookQueue.set(n),
+    webhookDelivered: (seconds) => webhookDelivery.observe(Math.max(0, seconds)),
+    webhookRequest: (result) => webhookRequests.inc({ result }),
     render: () => registry.metrics(),
     contentType: registry.contentType,
   };

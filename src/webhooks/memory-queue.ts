@@ -249,11 +249,13 @@ export function createMemoryWebhookQueue(opts: MemoryWebhookQueueOptions): Memor
     },
     claim(max, leaseMs) {
       const t = now();
+      // At least 1 ms, so a claimed channel is never due again within this loop.
+      const until = t + Math.max(1, Math.ceil(leaseMs));
       const out: string[] = [];
       while (out.length < max) {
         const top = due.min();
         if (!top || top[1] > t) break;
-        due.set(top[0], t + leaseMs);
+        due.set(top[0], until);
         out.push(top[0]);
       }
       return Promise.resolve(out);

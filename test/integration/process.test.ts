@@ -33,6 +33,19 @@ describe('node dist/main.js', () => {
     expect(lines.some((l) => l.includes('PUBGATE_TYPO'))).toBe(true);
   });
 
+  it('exits 1 on a webhook secret too short, and on a webhook URL without a secret, never printing the secret', async () => {
+    const secret = 'webhook-secret-23-bytes';
+    const short = await runGateway({ PUBGATE_WEBHOOK_URL: 'http://127.0.0.1:9/hooks', PUBGATE_WEBHOOK_SECRET: secret });
+    expect(short.code).toBe(1);
+    expect(short.stderr.trim().split('\n')).toEqual([
+      'pubgate: invalid configuration: PUBGATE_WEBHOOK_SECRET: the secret is 23 bytes (UTF-8); at least 24 are needed (or a "whsec_" base64 secret)',
+    ]);
+    expect(short.stderr + short.stdout).not.toContain(secret);
+    const alone = await runGateway({ PUBGATE_WEBHOOK_URL: 'http://127.0.0.1:9/hooks' });
+    expect(alone.code).toBe(1);
+    expect(alone.stderr.trim()).toBe('pubgate: invalid configuration: PUBGATE_WEBHOOK_SECRET: PUBGATE_WEBHOOK_URL is set; webhooks need the signing secret too');
+  });
+
   it('exits 1 on invalid namespaces, one stderr line per problem naming the entry', async () => {
     const r = await runGateway({
       PUBGATE_NAMESPACES: JSON.stringify([

@@ -42,7 +42,12 @@ function anchors(markdown: string): Set<string> {
   for (const line of markdown.split('\n')) {
     if (line.startsWith('```')) inCode = !inCode;
     const m = !inCode && /^#{1,6} (.+)$/.exec(line);
-    if (m) out.add(slug(m[1]!));
+    if (!m) continue;
+    // A repeated heading gets -1, -2, ... as on GitHub.
+    const base = slug(m[1]!);
+    let a = base;
+    for (let i = 1; out.has(a); i++) a = `${base}-${i}`;
+    out.add(a);
   }
   return out;
 }
@@ -311,6 +316,20 @@ describe('deploy/grafana dashboard', () => {
     }
   });
 
+  it('has a Webhooks row: the queue, events by name and result, requests by result, delivery latency', () => {
+    const exprs = exprsOf(rowPanels('Webhooks'));
+    const sel = 'job="$job",node=~"$node"';
+    for (const needle of [
+      `max(pubgate_webhook_queue_events{${sel}})`,
+      `sum by (name, result) (rate(pubgate_webhook_events_total{${sel}}[$__rate_interval]))`,
+      `sum by (result) (rate(pubgate_webhook_requests_total{${sel}}[$__rate_interval]))`,
+      `histogram_quantile(0.5, sum by (le) (rate(pubgate_webhook_delivery_seconds_bucket{${sel}}`,
+      `histogram_quantile(0.99, sum by (le) (rate(pubgate_webhook_delivery_seconds_bucket{${sel}}`,
+    ]) {
+      expect(exprs, needle).toContain(needle);
+    }
+  });
+
   it('has a Backend access row: proxy calls, latency and in flight vs the bound; requests to every node, pending, cluster nodes; server-side subscriptions', () => {
     const row = rowPanels('Backend access');
     const exprs = exprsOf(row);
@@ -452,7 +471,7 @@ describe('docs', () => {
   });
 
   it('in-page links of the docs point to headings that exist', () => {
-    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md']) {
+    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md', 'docs/webhooks.md']) {
       const text = read(f);
       const headings = anchors(text);
       for (const m of text.matchAll(/\]\(#([^)]+)\)/g)) expect(headings.has(m[1]!), `${f}: #${m[1]}`).toBe(true);
@@ -460,7 +479,7 @@ describe('docs', () => {
   });
 
   it('docs link to docs that exist', () => {
-    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md']) {
+    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md', 'docs/webhooks.md']) {
       for (const m of read(f).matchAll(/\]\(([^)#]+\.md)(?:#([^)]*))?\)/g)) {
         const target = path.join(path.dirname(path.join(ROOT, f)), m[1]!);
         expect(existsSync(target), `${f} links to ${m[1]}`).toBe(true);
