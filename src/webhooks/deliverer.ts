@@ -17,8 +17,11 @@
  * by its claimer, and the next head only after the ack; a claimer that dies
  * lets its lease run out and another node sends the same head again.
  *
- * The lease (20 s) exceeds a batch's whole life: the peeks, the request (at
- * most 5 s, from connecting to the last byte of the answer) and the acks. A
+ * The lease (10 s) exceeds a batch's whole life: the peeks, the request (at
+ * most 5 s, from connecting to the last byte of the answer) and the acks,
+ * and is short enough that a channel a dead node was sending is free again
+ * before that node's own death is swept (PUBGATE_PRESENCE_TTL after its last
+ * renewal), so the death's events still arrive within TTL + 10 s. A
  * lease that still ran out (a stalled node) costs a duplicate, never a loss:
  * delivery is at least once and receivers deduplicate by event id.
  *
@@ -50,7 +53,7 @@ export const WEBHOOK_BATCH_EVENTS = 100;
 /** Channels claimed at once (each gives at least one event, so no more fit a batch). */
 export const WEBHOOK_CLAIM_CHANNELS = 100;
 export const WEBHOOK_DEFAULTS = {
-  leaseMs: 20_000,
+  leaseMs: 10_000,
   pollMs: 250,
   concurrency: 4,
   requestTimeoutMs: 5000,

@@ -48,7 +48,7 @@ describe('webhooks when a node is killed (redis)', () => {
       await r.untilEvent('channel_occupied', ch);
       await r.untilEvent('member_added', ch, u);
       // Whichever node sent them has acked them too: the victim holds no claim on the channel when it dies
-      // (a claim would keep the channel for its 20 s lease; that case is the next test's).
+      // (a claim would keep the channel for its 10 s lease; that case is the next test's).
       await pollUntil(
         async () => sum(await metricOn(w.n.nodes, 'pubgate_webhook_events_total', { result: 'delivered' })) >= delivered0 + 2,
         'the two events acked',

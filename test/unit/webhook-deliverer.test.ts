@@ -299,7 +299,7 @@ describe('webhook deliverer', () => {
       { channel: 'chat:c', ids: ids(c) },
       { channel: 'chat:b', ids: ids(b.slice(40)) },
     ]);
-    expect(queue.calls.find((x) => x.op === 'claim')).toMatchObject({ max: 100, leaseMs: 20_000 });
+    expect(queue.calls.find((x) => x.op === 'claim')).toMatchObject({ max: 100, leaseMs: 10_000 });
     expect(queue.calls.filter((x) => x.op === 'peek' && x.channel === 'chat:b').map((x) => (x as { max: number }).max)).toEqual([40, 95]);
     expect(m.requests).toEqual(['ok', 'ok']);
     expect(m.events.reduce((n, [name, result, k]) => n + (name === 'member_added' && result === 'delivered' ? k : 0), 0)).toBe(125);
