@@ -26,7 +26,7 @@
 //       idle to idle; on the webhook node the window lasts until the receiver
 //       has the phase's events, so it includes delivering them (occupied
 //       or vacated, one per channel). Ratio on ÷ off within the same round.
-import { fork } from 'node:child_process';
+import { fork, spawnSync } from 'node:child_process';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { checkAll, coreMark, cpuWindow, idleRate, otherPct, table } from './presence.mjs';
@@ -121,6 +121,30 @@ export function parseWebhookCounts(text) {
   return out;
 }
 
+/** Redis commands run so far (INFO commandstats): { command: calls } (pure parse). */
+export function parseCommandStats(text) {
+  const out = {};
+  for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out[m[1]] = Number(m[2]);
+  return out;
+}
+
+function commandStats(redis) {
+  if (!redis) return undefined;
+  const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), 'INFO', 'commandstats'], { encoding: 'utf8', timeout: 10_000 });
+  return r.status === 0 ? parseCommandStats(r.stdout) : undefined;
+}
+
+/** Redis calls per unit between two commandStats() snapshots, the busiest first (pure). */
+export function callsPer(a, b, units) {
+  if (!a || !b || !(units > 0)) return undefined;
+  const out = {};
+  for (const [k, v] of Object.entries(b)) {
+    const d = v - (a[k] ?? 0);
+    if (d > 0) out[k] = d / units;
+  }
+  return Object.fromEntries(Object.entries(out).sort((x, y) => y[1] - x[1]));
+}
+
 function webhookEnv(receiver) {
   return { PUBGATE_WEBHOOK_URL: receiver.url, PUBGATE_WEBHOOK_SECRET: BENCH_WEBHOOK_SECRET };
 }
@@ -195,7 +219,9 @@ async function runDeliveryBlocks(sc, leg, ctx) {
     const N = sc.connections * sc.perConn;
     const blocks = [];
     const mark = coreMark([...procs, receiver], workers.map((w) => w.pid));
+    let cmd0;
     for (let round = 0; round <= sc.rounds; round++) {
+      if (round === 1) cmd0 = commandStats(topo.redis);
       // Round 0 warms up (JIT, Lua scripts, the deliverer's connections) and is not counted.
       const spec = { prefix: `bench:wd${round}:`, perConn: sc.perConn, total: N };
       await receiver.reset();
@@ -221,7 +247,8 @@ async function runDeliveryBlocks(sc, leg, ctx) {
     }
     const cores = mark(ctx);
     const counts = await webhookCounts(node.adminPort);
-    return { ok: true, blocks, cores, counts };
+    const redisCalls = callsPer(cmd0, commandStats(topo.redis), sum(blocks.map((b) => b.events)));
+    return { ok: true, blocks, cores, counts, redisCalls, redisCallsPer: 'event' };
   } finally {
     await stopWorkers(workers);
     await topo?.stop();
@@ -294,7 +321,9 @@ async function runSubscribeBlocks(sc, leg, ctx) {
     const allProcs = [...procsOf('off'), ...procsOf('on'), receiver];
     const mark = coreMark(allProcs, [...workers.off, ...workers.on].map((w) => w.pid));
     const kinds = ['off', 'on'];
+    let cmd0;
     for (let round = 0; round <= sc.rounds; round++) {
+      if (round === 1) cmd0 = commandStats(topos.on.redis);
       // Round 0 warms up and is not counted.
       for (let j = 0; j < kinds.length; j++) {
         const kind = kinds[(j + round) % kinds.length];
@@ -306,7 +335,8 @@ async function runSubscribeBlocks(sc, leg, ctx) {
     }
     const cores = mark(ctx);
     const counts = await webhookCounts(topos.on.nodes[0].adminPort);
-    return { ok: true, blocks, cores, counts };
+    const redisCalls = callsPer(cmd0, commandStats(topos.on.redis), sum(blocks.filter((b) => b.kind === 'on').map((b) => b.ops)));
+    return { ok: true, blocks, cores, counts, redisCalls, redisCallsPer: 'subscribe+unsubscribe with webhooks on' };
   } finally {
     for (const k of ['off', 'on']) if (workers[k]) await stopWorkers(workers[k]);
     for (const k of ['off', 'on']) await topos[k]?.stop();
@@ -414,7 +444,8 @@ export function formatWebhooks(title, sc, runs) {
       lines.push(`  run ${x.run} ${x.target} did not run: ${x.r.error.split('\n').join('\n    ')}`);
       continue;
     }
-    lines.push(`  run ${x.run} ${x.target}: node metrics ${countsText(x.r.counts)}; other processes took ${otherPct(x.r.cores.serverCores)} of the server core(s), ${otherPct(x.r.cores.clientCores)} of the client core(s)`);
+    const calls = x.r.redisCalls ? `; Redis calls per ${x.r.redisCallsPer}: ${Object.entries(x.r.redisCalls).map(([k, v]) => `${k} ${fmtNum(v, 2)}`).join(', ')}` : '';
+    lines.push(`  run ${x.run} ${x.target}: node metrics ${countsText(x.r.counts)}${calls}; other processes took ${otherPct(x.r.cores.serverCores)} of the server core(s), ${otherPct(x.r.cores.clientCores)} of the client core(s)`);
   }
   return { text: lines.join('\n'), summary };
 }
