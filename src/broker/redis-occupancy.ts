@@ -78,7 +78,9 @@ elseif OP == 'claim' then
   redis.call('ZADD', SWEEP, NOW + tonumber(ARGV[2]), m)
   local base = string.match(m, '^(.*)#[^#]*$') or m
   local alive = 0
-  for _, other in ipairs(redis.call('ZRANGE', LIVE, 0, 1023)) do
+  -- Only entries that have not run out: another generation that is dead too
+  -- (not yet claimed) keeps nothing alive.
+  for _, other in ipairs(redis.call('ZRANGEBYSCORE', LIVE, '(' .. NOW, '+inf', 'LIMIT', 0, 1024)) do
     if string.sub(other, 1, string.len(base) + 1) == base .. '#' then alive = 1 end
   end
   return {m, alive}

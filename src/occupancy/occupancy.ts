@@ -17,7 +17,10 @@
  *   (`channel_occupied`) after a sweep, silently after a data loss. The old
  *   generation's entry runs out and is swept like a dead node's, which removes
  *   whatever it still held without a false `vacated` (the new generation holds
- *   those channels by then).
+ *   those channels by then). The node also lets go of each channel under the
+ *   old generation itself once the new one took it, or when the channel was
+ *   released before it was taken again (the old list may be gone with the
+ *   first sweep). Nothing is taken under a generation before its entry exists.
  * - Sweep: every SWEEP_MS each node claims at most a few dead members (one
  *   claimer each, for CLAIM_MS, extended while it works) and, for every
  *   channel in the member's list, evicts its presence (unless another
@@ -123,11 +126,25 @@ export function createOccupancy(deps: OccupancyDeps): Occupancy {
   const report = (op: 'add' | 'remove' | 'renew' | 'sweep', ok: boolean): void => deps.hooks?.op?.(op, ok);
   const failed = (op: string, e: unknown): void => failures.add(op, 1, e instanceof Error ? e.message : String(e));
 
+  /** The store agrees with the wish: held under the current generation, or not held under any. */
+  const settled = (st: State): boolean => (st.want ? st.heldAs === member : st.heldAs === undefined);
+
+  /** Lets go of the channel under `as` (the current generation, or an old one), then unlists it. */
+  async function letGo(channel: string, as: string): Promise<void> {
+    try {
+      await store?.remove(channel, as);
+      report('remove', true);
+    } catch (e) {
+      report('remove', false);
+      throw e;
+    }
+    await liveness?.unhold(as, [channel]);
+  }
+
   async function step(channel: string, st: State): Promise<void> {
     for (;;) {
       const m = member;
-      const held = st.heldAs === m;
-      if (st.want === held) return;
+      if (settled(st)) return;
       if (st.want) {
         await liveness?.hold(m, [channel]);
         try {
@@ -138,17 +155,18 @@ export function createOccupancy(deps: OccupancyDeps): Occupancy {
           throw e;
         }
         st.silent = false;
+        const prev = st.heldAs;
         st.heldAs = m;
+        // Held under an older generation too: let go of that one now (no
+        // vacated: this generation holds the channel), rather than leave it to
+        // the old generation's sweep, whose list may be gone already.
+        if (prev !== undefined && prev !== m) await letGo(channel, prev);
       } else {
-        try {
-          await store?.remove(channel, m);
-          report('remove', true);
-        } catch (e) {
-          report('remove', false);
-          throw e;
-        }
-        await liveness?.unhold(m, [channel]);
-        st.heldAs = undefined;
+        // Under whichever generation took it: a channel taken before a switch
+        // and let go of before it was taken again is still held by the old one.
+        const as = st.heldAs as string;
+        await letGo(channel, as);
+        if (st.heldAs === as) st.heldAs = undefined;
       }
     }
   }
@@ -186,6 +204,10 @@ export function createOccupancy(deps: OccupancyDeps): Occupancy {
       failed('renew', e);
       return;
     }
+    // False when the new generation's registration failed: nothing is taken
+    // under it until a renewal made its entry (else a death now would leave
+    // its channels with no entry to sweep them by).
+    let ok = true;
     if (r.added && registered) {
       // Swept (same epoch) or Redis lost its data (new epoch): continue under a new generation.
       const dataLost = epoch !== '' && r.epoch !== epoch;
@@ -194,14 +216,14 @@ export function createOccupancy(deps: OccupancyDeps): Occupancy {
       try {
         await liveness.renew(member, ttlMs);
       } catch (e) {
-        registered = false;
+        ok = false;
         failed('renew', e);
       }
       log.warn({ component: 'occupancy', old, member, dataLost }, dataLost ? 'Redis lost the occupancy data: holding the channels again' : 'this node was swept as dead: holding its channels again');
       for (const st of states.values()) if (st.heldAs === old) st.silent = dataLost;
     }
     epoch = r.epoch;
-    registered = true;
+    registered = ok;
   }
 
   async function runTick(): Promise<void> {
@@ -209,7 +231,7 @@ export function createOccupancy(deps: OccupancyDeps): Occupancy {
     let n = 0;
     for (const [channel, st] of states) {
       if (n >= RETRY_PER_TICK) break;
-      if (st.dirty || (!st.busy && st.want !== (st.heldAs === member))) {
+      if (st.dirty || (!st.busy && !settled(st))) {
         n++;
         run(channel, st);
       }

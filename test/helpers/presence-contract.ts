@@ -19,6 +19,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Broker } from '../../src/broker/broker.js';
 import { presenceKeys } from '../../src/broker/redis-presence.js';
 import type { PresenceCall, PresenceEntry, PresenceMember, PresenceStore, Swept } from '../../src/presence/store.js';
+import { eventHead } from '../../src/webhooks/events.js';
+import { webhookOutboxKey } from '../../src/webhooks/queue.js';
 import { Recorder } from './broker-contract.js';
 
 /** Raw access to the Redis behind a broker (for key names and TTLs, and to lose data). */
@@ -37,6 +39,11 @@ export interface PresenceContractOptions {
   readonly sharedBackend: boolean;
   /** Redis-backed brokers (default key prefix `pubgate:`): the key and data-loss cases run. */
   readonly redis?: PresenceRedisAccess;
+  /**
+   * The same broker created with webhooks (`broker.webhooks`): member events go
+   * to the channel's outbox, read back through `webhooks.queue.peek`.
+   */
+  readonly newWebhookBroker?: (keysTtlMs: number) => Broker;
 }
 
 /** Keys TTL of the brokers, except where a case asks for a short one. */
@@ -496,6 +503,142 @@ export function runPresenceContract(opts: PresenceContractOptions): void {
       });
     }
 
+    const makeWebhookBroker = opts.newWebhookBroker;
+    /** A new broker with webhooks (only called when the option is given). */
+    const newWebhookBroker = (keysTtlMs: number): Broker => {
+      if (!makeWebhookBroker) throw new Error('no newWebhookBroker');
+      return makeWebhookBroker(keysTtlMs);
+    };
+    if (makeWebhookBroker) {
+      describe('webhook member events', () => {
+        /** A started broker with webhooks, subscribed to a fresh channel. */
+        async function whRoom(): Promise<Room & { b: Broker }> {
+          const b = newWebhookBroker(KEYS_TTL_MS);
+          open.push(b);
+          const r = new Recorder();
+          await b.start(r);
+          await r.untilStatus('ready');
+          if (!b.presence || !b.webhooks) throw new Error('the broker was created with presence and webhooks but lacks one');
+          const ch = `w${randomUUID().slice(0, 8)}:room`;
+          await b.subscribe(ch);
+          return { b, r, p: b.presence, ch, marks: 0 };
+        }
+
+        /** The channel's outbox as [name, user] pairs, checking every text parses with eventHead, names the channel, and has a unique id. */
+        async function outbox(x: Room): Promise<Array<[string, string]>> {
+          const texts = await x.b.webhooks?.queue.peek(x.ch, 100_000);
+          if (!texts) throw new Error('no webhook queue');
+          const ids = new Set<string>();
+          return texts.map((t) => {
+            const head = eventHead(t);
+            expect(head, t).toBeDefined();
+            expect(head?.channel, t).toBe(x.ch);
+            expect(ids.has(head?.id ?? ''), `id ${head?.id} twice`).toBe(false);
+            ids.add(head?.id ?? '');
+            const parsed = JSON.parse(t) as { name: string; user?: string };
+            expect(Object.keys(parsed), t).toEqual(['id', 'name', 'channel', 'user', 'time_ms']);
+            return [parsed.name, parsed.user ?? ''];
+          });
+        }
+        const added = (u: string): [string, string] => ['member_added', u];
+        const removed = (u: string): [string, string] => ['member_removed', u];
+        const sortPairs = (l: Array<[string, string]>): Array<[string, string]> => [...l].sort((a, b) => (a.join('\u0000') < b.join('\u0000') ? -1 : 1));
+
+        it('appends member_added for a user’s first connection and member_removed for its last, once each, with or without joinLeave', async () => {
+          const x = await whRoom();
+          await x.p.add(x.ch, 'A', [entry('A', 1, 'u1', { i: 1 })], LIVE);
+          // A second connection of the same user (on another node too): no event.
+          await x.p.add(x.ch, 'A', [entry('A', 2, 'u1')], LIVE);
+          await x.p.add(x.ch, 'B', [entry('B', 1, 'u1')], QUIET);
+          // The same connection again: no event.
+          await x.p.add(x.ch, 'A', [entry('A', 1, 'u1')], LIVE);
+          expect(await outbox(x)).toEqual([added('u1')]);
+          // Events do not depend on joinLeave.
+          await x.p.add(x.ch, 'B', [entry('B', 2, 'quiet "user"')], QUIET);
+          await x.p.remove(x.ch, 'A', ['A.1'], LIVE, false);
+          await x.p.remove(x.ch, 'B', ['B.1'], QUIET, false);
+          // An absent connection, and another node's: no event.
+          await x.p.remove(x.ch, 'A', ['A.9', 'B.2'], LIVE, false);
+          expect(await outbox(x)).toEqual([added('u1'), added('quiet "user"')]);
+          await x.p.remove(x.ch, 'A', ['A.2'], LIVE, true);
+          await x.p.remove(x.ch, 'B', ['B.2'], QUIET, true);
+          expect(await outbox(x)).toEqual([added('u1'), added('quiet "user"'), removed('u1'), removed('quiet "user"')]);
+          // Frames and events tell the same story (frames only where joinLeave).
+          expect(await settled(x)).toEqual([join(x, 'u1', { i: 1 }), leave(x, 'u1')]);
+        });
+
+        it('appends no member_added for a silent restore, and member_removed when the restored user leaves', async () => {
+          const x = await whRoom();
+          await x.p.add(x.ch, 'A', [entry('A', 1, 'u1'), entry('A', 2, 'u2')], LIVE, true);
+          expect(await outbox(x)).toEqual([]);
+          expect(await x.p.stats(x.ch, LIVE)).toMatchObject({ users: 2, connections: 2 });
+          await x.p.remove(x.ch, 'A', ['A.1'], LIVE, false);
+          expect(await outbox(x)).toEqual([removed('u1')]);
+          expect(await settled(x)).toEqual([leave(x, 'u1')]);
+        });
+
+        it('appends member_removed when a dead node’s lease is swept, for the users left without a connection only', async () => {
+          const x = await whRoom();
+          await x.p.add(x.ch, 'A', [entry('A', 1, 'u1'), entry('A', 2, 'shared'), entry('A', 3, 'u1')], DYING);
+          await x.p.add(x.ch, 'B', [entry('B', 1, 'shared')], LIVE);
+          const { total } = await sweepUntil(() => x.p.renew(x.ch, 'B', LIVE), (t) => t.leases >= 1, "A's lease to be swept");
+          expect(total).toEqual({ leases: 1, entries: 3 });
+          expect(await outbox(x)).toEqual([added('u1'), added('shared'), removed('u1')]);
+        });
+
+        it('evict removes a node’s entries although its lease is live: leave frames and member_removed, the node’s lease goes', async () => {
+          const x = await whRoom();
+          await x.p.add(x.ch, 'A', [entry('A', 1, 'u1'), entry('A', 2, 'shared'), entry('A', 3, 'u3')], LIVE);
+          await x.p.add(x.ch, 'B', [entry('B', 1, 'shared'), entry('B', 2, 'b')], LIVE);
+          const r = await x.p.evict(x.ch, 'A', LIVE);
+          expect(r).toEqual({ leases: 0, entries: 0, removed: 3, left: 0 });
+          expect(plain((await x.p.presence(x.ch, 10, LIVE)).members)).toEqual([
+            { user: 'b', conns: 1 },
+            { user: 'shared', conns: 1 },
+          ]);
+          const events = await outbox(x);
+          expect(events.slice(0, 4)).toEqual([added('u1'), added('shared'), added('u3'), added('b')]);
+          expect(sortPairs(events.slice(4))).toEqual([removed('u1'), removed('u3')]);
+          const frames = await settled(x);
+          expect(sortByUser(frames.slice(4))).toEqual([leave(x, 'u1'), leave(x, 'u3')]);
+          // A's lease went with its entries: its next renewal finds it lost (and would restore them).
+          expect(await x.p.renew(x.ch, 'A', LIVE)).toMatchObject({ held: 0, lost: true });
+          expect(await x.p.renew(x.ch, 'B', LIVE)).toMatchObject({ held: 2, lost: false });
+          // Evicting again, or a node that has nothing here, changes nothing.
+          expect(await x.p.evict(x.ch, 'C', LIVE)).toMatchObject({ removed: 0, left: 0 });
+          expect(await x.p.evict(`${x.ch}:never`, 'A', LIVE)).toMatchObject({ removed: 0, left: 0 });
+          expect(await outbox(x)).toHaveLength(6);
+        });
+
+        it('evict of a node with more entries than one call removes pages until none is left, each user removed once', async () => {
+          const x = await whRoom();
+          const n = 2500;
+          const dead = Array.from({ length: n }, (_, i) => entry('A', i, `u${i}`));
+          for (let i = 0; i < n; i += 250) await x.p.add(x.ch, 'A', dead.slice(i, i + 250), QUIET);
+          await x.p.add(x.ch, 'B', [entry('B', 1, 'u0')], QUIET);
+          let removedTotal = 0;
+          let calls = 0;
+          for (;;) {
+            const r = await x.p.evict(x.ch, 'A', QUIET);
+            removedTotal += r.removed;
+            calls++;
+            expect(r.left).toBe(n - removedTotal);
+            if (r.left === 0) break;
+            expect(calls, 'evict calls').toBeLessThan(10);
+          }
+          expect(removedTotal).toBe(n);
+          expect(await x.p.stats(x.ch, QUIET)).toEqual({ leases: 0, entries: 0, users: 1, connections: 1 });
+          const events = await outbox(x);
+          expect(events.filter(([name]) => name === 'member_added')).toHaveLength(n);
+          const gone = events.filter(([name]) => name === 'member_removed').map(([, u]) => u);
+          expect(gone).toHaveLength(n - 1);
+          expect(new Set(gone).size).toBe(n - 1);
+          expect(gone).not.toContain('u0');
+          expect(await settled(x)).toEqual([]);
+        });
+      });
+    }
+
     const redis = opts.redis;
     if (!redis) return;
 
@@ -583,6 +726,43 @@ export function runPresenceContract(opts: PresenceContractOptions): void {
         expect(await x.p.renew(x.ch, 'A', LIVE)).toMatchObject({ leases: 0, entries: 0, held: 2, lost: false });
       });
 
+      it('appends nothing to the channel’s outbox without webhooks (the outbox key stays absent)', async () => {
+        const x = await room();
+        expect(x.b.webhooks).toBeUndefined();
+        const wq = webhookOutboxKey('pubgate:', `pubgate:ch:${x.ch}`);
+        await x.p.add(x.ch, 'A', [entry('A', 1, 'u1'), entry('A', 2, 'u2')], LIVE);
+        await x.p.add(x.ch, 'D', [entry('D', 1, 'u3')], DYING);
+        await x.p.remove(x.ch, 'A', ['A.1'], LIVE, false);
+        await sweepUntil(() => x.p.renew(x.ch, 'A', LIVE), (t) => t.leases >= 1, "D's lease to be swept");
+        expect(await x.p.evict(x.ch, 'A', LIVE)).toMatchObject({ removed: 1, left: 0 });
+        expect(await settled(x)).toHaveLength(6);
+        expect(await at(x.ch, 'EXISTS', wq)).toEqual(['0']);
+      });
+
+      if (makeWebhookBroker) {
+        it('keeps the member events in the channel’s outbox LIST, in the slot of its keys, expiring', async () => {
+          const b = newWebhookBroker(KEYS_TTL_MS);
+          open.push(b);
+          const r = new Recorder();
+          await b.start(r);
+          await r.untilStatus('ready');
+          const ch = `w${randomUUID().slice(0, 8)}:room`;
+          const p = b.presence;
+          if (!p) throw new Error('no presence');
+          await p.add(ch, 'A', [entry('A', 1, 'u1')], LIVE);
+          await p.remove(ch, 'A', ['A.1'], LIVE, true);
+          const all = keysOf(ch, 'A');
+          const wq = webhookOutboxKey('pubgate:', `pubgate:ch:${ch}`);
+          expect(all[6]).toBe(wq);
+          // One EXISTS over presence keys and the outbox: on a Cluster, only when they share a slot.
+          expect(await at(ch, 'EXISTS', all[4] ?? '', wq)).toEqual(['2']);
+          const texts = await at(ch, 'LRANGE', wq, '0', '-1');
+          expect(texts.map((t) => eventHead(t)?.name)).toEqual(['member_added', 'member_removed']);
+          expect(texts.map((t) => (JSON.parse(t) as { user: string }).user)).toEqual(['u1', 'u1']);
+          expect(new Set(texts.map((t) => eventHead(t)?.id)).size).toBe(2);
+          expect(Number((await at(ch, 'PTTL', wq))[0])).toBeGreaterThan(0);
+        });
+      }
     });
   });
 }

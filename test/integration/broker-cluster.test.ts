@@ -38,6 +38,8 @@ runBrokerContract({ name: 'redis-cluster', newBroker: () => newBroker(), sharedB
 runPresenceContract({
   name: 'redis-cluster',
   newBroker: (keysTtlMs) => createRedisBroker({ cluster: seeds(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog(), presence: { keysTtlMs } }),
+  newWebhookBroker: (keysTtlMs) =>
+    createRedisBroker({ cluster: seeds(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog(), presence: { keysTtlMs }, webhooks: { maxEvents: 1_000_000, keysTtlMs: 600_000 } }),
   sharedBackend: true,
   redis: {
     async cli(key, ...args) {

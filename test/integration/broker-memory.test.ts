@@ -9,4 +9,9 @@ runBrokerContract({
   newHistoryBroker: (history) => createMemoryBroker({ history }),
 });
 
-runPresenceContract({ name: 'memory', newBroker: () => createMemoryBroker({ presence: true }), sharedBackend: false });
+runPresenceContract({
+  name: 'memory',
+  newBroker: () => createMemoryBroker({ presence: true }),
+  sharedBackend: false,
+  newWebhookBroker: () => createMemoryBroker({ presence: true, webhooks: { maxEvents: 1_000_000 } }),
+});

@@ -35,6 +35,8 @@ runBrokerContract({
 runPresenceContract({
   name: 'redis',
   newBroker: (keysTtlMs) => createRedisBroker({ url: sharedUrl(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog(), presence: { keysTtlMs } }),
+  newWebhookBroker: (keysTtlMs) =>
+    createRedisBroker({ url: sharedUrl(), nodeId: `n-${randomUUID().slice(0, 8)}`, log: memoryLog(), presence: { keysTtlMs }, webhooks: { maxEvents: 1_000_000, keysTtlMs: 600_000 } }),
   sharedBackend: true,
   redis: {
     cli: (_key, ...args) => sharedServer().cli(...args),
