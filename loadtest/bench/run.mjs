@@ -20,11 +20,12 @@ import { cpuList, pinToClientCpus, waitQuiet } from './lib/proc.mjs';
 import { PROXY_SCENARIOS, formatProxy, proxyShort, runProxy } from './lib/proxy.mjs';
 import { formatScenario, targetChecks } from './lib/report.mjs';
 import { ROOT, TARGETS } from './lib/targets.mjs';
+import { WEBHOOKS_SCENARIOS, formatWebhooks, runWebhooks, webhooksShort } from './lib/webhooks.mjs';
 
 /** What `all` runs. */
 const SCENARIOS = ['fanout', 'latency', 'connections', 'channels', 'cluster'];
 /** Run only when named. */
-const EXTRA_SCENARIOS = ['compression', ...PRESENCE_SCENARIOS, ...PROXY_SCENARIOS, ...IDEMPOTENCY_SCENARIOS];
+const EXTRA_SCENARIOS = ['compression', ...PRESENCE_SCENARIOS, ...PROXY_SCENARIOS, ...IDEMPOTENCY_SCENARIOS, ...WEBHOOKS_SCENARIOS];
 const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCENARIOS].join('|')}|all>[,...] [options]
   all runs ${SCENARIOS.join(', ')}; compression runs pubgate with PUBGATE_COMPRESSION=off and =shared
   alternately (clients offer permessage-deflate), once per --size (default 100,1024)
@@ -37,6 +38,12 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   idempotency: pubgate only, one node + redis, benchh:* with history; per round POST /v1/publish blocks of --requests
   plain / plain+key / history / history+key (unique Idempotency-Key headers), then --reps publishes to --subscribers
   (default 2000) without and with "exclude" (one subscriber's conn), in turn (loadtest/bench/lib/idempotency.mjs)
+  webhooks-delivery: pubgate only, one node with webhooks to a local receiver (answers 200 at once, verifies 1 request
+  in 10); per round --connections (default 200) each subscribe to --reps (default 50) fresh channels, then unsubscribe:
+  2 events per channel; events/s at the receiver, node CPU per event, lag, events per request
+  webhooks-subscribe: pubgate only, a node with webhooks off and one with them on side by side, --connections (default
+  2000) × --reps (default 1) fresh channels subscribed then unsubscribed, off/on in turn; µs per subscribe+unsubscribe
+  (both: --brokers redis,embedded, alternated run by run; loadtest/bench/lib/webhooks.mjs)
   --requests N                 idempotency: publish requests per block (default 3000), --concurrency in flight (default 32)
   --targets pubgate,baseline   which servers (default both, alternated run by run)
   --runs N                     runs per target (default 3; presence-large 1)
@@ -260,6 +267,33 @@ function idempotencyParams() {
   };
 }
 
+/** The webhook scenarios: one leg per broker, pubgate only. */
+function webhooksParams(name) {
+  const delivery = name === 'webhooks-delivery';
+  return {
+    name,
+    webhooks: true,
+    connections: num(o.connections, delivery ? 200 : 2000),
+    perConn: num(o.reps, delivery ? 50 : 1),
+    rounds: num(o.rounds, delivery ? 3 : 4),
+    workers: num(o.workers, 0),
+    // How long a block waits at most for the receiver to have all its events.
+    drainMs: 120_000,
+    legs: brokerList('redis,embedded').map((b) => ({ label: b, target: 'pubgate', env: {}, broker: b })),
+  };
+}
+
+function brokerList(dflt) {
+  const brokers = (o.brokers ?? dflt).split(',').map((b) => b.trim());
+  for (const b of brokers) {
+    if (!['redis', 'embedded'].includes(b)) {
+      process.stderr.write(`--brokers: unknown broker ${b} (redis, embedded)\n`);
+      process.exit(2);
+    }
+  }
+  return brokers;
+}
+
 /** The presence scenarios: one leg per broker, pubgate only. */
 function presenceParams(name) {
   const large = name === 'presence-large';
@@ -324,6 +358,14 @@ function title(p) {
     return `idempotency: one node + redis; per round ${p.requests} publishes plain / plain+key / history / history+key, ` +
       `${p.reps} publishes to ${p.subscribers} subscribers without / with exclude, in turn, ${p.rounds} rounds after a warm-up, ${where}`;
   }
+  if (p.name === 'webhooks-delivery') {
+    return `webhooks-delivery: one node, receiver on the client CPUs answering 200 at once; per round ${p.connections} connections × ${p.perConn} fresh channels ` +
+      `subscribed then unsubscribed (${2 * p.connections * p.perConn} events), ${p.rounds} rounds after a warm-up, ${where}`;
+  }
+  if (p.name === 'webhooks-subscribe') {
+    return `webhooks-subscribe: a node with webhooks off and one with webhooks on, side by side; per round ${p.connections} connections × ${p.perConn} fresh channels ` +
+      `subscribed then unsubscribed, off / on in turn, ${p.rounds} rounds after a warm-up, ${where}`;
+  }
   if (p.name === 'connections') return `connections: ${p.connections} idle authenticated connections (token in ${ctx.tokenIn}), ${where}`;
   const subs = p.channels > 0 ? `${p.subscribers} subscribers over ${p.channels} channels` : `${p.subscribers} subscribers on one channel`;
   const mode = p.rate > 0 ? `${p.rate} publishes/s of batch ${p.batch}` : `as fast as accepted, batch ${p.batch}, ${p.concurrency} requests in flight`;
@@ -344,6 +386,7 @@ const short = (r, p) => {
   if (p.presence) return presenceShort(r, p);
   if (p.proxy) return proxyShort(r);
   if (p.idempotency) return idempotencyShort(r);
+  if (p.webhooks) return webhooksShort(r, p);
   if (!r.ok) return `failed: ${r.error.split('\n')[0]}`;
   if (p.name === 'connections') return `${Math.round(r.handshakesPerSec)} handshakes/s, ${r.kbPerConn.toFixed(2)} KiB/conn`;
   if (p.rate > 0) return `p50 ${r.latency.p50.toFixed(2)} ms, p99 ${r.latency.p99.toFixed(2)} ms, lost ${r.lost}`;
@@ -361,6 +404,7 @@ const paramsOf = (name) => {
   if (PRESENCE_SCENARIOS.includes(name)) return [presenceParams(name)];
   if (PROXY_SCENARIOS.includes(name)) return [proxyParams()];
   if (IDEMPOTENCY_SCENARIOS.includes(name)) return [idempotencyParams()];
+  if (WEBHOOKS_SCENARIOS.includes(name)) return [webhooksParams(name)];
   return [deliveryParams(name)];
 };
 for (const name of scenarios) for (const p of paramsOf(name)) {
@@ -387,8 +431,9 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
           if (p.presence) job = runPresence(p, leg, legCtx);
           else if (p.proxy) job = runProxy(p, leg, legCtx);
           else if (p.idempotency) job = runIdempotency(p, leg, legCtx);
+          else if (p.webhooks) job = runWebhooks(p, leg, legCtx);
           else job = name === 'connections' ? runConnections(p, leg.target, legCtx) : runDelivery(p, leg.target, legCtx);
-          r = await withTimeout(job, num(o.timeout, p.presence || p.proxy || p.idempotency ? 600 : 180), `${name} run ${run} ${target}`);
+          r = await withTimeout(job, num(o.timeout, p.presence || p.proxy || p.idempotency || p.webhooks ? 600 : 180), `${name} run ${run} ${target}`);
         } catch (e) {
           r = { ok: false, error: String(e?.message ?? e) };
           if (/exceeded \d+ s$/.test(r.error)) {
@@ -405,7 +450,7 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
     }
   }
   const { text, summary } = p.presence ? formatPresence(title(p), p, runs)
-    : p.proxy ? formatProxy(title(p), p, runs) : p.idempotency ? formatIdempotency(title(p), p, runs) : formatScenario(title(p), name, runs, p.rate > 0, p.pair);
+    : p.proxy ? formatProxy(title(p), p, runs) : p.webhooks ? formatWebhooks(title(p), p, runs) : p.idempotency ? formatIdempotency(title(p), p, runs) : formatScenario(title(p), name, runs, p.rate > 0, p.pair);
   process.stdout.write(`${text}\n`);
   if (legs.some((l) => l.label === 'before')) {
     const { text: vs } = formatScenario(`${title(p)}: pubgate against --compare-main`, name, runs.filter((x) => x.target !== 'baseline'), p.rate > 0, ['pubgate', 'before']);
