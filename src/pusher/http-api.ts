@@ -115,8 +115,7 @@ export interface PusherHttpApiOptions {
   readonly apiRate: number;
   /**
    * The hub connection (`welcome.conn` form, what PublishOptions.exclude takes)
-   * of a Pusher `socket_id`; undefined when it names none. Given by the Pusher
-   * WebSocket side, which assigns socket ids; without it `socket_id` excludes nothing.
+   * of a Pusher `socket_id`; undefined when it names none. connOfSocketId when absent.
    */
   readonly socketConn?: (socketId: string) => string | undefined;
   /** The hub user of a Pusher user id of an app (what the Pusher sockets register as); the id itself when absent. */
@@ -150,6 +149,24 @@ export interface PusherHttpApi {
 /** Pusher's socket_id form (what its libraries validate). */
 const SOCKET_ID_RE = /^\d{1,20}\.\d{1,20}$/;
 
+/**
+ * The hub connection (`welcome.conn`) a Pusher socket id names, on whichever
+ * node holds it: socket ids are `<node prefix as a decimal>.<connection
+ * number>` (the Pusher WebSocket side, pusher/socket-id.ts), conn texts the
+ * 6-hex-digit node prefix and the number in base 36 (transport/conn-id.ts).
+ * The request may land on any node, so this does not ask the local node: the
+ * hub's exclude envelope travels to all nodes and the owning one matches it.
+ * Undefined for a socket id no node can have given.
+ */
+export function connOfSocketId(socketId: string): string | undefined {
+  const m = /^(\d{1,10})\.(\d{1,15})$/.exec(socketId);
+  if (!m) return undefined;
+  const node = Number(m[1]);
+  const n = Number(m[2]);
+  if (node > 0xffffff || !Number.isSafeInteger(n)) return undefined;
+  return node.toString(16).padStart(6, '0') + n.toString(36);
+}
+
 export function pusherError(result: PusherApiReject, message: string, headers?: Readonly<Record<string, string>>): PusherApiResponse {
   return { status: PUSHER_REJECT_STATUS[result], body: `${message}\n`, contentType: 'text/plain', result, ...(headers ? { headers } : {}) };
 }
@@ -175,6 +192,14 @@ export function eventData(name: string, data: string): string {
   return `{"event":${JSON.stringify(name)},"data":${json ? data.trim() : JSON.stringify(data)}}`;
 }
 
+function safeDecode(s: string): string | undefined {
+  try {
+    return decodeURI(s);
+  } catch {
+    return undefined;
+  }
+}
+
 interface ChannelAttrs {
   occupied?: boolean;
   user_count?: number;
@@ -187,6 +212,7 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
   const nowMs = opts.nowMs ?? (() => performance.now());
   const limiter = createKeyedLimiter(opts.apiRate, Math.max(1, opts.apiRate * 2), Math.max(1, apps.list.length));
   const hubUser = opts.hubUser ?? ((_app: PusherApp, id: string) => id);
+  const socketConn = opts.socketConn ?? connOfSocketId;
 
   function parseJson(body: string): Record<string, unknown> {
     let v: unknown;
@@ -220,7 +246,7 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
     for (const c of channels) if (!isValidPusherChannel(c)) throw new BadRequest(`${where}invalid channel name: ${JSON.stringify(String(c)).slice(0, 220)}`);
     if (new Set(channels).size !== channels.length) throw new BadRequest(`${where}channels names a channel twice`);
     if (socketId !== undefined && (typeof socketId !== 'string' || !SOCKET_ID_RE.test(socketId))) throw new BadRequest(`${where}invalid socket_id`);
-    const exclude = typeof socketId === 'string' ? opts.socketConn?.(socketId) : undefined;
+    const exclude = typeof socketId === 'string' ? socketConn(socketId) : undefined;
     return { name, data, channels: channels as string[], exclude };
   }
 
@@ -363,7 +389,14 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
       return { ok: true, endpoint: p.endpoint, app, body: p.method === 'post', params: p.params };
     },
     async handle(req, r, body) {
-      const check = verifySignedRequest({ method: req.method, path: req.path, query: req.query, body }, r.app, nowSec());
+      let check = verifySignedRequest({ method: req.method, path: req.path, query: req.query, body }, r.app, nowSec());
+      if (!check.ok && check.reason === 'bad_signature' && req.path.includes('%')) {
+        // The libraries sign the path as they build it (a user id unescaped)
+        // while the HTTP client may percent-encode it on the wire: the decoded
+        // path is what they signed then.
+        const decoded = safeDecode(req.path);
+        if (decoded !== undefined) check = verifySignedRequest({ method: req.method, path: decoded, query: req.query, body }, r.app, nowSec());
+      }
       if (!check.ok) return pusherError(check.reason, check.message);
       try {
         const { app } = r;
