@@ -230,6 +230,8 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
     readonly data: string;
     readonly channels: readonly string[];
     readonly exclude: string | undefined;
+    /** The `info` attributes to answer for its channels, when asked. */
+    readonly info: { users: boolean; subs: boolean } | undefined;
   }
 
   /** Validates one event object: name, data (a string), channel or channels, socket_id. */
@@ -247,7 +249,9 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
     if (new Set(channels).size !== channels.length) throw new BadRequest(`${where}channels names a channel twice`);
     if (socketId !== undefined && (typeof socketId !== 'string' || !SOCKET_ID_RE.test(socketId))) throw new BadRequest(`${where}invalid socket_id`);
     const exclude = typeof socketId === 'string' ? socketConn(socketId) : undefined;
-    return { name, data, channels: channels as string[], exclude };
+    if (o.info !== undefined && typeof o.info !== 'string') throw new BadRequest(`${where}info must be a comma-separated string`);
+    const info = typeof o.info === 'string' && o.info !== '' ? infoAttrs(o.info) : undefined;
+    return { name, data, channels: channels as string[], exclude, info };
   }
 
   /** Publishes validated events in order; stops at the first refusal (what went before stays published). */
@@ -268,11 +272,29 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
   /** The `info` attributes asked for, validated for the channel (user_count is for presence channels only, as Pusher). */
   function infoOf(params: ReadonlyMap<string, string>, presenceOnly: boolean): { users: boolean; subs: boolean } {
     const info = params.get('info');
-    const attrs = info === undefined || info === '' ? [] : info.split(',');
+    const want = info === undefined || info === '' ? { users: false, subs: false } : infoAttrs(info);
+    if (want.users && !presenceOnly) throw new BadRequest('info=user_count is only available for presence channels');
+    return want;
+  }
+
+  function infoAttrs(info: string): { users: boolean; subs: boolean } {
+    const attrs = info.split(',');
     for (const a of attrs) if (a !== 'user_count' && a !== 'subscription_count') throw new BadRequest(`unknown info attribute: ${JSON.stringify(a).slice(0, 80)}`);
-    const users = attrs.includes('user_count');
-    if (users && !presenceOnly) throw new BadRequest('info=user_count is only available for presence channels');
-    return { users, subs: attrs.includes('subscription_count') };
+    return { users: attrs.includes('user_count'), subs: attrs.includes('subscription_count') };
+  }
+
+  /**
+   * What an event with `info` answers about its channels once published:
+   * subscription_count for each, user_count for presence channels (Pusher's
+   * `{"channels":{name:{..}}}`).
+   */
+  async function eventInfo(app: PusherApp, e: Event): Promise<Record<string, ChannelAttrs>> {
+    const out: Record<string, ChannelAttrs> = {};
+    if (!e.info) return out;
+    const want = e.info;
+    const got = await Promise.all(e.channels.map((c) => attrs(app, c, { users: want.users && c.startsWith('presence-'), subs: want.subs, occupied: false })));
+    e.channels.forEach((c, i) => (out[c] = got[i] as ChannelAttrs));
+    return out;
   }
 
   /**
@@ -402,8 +424,9 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
         const { app } = r;
         switch (r.endpoint) {
           case 'events': {
-            await publish(app, [event(parseJson(body), '', true)]);
-            return ok({});
+            const e = event(parseJson(body), '', true);
+            await publish(app, [e]);
+            return ok(e.info ? { channels: await eventInfo(app, e) } : {});
           }
           case 'batch_events': {
             const list = parseJson(body).batch;
@@ -414,7 +437,9 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
               return event(e as Record<string, unknown>, `batch[${i}].`, false);
             });
             await publish(app, events);
-            return ok({ batch: events.map(() => ({})) });
+            if (!events.some((e) => e.info)) return ok({});
+            // With info, one entry per event: the attributes of its channel.
+            return ok({ batch: await Promise.all(events.map(async (e) => (await eventInfo(app, e))[e.channels[0] as string] ?? {})) });
           }
           case 'channels':
             return await channelsList(app, check.params);

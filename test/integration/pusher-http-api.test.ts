@@ -143,6 +143,18 @@ describe('channel queries', () => {
     expect(users.users.map((u) => u.id).sort()).toEqual(['alice', 'bob']);
   });
 
+  it('answers a trigger and a batch with info with the attributes of their channels', async () => {
+    const ch = `presence-${uid()}`;
+    await native(b, 'dave', ch);
+    const res = await lib(a).trigger(ch, 'ev', { x: 1 }, { info: 'user_count,subscription_count' });
+    expect(await res.json()).toEqual({ channels: { [ch]: { user_count: 1, subscription_count: 1 } } });
+    const batch = await lib(a).triggerBatch([
+      { channel: ch, name: 'ev', data: '1', info: 'user_count' },
+      { channel: `news-${uid()}`, name: 'ev', data: '2' },
+    ]);
+    expect(await batch.json()).toEqual({ batch: [{ user_count: 1 }, {}] });
+  });
+
   it('lists the channels with subscribers by prefix, with user_count for presence channels', async () => {
     const tag = uid();
     const [p1, n1] = [`presence-${tag}`, `news-${tag}`];
