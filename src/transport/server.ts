@@ -21,6 +21,7 @@ import { createConnIds, type ConnIds } from './conn-id.js';
 import { createConnections } from './connection.js';
 import { createApiRoute } from './api-route.js';
 import { send, watch } from './http.js';
+import { createConnectAdmission } from './connect.js';
 import { createUpgradeHandler } from './upgrade.js';
 import {
   App, COMPRESSION_DISABLED, listenExclusive, COMPRESSION_SHARED, SSLApp, us_listen_socket_close, us_socket_local_port,
@@ -101,7 +102,7 @@ export function createTransport(deps: TransportDeps): Transport {
     ...(deps.proxies ? { proxies: deps.proxies } : {}),
   });
   const rejections = createRejectionLog(log);
-  const upgrade = createUpgradeHandler({
+  const connect = createConnectAdmission({
     config,
     verifier: deps.verifier,
     metrics,
@@ -115,6 +116,7 @@ export function createTransport(deps: TransportDeps): Transport {
     nowMs,
     connectProxy: deps.proxies?.connect,
   });
+  const upgrade = createUpgradeHandler(connect);
 
   app.ws<Session>('/ws', {
     compression: config.compression === 'shared' ? COMPRESSION_SHARED : COMPRESSION_DISABLED,
