@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, token } from '../helpers/client.js';
 import { metric, publish, startGateway, TEST_API_KEY, type GatewayProcess } from '../helpers/gateway.js';
 import { waitUntil } from '../helpers/handshake.js';
+import { startBackend } from '../helpers/proxy-backend.js';
 import { json, openSse, type SseEvent, type SseStreamClient } from '../helpers/sse.js';
 
 const started: GatewayProcess[] = [];
@@ -84,6 +85,29 @@ describe('GET /sse admission (the handshake\'s statuses and bodies)', () => {
     const off = await gateway({ PUBGATE_SSE: 'false' });
     const s = await openSse(off.http, { channels: ['a'], token: await token({ sub: 'u', channels: ['*'] }) });
     expect([s.status, errorOf(s).code]).toEqual([404, 'not_found']);
+  });
+});
+
+describe('GET /sse with the connect proxy', () => {
+  it('lets the backend decide a request without a token from its cookies, and refuses 401 or 403 by its answer', async () => {
+    const backend = await startBackend();
+    try {
+      backend.on('/connect', (call) => (String(call.body.cookie) === 'sid=ok'
+        ? { json: { user: 'cookie-user', expiresIn: 3600, channels: ['feed:*'] } }
+        : { status: 401, json: {} }));
+      const gw = await gateway({ PUBGATE_CONNECT_PROXY_URL: `${backend.url}/connect` });
+      const s = await openSse(gw.http, { channels: ['feed:1'], headers: { cookie: 'sid=ok' } });
+      expect(s.status).toBe(200);
+      expect(json(await s.waitFor((e) => e.event === 'welcome')).user).toBe('cookie-user');
+      s.close();
+      const other = await openSse(gw.http, { channels: ['other'], headers: { cookie: 'sid=ok' } });
+      expect([other.status, errorOf(other).code]).toEqual([403, 'forbidden']);
+      const denied = await openSse(gw.http, { channels: ['feed:1'], headers: { cookie: 'sid=nope' } });
+      expect([denied.status, errorOf(denied).code]).toEqual([401, 'unauthorized']);
+      expect(backend.calls.map((c) => c.body.cookie)).toEqual(['sid=ok', 'sid=ok', 'sid=nope']);
+    } finally {
+      await backend.close();
+    }
   });
 });
 
@@ -179,6 +203,24 @@ describe('GET /sse events', () => {
   });
 });
 
+describe('GET /sse presence events', () => {
+  it('sends join and leave events (data without type) on joinLeave channels', async () => {
+    const gw = await gateway({ PUBGATE_NAMESPACES: JSON.stringify([{ pattern: 'chat:*', presence: true, joinLeave: true }]) });
+    const s = await openSse(gw.http, { channels: ['chat:1'], token: await token({ sub: 'watcher', channels: ['chat:*'] }) });
+    await s.waitFor((e) => e.event === 'welcome');
+    const ws = await connect(gw.url, { token: await token({ sub: 'joiner', channels: ['chat:*'] }) });
+    expect((await ws.request({ type: 'subscribe', id: 1, channel: 'chat:1' })).error).toBeUndefined();
+    const join = await s.waitFor((e) => e.event === 'join');
+    expect([join.id, json(join)]).toEqual([undefined, { channel: 'chat:1', user: 'joiner' }]);
+    await ws.close();
+    const leave = await s.waitFor((e) => e.event === 'leave');
+    expect(json(leave)).toEqual({ channel: 'chat:1', user: 'joiner' });
+    // The stream's own user joined too: its own join is not sent to it (as for WebSocket).
+    expect(s.events.filter((e) => e.event === 'join').map((e) => json(e).user)).toEqual(['joiner']);
+    s.close();
+  });
+});
+
 describe('GET /sse drain', () => {
   it('ends streams with event close 1001 on SIGTERM', async () => {
     const gw = await gateway();
@@ -225,5 +267,38 @@ describe('GET /sse slow consumer', () => {
     expect(offsets.length).toBeLessThan(published);
     expect(offsets).toEqual(offsets.map((_o, i) => i + 1));
     expect(await metric(gw.admin, 'pubgate_disconnects_total', { transport: 'sse', code: '4008' })).toBe(1);
+  }, 60_000);
+
+  it('with slowConsumerPolicy=drop skips a stopped reader\'s messages and delivers again once it caught up', async () => {
+    const gw = await gateway({
+      PUBGATE_HISTORY_CHANNELS: 'h:*',
+      PUBGATE_MAX_BACKPRESSURE: '65536',
+      PUBGATE_SLOW_CONSUMER_POLICY: 'drop',
+      PUBGATE_MAX_PUBLISH_BYTES: String(4 * 1024 * 1024),
+    });
+    const s = await openSse(gw.http, { channels: ['h:drop'], token: await token({ sub: 'drop', channels: ['*'] }) });
+    await s.waitFor((e) => e.event === 'welcome');
+    s.pause();
+    const payload = 'x'.repeat(30_000);
+    const dropped = async (): Promise<number> => metric(gw.admin, 'pubgate_messages_dropped_total');
+    for (let batch = 0; batch < 40 && (await dropped()) === 0; batch++) {
+      const res = await fetch(`${gw.http}/v1/publish/batch`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TEST_API_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: Array.from({ length: 100 }, () => ({ channel: 'h:drop', data: payload })) }),
+      });
+      expect(res.status).toBe(200);
+    }
+    expect(await dropped()).toBeGreaterThan(0);
+    s.resume();
+    // Caught up: a later message arrives, and the stream was never closed.
+    await waitUntil(async () => {
+      await publish(gw, { channel: 'h:drop', data: 'after' });
+      return s.events.some((e) => e.event === 'message' && json(e).data === 'after');
+    }, 'a message after the reader caught up', 30_000);
+    expect(s.events.some((e) => e.event === 'close')).toBe(false);
+    const offsets = messages(s).map((e) => json(e).offset as number);
+    expect(offsets).toEqual([...offsets].sort((x, y) => x - y));
+    s.close();
   }, 60_000);
 });
