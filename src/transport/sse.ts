@@ -211,14 +211,20 @@ export class SseStream implements Socket {
       if (this.preChars > preWelcomeLimit(this.opts.maxBackpressure)) this.opts.hooks.close(this, CLOSE.INTERNAL_ERROR);
       return 1;
     }
+    return this.deliver(frame, false) ? 1 : 2;
+  }
+
+  /** Renders a frame with this stream's id and writes it (`force`: past maxBackpressure too); false when skipped. */
+  private deliver(frame: string, force: boolean): boolean {
     const kind = frameKind(frame);
-    if (kind === 0) return 1;
-    if (kind !== KIND_MESSAGE) return this.offer(eventText(kind, frame, undefined)) ? 1 : 2;
-    const channel = frameChannel(frame);
-    const pos = framePosition(frame);
-    if (!this.offer(eventText(kind, frame, this.idWith(channel, pos)))) return 2;
+    if (kind === 0) return true;
+    const channel = kind === KIND_MESSAGE ? frameChannel(frame) : '';
+    const pos = kind === KIND_MESSAGE ? framePosition(frame) : undefined;
+    const text = eventText(kind, frame, kind === KIND_MESSAGE ? this.idWith(channel, pos) : undefined);
+    if (force) this.write(text);
+    else if (!this.offer(text)) return false;
     if (pos) this.moveTo(channel, pos);
-    return 1;
+    return true;
   }
 
   /** The heartbeat: a comment line. An SSE client never sends, so its silence never counts (contract). */
@@ -293,9 +299,12 @@ export class SseStream implements Socket {
     this.preChars = 0;
     const id = this.shape ? formatId(this.shape, (c, i) => ({ offset: this.offsets[i]!, epoch: this.epochs[i]! })) : undefined;
     this.write(namedEvent('welcome', data, id));
+    // What came before the welcome (a recovery's replay: already bounded by
+    // preWelcomeLimit) is written whole, not skipped past maxBackpressure:
+    // the replay was not paced by the buffer, so it must not make the stream slow.
     for (const f of pre) {
       if (this.ended) return;
-      this.send(f);
+      this.deliver(f, true);
     }
   }
 

@@ -93,4 +93,40 @@ describe('Last-Event-ID recovery', () => {
       s.close();
     }
   });
+
+  it('replays a recovery of several MB (far over maxBackpressure) whole, in order, without closing the stream', async () => {
+    const gw = await startGateway({
+      PUBGATE_REDIS_URL: redis.url,
+      PUBGATE_HISTORY_CHANNELS: 'h:*',
+      PUBGATE_MAX_BACKPRESSURE: '65536',
+      PUBGATE_MAX_PUBLISH_BYTES: String(4 * 1024 * 1024),
+      PUBGATE_HISTORY_SIZE: '1000',
+    });
+    try {
+      const s1 = await openSse(gw.http, { channels: ['h:big'], token: jwt });
+      await welcomeOf(s1);
+      const id = s1.lastId()!;
+      s1.close();
+      const payload = 'y'.repeat(30_000);
+      const N = 200;
+      // 6 MB, about 90 times maxBackpressure (the unit test forces uWS backpressure on such a replay).
+      for (let batch = 0; batch < 2; batch++) {
+        const res = await fetch(`${gw.http}/v1/publish/batch`, {
+          method: 'POST',
+          headers: { authorization: 'Bearer test-api-key-1', 'content-type': 'application/json' },
+          body: JSON.stringify({ messages: Array.from({ length: N / 2 }, () => ({ channel: 'h:big', data: payload })) }),
+        });
+        expect(res.status).toBe(200);
+      }
+      const s2 = await openSse(gw.http, { channels: ['h:big'], token: jwt, headers: { 'last-event-id': id } });
+      expect((await welcomeOf(s2)).recovered).toBe(true);
+      await waitUntil(() => offsetsOf(s2, 'h:big').length === N || s2.events.some((e) => e.event === 'close'), 'the whole replay', 30_000);
+      expect(s2.events.some((e) => e.event === 'close')).toBe(false);
+      expect(offsetsOf(s2, 'h:big')).toEqual(Array.from({ length: N }, (_x, i) => i + 1));
+      expect(s2.events.some((e) => e.event === 'close')).toBe(false);
+      s2.close();
+    } finally {
+      await gw.stop();
+    }
+  });
 });

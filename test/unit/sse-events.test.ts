@@ -114,4 +114,41 @@ describe('SSE fan-out', () => {
     expect(a.res.out.at(-1)).toContain('.A:1,B:5\n');
     expect(b.res.out.at(-1)).toContain('.A:1,B:4\n');
   });
+
+  it('writes what came before the welcome whole even under backpressure, and only later events are skipped as a slow consumer', () => {
+    const fanout = new SseFanout();
+    const written: string[] = [];
+    let slow = 0;
+    const res = {
+      onWritable: () => res,
+      cork: (fn: () => void) => {
+        fn();
+        return res;
+      },
+      writeStatus: () => res,
+      writeHeader: () => res,
+      // uWS buffers everything and reports backpressure on every write.
+      write: (t: string) => {
+        written.push(t);
+        return false;
+      },
+      end: () => res,
+    } as unknown as HttpResponse;
+    const s = new SseStream(res, state(), session(7), idShape(['h:r']), fanout, {
+      maxBackpressure: 1000,
+      hooks: { ...hooks, dropped: () => void slow++ },
+    });
+    s.subscribe('h:r');
+    // A recovery's replay arrives before the welcome: 10 × 500 characters, five times maxBackpressure.
+    for (let i = 1; i <= 10; i++) s.send(encodeMessage('h:r', JSON.stringify('z'.repeat(500)), i, 'E'));
+    s.welcome('{}', new Map([['h:r', { offset: 0, epoch: 'E' }]]));
+    expect(slow).toBe(0);
+    expect(s.getBufferedAmount()).toBeGreaterThan(5000);
+    // The welcome went to uWS (which pushed back); the whole replay waits in the queue, none skipped.
+    expect(written).toHaveLength(1);
+    // A live message now goes over the limit: skipped, the stream reported slow.
+    expect(fanout.publish('h:r', encodeMessage('h:r', '1', 11, 'E'))).toBe(0);
+    expect(slow).toBe(1);
+  });
 });
+
