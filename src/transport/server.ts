@@ -177,6 +177,7 @@ export function createTransport(deps: TransportDeps): Transport {
       connIds,
       connect,
       fanout,
+      metrics,
       hooks: {
         opened: (ws) => conns.opened(ws),
         dropped: (ws) => conns.dropped(ws),

@@ -27,6 +27,7 @@
  */
 import type { Config } from '../config.js';
 import type { Hub } from '../hub/hub.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { Session, Socket } from '../hub/session.js';
 import { CLOSE, type CloseCode } from '../protocol/close-codes.js';
 import { CHANNEL_RE } from '../protocol/channel.js';
@@ -408,6 +409,7 @@ export interface SseRouteDeps {
   readonly connIds: ConnIds;
   readonly connect: ConnectHandler;
   readonly fanout: SseFanout;
+  readonly metrics: Metrics;
   readonly hooks: StreamHooks & { opened(ws: Socket): void };
 }
 
@@ -434,7 +436,7 @@ function announced(pos: HistoryPosition, firstHeld: number | undefined): Positio
 }
 
 export function createSseRoute(deps: SseRouteDeps): (res: HttpResponse, req: HttpRequest) => void {
-  const { config, hub, fanout, hooks } = deps;
+  const { config, hub, fanout, hooks, metrics } = deps;
 
   /** One channel made live for the stream: recovered from `since`, or held until the welcome. */
   interface Made {
@@ -454,7 +456,14 @@ export function createSseRoute(deps: SseRouteDeps): (res: HttpResponse, req: Htt
       const made = await Promise.all(channels.map(async (channel): Promise<Made> => {
         const from = since?.get(channel);
         if (from !== undefined) {
-          const r = await hub.recover(stream, channel, from);
+          let r: Awaited<ReturnType<Hub['recover']>>;
+          try {
+            r = await hub.recover(stream, channel, from);
+          } catch (e) {
+            metrics.recovery(undefined, 0);
+            throw e;
+          }
+          metrics.recovery(r.recovered, r.replayed);
           return { channel, recovered: r.recovered, at: r.recovered ? from : r.position, held: false };
         }
         await hub.subscribe(stream, channel, { hold: true });

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { token } from '../helpers/client.js';
-import { publish, startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { metric, publish, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { waitUntil } from '../helpers/handshake.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { json, openSse, type SseStreamClient } from '../helpers/sse.js';
@@ -52,6 +52,7 @@ describe('Last-Event-ID recovery', () => {
     expect(published).toBeLessThan(N); // the drop happens while publishing goes on
     const s2 = await openSse(b.http, { channels, token: jwt, headers: { 'last-event-id': lastId! } });
     expect((await welcomeOf(s2)).recovered).toBe(true);
+    expect(await metric(b.admin, 'pubgate_recoveries_total', { result: 'recovered' })).toBe(2);
     await publishing;
     await waitUntil(() => offsetsOf(s2, 'h:one').at(-1) === N / 2 && offsetsOf(s2, 'h:two').at(-1) === N / 2, 'the second stream reached the end');
     const all = Array.from({ length: N / 2 }, (_x, i) => i + 1);
