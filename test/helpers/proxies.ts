@@ -277,6 +277,8 @@ export interface ApacheOptions {
   readonly cert: Cert;
   /** Seconds, in place of the WebSocket workers' timeout=75. */
   readonly tunnelTimeoutSec?: number;
+  /** Seconds, in place of the Server-Sent Events workers' timeout=75. */
+  readonly sseTimeoutSec?: number;
   /**
    * 'shipped': the file as it is. 'legacy-ws-scheme': the pre-2.4.47 form
    * (`ProxyPass /ws ws://...`, no balancer) — with or without mod_proxy_wstunnel.
@@ -332,6 +334,15 @@ export function renderApache(o: ApacheOptions): RenderedApache {
     first = false;
     return r;
   }, 3, 'apache ws balancer members');
+  first = true;
+  site = replaceExactly(site, /^ {4}BalancerMember "http:\/\/10\.0\.1\.\d+:8080" flushpackets=on timeout=75 [^\n]*$/m, () => {
+    const timeout = o.sseTimeoutSec ?? 75;
+    const r = first
+      ? o.upstreams.map((p) => `    BalancerMember "http://127.0.0.1:${p}" flushpackets=on timeout=${timeout} connectiontimeout=5 retry=5`).join('\n')
+      : '';
+    first = false;
+    return r;
+  }, 3, 'apache sse balancer members');
   first = true;
   site = replaceExactly(site, /^ {4}BalancerMember "http:\/\/10\.0\.1\.\d+:8080" timeout=30 [^\n]*$/m, () => {
     const r = first ? o.upstreams.map((p) => `    BalancerMember "http://127.0.0.1:${p}" timeout=30 connectiontimeout=5 retry=5`).join('\n') : '';
@@ -403,12 +414,12 @@ export function renderHaproxy(o: HaproxyOptions): RenderedHaproxy {
   t = replaceExactly(t, /^ {4}bind :443 ssl crt \S+/m, `    bind 127.0.0.1:${o.httpsPort} ssl crt ${o.cert.combined}`, 1, 'haproxy bind 443');
   // Each backend lists gw1..gw3: the first line of each list becomes the test's servers.
   t = replaceExactly(t, /^ {4}server gw(\d) 10\.0\.1\.\d+:8080\n/m, (_m, n) =>
-    n === '1' ? o.upstreams.map((u, k) => `    server gw${k + 1} 127.0.0.1:${u.port} port ${u.adminPort}\n`).join('') : '', 6, 'haproxy servers');
+    n === '1' ? o.upstreams.map((u, k) => `    server gw${k + 1} 127.0.0.1:${u.port} port ${u.adminPort}\n`).join('') : '', 9, 'haproxy servers');
   if (o.tunnelTimeoutSec !== undefined) {
     t = replaceExactly(t, 'timeout tunnel 75s', `timeout tunnel ${o.tunnelTimeoutSec}s`, 1, 'haproxy timeout tunnel');
   }
   // Health checks every 2 s are the shipped value; tests want the state soon.
-  t = replaceExactly(t, 'check port 9091 inter 2s fall 2 rise 2', 'check inter 200ms fall 2 rise 1', 2, 'haproxy default-server');
+  t = replaceExactly(t, 'check port 9091 inter 2s fall 2 rise 2', 'check inter 200ms fall 2 rise 1', 3, 'haproxy default-server');
   const conf = path.join(dir, 'haproxy.cfg');
   writeFileSync(conf, t);
   return { dir, conf, args: ['-db', '-f', conf] };
