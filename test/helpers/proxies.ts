@@ -165,7 +165,7 @@ export interface NginxOptions {
   readonly httpsPort: number;
   readonly httpPort: number;
   readonly cert: Cert;
-  /** Seconds, in place of the WebSocket location's 75 s proxy_read_timeout. */
+  /** Seconds, in place of the 75 s proxy_read_timeout of the /ws and /sse locations. */
   readonly readTimeoutSec?: number;
   /** Drop the Upgrade/Connection proxy_set_header lines of the WebSocket location (HTTP/1.1 kept). */
   readonly withoutUpgradeHeaders?: boolean;
@@ -226,7 +226,7 @@ export function renderNginx(o: NginxOptions): RenderedNginx {
   site = replaceExactly(site, /ssl_certificate_key \S+;/, `ssl_certificate_key ${o.cert.key};`, 2, 'pubgate.conf ssl_certificate_key');
   site = replaceExactly(site, /access_log \/var\/log\/nginx\/pubgate-access\.log /, `access_log ${accessLog} `, 3, 'pubgate.conf access_log');
   if (o.readTimeoutSec !== undefined) {
-    site = replaceExactly(site, 'proxy_read_timeout 75s;', `proxy_read_timeout ${o.readTimeoutSec}s;`, 1, 'pubgate.conf proxy_read_timeout');
+    site = replaceExactly(site, 'proxy_read_timeout 75s;', `proxy_read_timeout ${o.readTimeoutSec}s;`, 2, 'pubgate.conf proxy_read_timeout (/ws and /sse)');
   }
   if (o.withoutHttp11) {
     site = replaceExactly(site, /^ {8}proxy_http_version 1\.1;\n(?= {8}proxy_set_header Upgrade)/m, '', 1, 'pubgate.conf proxy_http_version');
