@@ -53,7 +53,7 @@ const ARTIFACTS = path.join(ROOT, 'test-artifacts');
  * sleeping), and `client.transport` ('websocket' | 'sse').
  */
 const CLIENT_SSE = {
-  options: { transports: ['websocket', 'sse'], websocketRetryMs: 300 },
+  options: { transports: ['websocket', 'sse'], wsRetryMs: 300 },
   transportProperty: 'transport',
 } as const;
 
