@@ -212,9 +212,12 @@ describe('SSE through nginx in headless Chromium: fallback, switch back, EventSo
     return last!;
   }
 
-  function saveArtifact(name: string, data: unknown): void {
+  /** The page's log as JSON and a screenshot in test-artifacts/, whether the test passed or not. */
+  async function saveArtifacts(page: Page, name: string, extra: Record<string, unknown> = {}): Promise<void> {
     mkdirSync(ARTIFACTS, { recursive: true });
-    writeFileSync(path.join(ARTIFACTS, name), `${JSON.stringify(data, null, 2)}\n`);
+    const log = await pageState<unknown>(page).catch((e: unknown) => ({ unreadable: String(e) }));
+    writeFileSync(path.join(ARTIFACTS, `${name}.json`), `${JSON.stringify({ ...extra, page: log }, null, 2)}\n`);
+    await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true }).catch(() => undefined);
   }
 
   beforeAll(async () => {
@@ -284,10 +287,8 @@ describe('SSE through nginx in headless Chromium: fallback, switch back, EventSo
       expect(done.opens).toBe(2);
       // Every message carried an id (the channel's position), and the reconnect sent the last one.
       expect(done.ids.every((id) => id !== '')).toBe(true);
-      saveArtifact('sse-browser-eventsource.json', done);
-      mkdirSync(ARTIFACTS, { recursive: true });
-      await page.screenshot({ path: path.join(ARTIFACTS, 'sse-browser-eventsource.png'), fullPage: true });
     } finally {
+      await saveArtifacts(page, 'sse-browser-eventsource');
       await page.close();
     }
   }, 120_000);
@@ -299,6 +300,8 @@ describe('SSE through nginx in headless Chromium: fallback, switch back, EventSo
     page.on('pageerror', (e) => pageErrors.push(e.message));
     const jwt = await token({ sub: PAGE_USER, channels: [FEED] });
     const rejectedBefore = await metric(gw.admin, 'pubgate_handshakes_total', { result: 'rejected', reason: 'bad_request' });
+    let last = 0;
+    let switchedAt: number | undefined;
     try {
       const hash = new URLSearchParams({ channel: FEED, token: jwt, opts: JSON.stringify(CLIENT_SSE.options), prop: CLIENT_SSE.transportProperty });
       await page.goto(`${origin}/index.html#${hash.toString()}`);
@@ -308,7 +311,8 @@ describe('SSE through nginx in headless Chromium: fallback, switch back, EventSo
       expect(await transportOf(page)).toBe('sse');
       expect(await metric(gw.admin, 'pubgate_handshakes_total', { result: 'rejected', reason: 'bad_request' })).toBeGreaterThan(rejectedBefore);
       await gw.waitForLog((l) => l.msg === 'handshake rejected' && l.reason === 'not_upgrade');
-      expect(await metric(gw.admin, 'pubgate_connections', { transport: 'sse' })).toBe(1);
+      // This page's stream only (the EventSource page of the previous test is closed: its stream ends).
+      await pollUntil(async () => (await metric(gw!.admin, 'pubgate_connections', { transport: 'sse' })) === 1, 'pubgate_connections{transport="sse"} to be 1', DEADLINE_MS);
 
       // Every message over SSE.
       const overSse: number[] = [];
@@ -325,8 +329,7 @@ describe('SSE through nginx in headless Chromium: fallback, switch back, EventSo
         return 404 '{"error":{"code":"not_found","message":"endpoints are /ws and /sse"}}';
     }`);
       await pollUntil(async () => (await (await fetch(`${origin}/e2e-config`)).text()) === 'fixed', 'nginx to serve the fixed config', DEADLINE_MS);
-      let last = 20;
-      let switchedAt: number | undefined;
+      last = 20;
       for (let n = 0; n < MAX_SWITCH_PUBLISHES; n++) {
         last = await publish(FEED, last + 1);
         if (switchedAt === undefined && (await transportOf(page)) === 'websocket') switchedAt = last;
@@ -334,10 +337,8 @@ describe('SSE through nginx in headless Chromium: fallback, switch back, EventSo
         if (switchedAt !== undefined && last >= switchedAt + 20) break;
       }
       expect(switchedAt, `the client was still on ${String(await transportOf(page))} after ${MAX_SWITCH_PUBLISHES} publishes`).toBeDefined();
-      const done = await until<ClientLog>(page, `messages 1..${last}`, (l) => l.offsets.length >= last);
-      saveArtifact('sse-browser-client.json', { switchedAt, last, ...done });
-      mkdirSync(ARTIFACTS, { recursive: true });
-      await page.screenshot({ path: path.join(ARTIFACTS, 'sse-browser-client.png'), fullPage: true });
+      const total = last;
+      const done = await until<ClientLog>(page, `messages 1..${total}`, (l) => l.offsets.length >= total);
 
       expect(done.offsets).toEqual(range(1, last)); // no gap, no duplicate
       expect(done.byTransport.websocket ?? 0).toBeGreaterThan(0);
@@ -347,6 +348,7 @@ describe('SSE through nginx in headless Chromium: fallback, switch back, EventSo
       expect(done.errors).toEqual([]);
       expect(pageErrors).toEqual([]);
     } finally {
+      await saveArtifacts(page, 'sse-browser-client', { switchedAt, last });
       await page.close();
     }
   }, 180_000);
