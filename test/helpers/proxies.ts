@@ -397,6 +397,8 @@ export interface HaproxyOptions {
   readonly cert: Cert;
   /** Seconds, in place of `timeout tunnel 75s`. */
   readonly tunnelTimeoutSec?: number;
+  /** Seconds, in place of the Server-Sent Events backend's `timeout server 75s`. */
+  readonly sseServerTimeoutSec?: number;
 }
 
 export interface RenderedHaproxy {
@@ -417,6 +419,9 @@ export function renderHaproxy(o: HaproxyOptions): RenderedHaproxy {
     n === '1' ? o.upstreams.map((u, k) => `    server gw${k + 1} 127.0.0.1:${u.port} port ${u.adminPort}\n`).join('') : '', 9, 'haproxy servers');
   if (o.tunnelTimeoutSec !== undefined) {
     t = replaceExactly(t, 'timeout tunnel 75s', `timeout tunnel ${o.tunnelTimeoutSec}s`, 1, 'haproxy timeout tunnel');
+  }
+  if (o.sseServerTimeoutSec !== undefined) {
+    t = replaceExactly(t, /^ {4}timeout server 75s$/m, `    timeout server ${o.sseServerTimeoutSec}s`, 1, 'haproxy pubgate_sse timeout server');
   }
   // Health checks every 2 s are the shipped value; tests want the state soon.
   t = replaceExactly(t, 'check port 9091 inter 2s fall 2 rise 2', 'check inter 200ms fall 2 rise 1', 3, 'haproxy default-server');
