@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { token } from '../helpers/client.js';
-import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { metric, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { freePort } from '../helpers/ports.js';
 import {
   makeCert, removeDir, renderApache, renderHaproxy, startProxy, tempDir, type Cert, type ProxyProcess,
@@ -175,6 +175,9 @@ async function sseStreams(f: ReturnType<typeof fixture>, httpsPort: number): Pro
   } finally {
     s.close();
   }
+  // The client went away: the proxy ends the stream at the gateway too (no stream left behind it).
+  await pollUntil(async () => (await Promise.all(f.gateways.map((g) => metric(g.admin, 'pubgate_connections', { transport: 'sse' })))).every((n) => n === 0),
+    'the gateways to see the SSE stream end', 15_000);
 }
 
 async function routes(f: ReturnType<typeof fixture>, httpsPort: number): Promise<void> {
