@@ -144,6 +144,9 @@ describe('nginx in front of two nodes (deploy/nginx)', needs('nginx', 'openssl')
     } finally {
       s.close();
     }
+    // nginx ends the stream at the gateway when the client goes (later tests count connections per node).
+    await pollUntil(async () => (await Promise.all([a, b].map((g) => metric(g.admin, 'pubgate_connections', { transport: 'sse' })))).every((n) => n === 0),
+      'the gateways to see the SSE stream end', 15_000);
   });
 
   it('without server pings, nginx cuts the idle WebSocket after proxy_read_timeout: the client sees 1006', async () => {
