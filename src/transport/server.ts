@@ -22,6 +22,8 @@ import { createConnections } from './connection.js';
 import { createApiRoute } from './api-route.js';
 import { send, watch } from './http.js';
 import { createUpgradeHandler } from './upgrade.js';
+import type { PusherApps } from '../pusher/apps.js';
+import { createPusherFanout, mountPusher } from '../pusher/mount.js';
 import {
   App, COMPRESSION_DISABLED, listenExclusive, COMPRESSION_SHARED, SSLApp, us_listen_socket_close, us_socket_local_port,
   type TemplatedApp, type us_listen_socket,
@@ -42,6 +44,8 @@ export interface TransportDeps {
   readonly proxies?: Proxies;
   /** Connection ids shared with the hub (which finds an excluded connection by its id); a new set when absent. */
   readonly connIds?: ConnIds;
+  /** Pusher apps (contract 1.1): with any, `/app/{key}` speaks the Pusher protocol (src/pusher/). */
+  readonly pusherApps?: PusherApps;
 }
 
 export interface Transport {
@@ -165,6 +169,15 @@ export function createTransport(deps: TransportDeps): Transport {
     });
   });
 
+  // Pusher Channels protocol 7 on /app/{key}, with its own uWS topics (src/pusher/).
+  const pusherApps = deps.pusherApps;
+  const pusherFanout = pusherApps !== undefined && pusherApps.list.length > 0
+    ? mountPusher(app, {
+        config, apps: pusherApps, hub: deps.hub, conns, connIds, metrics, log, rejections,
+        clientIp: createClientIpResolver(config.trustedProxies), connectionCount: () => deps.hub.size, isDraining: deps.isDraining, nowMs,
+      })
+    : createPusherFanout(app, undefined);
+
   app.any('/*', apiRoute.handle);
 
   admin.get('/healthz', (res) => send(res, watch(res), 200, '{"status":"ok"}'));
@@ -197,7 +210,7 @@ export function createTransport(deps: TransportDeps): Transport {
     publish: (topic, frame) => {
       const n = app.numSubscribers(topic);
       if (n > 0) app.publish(topic, frame, false, compress(frame));
-      return n;
+      return n + pusherFanout.publish(topic, frame);
     },
     sendTo: (ws, frame) => {
       ws.send(frame, false, compress(frame));
