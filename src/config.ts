@@ -114,6 +114,8 @@ export interface Config {
    * the default app. Refused at start while issue 18 is in progress (see checkCombinations).
    */
   readonly pusherApps: readonly PusherApp[];
+  /** Serve `GET /sse` (Server-Sent Events, contract 1.1); off: the route answers 404 not_found. */
+  readonly sse: boolean;
 }
 
 export class ConfigError extends Error {
@@ -425,6 +427,7 @@ export const SETTINGS: readonly Setting[] = [
       throw e;
     }
   }, []),
+  s('sse', bool, true),
 ];
 
 /** `jwtClockTolerance` → `PUBGATE_JWT_CLOCK_TOLERANCE`. */

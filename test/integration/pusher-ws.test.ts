@@ -7,7 +7,7 @@
 import { createHmac } from 'node:crypto';
 import PusherModule, { type ChannelAuthorizationCallback, type Options } from 'pusher-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { metric, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { rawUpgrade } from '../helpers/handshake.js';
 import { NodeGroup, publishOne } from '../helpers/multinode.js';
 
@@ -148,6 +148,12 @@ describe('Pusher /app/{key} on one node', () => {
     b.channel('private-chat')!.trigger('client-reply', { ok: true });
     expect(await atA).toEqual({ ok: true });
     expect(echoed).toEqual([]);
+  });
+
+  it('counts open Pusher sockets in pubgate_connections{transport="pusher"}', async () => {
+    const p = connect(gw);
+    await connected(p);
+    expect(await metric(gw.admin, 'pubgate_connections', { transport: 'pusher' })).toBeGreaterThanOrEqual(1);
   });
 
   it('answers pusher:ping with pusher:pong', async () => {
