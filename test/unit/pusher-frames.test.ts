@@ -55,3 +55,17 @@ describe('Pusher frames and signatures', () => {
     expect(userAuthText('1.2', '{"id":"u"}')).toBe('1.2::user::{"id":"u"}');
   });
 });
+
+describe('socket ids', () => {
+  it('turn into the conn text exclude takes, on any node', async () => {
+    const { createConnIds } = await import('../../src/transport/conn-id.js');
+    const { connOfSocketId, createSocketIds } = await import('../../src/pusher/socket-id.js');
+    const ids = createConnIds();
+    const n = ids.next() + 12345;
+    const sid = createSocketIds(ids).of(n);
+    expect(sid).toMatch(/^\d+\.\d+$/);
+    expect(connOfSocketId(sid)).toBe(ids.name(n));
+    expect(ids.parse(connOfSocketId(sid)!)).toBe(n);
+    for (const bad of ['1', 'a.1', '1.2.3', '99999999.1']) expect(connOfSocketId(bad)).toBeUndefined();
+  });
+});
