@@ -16,6 +16,8 @@ import { randomBytes } from 'node:crypto';
 import { shortHmacSecrets, type Config } from './config.js';
 import { createClusterControl } from './hub/control.js';
 import { createHub } from './hub/hub.js';
+import { PusherApps } from './pusher/apps.js';
+import { withPusherChannels } from './pusher/channels.js';
 import { createServerSubs } from './hub/server-subs.js';
 import type { Socket } from './hub/session.js';
 import type { Log } from './observability/logger.js';
@@ -24,7 +26,6 @@ import { createProxies } from './proxy/proxies.js';
 import { CLOSE } from './protocol/close-codes.js';
 import { createTransport, type Transport } from './transport/server.js';
 import { createConnIds } from './transport/conn-id.js';
-import { PusherApps } from './pusher/apps.js';
 import { createPusherHttpApi } from './pusher/http-api.js';
 
 export interface Gateway {
@@ -96,7 +97,9 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   // After a broker gap, subscribers of history channels are closed with 1011:
   // they reconnect and recover with `since`, so they miss nothing.
   const late: { transport?: Transport; onGap: () => void } = { onGap: () => undefined };
-  const channels = compileNamespaces(config.namespaces, config);
+  const pusherApps = new PusherApps(config.pusherApps);
+  // Pusher's presence- channels have presence whatever the namespaces say.
+  const channels = withPusherChannels(compileNamespaces(config.namespaces, config), pusherApps);
   const broker = opts.broker ?? chooseBroker(config, channels, log, metrics, () => late.onGap());
   // This process's name in presence leases and occupancy (a new one per start).
   const nodeName = randomBytes(9).toString('base64url');
@@ -213,7 +216,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   // The Pusher HTTP API (issue 18, in progress: config refuses PUBGATE_PUSHER_APPS unless the test-only switch is set).
   const pusherApi = config.pusherApps.length > 0
     ? createPusherHttpApi({
-        apps: new PusherApps(config.pusherApps),
+        apps: pusherApps,
         maxBodyBytes: config.maxPublishBytes,
         apiRate: config.apiRate,
         sink: {
@@ -230,6 +233,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   const proxies = createProxies(config, metrics, log);
   const t = createTransport({
     connIds,
+    pusherApps,
     config,
     hub,
     serverSubs,

@@ -117,6 +117,12 @@ export interface Hub {
   unsubscribe(ws: Socket, channel: string): void;
   /** The live sockets of a user on this node (a copy). */
   socketsOf(user: string): Socket[];
+  /**
+   * Gives a live socket its user (a Pusher connection learns it from
+   * pusher:signin or its first presence channel_data). Only for a socket in no
+   * presence channel yet: presence entries carry the user they were added with.
+   */
+  setUser(ws: Socket, user: string): void;
   /** Publishes a final frame text through the broker. */
   publish(channel: string, frame: string): Promise<void>;
   /**
@@ -542,6 +548,20 @@ export function createHub(deps: HubDeps): HubWithBroker {
     },
     unsubscribe(ws, channel) {
       drop(ws, ws.getUserData(), channel);
+    },
+    setUser(ws, user) {
+      const s = ws.getUserData();
+      if (s.user === user) return;
+      const mine = byUser.get(s.user);
+      if (mine === ws) byUser.delete(s.user);
+      else if (mine instanceof Set && mine.delete(ws)) {
+        if (mine.size === 1) byUser.set(s.user, mine.values().next().value as Socket);
+      } else return; // not a live session
+      (s as { user: string }).user = user;
+      const other = byUser.get(user);
+      if (other === undefined) byUser.set(user, ws);
+      else if (other instanceof Set) other.add(ws);
+      else byUser.set(user, new Set([other, ws]));
     },
     socketsOf(user) {
       const mine = byUser.get(user);

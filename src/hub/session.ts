@@ -106,6 +106,6 @@ export interface Socket {
   ping(message?: string): number;
   getBufferedAmount(): number;
   isSubscribed(topic: string): boolean;
-  /** `sse` on a Server-Sent Events stream (transport/sse.ts); absent on a WebSocket. */
-  readonly transport?: 'sse';
+  /** `sse` on a Server-Sent Events stream (transport/sse.ts), `pusher` on a Pusher socket (pusher/socket.ts); absent on a native WebSocket. */
+  readonly transport?: 'sse' | 'pusher';
 }

@@ -51,7 +51,7 @@ export const WEBHOOK_REQUEST_RESULTS = ['ok', 'status', 'timeout', 'error'] as c
 export type WebhookRequestResult = (typeof WEBHOOK_REQUEST_RESULTS)[number];
 
 /** The `transport` label of the connection metrics (`pusher` comes with the Pusher mode). */
-export type ConnectionTransport = 'ws' | 'sse';
+export type ConnectionTransport = 'ws' | 'sse' | 'pusher';
 
 export interface Metrics {
   /** A connection opened: `ws` (WebSocket) or `sse` (Server-Sent Events stream). */

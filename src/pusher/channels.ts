@@ -8,6 +8,7 @@
  * grammar, so no native client can name it, and no Pusher client can forge
  * another app's prefix. `internalChannel` and `pusherChannel` are inverses.
  */
+import { NO_OPTIONS, type ChannelOptions, type ChannelResolver } from '../channels/namespaces.js';
 import { CHANNEL_RE } from '../protocol/channel.js';
 import type { PusherApp, PusherApps } from './apps.js';
 
@@ -68,4 +69,25 @@ export function pusherChannel(apps: PusherApps, internal: string): { app: Pusher
   const app = apps.defaultApp;
   if (app === undefined || !PUSHER_CHANNEL_RE.test(internal)) return undefined;
   return { app, name: internal };
+}
+
+/** Options of every Pusher presence channel: presence with member events (join/leave → member_added/removed). */
+const PUSHER_PRESENCE: ChannelOptions = Object.freeze({ ...NO_OPTIONS, namespace: 'presence-*', presence: true, joinLeave: true });
+
+/**
+ * The channel resolver with Pusher's presence channels added: a `presence-`
+ * channel of any app (on the default app, also the native channel of that
+ * name) has presence and member events, whatever the namespaces say.
+ */
+export function withPusherChannels(channels: ChannelResolver, apps: PusherApps): ChannelResolver {
+  if (apps.list.length === 0) return channels;
+  const isPresence = (internal: string): boolean => {
+    const p = pusherChannel(apps, internal);
+    return p !== undefined && p.name.startsWith('presence-');
+  };
+  return {
+    resolve: (channel) => (isPresence(channel) ? PUSHER_PRESENCE : channels.resolve(channel)),
+    anyHistory: channels.anyHistory,
+    anyPresence: true,
+  };
 }

@@ -26,6 +26,8 @@ import { send, watch } from './http.js';
 import { createConnectAdmission } from './connect.js';
 import { createSseRoute, SseFanout } from './sse.js';
 import { createUpgradeHandler } from './upgrade.js';
+import type { PusherApps } from '../pusher/apps.js';
+import { createPusherFanout, mountPusher } from '../pusher/mount.js';
 import {
   App, COMPRESSION_DISABLED, listenExclusive, COMPRESSION_SHARED, SSLApp, us_listen_socket_close, us_socket_local_port,
   type TemplatedApp, type us_listen_socket,
@@ -48,6 +50,8 @@ export interface TransportDeps {
   readonly connIds?: ConnIds;
   /** The Pusher HTTP API on `/apps/*` (Pusher compatibility, when apps are configured). */
   readonly pusherApi?: PusherHttpApi;
+  /** Pusher apps (contract 1.1): with any, `/app/{key}` speaks the Pusher protocol (src/pusher/). */
+  readonly pusherApps?: PusherApps;
 }
 
 export interface Transport {
@@ -176,6 +180,14 @@ export function createTransport(deps: TransportDeps): Transport {
     ? createPusherHttpRoute({ api: deps.pusherApi, metrics, log, maxBodyBytes: config.maxPublishBytes, bodyTimeoutMs: config.httpBodyTimeoutMs })
     : undefined;
   if (pusherRoute) app.any('/apps/*', pusherRoute.handle);
+  // Pusher Channels protocol 7 on /app/{key}, with its own uWS topics (src/pusher/).
+  const pusherApps = deps.pusherApps;
+  const pusherFanout = pusherApps !== undefined && pusherApps.list.length > 0
+    ? mountPusher(app, {
+        config, apps: pusherApps, hub: deps.hub, conns, connIds, metrics, log, rejections,
+        clientIp: createClientIpResolver(config.trustedProxies), connectionCount: () => deps.hub.size, isDraining: deps.isDraining, nowMs,
+      })
+    : createPusherFanout(app, undefined);
   // GET /sse (contract 1.1): the same admission, hub and fan-out; off (PUBGATE_SSE=false): 404.
   const fanout = new SseFanout();
   if (config.sse) {
@@ -230,7 +242,7 @@ export function createTransport(deps: TransportDeps): Transport {
     publish: (topic, frame) => {
       const n = app.numSubscribers(topic);
       if (n > 0) app.publish(topic, frame, false, compress(frame));
-      return n + fanout.publish(topic, frame);
+      return n + fanout.publish(topic, frame) + pusherFanout.publish(topic, frame);
     },
     sendTo: (ws, frame) => {
       ws.send(frame, false, compress(frame));

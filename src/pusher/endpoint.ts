@@ -1,0 +1,333 @@
+/**
+ * WebSocket `/app/{key}`: Pusher Channels protocol 7 (contract 1.1, "Pusher
+ * Channels compatibility") over the same hub, broker and presence as `/ws`.
+ *
+ * The upgrade applies the edge admission, Origin and capacity rules of `/ws`
+ * (no token: Pusher authorizes per channel). An unknown key is upgraded and
+ * told `pusher:error` 4001, then closed, as Pusher does (pusher-js then does
+ * not reconnect). Lifecycle (heartbeat, slow consumers, close bookkeeping) is
+ * the native connections' (transport/connection.ts); the frames are Pusher's.
+ */
+import type { Config } from '../config.js';
+import { HTTP_STATUS, errorBody, type ErrorCode } from '../errors.js';
+import type { Hub } from '../hub/hub.js';
+import { NO_CHANNELS } from '../hub/session.js';
+import { takeToken } from '../limits/rate.js';
+import type { Log } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { CLOSE } from '../protocol/close-codes.js';
+import { channelAuthText, userAuthText, verifyAuth } from '../protocol/pusher/auth.js';
+import {
+  PUSHER_CODE, encodeConnectionEstablished, encodePong, encodePusherError, encodeSigninSuccess, encodeSubscriptionError,
+  encodeSubscriptionSucceeded, parsePusherFrame, presenceData, type SubscriptionErrorType,
+} from '../protocol/pusher/frames.js';
+import { createAdmission, type HandshakeRejectReason, type RejectionLog } from '../transport/admission.js';
+import type { ClientIpResolver } from '../transport/client-ip.js';
+import type { ConnIds } from '../transport/conn-id.js';
+import type { Connections } from '../transport/connection.js';
+import { FRAME_BURST, MAX_RATE_STRIKES } from '../transport/connection.js';
+import { send, watch } from '../transport/http.js';
+import { compileOrigins } from '../transport/origin.js';
+import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior } from '../transport/uws.js';
+import type { PusherApps } from './apps.js';
+import { USER_CHANNEL_PREFIX, channelKind, internalChannel, isValidPusherChannel, userChannel } from './channels.js';
+import { createSocketIds } from './socket-id.js';
+import { PusherSocket, type PusherSession } from './socket.js';
+
+export interface PusherEndpointDeps {
+  readonly config: Config;
+  readonly apps: PusherApps;
+  readonly hub: Hub;
+  readonly conns: Connections;
+  readonly connIds: ConnIds;
+  readonly metrics: Metrics;
+  readonly log: Log;
+  readonly rejections: RejectionLog;
+  readonly clientIp: ClientIpResolver;
+  readonly connectionCount: () => number;
+  readonly isDraining: () => boolean;
+  readonly nowMs: () => number;
+}
+
+/** The user of a Pusher connection that has not signed in nor joined a presence channel. */
+export const NO_USER = '';
+/** Pusher's limit on a member's user_info (and ours on a presence `info`). */
+const MAX_USER_INFO = 1024;
+const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
+
+const listsToken = (header: string, token: string): boolean => header.split(',').some((t) => t.trim().toLowerCase() === token);
+
+type Ws = WebSocket<PusherSession>;
+
+export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBehavior<PusherSession>, 'upgrade' | 'open' | 'message' | 'close'> {
+  const { config, apps, hub, conns, connIds, metrics, log, rejections, nowMs } = deps;
+  const originAllowed = compileOrigins(config.allowedOrigins, config.requireOrigin);
+  const admit = createAdmission({ ipHandshakeRate: config.ipHandshakeRate, clientIp: deps.clientIp });
+  const socketIds = createSocketIds(connIds);
+  const activityTimeout = Math.max(1, Math.ceil(config.pingInterval));
+  const frameRate = config.clientFrameRate;
+
+  function upgrade(res: HttpResponse, req: HttpRequest, context: Parameters<HttpResponse['upgrade']>[4]): void {
+    const { head, client, refusal } = admit(req, Buffer.from(res.getRemoteAddressAsText()).toString(), nowMs());
+    const st = watch(res);
+    const reject = (code: ErrorCode, message: string, reason: HandshakeRejectReason, headers?: Record<string, string>, status = HTTP_STATUS[code], close = false): void => {
+      metrics.handshake('rejected', code);
+      metrics.handshakeRejection(reason);
+      rejections.rejected({ code, reason, client, origin: head.origin });
+      send(res, st, status, errorBody(code, message), headers, 'application/json', close);
+    };
+    if (refusal) return reject(refusal.code, refusal.message, refusal.reason, refusal.headers, refusal.status, refusal.close);
+    if (!listsToken(head.upgrade, 'websocket') || !listsToken(head.connection, 'upgrade')) {
+      return reject('bad_request', 'this endpoint needs a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)', 'not_upgrade', { Upgrade: 'websocket' }, 426);
+    }
+    if (head.version !== '13') return reject('bad_request', 'Sec-WebSocket-Version must be 13', 'bad_version', { 'Sec-WebSocket-Version': '13' }, 426);
+    if (!KEY_RE.test(head.key)) return reject('bad_request', 'missing or invalid Sec-WebSocket-Key', 'bad_ws_key');
+    if (!originAllowed(head.origin)) {
+      return reject('origin_not_allowed', head.origin ? `origin ${head.origin.slice(0, 200)} is not allowed` : 'an Origin header is required', 'origin');
+    }
+    if (deps.isDraining()) return reject('draining', 'node is draining; connect to another node', 'draining', { 'Retry-After': '1' });
+    if (deps.connectionCount() >= config.maxConnections) return reject('overloaded', 'node is at its connection limit', 'overloaded', { 'Retry-After': '5' });
+    const key = decodeURIComponent(req.getParameter(0) ?? '');
+    const protocol = new URLSearchParams(req.getQuery() ?? '').get('protocol');
+    const id = connIds.next();
+    const session: PusherSession = {
+      id,
+      user: NO_USER,
+      exp: 0,
+      perms: NO_PERMS,
+      channels: NO_CHANNELS,
+      open: true,
+      idleBeats: 0,
+      frameFullAtMs: 0,
+      extra: undefined,
+      pusher: {
+        app: apps.byKey(key),
+        socketId: socketIds.of(id),
+        socket: undefined,
+        names: new Map(),
+        ...(protocol !== null && !/^[5-7]$/.test(protocol) ? { badProtocol: true } : {}),
+      },
+    };
+    st.done = true;
+    metrics.handshake('accepted', 'ok');
+    log.debug({ conn: connIds.name(id), ip: client.ip, transport: 'pusher' }, 'connection open');
+    res.upgrade(session, head.key, '', head.extensions, context);
+  }
+
+  function open(ws: Ws): void {
+    const s = ws.getUserData();
+    const p = s.pusher;
+    const socket = new PusherSocket(ws);
+    p.socket = socket;
+    if (p.app === undefined) {
+      s.open = false;
+      ws.send(encodePusherError(PUSHER_CODE.UNKNOWN_APP, 'App key not in this gateway'), false);
+      ws.end(PUSHER_CODE.UNKNOWN_APP, 'App key not in this gateway');
+      return;
+    }
+    if ((p as { badProtocol?: boolean }).badProtocol === true) {
+      s.open = false;
+      ws.send(encodePusherError(PUSHER_CODE.BAD_PROTOCOL, 'Unsupported protocol version'), false);
+      ws.end(PUSHER_CODE.BAD_PROTOCOL, 'Unsupported protocol version');
+      return;
+    }
+    conns.opened(socket);
+    ws.send(encodeConnectionEstablished(p.socketId, activityTimeout), false);
+  }
+
+  function subscriptionError(socket: PusherSocket, channel: string, type: SubscriptionErrorType, error: string, status: number, code: ErrorCode): void {
+    metrics.frameRejected(code);
+    socket.sendPusher(encodeSubscriptionError(channel, type, error, status));
+  }
+
+  async function subscribe(socket: PusherSocket, s: PusherSession, data: unknown): Promise<void> {
+    const app = s.pusher.app!;
+    const d = (data ?? {}) as { channel?: unknown; auth?: unknown; channel_data?: unknown };
+    const name = d.channel;
+    if (!isValidPusherChannel(name)) {
+      metrics.frameRejected('bad_request');
+      socket.sendPusher(encodePusherError(null, 'Invalid channel name'));
+      return;
+    }
+    const internal = internalChannel(app, name);
+    if (s.pusher.names.has(internal)) return; // subscribed, or being subscribed
+    if (s.channels.size >= config.maxSubscriptions) {
+      return subscriptionError(socket, name, 'LimitReached', `at most ${config.maxSubscriptions} channels per connection`, 429, 'limit_exceeded');
+    }
+    const kind = channelKind(name);
+    let info: string | undefined;
+    if (kind !== 'public') {
+      const channelData = kind === 'presence' ? d.channel_data : undefined;
+      if (kind === 'presence' && typeof channelData !== 'string') {
+        return subscriptionError(socket, name, 'AuthError', 'presence channels need channel_data', 401, 'unauthorized');
+      }
+      if (!verifyAuth(app.key, app.secret, channelAuthText(s.pusher.socketId, name, channelData as string | undefined), d.auth)) {
+        return subscriptionError(socket, name, 'AuthError', 'Invalid signature', 401, 'unauthorized');
+      }
+      if (kind === 'presence') {
+        let cd: { user_id?: unknown; user_info?: unknown };
+        try {
+          cd = JSON.parse(channelData as string) as typeof cd;
+        } catch {
+          return subscriptionError(socket, name, 'AuthError', 'channel_data is not JSON', 400, 'bad_request');
+        }
+        const uid = typeof cd?.user_id === 'number' ? String(cd.user_id) : cd?.user_id;
+        if (typeof uid !== 'string' || uid === '' || uid.length > 200) {
+          return subscriptionError(socket, name, 'AuthError', 'channel_data needs a user_id', 400, 'bad_request');
+        }
+        if (cd.user_info !== undefined) {
+          info = JSON.stringify(cd.user_info);
+          if (info.length > MAX_USER_INFO) return subscriptionError(socket, name, 'AuthError', `user_info over ${MAX_USER_INFO} bytes`, 400, 'bad_request');
+        }
+        // One user per connection: the first of pusher:signin and presence channel_data names it.
+        if (s.user === NO_USER) hub.setUser(socket, uid);
+        else if (s.user !== uid) return subscriptionError(socket, name, 'AuthError', 'this connection is another user', 403, 'forbidden');
+      }
+    }
+    s.pusher.names.set(internal, name);
+    try {
+      await hub.subscribe(socket, internal, { hold: true, ...(info !== undefined ? { info } : {}) });
+      let succeeded = encodeSubscriptionSucceeded(name);
+      if (kind === 'presence') {
+        const snap = await hub.presence(internal);
+        succeeded = encodeSubscriptionSucceeded(name, presenceData(snap.members));
+      }
+      const held = hub.peekHeld(socket, internal);
+      if (held === undefined || !s.open) return; // unsubscribed or closed meanwhile
+      if (held.overflow) return conns.close(socket, CLOSE.INTERNAL_ERROR);
+      socket.sendPusher(succeeded);
+      hub.release(socket, internal);
+    } catch (e) {
+      if (s.pusher.names.get(internal) === name) s.pusher.names.delete(internal);
+      if (s.channels.has(internal)) hub.unsubscribe(socket, internal);
+      if (!s.open) return;
+      log.debug({ conn: connIds.name(s.id), err: e }, 'pusher subscribe failed');
+      subscriptionError(socket, name, 'Unavailable', 'the channel is not available now; try again', 503, 'unavailable');
+    }
+  }
+
+  function unsubscribe(socket: PusherSocket, s: PusherSession, data: unknown): void {
+    const name = (data as { channel?: unknown } | null)?.channel;
+    if (!isValidPusherChannel(name)) return;
+    const internal = internalChannel(s.pusher.app!, name);
+    if (!s.pusher.names.delete(internal)) return;
+    hub.unsubscribe(socket, internal);
+  }
+
+  function clientEvent(socket: PusherSocket, s: PusherSession, event: string, channel: string | undefined, data: unknown): void {
+    const internal = channel === undefined || !isValidPusherChannel(channel) ? undefined : internalChannel(s.pusher.app!, channel);
+    if (internal === undefined || !s.pusher.names.has(internal) || hub.peekHeld(socket, internal) !== undefined) {
+      metrics.frameRejected('forbidden');
+      socket.sendPusher(encodePusherError(null, `Client event rejected: not subscribed to ${String(channel).slice(0, 164)}`));
+      return;
+    }
+    const kind = channelKind(channel!);
+    if (kind !== 'private' && kind !== 'presence') {
+      metrics.frameRejected('forbidden');
+      socket.sendPusher(encodePusherError(null, 'Client events are allowed on private and presence channels only'));
+      return;
+    }
+    const uid = kind === 'presence' && s.user !== NO_USER ? `,"user_id":${JSON.stringify(s.user)}` : '';
+    const raw = `{"event":${JSON.stringify(event)},"data":${JSON.stringify(data ?? null)}${uid}}`;
+    hub.publishData(internal, raw, { exclude: connIds.name(s.id) }).catch((e: unknown) => {
+      log.debug({ conn: connIds.name(s.id), err: e }, 'pusher client event not published');
+    });
+  }
+
+  function signin(socket: PusherSocket, s: PusherSession, data: unknown): void {
+    const app = s.pusher.app!;
+    const d = (data ?? {}) as { auth?: unknown; user_data?: unknown };
+    const userData = d.user_data;
+    if (typeof userData !== 'string' || !verifyAuth(app.key, app.secret, userAuthText(s.pusher.socketId, userData), d.auth)) {
+      metrics.frameRejected('unauthorized');
+      return socket.endPusher(PUSHER_CODE.UNAUTHORIZED, 'Invalid signature');
+    }
+    let uid: unknown;
+    try {
+      uid = (JSON.parse(userData) as { id?: unknown }).id;
+    } catch {
+      uid = undefined;
+    }
+    if (typeof uid === 'number') uid = String(uid);
+    if (typeof uid !== 'string' || uid === '' || uid.length > 200) {
+      metrics.frameRejected('bad_request');
+      return socket.endPusher(PUSHER_CODE.UNAUTHORIZED, 'user_data needs an id');
+    }
+    if (s.user !== NO_USER && s.user !== uid) {
+      metrics.frameRejected('forbidden');
+      return socket.endPusher(PUSHER_CODE.UNAUTHORIZED, 'this connection is another user');
+    }
+    hub.setUser(socket, uid);
+    const internal = userChannel(app, uid);
+    socket.sendPusher(encodeSigninSuccess(userData));
+    if (s.pusher.names.has(internal)) return;
+    s.pusher.names.set(internal, USER_CHANNEL_PREFIX + uid);
+    hub.subscribe(socket, internal).catch(() => {
+      s.pusher.names.delete(internal);
+    });
+  }
+
+  function message(ws: Ws, data: ArrayBuffer, isBinary: boolean): void {
+    const s = ws.getUserData();
+    const socket = s.pusher.socket;
+    if (!s.open || socket === undefined) return;
+    s.idleBeats = 0;
+    if (isBinary) {
+      metrics.frameRejected('binary');
+      return conns.close(socket, CLOSE.UNSUPPORTED_DATA);
+    }
+    if (data.byteLength > config.maxPayloadLength) {
+      metrics.frameRejected('too_large');
+      return conns.close(socket, CLOSE.TOO_LARGE);
+    }
+    const text = Buffer.from(data).toString('utf8');
+    if (frameRate > 0) {
+      const full = takeToken(s.frameFullAtMs, frameRate, FRAME_BURST, nowMs());
+      if (full === undefined) {
+        const strikes = (s.extra ??= { strikes: 0, slowSinceMs: 0, dropped: 0, info: undefined }).strikes++;
+        metrics.frameRejected('rate_limited');
+        if (strikes + 1 >= MAX_RATE_STRIKES) return conns.close(socket, CLOSE.POLICY_VIOLATION);
+        socket.sendPusher(encodePusherError(PUSHER_CODE.CLIENT_EVENT_RATE, `over ${frameRate} frames per second`));
+        return;
+      }
+      s.frameFullAtMs = full;
+      if (s.extra) s.extra.strikes = 0;
+    }
+    const f = parsePusherFrame(text);
+    if (f === undefined) {
+      metrics.frameRejected('malformed');
+      return conns.close(socket, CLOSE.MALFORMED);
+    }
+    switch (f.event) {
+      case 'pusher:ping':
+        return socket.sendPusher(encodePong());
+      case 'pusher:pong':
+        return;
+      case 'pusher:subscribe':
+        void subscribe(socket, s, f.data);
+        return;
+      case 'pusher:unsubscribe':
+        return unsubscribe(socket, s, f.data);
+      case 'pusher:signin':
+        return signin(socket, s, f.data);
+      default:
+        if (f.event.startsWith('client-')) return clientEvent(socket, s, f.event, f.channel, f.data);
+        metrics.frameRejected('bad_request');
+    }
+  }
+
+  function close(ws: Ws, code: number, msg: ArrayBuffer): void {
+    const s = ws.getUserData();
+    const socket = s.pusher.socket;
+    // Refused at open (unknown key, protocol): never counted as opened.
+    if (socket === undefined || s.pusher.app === undefined || (s.pusher as { badProtocol?: boolean }).badProtocol === true) {
+      s.open = false;
+      return;
+    }
+    conns.closed(socket, code, Buffer.from(msg).toString('utf8').slice(0, 123));
+  }
+
+  return { upgrade, open, message, close };
+}
+
+const NO_PERMS = { subscribe: (): boolean => false, publish: (): boolean => false };
