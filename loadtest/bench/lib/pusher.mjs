@@ -35,7 +35,7 @@ import { coreBusy, coreTimes, freePort, procCpuNs, procCpuSec, procRssKb, sleepM
 import { createPublisher, makeData } from './publisher.mjs';
 import { signedPath } from './pusher-client.mjs';
 import { fmtNum, median, range } from './stats.mjs';
-import { API_KEY, ROOT, SECRET, cleanEnv, startTopology } from './targets.mjs';
+import { API_KEY, ROOT, SECRET, cleanEnv, pubgateMemory, startTopology } from './targets.mjs';
 import { forkWorkers, localPortRange, shares, stopWorkers } from './workers.mjs';
 import { nowMs } from './ws-client.mjs';
 
@@ -142,6 +142,8 @@ export async function runPusher(sc, leg, ctx) {
     await Promise.all(workers.map((w) => w.call('drop')));
     await sleepMs(sc.settleBeforeSec * 1000);
 
+    // pubgate's own view of its heap (admin /metrics), to tell V8 resizing its young generation from what connections keep.
+    const mem0 = srv.adminPort ? await pubgateMemory(srv.adminPort) : undefined;
     const rss0 = procRssKb(srv.pid);
     const cpu0 = procCpuNs(srv.pid);
     const share = shares(sc.subscribers, nWorkers);
@@ -163,7 +165,13 @@ export async function runPusher(sc, leg, ctx) {
     const connectSec = (Math.max(...connected.map((r) => r.t1)) - Math.min(...connected.map((r) => r.t0))) / 1000;
     await sleepMs(sc.settleSec * 1000);
     const rss1 = procRssKb(srv.pid);
+    const mem1 = srv.adminPort ? await pubgateMemory(srv.adminPort) : undefined;
     topo.assertAlive();
+    let memPerConn;
+    if (mem0 && mem1) {
+      const per = (k) => (mem1[k] - mem0[k]) / 1024 / subscribed;
+      memPerConn = { heapTotal: per('heapTotal'), heapUsed: per('heapUsed'), newTotal: per('newTotal'), external: per('external') };
+    }
     const out = {
       ok: true,
       subscribers: subscribed,
@@ -174,6 +182,7 @@ export async function runPusher(sc, leg, ctx) {
       rss0Kb: rss0,
       rss1Kb: rss1,
       kbPerConn: (rss1 - rss0) / subscribed,
+      memPerConn,
     };
     if (!sc.publish) {
       const still = await Promise.all(workers.map((w) => w.call('count', { latency: false }).then(() => w.call('stats'))));
@@ -406,6 +415,11 @@ export function formatPusher(title, p, runs) {
   for (const x of runs.filter((y) => !y.r.ok)) lines.push(`  run ${x.run} ${x.target} did not run: ${x.r.error.split('\n').join('\n    ')}`);
   for (const x of runs.filter((y) => y.r.ok && y.r.warmupMissing > 0)) lines.push(`  run ${x.run} ${x.target}: ${x.r.warmupMissing} warm-up deliveries had not arrived when counting started`);
   for (const x of runs.filter((y) => y.r.ok && y.r.setupRetries)) lines.push(`  run ${x.run} ${x.target}: ${x.r.setupRetries} connections retried while connecting: ${JSON.stringify(x.r.setupErrors)}`);
+  for (const x of runs.filter((y) => y.r.ok && y.r.memPerConn)) {
+    const m = x.r.memPerConn;
+    lines.push(`  run ${x.run} ${x.target} per connection (KiB, from its metrics): RSS ${fmtNum(x.r.kbPerConn, 2)} = V8 heap committed ${fmtNum(m.heapTotal, 2)} ` +
+      `(of which the young generation resized ${fmtNum(m.newTotal, 2)}; used ${fmtNum(m.heapUsed, 2)}) + external ${fmtNum(m.external, 2)} + native/other ${fmtNum(x.r.kbPerConn - m.heapTotal - m.external, 2)}`);
+  }
   for (const x of runs.filter((y) => y.r.ok && y.r.pubErrors && Object.keys(y.r.pubErrors).length)) lines.push(`  run ${x.run} ${x.target} publish errors: ${JSON.stringify(x.r.pubErrors)}`);
   for (const x of runs.filter((y) => y.r.ok && y.r.clientErrors && Object.keys(y.r.clientErrors).length)) lines.push(`  run ${x.run} ${x.target} client errors: ${JSON.stringify(x.r.clientErrors)}`);
   for (const x of runs.filter((y) => y.r.ok && y.r.closeCodes && Object.keys(y.r.closeCodes).length)) lines.push(`  run ${x.run} ${x.target} close frames received: ${JSON.stringify(x.r.closeCodes)}`);
