@@ -100,7 +100,7 @@ async function startSoketi(ctx) {
   // uws-js-unofficial loads a JavaScript fallback when it has no binary for this Node: not what is measured.
   if (p.tail.some((l) => /Falling back to a NodeJS implementation/.test(l))) {
     await stop();
-    throw new Error(`soketi under ${ctx.soketiNode} runs uWS's JavaScript fallback (no native binary for Node ABI of that binary): pass --soketi-node with a Node 20 (or 18)`);
+    throw new Error(`soketi under ${ctx.soketiNode} runs uWS's JavaScript fallback (no native binary for that Node's ABI): pass --soketi-node with a Node 20 (or 18)`);
   }
   const procs = [Object.assign(p, { port })];
   const assertAlive = () => {
