@@ -1,0 +1,92 @@
+/**
+ * The client's event-stream parser (WHATWG rules), the codec of the `id:`
+ * positions, and the SSE URL derived from the WebSocket URL.
+ */
+import { describe, expect, it } from 'vitest';
+import { SseParser, SseTooLarge, channelSetHash, decodePosition, encodePosition, sseUrlFor, type SseEvent } from '../../packages/client/src/sse.js';
+
+function parse(chunks: string[], maxBytes?: number): { events: SseEvent[]; comments: string[]; retries: number[]; parser: SseParser } {
+  const events: SseEvent[] = [];
+  const comments: string[] = [];
+  const retries: number[] = [];
+  const parser = new SseParser({ onEvent: (e) => events.push(e), onComment: (c) => comments.push(c), onRetry: (ms) => retries.push(ms), ...(maxBytes ? { maxBytes } : {}) });
+  for (const c of chunks) parser.push(c);
+  return { events, comments, retries, parser };
+}
+
+describe('SSE parser', () => {
+  it('reads events with LF, CRLF and CR line ends alike', () => {
+    for (const nl of ['\n', '\r\n', '\r']) {
+      const { events } = parse([`event: welcome${nl}data: {"a":1}${nl}${nl}data: x${nl}${nl}`]);
+      expect(events, JSON.stringify(nl)).toEqual([
+        { event: 'welcome', data: '{"a":1}', id: '' },
+        { event: 'message', data: 'x', id: '' },
+      ]);
+    }
+  });
+
+  it('joins data lines with LF, keeps the last id across events, and dispatches nothing for an event without data', () => {
+    const { events, parser } = parse(['id: 7\nevent: message\n\n', 'data: a\ndata:b\ndata:  c\n\n', 'data: d\n\n']);
+    expect(events).toEqual([
+      { event: 'message', data: 'a\nb\n c', id: '7' },
+      { event: 'message', data: 'd', id: '7' },
+    ]);
+    expect(parser.lastEventId).toBe('7');
+  });
+
+  it('handles lines and CRLF pairs split across chunks', () => {
+    const text = 'event: message\r\nid: p1\r\ndata: {"channel":"feed","offset":3}\r\n\r\n: ping\r\n\r\n';
+    for (let cut = 1; cut < text.length; cut++) {
+      const { events, comments } = parse([text.slice(0, cut), text.slice(cut)]);
+      expect(events, `cut at ${cut}`).toEqual([{ event: 'message', data: '{"channel":"feed","offset":3}', id: 'p1' }]);
+      expect(comments, `cut at ${cut}`).toEqual(['ping']);
+    }
+  });
+
+  it('reports comments, reads retry, ignores unknown fields and an id containing NUL, and takes a line without a colon as a field with an empty value', () => {
+    const { events, comments, retries } = parse([': ping\nretry: 3000\nretry: x\nfoo: bar\nid: a\0b\ndata\n\n']);
+    expect(comments).toEqual(['ping']);
+    expect(retries).toEqual([3000]);
+    expect(events).toEqual([{ event: 'message', data: '', id: '' }]);
+  });
+
+  it('refuses a line or an event over its bound', () => {
+    expect(() => parse(['data: ' + 'x'.repeat(200)], 100)).toThrow(SseTooLarge);
+    expect(() => parse(['data: ' + 'x'.repeat(60) + '\n', 'data: ' + 'y'.repeat(60) + '\n'], 100)).toThrow(SseTooLarge);
+    expect(parse(['data: ' + 'x'.repeat(80) + '\n\n'], 100).events).toHaveLength(1);
+  });
+});
+
+describe('SSE positions', () => {
+  it('encodes the positions of the history channels in sorted order behind the hash of the sorted set, and decodes them back', () => {
+    const pos = new Map([
+      ['feed:2', { offset: 9, epoch: 'e2' }],
+      ['feed:1', { offset: 41, epoch: 'h7:Kq' }],
+    ]);
+    const id = encodePosition(['news', 'feed:2', 'feed:1'], pos, new Set(['news']));
+    expect(id).toBe(`${channelSetHash(['feed:1', 'feed:2', 'news'])}.h7:Kq:41,e2:9`);
+    expect(channelSetHash(['news', 'feed:2', 'feed:1'])).toBe(channelSetHash(['feed:1', 'feed:2', 'news']));
+    expect(channelSetHash(['a'])).toMatch(/^[0-9a-f]{8}$/);
+    expect(decodePosition(id!, ['feed:1', 'feed:2', 'news'])).toEqual([
+      { epoch: 'h7:Kq', offset: 41 },
+      { epoch: 'e2', offset: 9 },
+    ]);
+  });
+
+  it('builds no id while a channel is neither known to keep history nor known to keep none, and reads no id of another set', () => {
+    const pos = new Map([['feed:1', { offset: 1, epoch: 'e' }]]);
+    expect(encodePosition(['feed:1', 'other'], pos, new Set())).toBeUndefined();
+    expect(encodePosition(['news'], new Map(), new Set(['news']))).toBeUndefined();
+    const id = encodePosition(['feed:1'], pos, new Set())!;
+    expect(decodePosition(id, ['feed:1', 'feed:2'])).toBeUndefined();
+    expect(decodePosition('garbage', ['feed:1'])).toBeUndefined();
+    expect(decodePosition(`${channelSetHash(['feed:1'])}.e:x`, ['feed:1'])).toBeUndefined();
+  });
+
+  it('derives the SSE URL from the WebSocket URL', () => {
+    expect(sseUrlFor('wss://ws.example.com/ws')).toBe('https://ws.example.com/sse');
+    expect(sseUrlFor('ws://127.0.0.1:8080/ws')).toBe('http://127.0.0.1:8080/sse');
+    expect(sseUrlFor('wss://example.com/realtime/ws?tenant=a')).toBe('https://example.com/realtime/sse?tenant=a');
+    expect(sseUrlFor('ws://h:1')).toBe('http://h:1/sse');
+  });
+});
