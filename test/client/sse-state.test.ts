@@ -239,6 +239,35 @@ describe('SSE fallback', () => {
     expect(events.find((e) => e.type === 'disconnected')?.ev).toMatchObject({ code: 1006, reason: 'SSE request answered 401 unauthorized' });
   });
 
+  it('a channel the token does not allow is refused alone: the stream the gateway refuses (403) is retried one added channel at a time', async () => {
+    const { sse, client } = both({ transports: ['sse'] });
+    const ok = client.subscribe('news');
+    const bad = client.subscribe('secret');
+    await flush();
+    expect(sse.last().channels).toEqual(['news', 'secret']);
+    sse.last().refuse(403, 'forbidden');
+    await advance(50);
+    expect(sse.last().channels).toEqual(['news']);
+    sse.last().open().welcome();
+    await advance(50);
+    await expect(ok.ready).resolves.toEqual({});
+    expect(sse.last().channels).toEqual(['news', 'secret']);
+    sse.last().refuse(403, 'forbidden');
+    await advance(50);
+    await expect(bad.ready).rejects.toMatchObject({ code: 'forbidden', channel: 'secret' });
+    expect(client.channels()).toEqual(['news']);
+    expect(sse.last().channels).toEqual(['news']);
+    sse.last().open().welcome();
+    await advance(50);
+    const later = client.subscribe('feed:9');
+    await advance(50);
+    expect(sse.last().channels).toEqual(['feed:9', 'news']);
+    sse.last().open().welcome();
+    await flush();
+    await expect(later.ready).resolves.toEqual({});
+    expect(client.state).toBe('connected');
+  });
+
   it('moves back to WebSocket when a background attempt gets its welcome, without losing or repeating a history message, then drops the SSE stream', async () => {
     const { server, sse, client, events } = both();
     const got: unknown[] = [];

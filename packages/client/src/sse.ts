@@ -292,6 +292,10 @@ export class SseSocket {
   #pendingSubs: Array<{ id: number; channel: string; since: SinceOffset | undefined }> = [];
   #refreshIds: number[] = [];
   #welcomed = false;
+  /** Channels of the last stream the gateway accepted. */
+  #accepted: string[] = [];
+  /** Adding channels one per reopen, after a 403 for several. */
+  #oneByOne = false;
   #closed = false;
   #abort: { abort(): void } | undefined;
   #streamGen = 0;
@@ -351,6 +355,7 @@ export class SseSocket {
       this.#wanted.delete(channel);
       this.#pos.delete(channel);
       this.#plain.delete(channel);
+      this.#pendingSubs = this.#pendingSubs.filter((p) => p.channel !== channel);
       this.#reply(id, {});
       this.#scheduleReopen();
       return;
@@ -434,7 +439,11 @@ export class SseSocket {
     if (this.#closed) return;
     const wanted = [...this.#wanted].sort();
     const same = wanted.length === this.#streamChannels.length && wanted.every((c, i) => c === this.#streamChannels[i]);
-    if (same && this.#refreshIds.length === 0 && this.#pendingSubs.length === 0) return;
+    // The same set: subscribes waiting for it are answered by the current stream's welcome; only a refresh reopens it.
+    if (same && this.#refreshIds.length === 0) {
+      this.#oneByOne = false;
+      return;
+    }
     this.#streamGen++;
     try {
       this.#abort?.abort();
@@ -459,7 +468,13 @@ export class SseSocket {
   async #openStream(): Promise<void> {
     if (this.#closed) return;
     const gen = ++this.#streamGen;
-    const channels = [...this.#wanted].sort();
+    let channels = [...this.#wanted].sort();
+    if (this.#oneByOne) {
+      // Looking for the channel the gateway refuses: the accepted ones and one more.
+      const next = channels.find((c) => !this.#accepted.includes(c));
+      channels = channels.filter((c) => this.#accepted.includes(c) || c === next);
+      if (next === undefined) this.#oneByOne = false;
+    }
     this.#streamChannels = channels;
     this.#welcomed = false;
     const refreshes = this.#refreshIds.splice(0);
@@ -521,21 +536,41 @@ export class SseSocket {
   }
 
   /**
-   * A refused request. A 403 after channels were added refuses those (the
-   * gateway refuses the whole stream for one channel it does not allow):
-   * their subscribes get `forbidden` and the stream reopens without them.
-   * Anything else is a 1006, as a failed WebSocket handshake is.
+   * A refused request. The gateway refuses the whole stream (403
+   * `forbidden`) for one channel the token does not allow, without saying
+   * which, where a WebSocket refuses only that subscribe. So: with one
+   * channel added since the last accepted stream, that channel's subscribe
+   * gets `forbidden` and the stream reopens without it; with several, they
+   * are added back one at a time (a reopen each) until the culprit is found.
+   * A refusal of the first stream is handled the same way once the client
+   * has sent its subscribes (a welcome of our own stands in). Anything else
+   * is a 1006, as a failed WebSocket handshake is.
    */
   #refused(status: number, code: string): void {
-    const added = this.#pendingSubs.filter((p) => !this.#lastIdChannels.includes(p.channel));
-    if (status === 403 && code === 'forbidden' && added.length > 0 && this.readyState === 1) {
-      this.#pendingSubs = this.#pendingSubs.filter((p) => !added.includes(p));
-      for (const p of added) {
-        this.#wanted.delete(p.channel);
-        this.#reply(p.id, { error: { code: 'forbidden', message: `the gateway refused an SSE stream with ${added.map((a) => a.channel).join(', ')}` } });
+    if (status === 403 && code === 'forbidden') {
+      if (this.readyState === 0) {
+        this.#oneByOne = true;
+        this.#streamChannels = [];
+        this.#accepted = [];
+        this.#welcomeLocal();
+        return;
       }
-      void this.#openStream();
-      return;
+      const added = this.#streamChannels.filter((c) => !this.#accepted.includes(c));
+      if (added.length === 1) {
+        const channel = added[0]!;
+        this.#wanted.delete(channel);
+        for (const p of this.#pendingSubs.filter((q) => q.channel === channel)) {
+          this.#reply(p.id, { error: { code: 'forbidden', message: `the gateway refused the SSE stream with ${channel}` } });
+        }
+        this.#pendingSubs = this.#pendingSubs.filter((q) => q.channel !== channel);
+        void this.#openStream();
+        return;
+      }
+      if (added.length > 1) {
+        this.#oneByOne = true;
+        void this.#openStream();
+        return;
+      }
     }
     this.#end(ABNORMAL_CLOSURE, `SSE request answered ${status}${code ? ` ${code}` : ''}`);
   }
@@ -688,6 +723,7 @@ export class SseSocket {
       }
     }
     this.#welcomed = true;
+    this.#accepted = channels;
     this.#pingSec = typeof w.ping === 'number' && w.ping > 0 ? w.ping : 0;
     this.#armWatchdog(this.#streamGen);
     const first = this.readyState === 0;
@@ -701,6 +737,7 @@ export class SseSocket {
       if (channels.includes(p.channel)) this.#reply(p.id, this.#subscribeReply(p.channel, p.since));
       else this.#pendingSubs.push(p);
     }
+    if (this.#oneByOne) this.#scheduleReopen();
   }
 
   /** A welcome of our own for a connection with no channels (no stream to read yet). */
