@@ -50,8 +50,19 @@ import { signWebhook } from './signing.js';
 
 /** Events in one request at most (contract). */
 export const WEBHOOK_BATCH_EVENTS = 100;
-/** Channels claimed at once (each gives at least one event, so no more fit a batch). */
+/** Channels claimed at once at most (each gives at least one event, so no more fit a batch). */
 export const WEBHOOK_CLAIM_CHANNELS = 100;
+
+/**
+ * How many channels to claim for one batch: enough to fill it at the events
+ * per channel seen lately (`perChannel`, a moving average), with a margin, so
+ * few claimed channels are released unsent (each release is a queue round
+ * trip) while a batch still fills up.
+ */
+export function claimCount(perChannel: number): number {
+  const avg = Math.max(1, perChannel);
+  return Math.max(1, Math.min(WEBHOOK_CLAIM_CHANNELS, Math.ceil((WEBHOOK_BATCH_EVENTS / avg) * 1.25)));
+}
 export const WEBHOOK_DEFAULTS = {
   leaseMs: 10_000,
   pollMs: 250,
@@ -177,6 +188,8 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
 
   let running = false;
   let started = false;
+  /** Events per claimed channel lately (sizes the next claim). */
+  let perChannel = 1;
   let nudged = false;
   let wake: (() => void) | undefined;
   let loopDone: Promise<void> = Promise.resolve();
@@ -208,7 +221,7 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
 
   /** Claims due channels and reads their heads into one batch; undefined when nothing was due. */
   async function nextBatch(): Promise<Batch | undefined> {
-    const channels = await queue.claim(WEBHOOK_CLAIM_CHANNELS, leaseMs);
+    const channels = await queue.claim(claimCount(perChannel), leaseMs);
     if (channels.length === 0) return undefined;
     if (!running) {
       // stop() came while claiming: a stopped deliverer sends nothing.
@@ -218,18 +231,26 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
     const parts: Part[] = [];
     const texts: string[] = [];
     const unused: string[] = [];
+    // All heads are read at once (one round trip each, in parallel), then the
+    // batch is filled in claim order; each channel contributes a prefix of its head.
+    const heads = await Promise.all(channels.map((ch) => queue.peek(ch, WEBHOOK_BATCH_EVENTS).then(
+      (h) => h,
+      (e: unknown) => {
+        failures.add('queue', 1, `peek: ${describe(e)}`);
+        return undefined;
+      },
+    )));
+    let seen = 0;
+    let nonEmpty = 0;
     for (let i = 0; i < channels.length; i++) {
       const channel = channels[i]!;
-      const room = WEBHOOK_BATCH_EVENTS - texts.length;
-      if (room <= 0 || !running) {
-        unused.push(...channels.slice(i));
-        break;
+      const head = heads[i];
+      if (head && head.length > 0) {
+        seen += head.length;
+        nonEmpty++;
       }
-      let head: string[];
-      try {
-        head = await queue.peek(channel, room);
-      } catch (e) {
-        failures.add('queue', 1, `peek: ${describe(e)}`);
+      const room = WEBHOOK_BATCH_EVENTS - texts.length;
+      if (room <= 0 || !running || head === undefined) {
         unused.push(channel);
         continue;
       }
@@ -249,6 +270,7 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
       if (part.ids.length === 0) unused.push(channel);
       else parts.push(part);
     }
+    if (nonEmpty > 0) perChannel = perChannel * 0.7 + (seen / nonEmpty) * 0.3;
     if (unused.length > 0) await release(unused);
     if (parts.length === 0) return undefined;
     const body = webhookBody(texts);

@@ -14,7 +14,7 @@ import { Webhook } from 'standardwebhooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createMetrics, type Metrics, type WebhookEventResult, type WebhookRequestResult } from '../../src/observability/metrics.js';
 import { encodeEvent, eventHead, type WebhookEventName } from '../../src/webhooks/events.js';
-import { createWebhookDeliverer, webhookBody, webhookMessageId, type WebhookDeliverer, type WebhookDelivererDeps } from '../../src/webhooks/deliverer.js';
+import { claimCount, createWebhookDeliverer, webhookBody, webhookMessageId, type WebhookDeliverer, type WebhookDelivererDeps } from '../../src/webhooks/deliverer.js';
 import type { DroppedCounts, FailResult, RetryPolicy, WebhookQueue } from '../../src/webhooks/queue.js';
 import { createMemoryWebhookQueue } from '../../src/webhooks/memory-queue.js';
 import { parseWebhookSecret } from '../../src/webhooks/signing.js';
@@ -300,7 +300,8 @@ describe('webhook deliverer', () => {
       { channel: 'chat:b', ids: ids(b.slice(40)) },
     ]);
     expect(queue.calls.find((x) => x.op === 'claim')).toMatchObject({ max: 100, leaseMs: 10_000 });
-    expect(queue.calls.filter((x) => x.op === 'peek' && x.channel === 'chat:b').map((x) => (x as { max: number }).max)).toEqual([40, 95]);
+    // Heads are read in parallel, each up to a whole batch; the batch takes the prefix that fits.
+    expect(queue.calls.filter((x) => x.op === 'peek' && x.channel === 'chat:b').map((x) => (x as { max: number }).max)).toEqual([100, 100]);
     expect(m.requests).toEqual(['ok', 'ok']);
     expect(m.events.reduce((n, [name, result, k]) => n + (name === 'member_added' && result === 'delivered' ? k : 0), 0)).toBe(125);
     expect(m.delays).toHaveLength(125);
@@ -434,5 +435,16 @@ describe('webhook deliverer', () => {
       log: memoryLog(),
       leaseMs: 5000,
     })).toThrow(/lease/);
+  });
+});
+
+describe('claimCount', () => {
+  it('claims enough channels to fill a batch at the recent events per channel, with a margin, within 1..100', () => {
+    expect(claimCount(1)).toBe(100);
+    expect(claimCount(0)).toBe(100);
+    expect(claimCount(2)).toBe(63);
+    expect(claimCount(50)).toBe(3);
+    expect(claimCount(100)).toBe(2);
+    expect(claimCount(10_000)).toBe(1);
   });
 });
