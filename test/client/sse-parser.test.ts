@@ -3,7 +3,7 @@
  * positions, and the SSE URL derived from the WebSocket URL.
  */
 import { describe, expect, it } from 'vitest';
-import { SseParser, SseTooLarge, channelSetHash, decodePosition, encodePosition, sseUrlFor, type SseEvent } from '../../packages/client/src/sse.js';
+import { SseParser, SseTooLarge, decodePosition, encodePosition, historyHash, sseUrlFor, type SseEvent } from '../../packages/client/src/sse.js';
 
 function parse(chunks: string[], maxBytes?: number): { events: SseEvent[]; comments: string[]; retries: number[]; parser: SseParser } {
   const events: SseEvent[] = [];
@@ -58,29 +58,51 @@ describe('SSE parser', () => {
 });
 
 describe('SSE positions', () => {
-  it('encodes the positions of the history channels in sorted order behind the hash of the sorted set, and decodes them back', () => {
+  it('encodes the positions of the history channels in sorted order behind the hash of their sorted names, as the gateway does', () => {
     const pos = new Map([
       ['feed:2', { offset: 9, epoch: 'e2' }],
-      ['feed:1', { offset: 41, epoch: 'h7:Kq' }],
+      ['feed:1', { offset: 41, epoch: 'h7Kq' }],
     ]);
     const id = encodePosition(['news', 'feed:2', 'feed:1'], pos, new Set(['news']));
-    expect(id).toBe(`${channelSetHash(['feed:1', 'feed:2', 'news'])}.h7:Kq:41,e2:9`);
-    expect(channelSetHash(['news', 'feed:2', 'feed:1'])).toBe(channelSetHash(['feed:1', 'feed:2', 'news']));
-    expect(channelSetHash(['a'])).toMatch(/^[0-9a-f]{8}$/);
-    expect(decodePosition(id!, ['feed:1', 'feed:2', 'news'])).toEqual([
-      { epoch: 'h7:Kq', offset: 41 },
-      { epoch: 'e2', offset: 9 },
-    ]);
+    expect(id).toBe(`${historyHash(['feed:1', 'feed:2'])}.h7Kq:41,e2:9`);
+    // The gateway's FNV-1a of "feed:1 feed:2" (src/transport/sse-events.ts), computed by hand here.
+    let h = 0x811c9dc5;
+    for (const c of 'feed:1 feed:2') h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
+    expect(historyHash(['feed:2', 'feed:1'])).toBe(h.toString(16).padStart(8, '0'));
+    expect(decodePosition(id!, ['feed:1', 'feed:2', 'news'])).toEqual(
+      new Map([
+        ['feed:1', { epoch: 'h7Kq', offset: 41 }],
+        ['feed:2', { epoch: 'e2', offset: 9 }],
+      ]),
+    );
   });
 
-  it('builds no id while a channel is neither known to keep history nor known to keep none, and reads no id of another set', () => {
+  it('finds through the hash which channels of a stream keep history', () => {
+    const id = `${historyHash(['b', 'd'])}.E:1,F:2`;
+    expect(decodePosition(id, ['a', 'b', 'c', 'd'])).toEqual(
+      new Map([
+        ['b', { epoch: 'E', offset: 1 }],
+        ['d', { epoch: 'F', offset: 2 }],
+      ]),
+    );
+    expect(decodePosition(id, ['a', 'b', 'c', 'd'], new Set(['b']), new Set(['a']))).toEqual(
+      new Map([
+        ['b', { epoch: 'E', offset: 1 }],
+        ['d', { epoch: 'F', offset: 2 }],
+      ]),
+    );
+    expect(decodePosition(id, ['a', 'b', 'c', 'd'], new Set(['a']))).toBeUndefined(); // a is not one of them
+  });
+
+  it('builds no id while a channel is neither known to keep history nor known to keep none, and reads no id of another set or format', () => {
     const pos = new Map([['feed:1', { offset: 1, epoch: 'e' }]]);
     expect(encodePosition(['feed:1', 'other'], pos, new Set())).toBeUndefined();
     expect(encodePosition(['news'], new Map(), new Set(['news']))).toBeUndefined();
     const id = encodePosition(['feed:1'], pos, new Set())!;
-    expect(decodePosition(id, ['feed:1', 'feed:2'])).toBeUndefined();
+    expect(decodePosition(id, ['feed:2', 'feed:3'])).toBeUndefined();
     expect(decodePosition('garbage', ['feed:1'])).toBeUndefined();
-    expect(decodePosition(`${channelSetHash(['feed:1'])}.e:x`, ['feed:1'])).toBeUndefined();
+    expect(decodePosition(`${historyHash(['feed:1'])}.e:x`, ['feed:1'])).toBeUndefined();
+    expect(decodePosition(`${historyHash(['feed:1'])}.e:1,f:2`, ['feed:1'])).toBeUndefined();
   });
 
   it('derives the SSE URL from the WebSocket URL', () => {

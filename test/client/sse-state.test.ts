@@ -8,7 +8,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { PubgateError, type MessageFrame, type PubgateClient } from '../../packages/client/src/index.js';
-import { channelSetHash } from '../../packages/client/src/sse.js';
+import { historyHash } from '../../packages/client/src/sse.js';
 import { advance, fakeClient, flush, useFakeClients } from '../helpers/client-fakes.js';
 import { fakeSse, type FakeSse } from '../helpers/fake-sse.js';
 import type { FakeServer } from '../helpers/fake-websocket.js';
@@ -119,9 +119,9 @@ describe('SSE fallback', () => {
     await failWsTwice(server);
     const req = sse.last();
     expect(req.channels.sort()).toEqual(['feed:1', 'news']);
-    expect(req.lastEventId).toBe(`${channelSetHash(['feed:1', 'news'])}.E:4`);
-    req.open().welcome({ recovered: true }, `${channelSetHash(['feed:1', 'news'])}.E:4`);
-    req.event('message', msg('feed:1', 5, 'five'), `${channelSetHash(['feed:1', 'news'])}.E:5`);
+    expect(req.lastEventId).toBe(`${historyHash(['feed:1'])}.E:4`);
+    req.open().welcome({ recovered: true }, `${historyHash(['feed:1'])}.E:4`);
+    req.event('message', msg('feed:1', 5, 'five'), `${historyHash(['feed:1'])}.E:5`);
     await flush();
     expect(got).toEqual(['four', 'five']);
     expect(events.filter((e) => e.type === 'resubscribed').map((e) => e.ev)).toEqual([
@@ -135,7 +135,7 @@ describe('SSE fallback', () => {
     client.subscribe('feed:1');
     await failWsTwice(server);
     const first = sse.last();
-    const h1 = channelSetHash(['feed:1']);
+    const h1 = historyHash(['feed:1']);
     first.open().welcome({}, `${h1}.E:10`);
     await flush();
     server.last().end(1006); // the WebSocket tried at once after the move fails: stay on SSE
@@ -153,9 +153,9 @@ describe('SSE fallback', () => {
     expect(second.channels).toEqual(['feed:1', 'feed:2', 'news']);
     // feed:2 and news: not known yet, so no id can be built; the gateway starts them live.
     expect(second.lastEventId).toBeUndefined();
-    const h2 = channelSetHash(['feed:1', 'feed:2', 'news']);
-    // The welcome's `channels` (positions at subscribe time) tells which channels keep history.
-    second.open().welcome({ recovered: false, channels: { 'feed:1': { offset: 11, epoch: 'E' }, 'feed:2': { offset: 0, epoch: 'F' }, news: {} } }, `${h2}.E:11,F:0`);
+    const h2 = historyHash(['feed:1', 'feed:2']);
+    // The welcome's id (positions at subscribe time) says, through its hash, that feed:2 keeps history and news does not.
+    second.open().welcome({ recovered: false }, `${h2}.E:11,F:0`);
     await flush();
     await expect(a.ready).resolves.toEqual({ offset: 0, epoch: 'F' });
     await expect(b.ready).resolves.toEqual({});
@@ -165,15 +165,14 @@ describe('SSE fallback', () => {
     await advance(50);
     const third = sse.last();
     expect(third.channels).toEqual(['feed:1', 'news']);
-    expect(third.lastEventId).toBe(`${channelSetHash(['feed:1', 'news'])}.E:11`);
-    expect(client.welcome).not.toHaveProperty('channels');
+    expect(third.lastEventId).toBe(`${historyHash(['feed:1'])}.E:11`);
   });
 
   it('a close event decides as the WebSocket close code does: 1001 reconnects over SSE with Last-Event-ID, 4501 stops', async () => {
     const { server, sse, client, events } = both();
     client.subscribe('feed:1');
     await failWsTwice(server);
-    const h = channelSetHash(['feed:1']);
+    const h = historyHash(['feed:1']);
     sse.last().open().welcome({}, `${h}.E:2`);
     await flush();
     server.last().end(1006);
@@ -274,7 +273,7 @@ describe('SSE fallback', () => {
     client.subscribe('feed:1', (d) => got.push(d));
     client.subscribe('news', (d) => got.push(d));
     await failWsTwice(server);
-    const h = channelSetHash(['feed:1', 'news']);
+    const h = historyHash(['feed:1']);
     const stream = sse.last();
     stream.open().welcome({}, `${h}.E:5`);
     await flush();

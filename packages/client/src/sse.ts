@@ -131,52 +131,86 @@ export class SseParser {
 // ---- positions in `id:` -------------------------------------------------------
 
 /**
- * FNV-1a (32 bits) of the sorted channel names joined with `,`, as 8
- * lower-case hex digits: the prefix of an `id:` that says which channel set
- * the positions belong to. Synchronous (browsers' crypto.subtle is not), and
- * channel names are ASCII.
+ * FNV-1a (32 bits, over UTF-16 code units) of the sorted history channel
+ * names joined with a space, as 8 lower-case hex digits: the prefix of an
+ * `id:` that says which channels its positions belong to (the gateway's
+ * src/transport/sse-events.ts). Synchronous (browsers' crypto.subtle is not).
  */
-export function channelSetHash(channels: readonly string[]): string {
-  const text = [...channels].sort().join(',');
+export function historyHash(historyChannels: readonly string[]): string {
+  const text = [...new Set(historyChannels)].sort().join(' ');
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i) & 0xff;
+    h ^= text.charCodeAt(i);
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h.toString(16).padStart(8, '0');
 }
 
 /**
- * `<hash of the stream's sorted channels>.<epoch>:<offset>,...`, one part per
- * history channel of the stream in sorted order (the gateway's encoding; see
- * docs/protocol.md "Client SDK: SSE fallback"). Undefined when a channel has
- * no position and is not known to keep no history (`plain`): the gateway
- * would read the parts against the wrong channels.
+ * `<hash of the sorted history channels>.<epoch>:<offset>,...`, one part per
+ * history channel of the stream in sorted order: the gateway's encoding, so
+ * that the client can recover after a change of the channel set or a move
+ * from WebSocket (see docs/protocol.md "Client SDK: SSE fallback").
+ * Undefined when a channel has no position and is not known to keep no
+ * history (`plain`): the gateway would not accept the id, and there is
+ * nothing to recover without a history channel.
  */
 export function encodePosition(channels: readonly string[], history: ReadonlyMap<string, SinceOffset>, plain: ReadonlySet<string>): string | undefined {
-  const sorted = [...channels].sort();
-  const parts: string[] = [];
-  for (const name of sorted) {
-    const p = history.get(name);
-    if (p) parts.push(`${p.epoch}:${p.offset}`);
+  const names: string[] = [];
+  for (const name of [...new Set(channels)].sort()) {
+    if (history.has(name)) names.push(name);
     else if (!plain.has(name)) return undefined; // unknown: history or not?
   }
-  if (parts.length === 0) return undefined;
-  return `${channelSetHash(sorted)}.${parts.join(',')}`;
+  if (names.length === 0) return undefined;
+  return `${historyHash(names)}.${names.map((n) => `${history.get(n)!.epoch}:${history.get(n)!.offset}`).join(',')}`;
 }
 
-/** The parts of an `id:` for this channel set, or undefined when it is for another set or not in this encoding. */
-export function decodePosition(id: string, channels: readonly string[]): SinceOffset[] | undefined {
+/** Subsets tried when finding which channels an id's hash names: bounded work for a stream with many unknown channels. */
+const MAX_SUBSETS = 4096;
+
+/**
+ * The positions an `id:` of a stream of `channels` gives, per history
+ * channel; undefined when it is not in this encoding or for another set.
+ * The gateway does not say which channels keep history: the hash does.
+ * Channels with a known position (`history`) are tried first, with as many
+ * of the undecided ones (neither known history nor `plain`) as the id has
+ * parts left, within MAX_SUBSETS tries.
+ */
+export function decodePosition(id: string, channels: readonly string[], history: ReadonlySet<string> = new Set(), plain: ReadonlySet<string> = new Set()): Map<string, SinceOffset> | undefined {
   const dot = id.indexOf('.');
-  if (dot !== 8 || id.slice(0, 8) !== channelSetHash(channels)) return undefined;
-  const out: SinceOffset[] = [];
+  if (dot !== 8) return undefined;
+  const prefix = id.slice(0, 8);
+  const parts: SinceOffset[] = [];
   for (const part of id.slice(dot + 1).split(',')) {
     const colon = part.lastIndexOf(':');
-    const offset = Number(part.slice(colon + 1));
-    if (colon <= 0 || !/^[0-9]+$/.test(part.slice(colon + 1)) || !Number.isSafeInteger(offset)) return undefined;
-    out.push({ epoch: part.slice(0, colon), offset });
+    const digits = part.slice(colon + 1);
+    if (colon <= 0 || !/^[0-9]{1,15}$/.test(digits)) return undefined;
+    parts.push({ epoch: part.slice(0, colon), offset: Number(digits) });
   }
-  return out;
+  const all = [...new Set(channels)].sort();
+  const sure = all.filter((c) => history.has(c) && !plain.has(c));
+  const open = all.filter((c) => !history.has(c) && !plain.has(c));
+  const need = parts.length - sure.length;
+  if (need < 0 || need > open.length) return undefined;
+  let tries = 0;
+  const pick: string[] = [];
+  const found = (start: number): string[] | undefined => {
+    if (pick.length === need) {
+      if (++tries > MAX_SUBSETS) return undefined;
+      const names = [...sure, ...pick].sort();
+      return historyHash(names) === prefix ? names : undefined;
+    }
+    for (let i = start; i <= open.length - (need - pick.length) && tries <= MAX_SUBSETS; i++) {
+      pick.push(open[i]!);
+      const r = found(i + 1);
+      pick.pop();
+      if (r) return r;
+    }
+    return undefined;
+  };
+  const names = found(0);
+  if (!names) return undefined;
+  return new Map(names.map((n, i) => [n, parts[i]!]));
 }
 
 // ---- the stream as a WebSocket ----------------------------------------------------
@@ -687,40 +721,24 @@ export class SseSocket {
       return;
     }
     this.#recovered = w.recovered === true;
-    // `channels` (when the gateway sends it): every channel of the stream with its position at subscribe time, `{}` for
-    // one without history: the unambiguous way to learn which channels keep history.
-    const listed = w.channels;
-    delete w.channels;
-    if (listed !== null && typeof listed === 'object' && !Array.isArray(listed)) {
-      for (const [name, v] of Object.entries(listed as Record<string, { offset?: unknown; epoch?: unknown }>)) {
-        if (!channels.includes(name) || v === null || typeof v !== 'object') continue;
-        if (typeof v.offset === 'number' && Number.isSafeInteger(v.offset) && typeof v.epoch === 'string') {
-          const known = this.#pos.get(name);
-          if (!known || known.epoch !== v.epoch) this.#pos.set(name, { offset: v.offset, epoch: v.epoch });
-          this.#plain.delete(name);
-        } else if (v.offset === undefined && v.epoch === undefined) this.#plain.add(name);
-      }
-    }
     // Positions at subscribe time, for the channels we know nothing of (a recovered channel's replay follows: it moves them on).
     if (ev.id !== '') {
-      const parts = decodePosition(ev.id, channels);
+      const parts = decodePosition(ev.id, channels, new Set(this.#pos.keys()), this.#plain);
       if (!parts) {
         if (this.#encode) {
           this.#encode = false;
           this.#o.onForeignId?.();
         }
       } else {
-        const historyKnown = channels.filter((c) => this.#pos.has(c));
-        const names = parts.length === channels.length ? channels : parts.length === historyKnown.length ? historyKnown : undefined;
-        if (names) {
-          for (const c of channels) if (!names.includes(c)) this.#plain.add(c);
-          names.forEach((c, i) => {
-            const p = parts[i]!;
-            const known = this.#pos.get(c);
-            if (!known || known.epoch !== p.epoch) this.#pos.set(c, p);
-          });
+        // Now known: which channels keep history (and their positions at subscribe time), and which do not.
+        for (const c of channels) if (!parts.has(c)) this.#plain.add(c);
+        for (const [c, p] of parts) {
+          const known = this.#pos.get(c);
+          if (!known || known.epoch !== p.epoch) this.#pos.set(c, p);
         }
       }
+    } else {
+      for (const c of channels) this.#plain.add(c); // no id on the welcome: the stream has no history channel
     }
     this.#welcomed = true;
     this.#accepted = channels;
