@@ -63,7 +63,7 @@ describe('SSE positions', () => {
       ['feed:2', { offset: 9, epoch: 'e2' }],
       ['feed:1', { offset: 41, epoch: 'h7Kq' }],
     ]);
-    const id = encodePosition(['news', 'feed:2', 'feed:1'], pos, new Set(['news']));
+    const id = encodePosition(['news', 'feed:2', 'feed:1'], pos);
     expect(id).toBe(`${historyHash(['feed:1', 'feed:2'])}.h7Kq:41,e2:9`);
     // The gateway's FNV-1a of "feed:1 feed:2" (src/transport/sse-events.ts), computed by hand here.
     let h = 0x811c9dc5;
@@ -94,11 +94,11 @@ describe('SSE positions', () => {
     expect(decodePosition(id, ['a', 'b', 'c', 'd'], new Set(['a']))).toBeUndefined(); // a is not one of them
   });
 
-  it('builds no id while a channel is neither known to keep history nor known to keep none, and reads no id of another set or format', () => {
+  it('covers only the channels with a known position, builds nothing without one, and reads no id of another set or format', () => {
     const pos = new Map([['feed:1', { offset: 1, epoch: 'e' }]]);
-    expect(encodePosition(['feed:1', 'other'], pos, new Set())).toBeUndefined();
-    expect(encodePosition(['news'], new Map(), new Set(['news']))).toBeUndefined();
-    const id = encodePosition(['feed:1'], pos, new Set())!;
+    expect(encodePosition(['feed:1', 'other'], pos)).toBe(`${historyHash(['feed:1'])}.e:1`);
+    expect(encodePosition(['news'], new Map())).toBeUndefined();
+    const id = encodePosition(['feed:1'], pos)!;
     expect(decodePosition(id, ['feed:2', 'feed:3'])).toBeUndefined();
     expect(decodePosition('garbage', ['feed:1'])).toBeUndefined();
     expect(decodePosition(`${historyHash(['feed:1'])}.e:x`, ['feed:1'])).toBeUndefined();

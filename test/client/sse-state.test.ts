@@ -151,8 +151,8 @@ describe('SSE fallback', () => {
     expect(first.aborted).toBe(true);
     const second = sse.last();
     expect(second.channels).toEqual(['feed:1', 'feed:2', 'news']);
-    // feed:2 and news: not known yet, so no id can be built; the gateway starts them live.
-    expect(second.lastEventId).toBeUndefined();
+    // feed:2 and news: not known yet, so the id covers feed:1 only; the gateway starts them live.
+    expect(second.lastEventId).toBe(`${historyHash(['feed:1'])}.E:11`);
     const h2 = historyHash(['feed:1', 'feed:2']);
     // The welcome's id (positions at subscribe time) says, through its hash, that feed:2 keeps history and news does not.
     second.open().welcome({ recovered: false }, `${h2}.E:11,F:0`);

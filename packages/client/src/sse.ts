@@ -151,16 +151,16 @@ export function historyHash(historyChannels: readonly string[]): string {
  * history channel of the stream in sorted order: the gateway's encoding, so
  * that the client can recover after a change of the channel set or a move
  * from WebSocket (see docs/protocol.md "Client SDK: SSE fallback").
- * Undefined when a channel has no position and is not known to keep no
- * history (`plain`): the gateway would not accept the id, and there is
- * nothing to recover without a history channel.
+ * Only the channels with a known position are in it: a channel added since
+ * (its history or not unknown yet) is not covered and starts live. The
+ * gateway matches the id against the stream's history channels: a channel
+ * added that keeps no history leaves it valid; one that keeps history makes
+ * it cover nothing unless the gateway reads an id for part of its history
+ * channels (see docs/protocol.md "Client SDK: SSE fallback"). Undefined
+ * without any position.
  */
-export function encodePosition(channels: readonly string[], history: ReadonlyMap<string, SinceOffset>, plain: ReadonlySet<string>): string | undefined {
-  const names: string[] = [];
-  for (const name of [...new Set(channels)].sort()) {
-    if (history.has(name)) names.push(name);
-    else if (!plain.has(name)) return undefined; // unknown: history or not?
-  }
+export function encodePosition(channels: readonly string[], history: ReadonlyMap<string, SinceOffset>): string | undefined {
+  const names = [...new Set(channels)].filter((n) => history.has(n)).sort();
   if (names.length === 0) return undefined;
   return `${historyHash(names)}.${names.map((n) => `${history.get(n)!.epoch}:${history.get(n)!.offset}`).join(',')}`;
 }
@@ -493,7 +493,7 @@ export class SseSocket {
     const same = channels.length === this.#lastIdChannels.length && channels.every((c, i) => c === this.#lastIdChannels[i]);
     // Built from the positions when it can be (they include `since` and every message delivered); else the gateway's own id.
     if (this.#encode) {
-      const built = encodePosition(channels, this.#pos, this.#plain);
+      const built = encodePosition(channels, this.#pos);
       if (built !== undefined) return built;
     }
     return same ? this.#lastId : undefined;
