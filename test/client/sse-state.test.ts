@@ -267,6 +267,27 @@ describe('SSE fallback', () => {
     expect(client.state).toBe('connected');
   });
 
+  it("leaves the server-side subscriptions of the last WebSocket out of the stream: they end with 'reconnected'", async () => {
+    const { server, sse, client } = both();
+    const ended: unknown[] = [];
+    client.on('unsubscribed', (e) => ended.push(e));
+    client.subscribe('news');
+    await flush();
+    const ws = server.last().welcome({ subs: { 'feed:s': { offset: 1, epoch: 'E' } } });
+    await flush();
+    ws.reply('subscribe');
+    await flush();
+    expect(client.channels().sort()).toEqual(['feed:s', 'news']);
+    ws.end(1006);
+    await advance(1000);
+    await failWsTwice(server);
+    expect(sse.last().channels).toEqual(['news']);
+    sse.last().open().welcome();
+    await flush();
+    expect(ended).toEqual([{ channel: 'feed:s', reason: 'reconnected' }]);
+    expect(client.channels()).toEqual(['news']);
+  });
+
   it('moves back to WebSocket when a background attempt gets its welcome, without losing or repeating a history message, then drops the SSE stream', async () => {
     const { server, sse, client, events } = both();
     const got: unknown[] = [];

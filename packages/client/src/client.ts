@@ -925,6 +925,8 @@ class Client implements PubgateClient {
     const positions = new Map<string, SinceOffset>();
     const plain = new Set<string>();
     for (const ch of this.#channels.values()) {
+      // Server-side subscriptions are WebSocket's: the stream names only the channels the application subscribed.
+      if (ch.server && [...ch.subs].every((r) => r.server)) continue;
       channels.push(ch.name);
       if (ch.pos) positions.set(ch.name, ch.pos);
       else if (ch.everActive) plain.add(ch.name); // confirmed without a position: no history
