@@ -7,7 +7,7 @@
  */
 import type { GatewayProcess } from './gateway.js';
 import { startNodes, untilReadyz } from './multinode.js';
-import { PresenceNodes, presenceEnv, type PresenceClaims, type PresenceClient } from './presence.js';
+import { PresenceNodes, presenceEnv, type PresenceBackend, type PresenceClaims, type PresenceClient } from './presence.js';
 import { WebhookReceiver, webhookEnv } from './webhook-receiver.js';
 
 export class WebhookNodes {
@@ -15,7 +15,7 @@ export class WebhookNodes {
   #receiver: WebhookReceiver | undefined;
   #env: Record<string, string> = {};
 
-  constructor(readonly kind: 'memory' | 'redis') {
+  constructor(readonly kind: PresenceBackend) {
     this.n = new PresenceNodes(kind);
   }
 

@@ -1,6 +1,8 @@
 /**
  * Webhook events from cluster-wide state (contract 1.1, "Webhooks"): on two
- * nodes sharing one redis-server, and on one node of the embedded broker.
+ * nodes sharing one redis-server, two nodes on a Redis Cluster (occupancy,
+ * presence, outboxes in each channel's slot, the queue's index in its own),
+ * and on one node of the embedded broker.
  * Every request is verified by the test receiver with the standardwebhooks
  * package (a bad signature fails the test in afterEach).
  *
@@ -29,13 +31,14 @@ const occupancy = (events: readonly WebhookEvent[], channel: string): string[] =
 const memberOf = (events: readonly WebhookEvent[], channel: string, user: string): string[] =>
   events.filter((e) => e.channel === channel && e.user === user).map(short);
 
-describe.each<{ kind: 'redis' | 'memory' }>([{ kind: 'redis' }, { kind: 'memory' }])('webhooks: occupancy and member events ($kind)', ({ kind }) => {
+describe.each<{ kind: 'redis' | 'redis-cluster' | 'memory' }>([{ kind: 'redis' }, { kind: 'redis-cluster' }, { kind: 'memory' }])('webhooks: occupancy and member events ($kind)', ({ kind }) => {
   const w = new WebhookNodes(kind);
   /** Node A and node B (the same node on the embedded broker). */
   const a = (): GatewayProcess => w.node(0);
-  const b = (): GatewayProcess => w.node(kind === 'redis' ? 1 : 0);
+  const b = (): GatewayProcess => w.node(kind === 'memory' ? 0 : 1);
 
-  beforeAll(() => w.start([`wo-${kind}-a`, `wo-${kind}-b`]), 90_000);
+  // A Cluster forms slowly on a loaded machine.
+  beforeAll(() => w.start([`wo-${kind}-a`, `wo-${kind}-b`]), kind === 'redis-cluster' ? 240_000 : 90_000);
   afterEach(async () => {
     await w.n.closeClients();
     w.receiver.assertNoProblems();
