@@ -229,6 +229,20 @@ describe('SSE fallback', () => {
     expect(client.state).toBe('connected');
   });
 
+  it('close() over SSE aborts the stream and resolves at once', async () => {
+    const { server, sse, client, events } = both();
+    client.subscribe('news');
+    await failWsTwice(server);
+    sse.last().open().welcome();
+    await flush();
+    let done = false;
+    void client.close().then(() => (done = true));
+    await flush();
+    expect(done).toBe(true);
+    expect(sse.last().aborted).toBe(true);
+    expect(events.find((e) => e.type === 'closed')?.ev).toEqual({ code: 1000, reason: 'closed by the client' });
+  });
+
   it('a 401 on the SSE request is handled as a failed handshake (1006 with the status in the reason)', async () => {
     const { sse, client, events } = both({ transports: ['sse'] });
     client.subscribe('news');

@@ -11,7 +11,7 @@
  * channel set changes or when coming from the WebSocket), and it shows the
  * HTTP status of a refusal.
  */
-import { ABNORMAL_CLOSURE, CLOSE, type SinceOffset } from './protocol.js';
+import { ABNORMAL_CLOSURE, type SinceOffset } from './protocol.js';
 
 // ---- the event-stream parser ------------------------------------------------
 
@@ -403,11 +403,15 @@ export class SseSocket {
     if (id !== undefined) this.#reply(id, { error: { code: 'bad_request', message: `${type} is not supported over Server-Sent Events` } });
   }
 
+  /** Aborts the request; the close event follows (as a WebSocket's does after close()). */
   close(code?: number, reason?: string): void {
-    void code;
-    void reason;
+    if (this.#closed) return;
     this.#shut();
     this.readyState = 3;
+    void Promise.resolve().then(() => {
+      const h = this.onclose;
+      if (typeof h === 'function') (h as (ev: { code: number; reason: string }) => void)({ code: code ?? 1000, reason: reason ?? '' });
+    });
   }
 
   // ---- internals ----
@@ -784,6 +788,3 @@ export class SseSocket {
     this.#watchdog = g().setTimeout(check, limit);
   }
 }
-
-/** Close codes for which an SSE stream's end is treated as the WebSocket's (re-exported for the docs' table). */
-export const SSE_CLOSE = CLOSE;
