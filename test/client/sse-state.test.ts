@@ -229,6 +229,17 @@ describe('SSE fallback', () => {
     expect(client.state).toBe('connected');
   });
 
+  it("with transports ['sse'] the client opens no WebSocket, and publish() fails at once even while connecting", async () => {
+    const { server, sse, client } = both({ transports: ['sse'] });
+    client.subscribe('news');
+    await expect(client.publish('news', 1)).rejects.toMatchObject({ code: 'transport_unsupported', message: expect.stringContaining("transports: ['sse']") as unknown });
+    await flush();
+    sse.last().open().welcome();
+    await advance(60_000);
+    expect(server.sockets).toHaveLength(0);
+    expect(client.transport).toBe('sse');
+  });
+
   it('close() over SSE aborts the stream and resolves at once', async () => {
     const { server, sse, client, events } = both();
     client.subscribe('news');

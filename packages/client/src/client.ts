@@ -1241,7 +1241,7 @@ class Client implements PubgateClient {
       return Promise.reject(new PubgateError('bad_request', `data cannot be serialized as JSON: ${describe(e)}`, channel));
     }
     if (json === undefined) return Promise.reject(new PubgateError('bad_request', 'data must be a JSON value', channel));
-    if (this.#transport === 'sse' && this.#state === 'connected') return Promise.reject(this.#sseUnsupported('publish', channel));
+    if ((this.#transport === 'sse' && this.#state === 'connected') || !this.#o.transports.includes('websocket')) return Promise.reject(this.#sseUnsupported('publish', channel));
     const dataJson = json;
     // `"echo":false` only: true is the gateway's default, and a version 1 gateway need not know the field.
     const tail = echo === false ? ',"echo":false}' : '}';
@@ -1267,11 +1267,10 @@ class Client implements PubgateClient {
   }
 
   #sseUnsupported(what: string, channel: string | undefined): PubgateError {
-    return new PubgateError(
-      'transport_unsupported',
-      `${what} needs the WebSocket transport; this client receives over Server-Sent Events now (the WebSocket failed) and tries the WebSocket again every ${Math.round(this.#o.wsRetryMs / 1000)} s. Publish from your backend with the HTTP API instead.`,
-      channel,
-    );
+    const why = this.#o.transports.includes('websocket')
+      ? `this client receives over Server-Sent Events now (the WebSocket failed) and tries the WebSocket again every ${Math.round(this.#o.wsRetryMs / 1000)} s`
+      : "this client uses Server-Sent Events only (transports: ['sse'])";
+    return new PubgateError('transport_unsupported', `${what} needs the WebSocket transport; ${why}. Publish from your backend with the HTTP API instead.`, channel);
   }
 
   /** The timeout of a publish: counted from the call, queued or not. */
