@@ -108,6 +108,8 @@ export interface Config {
   readonly webhookRetrySeconds: number;
   /** Events queued at most, cluster-wide; past it the oldest are dropped and counted. */
   readonly webhookMaxQueue: number;
+  /** Serve `GET /sse` (Server-Sent Events, contract 1.1); off: the route answers 404 not_found. */
+  readonly sse: boolean;
 }
 
 export class ConfigError extends Error {
@@ -411,6 +413,7 @@ export const SETTINGS: readonly Setting[] = [
   s('webhookSecret', webhookSecret, undefined),
   s('webhookRetrySeconds', int(1, 30 * 24 * 3600), 3600),
   s('webhookMaxQueue', int(1, 100_000_000), 100_000),
+  s('sse', bool, true),
 ];
 
 /** `jwtClockTolerance` → `PUBGATE_JWT_CLOCK_TOLERANCE`. */

@@ -143,7 +143,8 @@ export function createServerSubs(deps: ServerSubsDeps): ServerSubs {
 
   async function applyNow(op: ControlOp, user: string, channel: string): Promise<boolean> {
     const one = op === 'subscribe' ? subscribeOne : unsubscribeOne;
-    const results = await Promise.all(hub.socketsOf(user).map((ws) => one(ws, channel)));
+    // SSE streams carry exactly the channels their request named (and have no frame to announce a change).
+    const results = await Promise.all(hub.socketsOf(user).filter((ws) => ws.transport !== 'sse').map((ws) => one(ws, channel)));
     return results.every(Boolean);
   }
 

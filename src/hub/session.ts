@@ -106,4 +106,6 @@ export interface Socket {
   ping(message?: string): number;
   getBufferedAmount(): number;
   isSubscribed(topic: string): boolean;
+  /** `sse` on a Server-Sent Events stream (transport/sse.ts); absent on a WebSocket. */
+  readonly transport?: 'sse';
 }

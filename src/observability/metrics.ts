@@ -50,9 +50,13 @@ export type WebhookEventResult = (typeof WEBHOOK_EVENT_RESULTS)[number];
 export const WEBHOOK_REQUEST_RESULTS = ['ok', 'status', 'timeout', 'error'] as const;
 export type WebhookRequestResult = (typeof WEBHOOK_REQUEST_RESULTS)[number];
 
+/** The `transport` label of the connection metrics (`pusher` comes with the Pusher mode). */
+export type ConnectionTransport = 'ws' | 'sse';
+
 export interface Metrics {
-  connectionOpened(): void;
-  connectionClosed(code: number): void;
+  /** A connection opened: `ws` (WebSocket) or `sse` (Server-Sent Events stream). */
+  connectionOpened(transport: ConnectionTransport): void;
+  connectionClosed(code: number, transport: ConnectionTransport): void;
   handshake(result: HandshakeResult, reason: string): void;
   /** A refused handshake by its fine reason (a closed set: transport/admission.ts HANDSHAKE_REJECT_REASONS). */
   handshakeRejection(reason: string): void;
@@ -147,7 +151,9 @@ export function createMetrics(nodeId: string): Metrics {
   registry.setDefaultLabels({ node: nodeId });
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 10 });
 
-  const connections = new Gauge({ name: 'pubgate_connections', help: 'Open WebSocket connections', registers: [registry] });
+  const connections = new Gauge({ name: 'pubgate_connections', help: 'Open connections, by transport (ws, sse)', labelNames: ['transport'], registers: [registry] });
+  // Both series from the start (0): dashboards list nodes by this metric, and a sum has both terms.
+  for (const transport of ['ws', 'sse'] as const) connections.set({ transport }, 0);
   const handshakes = new Counter({
     name: 'pubgate_handshakes_total',
     help: 'WebSocket upgrades by result and reason (the error code, or "ok")',
@@ -179,8 +185,8 @@ export function createMetrics(nodeId: string): Metrics {
   const slowCloses = new Counter({ name: 'pubgate_slow_consumer_closes_total', help: 'Connections closed with 4008', registers: [registry] });
   const disconnects = new Counter({
     name: 'pubgate_disconnects_total',
-    help: 'Connections closed, by close code',
-    labelNames: ['code'],
+    help: 'Connections closed, by close code and transport (ws, sse)',
+    labelNames: ['code', 'transport'],
     registers: [registry],
   });
   const frames = new Counter({ name: 'pubgate_client_frames_total', help: 'Client frames received, by type', labelNames: ['type'], registers: [registry] });
@@ -455,10 +461,10 @@ export function createMetrics(nodeId: string): Metrics {
   verifications.inc({ result: 'ok' }, 0);
 
   return {
-    connectionOpened: () => connections.inc(),
-    connectionClosed: (code) => {
-      connections.dec();
-      disconnects.inc({ code: closeCodeLabel(code) });
+    connectionOpened: (transport) => connections.inc({ transport }),
+    connectionClosed: (code, transport) => {
+      connections.dec({ transport });
+      disconnects.inc({ code: closeCodeLabel(code), transport });
     },
     handshake: (result, reason) => handshakes.inc({ result, reason }),
     handshakeRejection: (reason) => handshakeRejections.inc({ reason }),

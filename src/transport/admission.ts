@@ -30,6 +30,10 @@ export const HANDSHAKE_REJECT_REASONS = [
   'not_upgrade',
   'bad_version',
   'bad_ws_key',
+  // the SSE request itself (1.1): no channel, an invalid name, more than maxSubscriptions
+  'no_channel',
+  'bad_channel',
+  'too_many_channels',
   'origin',
   // the token (AUTH_REASONS: missing, malformed, bad_signature, expired, ..., jwks_unavailable, internal)
   ...AUTH_REASONS,
@@ -43,6 +47,8 @@ export const HANDSHAKE_REJECT_REASONS = [
   // capacity
   'draining',
   'overloaded',
+  // SSE (1.1): the connection may not subscribe to a named channel
+  'channel_forbidden',
   // the client went away while its token was being checked or the connect proxy asked (no answer sent)
   'aborted',
 ] as const;
@@ -72,6 +78,8 @@ export interface UpgradeHead {
   readonly forwardedFor: string;
   /** Cookie, every line joined with "; " (RFC 6265 §5.4), for the connect proxy. */
   readonly cookie: string;
+  /** Last-Event-ID (SSE recovery, 1.1): the last line when repeated. */
+  readonly lastEventId: string;
   /** Why the request's framing is refused (400, before the upgrade), or undefined. */
   readonly violation: Violation | undefined;
 }
@@ -113,6 +121,7 @@ export function readUpgradeHead(req: HttpRequest): UpgradeHead {
   let connection = '';
   let forwardedFor = '';
   let cookie = '';
+  let lastEventId = '';
   let seen = 0;
   let violation: Violation | undefined;
   req.forEach((k, v) => {
@@ -152,6 +161,9 @@ export function readUpgradeHead(req: HttpRequest): UpgradeHead {
       case 'cookie':
         cookie = join(cookie, v, '; ');
         break;
+      case 'last-event-id':
+        lastEventId = v;
+        break;
       case 'transfer-encoding':
         violation ??= { reason: 'transfer_encoding', message: 'an upgrade request cannot carry Transfer-Encoding' };
         break;
@@ -171,7 +183,7 @@ export function readUpgradeHead(req: HttpRequest): UpgradeHead {
       violation = { reason: 'connection_close', message: 'an upgrade request cannot carry Connection: close' };
     }
   }
-  return { origin, authorization, protocols, key, extensions, version, upgrade, connection, forwardedFor, cookie, violation };
+  return { origin, authorization, protocols, key, extensions, version, upgrade, connection, forwardedFor, cookie, lastEventId, violation };
 }
 
 export interface Refusal {
@@ -238,6 +250,8 @@ export interface Rejection {
   readonly reason: HandshakeRejectReason;
   readonly client: ClientAddress;
   readonly origin: string;
+  /** The transport asked for: only `sse` is named in the log line (WebSocket is the default). */
+  readonly transport?: 'ws' | 'sse';
 }
 
 export interface RejectionLog {
@@ -257,8 +271,8 @@ export interface RejectionLog {
  * At most one line per reason plus one per interval at `info`.
  */
 /** The fields of a `handshake rejected` line (the Origin is the client's text: cut to 200 characters). */
-function line(code: ErrorCode, reason: HandshakeRejectReason, client: ClientAddress, origin: string): object {
-  return { ip: client.ip, code, reason, origin: origin === '' ? undefined : origin.slice(0, 200) };
+function line(code: ErrorCode, reason: HandshakeRejectReason, client: ClientAddress, origin: string, transport: 'ws' | 'sse' | undefined): object {
+  return { ip: client.ip, code, reason, origin: origin === '' ? undefined : origin.slice(0, 200), transport: transport === 'sse' ? 'sse' : undefined };
 }
 
 export function createRejectionLog(log: Log, intervalMs = REJECTION_LOG_INTERVAL_MS): RejectionLog {
@@ -296,7 +310,7 @@ export function createRejectionLog(log: Log, intervalMs = REJECTION_LOG_INTERVAL
   }
 
   return {
-    rejected({ code, reason, client, origin }) {
+    rejected({ code, reason, client, origin, transport }) {
       total++;
       reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
       const n = clients.get(client.bucket);
@@ -305,10 +319,10 @@ export function createRejectionLog(log: Log, intervalMs = REJECTION_LOG_INTERVAL
       else otherClients++;
       if (!firstLogged.has(reason)) {
         firstLogged.add(reason);
-        log.warn(line(code, reason, client, origin), 'handshake rejected');
+        log.warn(line(code, reason, client, origin, transport), 'handshake rejected');
       } else {
         suppressed++;
-        if (log.isLevelEnabled('debug')) log.debug(line(code, reason, client, origin), 'handshake rejected');
+        if (log.isLevelEnabled('debug')) log.debug(line(code, reason, client, origin, transport), 'handshake rejected');
       }
       if (timer === undefined) {
         timer = setTimeout(flush, intervalMs);

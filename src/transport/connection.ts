@@ -370,7 +370,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
       hub.add(ws);
       const s = ws.getUserData();
       expiry.add(ws, s.exp);
-      metrics.connectionOpened();
+      metrics.connectionOpened(ws.transport ?? 'ws');
     },
     message(ws, data, isBinary) {
       const s = ws.getUserData();
@@ -433,7 +433,7 @@ export function createConnections(deps: ConnectionDeps): Connections {
       s.open = false;
       expiry.remove(ws, s.exp);
       hub.remove(ws);
-      metrics.connectionClosed(code);
+      metrics.connectionClosed(code, ws.transport ?? 'ws');
       log.debug({ conn: conn(s), user: s.user, code, reason, dropped: s.extra?.dropped || undefined }, 'connection closed');
     },
     holdFrames(ws) {

@@ -1,5 +1,5 @@
 /**
- * The public port (WebSocket on /ws, publish API on /v1/*) and the admin port
+ * The public port (WebSocket on /ws, Server-Sent Events on /sse, publish API on /v1/*) and the admin port
  * (/healthz, /readyz, /metrics). The only module that builds uWS apps.
  */
 import type { PublishApi } from '../api/publish-api.js';
@@ -21,6 +21,8 @@ import { createConnIds, type ConnIds } from './conn-id.js';
 import { createConnections } from './connection.js';
 import { createApiRoute } from './api-route.js';
 import { send, watch } from './http.js';
+import { createConnectAdmission } from './connect.js';
+import { createSseRoute, SseFanout } from './sse.js';
 import { createUpgradeHandler } from './upgrade.js';
 import {
   App, COMPRESSION_DISABLED, listenExclusive, COMPRESSION_SHARED, SSLApp, us_listen_socket_close, us_socket_local_port,
@@ -101,7 +103,7 @@ export function createTransport(deps: TransportDeps): Transport {
     ...(deps.proxies ? { proxies: deps.proxies } : {}),
   });
   const rejections = createRejectionLog(log);
-  const upgrade = createUpgradeHandler({
+  const connect = createConnectAdmission({
     config,
     verifier: deps.verifier,
     metrics,
@@ -115,6 +117,7 @@ export function createTransport(deps: TransportDeps): Transport {
     nowMs,
     connectProxy: deps.proxies?.connect,
   });
+  const upgrade = createUpgradeHandler(connect);
 
   app.ws<Session>('/ws', {
     compression: config.compression === 'shared' ? COMPRESSION_SHARED : COMPRESSION_DISABLED,
@@ -165,6 +168,28 @@ export function createTransport(deps: TransportDeps): Transport {
     });
   });
 
+  // GET /sse (contract 1.1): the same admission, hub and fan-out; off (PUBGATE_SSE=false): 404.
+  const fanout = new SseFanout();
+  if (config.sse) {
+    app.get('/sse', createSseRoute({
+      config,
+      hub: deps.hub,
+      connIds,
+      connect,
+      fanout,
+      metrics,
+      hooks: {
+        opened: (ws) => conns.opened(ws),
+        dropped: (ws) => conns.dropped(ws),
+        drain: (ws) => conns.drain(ws),
+        closed: (ws, code, reason) => conns.closed(ws, code, reason),
+        close: (ws, code) => conns.close(ws, code),
+      },
+    }));
+  } else {
+    app.get('/sse', (res) => send(res, watch(res), 404, errorBody('not_found', 'Server-Sent Events are off on this node (PUBGATE_SSE=false)')));
+  }
+
   app.any('/*', apiRoute.handle);
 
   admin.get('/healthz', (res) => send(res, watch(res), 200, '{"status":"ok"}'));
@@ -197,7 +222,7 @@ export function createTransport(deps: TransportDeps): Transport {
     publish: (topic, frame) => {
       const n = app.numSubscribers(topic);
       if (n > 0) app.publish(topic, frame, false, compress(frame));
-      return n;
+      return n + fanout.publish(topic, frame);
     },
     sendTo: (ws, frame) => {
       ws.send(frame, false, compress(frame));

@@ -1,55 +1,16 @@
 /**
- * The WebSocket handshake. First the edge admission (admission.ts): one pass
- * over the head refuses ambiguous framing with 400, and the client's per-IP
- * bucket is charged; over the rate is 429 before anything else is done. Then
- * the contract's order: Origin, token, verification, capacity, subprotocol. A
- * rejected upgrade is a plain HTTP status with the JSON error body; the
- * upgrade never happens.
- *
- * With a connect proxy configured, an upgrade without a token is decided by
- * the backend (contract 1.1): its Cookie, client IP and Origin are posted to
- * it, and its answer is taken like a token's claims. Everything that call
- * needs is copied from the request first; a client that goes away meanwhile
- * aborts the call and is never upgraded.
+ * The WebSocket handshake: the shared connection admission (connect.ts) with
+ * the upgrade's own request checks (Upgrade/Connection, version, key) before
+ * the Origin, and the upgrade itself once accepted. A rejected upgrade is a
+ * plain HTTP status with the JSON error body; the upgrade never happens.
  */
-import { extractToken, selectSubprotocol } from '../auth/token.js';
-import type { PermissionsCache } from '../auth/permissions.js';
-import { AuthError, type Claims, type Verifier } from '../auth/verifier.js';
-import type { Config } from '../config.js';
-import { HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
-import { NO_CHANNELS, type Permissions, type Session } from '../hub/session.js';
-import type { Log } from '../observability/logger.js';
-import type { Metrics } from '../observability/metrics.js';
-import { failureMessage, type ConnectProxy } from '../proxy/proxies.js';
-import { matchesAny } from '../protocol/channel.js';
-import { createAdmission, rejectReason, type HandshakeRejectReason, type RejectionLog } from './admission.js';
-import type { ClientIpResolver } from './client-ip.js';
-import type { ConnIds } from './conn-id.js';
-import { send, watch } from './http.js';
-import { compileOrigins } from './origin.js';
+import { selectSubprotocol } from '../auth/token.js';
+import type { Session } from '../hub/session.js';
+import type { ConnectHandler, ConnectKind, ShapeResult } from './connect.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
 
 type Context = Parameters<HttpResponse['upgrade']>[4];
 
-export interface UpgradeDeps {
-  readonly config: Config;
-  readonly verifier: Verifier;
-  readonly metrics: Metrics;
-  readonly log: Log;
-  /** Where refused handshakes are logged (aggregated per interval). */
-  readonly rejections: RejectionLog;
-  readonly clientIp: ClientIpResolver;
-  readonly connIds: ConnIds;
-  /** Compiled channel permissions, shared between connections with the same claims. */
-  readonly permissions: PermissionsCache;
-  readonly connectionCount: () => number;
-  readonly isDraining: () => boolean;
-  readonly nowMs: () => number;
-  /** Decides upgrades without a token when PUBGATE_CONNECT_PROXY_URL is set. */
-  readonly connectProxy?: ConnectProxy | undefined;
-}
-
-const NONE = (): boolean => false;
 const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
 
 /** Whether a comma-separated header value (`Connection`, `Upgrade`) lists `token`, case-insensitively. */
@@ -57,180 +18,33 @@ function listsToken(header: string, token: string): boolean {
   return header.split(',').some((t) => t.trim().toLowerCase() === token);
 }
 
-export function createUpgradeHandler(deps: UpgradeDeps): (res: HttpResponse, req: HttpRequest, context: Context) => void {
-  const { config, verifier, metrics, log, nowMs, connIds, permissions, rejections } = deps;
-  const originAllowed = compileOrigins(config.allowedOrigins, config.requireOrigin);
-  const admit = createAdmission({ ipHandshakeRate: config.ipHandshakeRate, clientIp: deps.clientIp });
-  const anonymous: Permissions = { subscribe: (ch) => matchesAny(config.anonymousChannels, ch), publish: NONE };
+const UPGRADE_NEEDED = 'this endpoint needs a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)';
 
+export function createUpgradeHandler(connect: ConnectHandler): (res: HttpResponse, req: HttpRequest, context: Context) => void {
   return (res, req, context) => {
-    // Admission first: one pass over the head and one bucket lookup, nothing logged yet.
-    // Everything the handshake needs is copied here: req is invalid after the first await.
-    const { head, client, refusal } = admit(req, Buffer.from(res.getRemoteAddressAsText()).toString(), nowMs());
-    const st = watch(res);
-    /** True while this handler runs; false once the verification went asynchronous. */
-    let sync = true;
-
-    const reject = (
-      code: ErrorCode,
-      message: string,
-      reason: HandshakeRejectReason,
-      headers?: Readonly<Record<string, string>>,
-      status = HTTP_STATUS[code],
-      close = false,
-    ): void => {
-      metrics.handshake('rejected', code);
-      metrics.handshakeRejection(reason);
-      rejections.rejected({ code, reason, client, origin: head.origin });
-      send(res, st, status, errorBody(code, message), headers, 'application/json', close);
+    const kind: ConnectKind<null> = {
+      transport: 'ws',
+      shape(head): ShapeResult<null> {
+        // uWS calls this handler for any GET with a Sec-WebSocket-Key, even without
+        // `Upgrade: websocket` / `Connection: Upgrade` (RFC 6455 §4.2.1 requires
+        // both): a proxy that strips those hop-by-hop headers must get the same 426
+        // as a plain GET, not a 101 it cannot relay.
+        if (!listsToken(head.upgrade, 'websocket') || !listsToken(head.connection, 'upgrade')) {
+          return { refusal: { code: 'bad_request', message: UPGRADE_NEEDED, reason: 'not_upgrade', headers: { Upgrade: 'websocket' }, status: 426 } };
+        }
+        if (head.version !== '13') {
+          return { refusal: { code: 'bad_request', message: 'Sec-WebSocket-Version must be 13', reason: 'bad_version', headers: { 'Sec-WebSocket-Version': '13' }, status: 426 } };
+        }
+        if (!KEY_RE.test(head.key)) return { refusal: { code: 'bad_request', message: 'missing or invalid Sec-WebSocket-Key', reason: 'bad_ws_key' } };
+        return { value: null };
+      },
+      accept(session: Session, _shape, { res: r, head, sync }) {
+        const upgrade = (): void => r.upgrade(session, head.key, selectSubprotocol(head.protocols) ?? '', head.extensions, context);
+        // Inside the handler the response is already corked; after an await it must be corked again.
+        if (sync) upgrade();
+        else r.cork(upgrade);
+      },
     };
-
-    if (refusal) return reject(refusal.code, refusal.message, refusal.reason, refusal.headers, refusal.status, refusal.close);
-
-    const { origin, key } = head;
-    // uWS calls this handler for any GET with a Sec-WebSocket-Key, even without
-    // `Upgrade: websocket` / `Connection: Upgrade` (RFC 6455 §4.2.1 requires
-    // both): a proxy that strips those hop-by-hop headers must get the same 426
-    // as a plain GET, not a 101 it cannot relay.
-    if (!listsToken(head.upgrade, 'websocket') || !listsToken(head.connection, 'upgrade')) {
-      return reject('bad_request', 'this endpoint needs a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)', 'not_upgrade', {
-        Upgrade: 'websocket',
-      }, 426);
-    }
-    if (head.version !== '13') {
-      return reject('bad_request', 'Sec-WebSocket-Version must be 13', 'bad_version', { 'Sec-WebSocket-Version': '13' }, 426);
-    }
-    if (!KEY_RE.test(key)) return reject('bad_request', 'missing or invalid Sec-WebSocket-Key', 'bad_ws_key');
-    if (!originAllowed(origin)) {
-      return reject('origin_not_allowed', origin ? `origin ${origin.slice(0, 200)} is not allowed` : 'an Origin header is required', 'origin');
-    }
-
-    /** What an accepted connection starts with: from its token's claims, the anonymous defaults, or the connect proxy. */
-    interface Accepted {
-      readonly user: string;
-      readonly exp: number;
-      readonly perms: Permissions;
-      readonly info?: string | undefined;
-      readonly subs?: readonly string[] | undefined;
-      readonly cookie?: string | undefined;
-      readonly connectFrom?: { readonly ip: string; readonly origin: string } | undefined;
-    }
-    /** The client went away while the handshake waited (JWKS, connect proxy): nothing is answered, nothing upgraded. */
-    const aborted = (): void => {
-      metrics.handshake('rejected', 'aborted');
-      metrics.handshakeRejection('aborted');
-    };
-    const finish = ({ user, exp, perms, info, subs, cookie, connectFrom }: Accepted): void => {
-      if (st.aborted) return aborted();
-      if (deps.isDraining()) return reject('draining', 'node is draining; connect to another node', 'draining', { 'Retry-After': '1' });
-      if (deps.connectionCount() >= config.maxConnections) {
-        return reject('overloaded', 'node is at its connection limit', 'overloaded', { 'Retry-After': '5' });
-      }
-      const session: Session = {
-        id: connIds.next(),
-        user,
-        exp,
-        perms,
-        channels: NO_CHANNELS,
-        open: true,
-        idleBeats: 0,
-        frameFullAtMs: 0,
-        // Only connections with an `info`, server-side subscriptions or a proxied cookie pay for the extra object.
-        extra: info === undefined && subs === undefined && cookie === undefined
-          ? undefined
-          : { strikes: 0, slowSinceMs: 0, dropped: 0, info, subs, cookie, connectFrom },
-      };
-      st.done = true;
-      metrics.handshake('accepted', 'ok');
-      // Logged here, where the client IP is at hand: the session does not keep it.
-      log.debug({ conn: connIds.name(session.id), user, ip: client.ip }, 'connection open');
-      const upgrade = (): void => res.upgrade(session, key, selectSubprotocol(head.protocols) ?? '', head.extensions, context);
-      // Inside the handler the response is already corked; after an await it must be corked again.
-      if (sync) upgrade();
-      else res.cork(upgrade);
-    };
-
-    /**
-     * An upgrade without a token, decided by the connect proxy. A node that
-     * would refuse it anyway (draining, full) answers before asking the
-     * backend; finish() checks again once the answer is in. The call is
-     * aborted when the client goes away, and an aborted handshake answers
-     * nothing.
-     */
-    function askConnectProxy(proxy: ConnectProxy): void {
-      if (deps.isDraining()) return reject('draining', 'node is draining; connect to another node', 'draining', { 'Retry-After': '1' });
-      if (deps.connectionCount() >= config.maxConnections) {
-        return reject('overloaded', 'node is at its connection limit', 'overloaded', { 'Retry-After': '5' });
-      }
-      sync = false;
-      const from = { ip: client.ip, origin: head.origin };
-      const cookie = head.cookie;
-      const abort = new AbortController();
-      st.onAbort = () => abort.abort();
-      proxy.ask({ cookie, ...from }, abort.signal).then(
-        (o) => {
-          st.onAbort = undefined;
-          if (st.aborted) return aborted();
-          if (o.result === 'allow') {
-            const g = o.value;
-            return finish({
-              user: g.user,
-              // Whole seconds, nearest to now + expiresIn: the welcome (rounded the
-              // same way) says exactly the granted expiresIn, the life is within ±0.5 s of it.
-              exp: Math.round(Date.now() / 1000 + g.expiresIn),
-              perms: permissions.get(g.channels, g.publish),
-              info: g.info,
-              subs: g.subs,
-              cookie,
-              connectFrom: from,
-            });
-          }
-          if (o.result === 'deny') {
-            return reject('unauthorized', 'the connect proxy refused the connection', 'proxy_deny', { 'WWW-Authenticate': 'Bearer' });
-          }
-          if (o.result === 'aborted') return aborted();
-          return reject('unavailable', failureMessage('connect', o.result), `proxy_${o.result}`, { 'Retry-After': '5' });
-        },
-        (e: unknown) => {
-          st.onAbort = undefined;
-          log.error({ err: e, ip: client.ip }, 'connect proxy call failed unexpectedly');
-          if (st.aborted) return aborted();
-          return reject('internal', 'the connect proxy call failed', 'internal');
-        },
-      );
-    }
-
-    const token = extractToken({ authorization: head.authorization, protocols: head.protocols, query: req.getQuery() ?? '' });
-    if (!token) {
-      if (deps.connectProxy) return askConnectProxy(deps.connectProxy);
-      if (!config.allowAnonymous) return reject('unauthorized', 'a token is required', 'missing', { 'WWW-Authenticate': 'Bearer' });
-      return finish({ user: 'anonymous', exp: 0, perms: anonymous });
-    }
-    const accept = (claims: Claims): void => {
-      metrics.tokenVerified('ok');
-      finish({ user: claims.sub, exp: claims.exp, perms: permissions.get(claims.channels, claims.publish), info: claims.info, subs: claims.subs });
-    };
-    const refuse = (e: unknown): void => {
-      if (isGatewayError(e)) {
-        metrics.tokenVerified(e.code === 'unavailable' || e.code === 'internal' ? e.code : 'unauthorized');
-        const reason = rejectReason(e instanceof AuthError ? e.reason : e.code);
-        const headers: Record<string, string> = e.code === 'unavailable' ? { 'Retry-After': '5' } : { 'WWW-Authenticate': 'Bearer' };
-        return reject(e.code, e.message, reason, headers);
-      }
-      metrics.tokenVerified('internal');
-      log.error({ err: e, ip: client.ip }, 'token verification failed unexpectedly');
-      return reject('internal', 'token verification failed', 'internal');
-    };
-    // Local keys decide synchronously, so the upgrade completes inside this
-    // handler: uWS's synchronous upgrade path. Only a JWKS lookup goes async.
-    let claims: Claims | undefined;
-    try {
-      claims = verifier.verifySync(token.token);
-    } catch (e) {
-      return refuse(e);
-    }
-    if (claims) return accept(claims);
-    sync = false;
-    verifier.verify(token.token).then(accept, refuse);
+    connect(res, req, kind);
   };
 }
