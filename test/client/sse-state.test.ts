@@ -313,7 +313,7 @@ describe('SSE fallback', () => {
     expect(client.channels()).toEqual(['news']);
   });
 
-  it('moves back to WebSocket when a background attempt gets its welcome, without losing or repeating a history message, then drops the SSE stream', async () => {
+  it('moves back to WebSocket when a background attempt gets its welcome, without losing or repeating a history message (nor repeating one without history), then drops the SSE stream', async () => {
     const { server, sse, client, events } = both();
     const got: unknown[] = [];
     client.subscribe('feed:1', (d) => got.push(d));
@@ -352,7 +352,8 @@ describe('SSE fallback', () => {
     expect(stream.aborted).toBe(true);
     ws.receive({ type: 'message', ...msg('feed:1', 9, 9) });
     await flush();
-    expect(got).toEqual([6, 'n1', 7, 8, 'n2', 9]);
+    // n2 (no history) came on the SSE stream during the move: not delivered, it may be on the WebSocket too.
+    expect(got).toEqual([6, 'n1', 7, 8, 9]);
     expect(events.filter((e) => e.type === 'connected').map((e) => (e.ev as { transport: string }).transport)).toEqual(['sse', 'websocket']);
     const published = client.publish('feed:1', 'ok-now');
     ws.reply('publish');

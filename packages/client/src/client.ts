@@ -850,8 +850,9 @@ class Client implements PubgateClient {
    * The background WebSocket got its welcome: it becomes the connection. The
    * SSE stream stays open until every channel is resubscribed on the
    * WebSocket (with `since`): meanwhile its history messages are delivered
-   * through the same offset check (nothing twice, nothing skipped), and its
-   * messages on channels without history only until the channel is confirmed.
+   * through the same offset check (nothing twice, nothing skipped); its
+   * messages on channels without history are not (they may be on the
+   * WebSocket too, with nothing to tell them apart).
    */
   #adopt(ws: WebSocketLike, url: string, welcome: WelcomeFrame): void {
     const old = this.#ws;
@@ -893,10 +894,9 @@ class Client implements PubgateClient {
       return;
     }
     if (f.type !== 'message') return;
-    const ch = this.#channels.get(f.channel);
-    if (!ch) return;
-    const history = typeof f.offset === 'number' && typeof f.epoch === 'string';
-    if (history || ch.status !== 'active') this.#onMessage(f);
+    // History messages only: the offset check makes them exactly once. A message without history cannot be told apart
+    // from the same one on the WebSocket: it is taken from the WebSocket alone (at most once, as across a reconnect).
+    if (typeof f.offset === 'number' && typeof f.epoch === 'string') this.#onMessage(f);
   }
 
   /** Every channel is subscribed on the WebSocket: the SSE stream kept for the move is closed. */
