@@ -10,6 +10,7 @@ import { accessSync, constants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { NamespaceProblems, parseNamespaces, type Namespace } from './channels/namespaces.js';
 import { parseCidr, type Cidr } from './net/cidr.js';
+import { parsePusherApps, PusherAppsError, type PusherApp } from './pusher/apps.js';
 import { parseWebhookSecret } from './webhooks/signing.js';
 
 export const JWT_ALGORITHMS = [
@@ -108,6 +109,11 @@ export interface Config {
   readonly webhookRetrySeconds: number;
   /** Events queued at most, cluster-wide; past it the oldest are dropped and counted. */
   readonly webhookMaxQueue: number;
+  /**
+   * PUBGATE_PUSHER_APPS: the Pusher apps (contract 1.1, "Pusher Channels compatibility"); the first is
+   * the default app. Refused at start while issue 18 is in progress (see checkCombinations).
+   */
+  readonly pusherApps: readonly PusherApp[];
   /** Serve `GET /sse` (Server-Sent Events, contract 1.1); off: the route answers 404 not_found. */
   readonly sse: boolean;
 }
@@ -413,6 +419,14 @@ export const SETTINGS: readonly Setting[] = [
   s('webhookSecret', webhookSecret, undefined),
   s('webhookRetrySeconds', int(1, 30 * 24 * 3600), 3600),
   s('webhookMaxQueue', int(1, 100_000_000), 100_000),
+  s('pusherApps', (raw) => {
+    try {
+      return parsePusherApps(listOf(raw));
+    } catch (e) {
+      if (e instanceof PusherAppsError) throw new Invalid(e.problems.join('\n'));
+      throw e;
+    }
+  }, []),
   s('sse', bool, true),
 ];
 
@@ -421,8 +435,15 @@ export function envName(key: string): string {
   return 'PUBGATE_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
 }
 
+/**
+ * Test-only switch, deliberately undocumented: the Pusher compatibility mode
+ * (issue 18) is built in steps and stays unreachable for users until all of it
+ * is done; tests set this to 1 to run the finished parts.
+ */
+const EXPERIMENTAL_PUSHER = 'PUBGATE_EXPERIMENTAL_PUSHER';
+
 /** Variables that are not settings but are understood. */
-const META_VARIABLES = new Set(['PUBGATE_CONFIG']);
+const META_VARIABLES = new Set(['PUBGATE_CONFIG', EXPERIMENTAL_PUSHER]);
 
 /**
  * Builds the configuration from the environment and, when PUBGATE_CONFIG names
@@ -477,6 +498,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   }
 
   if (problems.length === 0) checkCombinations(out as unknown as Config, env.NODE_ENV, problems);
+  if (problems.length === 0 && (out.pusherApps as readonly PusherApp[]).length > 0 && env[EXPERIMENTAL_PUSHER] !== '1') {
+    problems.push('PUBGATE_PUSHER_APPS: the Pusher compatibility mode is not implemented yet (issue 18)');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(out) as unknown as Config;
 }

@@ -24,6 +24,8 @@ import { createProxies } from './proxy/proxies.js';
 import { CLOSE } from './protocol/close-codes.js';
 import { createTransport, type Transport } from './transport/server.js';
 import { createConnIds } from './transport/conn-id.js';
+import { PusherApps } from './pusher/apps.js';
+import { createPusherHttpApi } from './pusher/http-api.js';
 
 export interface Gateway {
   start(): Promise<{ port: number; adminPort: number }>;
@@ -208,6 +210,23 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     },
     published: (n) => metrics.published(n),
   });
+  // The Pusher HTTP API (issue 18, in progress: config refuses PUBGATE_PUSHER_APPS unless the test-only switch is set).
+  const pusherApi = config.pusherApps.length > 0
+    ? createPusherHttpApi({
+        apps: new PusherApps(config.pusherApps),
+        maxBodyBytes: config.maxPublishBytes,
+        apiRate: config.apiRate,
+        sink: {
+          publishData: (channel, rawData, o) => hub.publishData(channel, rawData, o),
+          presence: (channel) => hub.presence(channel),
+          presenceStats: (channel) => hub.presenceStats(channel),
+          localSubscribers: (channel) => hub.localSubscribers(channel),
+          localChannels: () => hub.localChannels(),
+          disconnectUser: (user) => hub.disconnectUser(user),
+        },
+        published: (n) => metrics.published(n),
+      })
+    : undefined;
   const proxies = createProxies(config, metrics, log);
   const t = createTransport({
     connIds,
@@ -219,6 +238,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     metrics,
     log,
     proxies,
+    ...(pusherApi ? { pusherApi } : {}),
     isReady: () => !draining && brokerStatus === 'ready',
     isDraining: () => draining,
   });

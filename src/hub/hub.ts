@@ -155,6 +155,10 @@ export interface Hub {
   readonly size: number;
   forEach(fn: (ws: Socket) => void): void;
   channelCount(): number;
+  /** This node's subscriptions of a channel (every protocol's sockets), 0 when it has none. */
+  localSubscribers(channel: string): number;
+  /** The channels this node has subscribers of, with their counts (a copy). */
+  localChannels(): [channel: string, subscribers: number][];
   /**
    * A slow consumer: from now on every message on its channels counts as
    * dropped for it. Pure bookkeeping, safe to call from inside app.publish().
@@ -840,6 +844,12 @@ export function createHub(deps: HubDeps): HubWithBroker {
     },
     channelCount() {
       return channels.size;
+    },
+    localSubscribers(channel) {
+      return channels.get(channel)?.count ?? 0;
+    },
+    localChannels() {
+      return [...channels].map(([ch, st]) => [ch, st.count]);
     },
   };
 }

@@ -75,6 +75,8 @@ export interface Metrics {
   apiAborted(endpoint: ApiEndpoint, phase: 'body' | 'response'): void;
   /** Samples the API requests in flight (reading a body or being answered) at each scrape. */
   observeApiInflight(count: () => number): void;
+  /** A Pusher HTTP API answer (pusher/http-route.ts): `result` is `ok` or the reject reason. */
+  pusherApiRequest(endpoint: string, result: string): void;
   brokerStatus(status: BrokerStatus): void;
   brokerReconnect(): void;
   brokerPublishError(reason: string): void;
@@ -213,6 +215,12 @@ export function createMetrics(nodeId: string): Metrics {
     name: 'pubgate_api_requests_aborted_total',
     help: 'Publish API requests whose client went away before the answer, by endpoint and phase (body, response)',
     labelNames: ['endpoint', 'phase'],
+    registers: [registry],
+  });
+  const pusherApiRequests = new Counter({
+    name: 'pubgate_pusher_api_requests_total',
+    help: 'Pusher HTTP API requests by endpoint and result (ok or the reject reason)',
+    labelNames: ['endpoint', 'result'],
     registers: [registry],
   });
   let apiInflightSource: () => number = () => 0;
@@ -487,6 +495,7 @@ export function createMetrics(nodeId: string): Metrics {
     observeApiInflight: (count) => {
       apiInflightSource = count;
     },
+    pusherApiRequest: (endpoint, result) => pusherApiRequests.inc({ endpoint, result }),
     brokerStatus: (status) => {
       brokerUp.set(status === 'ready' ? 1 : 0);
       for (const st of ['connecting', 'ready', 'down'] as const) brokerState.set({ status: st }, st === status ? 1 : 0);

@@ -12,6 +12,8 @@ import type { Session, Socket } from '../hub/session.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Proxies } from '../proxy/proxies.js';
+import type { PusherHttpApi } from '../pusher/http-api.js';
+import { createPusherHttpRoute } from '../pusher/http-route.js';
 import type { CloseCode } from '../protocol/close-codes.js';
 import { encodeWelcome } from '../protocol/frames.js';
 import { createPermissionsCache } from '../auth/permissions.js';
@@ -44,6 +46,8 @@ export interface TransportDeps {
   readonly proxies?: Proxies;
   /** Connection ids shared with the hub (which finds an excluded connection by its id); a new set when absent. */
   readonly connIds?: ConnIds;
+  /** The Pusher HTTP API on `/apps/*` (Pusher compatibility, when apps are configured). */
+  readonly pusherApi?: PusherHttpApi;
 }
 
 export interface Transport {
@@ -168,6 +172,10 @@ export function createTransport(deps: TransportDeps): Transport {
     });
   });
 
+  const pusherRoute = deps.pusherApi
+    ? createPusherHttpRoute({ api: deps.pusherApi, metrics, log, maxBodyBytes: config.maxPublishBytes, bodyTimeoutMs: config.httpBodyTimeoutMs })
+    : undefined;
+  if (pusherRoute) app.any('/apps/*', pusherRoute.handle);
   // GET /sse (contract 1.1): the same admission, hub and fan-out; off (PUBGATE_SSE=false): 404.
   const fanout = new SseFanout();
   if (config.sse) {
@@ -241,7 +249,7 @@ export function createTransport(deps: TransportDeps): Transport {
       if (adminListener) us_listen_socket_close(adminListener);
       adminListener = undefined;
     },
-    inflightRequests: apiRoute.inflight,
+    inflightRequests: () => apiRoute.inflight() + (pusherRoute?.inflight() ?? 0),
     stopTimers: () => {
       conns.stop();
       rejections.flush();

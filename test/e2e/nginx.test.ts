@@ -19,6 +19,7 @@ import {
   makeCert, removeDir, renderNginx, startProxy, tempDir, type Cert, type ProxyProcess, type RenderedNginx,
 } from '../helpers/proxies.js';
 import { pollUntil, startRedis, type RedisServer } from '../helpers/redis.js';
+import { openSse } from '../helpers/sse-reader.js';
 import { findTool, needs } from '../helpers/tools.js';
 import { openClient, publishVia, refusedUpgrade, request, type WireClient, type WireOptions } from '../helpers/wire.js';
 
@@ -123,6 +124,29 @@ describe('nginx in front of two nodes (deploy/nginx)', needs('nginx', 'openssl')
     expect((await publishVia(apiOpts(), 'idle', 'still here')).status).toBe(200);
     expect((await c.next((f) => f.type === 'message')).data).toBe('still here');
     await c.close();
+  });
+
+  it('streams /sse on the ws. host: welcome, a quiet stream kept past proxy_read_timeout by the pings, then a message published through api.<domain>', async () => {
+    const s = await openSse(`https://127.0.0.1:${main.httpsPort}/sse?channel=sse-news`, {
+      host: WS_HOST,
+      ca: cert.certPem,
+      token: await token({ sub: 'e2e-sse', channels: ['sse-news'] }),
+    });
+    try {
+      expect(s.status).toBe(200);
+      expect(s.headers['content-type']).toMatch(/^text\/event-stream/);
+      expect(JSON.parse((await s.next((e) => e.event === 'welcome')).data)).toMatchObject({ user: 'e2e-sse' });
+      await s.waitPings(Math.ceil((2 * READ_TIMEOUT_SEC) / PING_SEC) + 2, 60_000);
+      expect(s.isOpen()).toBe(true);
+      const res = await publishVia(apiOpts(), 'sse-news', { headline: 'over SSE' });
+      expect(res.status, res.body).toBe(200);
+      expect(JSON.parse((await s.next((e) => e.event === 'message')).data)).toMatchObject({ channel: 'sse-news', data: { headline: 'over SSE' } });
+    } finally {
+      s.close();
+    }
+    // nginx ends the stream at the gateway when the client goes (later tests count connections per node).
+    await pollUntil(async () => (await Promise.all([a, b].map((g) => metric(g.admin, 'pubgate_connections', { transport: 'sse' })))).every((n) => n === 0),
+      'the gateways to see the SSE stream end', 15_000);
   });
 
   it('without server pings, nginx cuts the idle WebSocket after proxy_read_timeout: the client sees 1006', async () => {

@@ -3,19 +3,21 @@
  * (deploy/haproxy) configs, each in front of its own two gateway nodes on a
  * real redis-server: routing by host, TLS, idle connections kept by the
  * server's pings (tunnel timeouts cut to 3 s), no tokens in the logs, and
- * failover to the other node when one drains. Apache's AH01144 (the ws://
+ * failover to the other node when one drains; Server-Sent Events on /sse
+ * (streamed, kept past the proxy's idle timeout by the pings). Apache's AH01144 (the ws://
  * form without mod_proxy_wstunnel) is reproduced as docs/troubleshooting.md
  * describes it. Skipped, with the package to install, when a tool is missing.
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { token } from '../helpers/client.js';
-import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { metric, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { freePort } from '../helpers/ports.js';
 import {
   makeCert, removeDir, renderApache, renderHaproxy, startProxy, tempDir, type Cert, type ProxyProcess,
 } from '../helpers/proxies.js';
 import { pollUntil, startRedis, type RedisServer } from '../helpers/redis.js';
+import { openSse } from '../helpers/sse-reader.js';
 import { findTool, needs } from '../helpers/tools.js';
 import { openClient, publishVia, refusedUpgrade, type WireClient, type WireOptions } from '../helpers/wire.js';
 
@@ -148,6 +150,36 @@ async function idleSurvives(f: ReturnType<typeof fixture>, httpsPort: number): P
   await c.close();
 }
 
+/**
+ * GET /sse on the ws. host through the proxy: 200 text/event-stream and
+ * welcome, still open after more pings than fit in twice the proxy's idle
+ * timeout for streams (cut to 3 s), then a publish through api.<domain>
+ * arrives as a message event.
+ */
+async function sseStreams(f: ReturnType<typeof fixture>, httpsPort: number): Promise<void> {
+  const s = await openSse(`https://127.0.0.1:${httpsPort}/sse?channel=sse-news`, {
+    host: WS_HOST,
+    ca: f.cert.certPem,
+    token: await token({ sub: 'sse', channels: ['sse-news'] }),
+  });
+  try {
+    expect(s.status).toBe(200);
+    expect(s.headers['content-type']).toMatch(/^text\/event-stream/);
+    const welcome = JSON.parse((await s.next((e) => e.event === 'welcome')).data) as { user?: string };
+    expect(welcome.user).toBe('sse');
+    await s.waitPings(Math.ceil((2 * TUNNEL_TIMEOUT_SEC) / PING_SEC) + 2, 60_000);
+    expect(s.isOpen()).toBe(true);
+    const res = await publishVia(f.api(httpsPort), 'sse-news', { n: 1 });
+    expect(res.status, res.body).toBe(200);
+    expect(JSON.parse((await s.next((e) => e.event === 'message')).data)).toMatchObject({ channel: 'sse-news', data: { n: 1 } });
+  } finally {
+    s.close();
+  }
+  // The client went away: the proxy ends the stream at the gateway too (no stream left behind it).
+  await pollUntil(async () => (await Promise.all(f.gateways.map((g) => metric(g.admin, 'pubgate_connections', { transport: 'sse' })))).every((n) => n === 0),
+    'the gateways to see the SSE stream end', 15_000);
+}
+
 async function routes(f: ReturnType<typeof fixture>, httpsPort: number): Promise<void> {
   const c = await f.client(httpsPort);
   expect(c.peerFingerprint256).toBe(f.cert.fingerprint256);
@@ -172,6 +204,7 @@ describe('Apache in front of two nodes (deploy/apache)', needs('apache2', 'opens
       httpPort: http,
       cert: f.cert,
       tunnelTimeoutSec: TUNNEL_TIMEOUT_SEC,
+      sseTimeoutSec: TUNNEL_TIMEOUT_SEC,
       variant: o.legacy ? 'legacy-ws-scheme' : 'shipped',
       withoutModules: o.withoutModules ?? [],
     });
@@ -191,6 +224,8 @@ describe('Apache in front of two nodes (deploy/apache)', needs('apache2', 'opens
   it('routes wss://ws.<domain>/ws and https://api.<domain>/v1/publish to the gateways', () => routes(f, httpsPort));
 
   it('keeps an idle WebSocket past the tunnel timeout: the server pings count as traffic', () => idleSurvives(f, httpsPort));
+
+  it('streams /sse through mod_proxy_http: welcome, a quiet stream kept past the workers\' timeout by the pings, then a message', () => sseStreams(f, httpsPort));
 
   it('fails the old ws:// form with AH01144 and 500 when no module handles ws:// (only `a2enmod proxy`)', async () => {
     const legacy = await startApache({ legacy: true, withoutModules: ['proxy_wstunnel', 'proxy_http'] });
@@ -237,6 +272,7 @@ describe('HAProxy in front of two nodes (deploy/haproxy)', needs('haproxy', 'ope
       httpPort,
       cert: f.cert,
       tunnelTimeoutSec: TUNNEL_TIMEOUT_SEC,
+      sseServerTimeoutSec: TUNNEL_TIMEOUT_SEC,
     });
     f.dirs.push(r.dir);
     proxy = await startProxy(HAPROXY!, r.args, [httpsPort, httpPort], 'haproxy');
@@ -247,6 +283,8 @@ describe('HAProxy in front of two nodes (deploy/haproxy)', needs('haproxy', 'ope
   it('routes wss://ws.<domain>/ws and https://api.<domain>/v1/publish to the gateways', () => routes(f, httpsPort));
 
   it('keeps an idle WebSocket past `timeout tunnel`: the server pings count as traffic', () => idleSurvives(f, httpsPort));
+
+  it('streams /sse through backend pubgate_sse: welcome, a quiet stream kept past `timeout server` by the pings, then a message', () => sseStreams(f, httpsPort));
 
   it('health-checks /readyz over HTTP/1.1 (HTTP/1.0 checks get 505 and mark every node down)', async () => {
     expect(proxy.output()).not.toMatch(/is DOWN/);

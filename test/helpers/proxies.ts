@@ -165,7 +165,7 @@ export interface NginxOptions {
   readonly httpsPort: number;
   readonly httpPort: number;
   readonly cert: Cert;
-  /** Seconds, in place of the WebSocket location's 75 s proxy_read_timeout. */
+  /** Seconds, in place of the 75 s proxy_read_timeout of the /ws and /sse locations. */
   readonly readTimeoutSec?: number;
   /** Drop the Upgrade/Connection proxy_set_header lines of the WebSocket location (HTTP/1.1 kept). */
   readonly withoutUpgradeHeaders?: boolean;
@@ -226,7 +226,7 @@ export function renderNginx(o: NginxOptions): RenderedNginx {
   site = replaceExactly(site, /ssl_certificate_key \S+;/, `ssl_certificate_key ${o.cert.key};`, 2, 'pubgate.conf ssl_certificate_key');
   site = replaceExactly(site, /access_log \/var\/log\/nginx\/pubgate-access\.log /, `access_log ${accessLog} `, 3, 'pubgate.conf access_log');
   if (o.readTimeoutSec !== undefined) {
-    site = replaceExactly(site, 'proxy_read_timeout 75s;', `proxy_read_timeout ${o.readTimeoutSec}s;`, 1, 'pubgate.conf proxy_read_timeout');
+    site = replaceExactly(site, 'proxy_read_timeout 75s;', `proxy_read_timeout ${o.readTimeoutSec}s;`, 2, 'pubgate.conf proxy_read_timeout (/ws and /sse)');
   }
   if (o.withoutHttp11) {
     site = replaceExactly(site, /^ {8}proxy_http_version 1\.1;\n(?= {8}proxy_set_header Upgrade)/m, '', 1, 'pubgate.conf proxy_http_version');
@@ -277,6 +277,8 @@ export interface ApacheOptions {
   readonly cert: Cert;
   /** Seconds, in place of the WebSocket workers' timeout=75. */
   readonly tunnelTimeoutSec?: number;
+  /** Seconds, in place of the Server-Sent Events workers' timeout=75. */
+  readonly sseTimeoutSec?: number;
   /**
    * 'shipped': the file as it is. 'legacy-ws-scheme': the pre-2.4.47 form
    * (`ProxyPass /ws ws://...`, no balancer) — with or without mod_proxy_wstunnel.
@@ -333,6 +335,15 @@ export function renderApache(o: ApacheOptions): RenderedApache {
     return r;
   }, 3, 'apache ws balancer members');
   first = true;
+  site = replaceExactly(site, /^ {4}BalancerMember "http:\/\/10\.0\.1\.\d+:8080" flushpackets=on timeout=75 [^\n]*$/m, () => {
+    const timeout = o.sseTimeoutSec ?? 75;
+    const r = first
+      ? o.upstreams.map((p) => `    BalancerMember "http://127.0.0.1:${p}" flushpackets=on timeout=${timeout} connectiontimeout=5 retry=5`).join('\n')
+      : '';
+    first = false;
+    return r;
+  }, 3, 'apache sse balancer members');
+  first = true;
   site = replaceExactly(site, /^ {4}BalancerMember "http:\/\/10\.0\.1\.\d+:8080" timeout=30 [^\n]*$/m, () => {
     const r = first ? o.upstreams.map((p) => `    BalancerMember "http://127.0.0.1:${p}" timeout=30 connectiontimeout=5 retry=5`).join('\n') : '';
     first = false;
@@ -386,6 +397,8 @@ export interface HaproxyOptions {
   readonly cert: Cert;
   /** Seconds, in place of `timeout tunnel 75s`. */
   readonly tunnelTimeoutSec?: number;
+  /** Seconds, in place of the Server-Sent Events backend's `timeout server 75s`. */
+  readonly sseServerTimeoutSec?: number;
 }
 
 export interface RenderedHaproxy {
@@ -403,12 +416,15 @@ export function renderHaproxy(o: HaproxyOptions): RenderedHaproxy {
   t = replaceExactly(t, /^ {4}bind :443 ssl crt \S+/m, `    bind 127.0.0.1:${o.httpsPort} ssl crt ${o.cert.combined}`, 1, 'haproxy bind 443');
   // Each backend lists gw1..gw3: the first line of each list becomes the test's servers.
   t = replaceExactly(t, /^ {4}server gw(\d) 10\.0\.1\.\d+:8080\n/m, (_m, n) =>
-    n === '1' ? o.upstreams.map((u, k) => `    server gw${k + 1} 127.0.0.1:${u.port} port ${u.adminPort}\n`).join('') : '', 6, 'haproxy servers');
+    n === '1' ? o.upstreams.map((u, k) => `    server gw${k + 1} 127.0.0.1:${u.port} port ${u.adminPort}\n`).join('') : '', 9, 'haproxy servers');
   if (o.tunnelTimeoutSec !== undefined) {
     t = replaceExactly(t, 'timeout tunnel 75s', `timeout tunnel ${o.tunnelTimeoutSec}s`, 1, 'haproxy timeout tunnel');
   }
+  if (o.sseServerTimeoutSec !== undefined) {
+    t = replaceExactly(t, /^ {4}timeout server 75s$/m, `    timeout server ${o.sseServerTimeoutSec}s`, 1, 'haproxy pubgate_sse timeout server');
+  }
   // Health checks every 2 s are the shipped value; tests want the state soon.
-  t = replaceExactly(t, 'check port 9091 inter 2s fall 2 rise 2', 'check inter 200ms fall 2 rise 1', 2, 'haproxy default-server');
+  t = replaceExactly(t, 'check port 9091 inter 2s fall 2 rise 2', 'check inter 200ms fall 2 rise 1', 3, 'haproxy default-server');
   const conf = path.join(dir, 'haproxy.cfg');
   writeFileSync(conf, t);
   return { dir, conf, args: ['-db', '-f', conf] };

@@ -73,6 +73,28 @@ describe('nginx configs (shipped text)', () => {
       expect(conf).toMatch(/large_client_header_buffers 4 16k;/);
     });
 
+    it(`${file} streams /sse unbuffered and uncompressed over keep-alive HTTP/1.1, with a read timeout of 2-3 ping intervals`, () => {
+      const conf = readDeploy(file);
+      const sse = nginxLocation(conf, '= /sse');
+      expect(sse).toMatch(/proxy_pass http:\/\/pubgate_gateways;/);
+      expect(sse).toMatch(/proxy_http_version 1\.1;/);
+      // Connection cleared (keep-alive upstream), and no Upgrade: an event stream is not a WebSocket.
+      expect(sse).toMatch(/proxy_set_header Connection "";/);
+      expect(sse.split('\n').filter((l) => !l.trim().startsWith('#')).join('\n')).not.toMatch(/Upgrade/);
+      expect(sse).toMatch(/proxy_buffering off;/);
+      expect(sse).toMatch(/gzip off;/);
+      expect(sse).not.toMatch(/proxy_ignore_headers[^;]*X-Accel-Buffering/);
+      expect(sse).toMatch(/proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;/);
+      expect(sse).toMatch(/proxy_next_upstream [^;]*http_503/);
+      const read = /proxy_read_timeout (\S+);/.exec(sse)?.[1];
+      expect(read, 'proxy_read_timeout').toBeDefined();
+      expect(seconds(read!)).toBeGreaterThan(2 * DEFAULT_PING_INTERVAL_SEC);
+      // On the ws. host, beside /ws.
+      const server = conf.slice(conf.lastIndexOf('server {', conf.indexOf('location = /sse')), conf.indexOf('location = /sse'));
+      expect(server).toMatch(/server_name ws\.(example\.com|localhost);/);
+      expect(server).toMatch(/location = \/ws \{/);
+    });
+
     it(`${file} logs no query strings (tokens travel in ?access_token=)`, () => {
       const conf = readDeploy(file);
       const format = /log_format \w+[^;]*;/s.exec(conf)?.[0];
@@ -123,6 +145,21 @@ describe('Apache config (shipped text)', () => {
     expect(conf).toMatch(/LimitRequestFieldSize 16384/);
   });
 
+  it('streams /sse on the ws. host through mod_proxy_http with flushpackets=on, an idle timeout above the ping interval, and no compression', () => {
+    const members = [...conf.matchAll(/^ {4}BalancerMember "[^"]+" flushpackets=on timeout=(\d+)/gm)];
+    expect(members).toHaveLength(3);
+    for (const m of members) expect(Number(m[1])).toBeGreaterThan(2 * DEFAULT_PING_INTERVAL_SEC);
+    const balancer = conf.slice(conf.indexOf('<Proxy "balancer://pubgate_sse">'), conf.indexOf('</Proxy>', conf.indexOf('<Proxy "balancer://pubgate_sse">')));
+    expect(balancer).not.toMatch(/upgrade=/);
+    expect(balancer).toMatch(/failonstatus=503/);
+    const wsHost = conf.slice(conf.indexOf('ServerName ws.example.com', conf.indexOf('<VirtualHost *:443>')), conf.indexOf('ServerName api.example.com', conf.indexOf('<VirtualHost *:443>')));
+    expect(wsHost).toMatch(/ProxyPass "\/sse" "balancer:\/\/pubgate_sse\/sse"/);
+    expect(wsHost).toMatch(/ProxyPass "\/ws" "balancer:\/\/pubgate_ws\/ws"/);
+    expect(wsHost).toMatch(/SetEnvIf Request_URI "\^\/sse\$" no-gzip=1/);
+    expect(wsHost).toMatch(/RedirectMatch 404 "\^\/\(\?!\(ws\|sse\)\$\)"/);
+    expect(conf).toMatch(/a2enmod [^\n]*\bsetenvif\b/);
+  });
+
   it('logs no query strings', () => {
     const formats = [...conf.matchAll(/^LogFormat "(.*)" (\w+)$/gm)];
     expect(formats).toHaveLength(1);
@@ -159,6 +196,21 @@ describe('HAProxy config (shipped text)', () => {
     expect(conf).not.toMatch(/http-check send (?!.* ver HTTP\/1\.1)/);
     expect(conf).toMatch(/http-request set-header X-Forwarded-For %\[src\]/);
     expect(conf).toMatch(/tune\.bufsize 32768/);
+  });
+
+  it('routes /sse on the ws. host to a backend whose timeout server (not tunnel) outlasts the ping interval, without http-server-close', () => {
+    expect(conf).toMatch(/^\s*acl path_sse path \/sse$/m);
+    expect(conf).toMatch(/^\s*use_backend pubgate_sse if host_ws path_sse$/m);
+    const start = conf.indexOf('\nbackend pubgate_sse\n');
+    expect(start).toBeGreaterThan(-1);
+    const backend = conf.slice(start, conf.indexOf('\nbackend ', start + 1));
+    const server = /^\s*timeout server (\S+)$/m.exec(backend)?.[1];
+    expect(server, 'timeout server in pubgate_sse').toBeDefined();
+    expect(seconds(server!)).toBeGreaterThan(2 * DEFAULT_PING_INTERVAL_SEC);
+    expect(backend).toMatch(/http-check send meth GET uri \/readyz /);
+    const directives = conf.split('\n').filter((l) => !l.trim().startsWith('#')).join('\n');
+    expect(directives).not.toMatch(/option (http-server-close|httpclose)/);
+    expect(directives).not.toMatch(/compression type[^\n]*event-stream/);
   });
 
   it('logs no query strings', () => {

@@ -148,10 +148,15 @@ describe('deploy/kubernetes', () => {
     const ing = byKind.get('Ingress')!;
     const paths = arr(get(ing, 'spec', 'rules', 0, 'http', 'paths'), 'ingress paths') as Doc[];
     expect(get(ing, 'spec', 'rules', 0, 'host')).toMatch(/^ws\./);
-    expect(paths.map((p) => p.path)).toEqual(['/ws']);
-    expect(get(paths[0], 'backend', 'service', 'name')).toBe(svcName);
-    expect(get(paths[0], 'backend', 'service', 'port', 'name')).toBe('http');
+    expect(paths.map((p) => p.path)).toEqual(['/ws', '/sse']);
+    for (const p of paths) {
+      expect(p.pathType).toBe('Exact');
+      expect(get(p, 'backend', 'service', 'name')).toBe(svcName);
+      expect(get(p, 'backend', 'service', 'port', 'name')).toBe('http');
+    }
     const ann = obj(get(ing, 'metadata', 'annotations'), 'annotations');
+    // Server-Sent Events on /sse: passed on event by event.
+    expect(ann['nginx.ingress.kubernetes.io/proxy-buffering']).toBe('off');
     expect(Number(ann['nginx.ingress.kubernetes.io/proxy-read-timeout'])).toBeGreaterThan(2 * DEFAULT_PING_INTERVAL_SEC);
     expect(Number(ann['nginx.ingress.kubernetes.io/proxy-send-timeout'])).toBeGreaterThan(2 * DEFAULT_PING_INTERVAL_SEC);
     expect(get(ing, 'spec', 'tls', 0, 'hosts', 0)).toBe(get(ing, 'spec', 'rules', 0, 'host'));

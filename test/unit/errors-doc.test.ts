@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ERROR_CODES, HTTP_STATUS } from '../../src/errors.js';
 import { CLOSE, CLOSE_REASON } from '../../src/protocol/close-codes.js';
 import { HANDSHAKE_REJECT_REASONS } from '../../src/transport/admission.js';
+import { PUSHER_API_REJECTS, PUSHER_REJECT_STATUS } from '../../src/pusher/http-api.js';
 
 const doc = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8');
 
@@ -45,6 +46,12 @@ describe('docs/errors.md', () => {
       if (reason === 'aborted') continue; // no answer is sent
       expect(ERROR_CODES, reason).toContain(/^`([a-z_]+)`$/.exec(cells[1] ?? '')?.[1]);
     }
+  });
+
+  it('lists every Pusher HTTP API reject reason in src/pusher/http-api.ts with its status, and no other', () => {
+    const rows = tableKeys('Pusher HTTP API rejection reasons');
+    expect([...rows.keys()].sort()).toEqual([...PUSHER_API_REJECTS].sort());
+    for (const [reason, cells] of rows) expect(cells[0], reason).toMatch(new RegExp(`^${PUSHER_REJECT_STATUS[reason as keyof typeof PUSHER_REJECT_STATUS]}\\b`));
   });
 
   it('keeps every close reason under 123 bytes', () => {
