@@ -248,8 +248,9 @@ export class SseStream implements Socket {
       this.res.cork(() => {
         this.head();
         this.res.write(tail);
-        // The connection closes once this is sent: a client reconnects on a new one (a drained node's, too).
-        this.res.end(undefined, true);
+        // The connection closes once this is sent (Connection: close went with the head): a client
+        // reconnects on a new one (a drained node's, too). Not end(…, true): see head().
+        this.res.end();
       });
     }
     this.forget();
@@ -342,6 +343,11 @@ export class SseStream implements Socket {
     this.res.writeHeader('Content-Type', 'text/event-stream');
     this.res.writeHeader('Cache-Control', 'no-cache');
     this.res.writeHeader('X-Accel-Buffering', 'no');
+    // Said up front: the stream's connection is not reused (a reconnect opens a
+    // new one, which a load balancer may send to another node). uWS's own
+    // end(…, closeConnection) would write this header after the body has
+    // started, inside the chunked body, where clients and proxies reject it.
+    this.res.writeHeader('Connection', 'close');
   }
 
   private write(text: string): void {
