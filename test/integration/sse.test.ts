@@ -52,6 +52,30 @@ describe('GET /sse admission (the handshake\'s statuses and bodies)', () => {
     s.close();
   });
 
+  it('answers CORS for an allowed Origin: the preflight (204) and the stream (echoed origin, credentials); refuses others', async () => {
+    const pre = await fetch(`${gw.http}/sse?channel=a`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://app.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization,last-event-id' },
+    });
+    expect(pre.status).toBe(204);
+    expect(pre.headers.get('access-control-allow-origin')).toBe('https://app.example');
+    expect(pre.headers.get('access-control-allow-credentials')).toBe('true');
+    expect(pre.headers.get('access-control-allow-headers')?.toLowerCase()).toContain('last-event-id');
+    const evil = await fetch(`${gw.http}/sse?channel=a`, { method: 'OPTIONS', headers: { origin: 'https://evil.example' } });
+    expect(evil.status).toBe(403);
+    expect(evil.headers.get('access-control-allow-origin')).toBeNull();
+    const s = await openSse(gw.http, { channels: ['a'], token: await token({ sub: 'u', channels: ['*'] }), headers: { origin: 'https://app.example' } });
+    expect(s.status).toBe(200);
+    expect(s.headers['access-control-allow-origin']).toBe('https://app.example');
+    expect(s.headers['access-control-allow-credentials']).toBe('true');
+    expect(s.headers.vary).toBe('Origin');
+    s.close();
+    const same = await openSse(gw.http, { channels: ['a'], token: await token({ sub: 'u', channels: ['*'] }) });
+    expect(same.status).toBe(200);
+    expect(same.headers['access-control-allow-origin']).toBeUndefined();
+    same.close();
+  });
+
   it('checks the channel list before the Origin, the Origin before the token', async () => {
     const bad = await openSse(gw.http, { channels: [], headers: { origin: 'https://evil.example' } });
     expect([bad.status, errorOf(bad).code]).toEqual([400, 'bad_request']);
