@@ -27,7 +27,7 @@ export interface PusherClient {
   connection: { socket_id: string; state: string; bind(event: string, fn: (x: never) => void): void };
   user: {
     bind(event: string, fn: (data: never) => void): void;
-    serverToUserChannel: { bind(event: string, fn: (data: never) => void): void } | null;
+    serverToUserChannel: { readonly subscribed: boolean } | null;
   };
   subscribe(name: string): PusherChannel;
   channel(name: string): PusherChannel | undefined;
