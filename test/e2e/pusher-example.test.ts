@@ -7,8 +7,9 @@
  * authorizeChannel) as a child process, and the page loading pusher-js's
  * browser build from the example server. The page subscribes to a public,
  * a private and a presence channel; the test triggers events with the
- * `pusher` server library and through the page's own Trigger button, and
- * reads what the page received from its state (`globalThis.pusherExample`).
+ * `pusher` server library, through the page's own Trigger button and with
+ * the example's trigger.mjs, and reads what the page received from its state
+ * (`globalThis.pusherExample`).
  *
  * Everything waits on page or process state with deadlines; nothing sleeps.
  * Artifacts: test-artifacts/pusher-example.json (the page's state) and .png.
@@ -85,6 +86,19 @@ async function startExample(port: number, gw: GatewayProcess): Promise<ExampleSe
   };
 }
 
+/** Runs examples/pusher/trigger.mjs against `gw`; its exit code and output. */
+async function runTrigger(gw: GatewayProcess, channel: string, text: string): Promise<{ code: number | null; output: string }> {
+  const proc = spawn(process.execPath, [path.join(ROOT, 'examples/pusher/trigger.mjs'), channel, text], {
+    env: { ...process.env, PUSHER_HOST: '127.0.0.1', PUSHER_PORT: String(gw.port) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const code = await new Promise<number | null>((resolve) => proc.once('exit', (c) => resolve(c)));
+  return { code, output };
+}
+
 async function pageState(page: Page): Promise<PageState | undefined> {
   return page.evaluate(() => {
     const s = (globalThis as unknown as { pusherExample?: unknown }).pusherExample;
@@ -139,7 +153,7 @@ describe('the Pusher example page in headless Chromium', needs('chromium'), () =
     await gw?.stop('SIGKILL');
   });
 
-  it('subscribes pusher-js to a public, a private and a presence channel through the example\'s auth endpoint, and shows events triggered with the pusher library and from its Trigger button', async () => {
+  it('subscribes pusher-js to a public, a private and a presence channel through the example\'s auth endpoint, and shows events triggered with the pusher library, from its Trigger button and by trigger.mjs', async () => {
     if (!browser || !example || !gw) throw new Error('set-up failed');
     const page = await browser.newPage({ viewport: { width: 1000, height: 650 } });
     const pageErrors: string[] = [];
@@ -163,13 +177,20 @@ describe('the Pusher example page in headless Chromium', needs('chromium'), () =
       await page.selectOption('#channel', CHANNELS.private);
       await page.fill('#text', 'from the button');
       await page.click('#trigger button');
-      const done = await until(page, 'the event triggered from the page', (s) => received(s, CHANNELS.private, 'from the button'));
+      await until(page, 'the event triggered from the page', (s) => received(s, CHANNELS.private, 'from the button'));
+
+      // The README's third command: examples/pusher/trigger.mjs, as a backend would run it.
+      const script = await runTrigger(gw, CHANNELS.public, 'from trigger.mjs');
+      expect(script.code, script.output).toBe(0);
+      expect(script.output).toMatch(/^200 /);
+      const done = await until(page, 'the event of trigger.mjs', (s) => received(s, CHANNELS.public, 'from trigger.mjs'));
 
       // Each event arrived once, on its own channel only.
       expect(done.events.map((e) => [e.channel, (e.data as { text: string }).text])).toEqual([
         [CHANNELS.public, 'to the public channel'],
         [CHANNELS.private, 'to the private channel'],
         [CHANNELS.private, 'from the button'],
+        [CHANNELS.public, 'from trigger.mjs'],
       ]);
       expect(await page.textContent('#events')).toContain('from the button');
       expect(done.errors).toEqual([]);
