@@ -145,7 +145,30 @@ export class SseFanout {
 export interface StreamOptions {
   readonly maxBackpressure: number;
   readonly hooks: StreamHooks;
+  /** CORS headers for the stream's 200 (the request's Origin passed admission); none for same-origin requests. */
+  readonly cors?: Readonly<Record<string, string>> | undefined;
 }
+
+/**
+ * CORS for `/sse`: browsers on the app's origin read a stream served from the
+ * `ws.` host. Only an Origin that passed admission (PUBGATE_ALLOWED_ORIGINS)
+ * is echoed; credentials (cookies, for the connect proxy) are allowed only
+ * when the list names origins (not `*`), so no site can read a stream opened
+ * with a user's cookies.
+ */
+export function sseCors(origin: string, allowedOrigins: readonly string[]): Record<string, string> | undefined {
+  if (origin === '') return undefined;
+  const h: Record<string, string> = { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' };
+  if (!allowedOrigins.includes('*')) h['Access-Control-Allow-Credentials'] = 'true';
+  return h;
+}
+
+/** The preflight answer for `/sse` (fetch with Authorization or Last-Event-ID is not a simple request). */
+export const SSE_PREFLIGHT_HEADERS: Readonly<Record<string, string>> = {
+  'Access-Control-Allow-Methods': 'GET',
+  'Access-Control-Allow-Headers': 'Authorization, Last-Event-ID, Cache-Control, Accept',
+  'Access-Control-Max-Age': '600',
+};
 
 /** One SSE response as a hub socket. */
 export class SseStream implements Socket {
@@ -248,8 +271,9 @@ export class SseStream implements Socket {
       this.res.cork(() => {
         this.head();
         this.res.write(tail);
-        // The connection closes once this is sent: a client reconnects on a new one (a drained node's, too).
-        this.res.end(undefined, true);
+        // The connection closes once this is sent (Connection: close went with the head): a client
+        // reconnects on a new one (a drained node's, too). Not end(…, true): see head().
+        this.res.end();
       });
     }
     this.forget();
@@ -342,6 +366,12 @@ export class SseStream implements Socket {
     this.res.writeHeader('Content-Type', 'text/event-stream');
     this.res.writeHeader('Cache-Control', 'no-cache');
     this.res.writeHeader('X-Accel-Buffering', 'no');
+    for (const [k, v] of Object.entries(this.opts.cors ?? {})) this.res.writeHeader(k, v);
+    // Said up front: the stream's connection is not reused (a reconnect opens a
+    // new one, which a load balancer may send to another node). uWS's own
+    // end(…, closeConnection) would write this header after the body has
+    // started, inside the chunked body, where clients and proxies reject it.
+    this.res.writeHeader('Connection', 'close');
   }
 
   private write(text: string): void {
@@ -401,6 +431,7 @@ export class SseStream implements Socket {
 interface SseShape {
   readonly channels: readonly string[];
   readonly lastEventId: string;
+  readonly origin: string;
 }
 
 export interface SseRouteDeps {
@@ -514,7 +545,7 @@ export function createSseRoute(deps: SseRouteDeps): (res: HttpResponse, req: Htt
     transport: 'sse',
     shape(head, query) {
       const r = readChannels(query, config.maxSubscriptions);
-      return 'refusal' in r ? r : { value: { channels: r.value, lastEventId: head.lastEventId } };
+      return 'refusal' in r ? r : { value: { channels: r.value, lastEventId: head.lastEventId, origin: head.origin } };
     },
     authorize(shape, session) {
       for (const c of shape.channels) {
@@ -528,7 +559,11 @@ export function createSseRoute(deps: SseRouteDeps): (res: HttpResponse, req: Htt
       // The token's `subs` are WebSocket's: a stream carries exactly the channels it names.
       if (session.extra) session.extra.subs = undefined;
       const ids = idShape(shape.channels.filter((c) => hub.isHistory(c)));
-      const stream = new SseStream(res, st, session, ids, fanout, { maxBackpressure: config.maxBackpressure, hooks });
+      const stream = new SseStream(res, st, session, ids, fanout, {
+        maxBackpressure: config.maxBackpressure,
+        hooks,
+        cors: sseCors(shape.origin, config.allowedOrigins),
+      });
       hooks.opened(stream);
       void start(stream, shape.channels, shape.lastEventId);
     },

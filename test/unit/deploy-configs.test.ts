@@ -476,7 +476,7 @@ describe('docs', () => {
   });
 
   it('in-page links of the docs point to headings that exist', () => {
-    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md', 'docs/webhooks.md']) {
+    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md', 'docs/webhooks.md', 'docs/pusher.md']) {
       const text = read(f);
       const headings = anchors(text);
       for (const m of text.matchAll(/\]\(#([^)]+)\)/g)) expect(headings.has(m[1]!), `${f}: #${m[1]}`).toBe(true);
@@ -484,7 +484,7 @@ describe('docs', () => {
   });
 
   it('docs link to docs that exist', () => {
-    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md', 'docs/webhooks.md']) {
+    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md', 'docs/webhooks.md', 'docs/pusher.md']) {
       for (const m of read(f).matchAll(/\]\(([^)#]+\.md)(?:#([^)]*))?\)/g)) {
         const target = path.join(path.dirname(path.join(ROOT, f)), m[1]!);
         expect(existsSync(target), `${f} links to ${m[1]}`).toBe(true);

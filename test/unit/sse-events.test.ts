@@ -68,6 +68,19 @@ describe('SSE framing', () => {
     }
   });
 
+  it('takes an id made for some of the stream\'s history channels for those channels only (a channel was added)', () => {
+    const two = idShape(['h:a', 'h:c'])!;
+    const id = formatId(two, (c) => (c === 'h:a' ? { offset: 3, epoch: 'ea' } : { offset: 9, epoch: 'ec' }));
+    const three = idShape(['h:a', 'h:b', 'h:c'])!;
+    expect([...parseLastEventId(id, three)!]).toEqual([['h:a', { offset: 3, epoch: 'ea' }], ['h:c', { offset: 9, epoch: 'ec' }]]);
+    // A subset the stream does not have (h:d) covers nothing.
+    const other = formatId(idShape(['h:a', 'h:d'])!, () => ({ offset: 1, epoch: 'e' }));
+    expect(parseLastEventId(other, three)).toBeUndefined();
+    // More positions than the stream has history channels: nothing.
+    const four = formatId(idShape(['h:a', 'h:b', 'h:c', 'h:d'])!, () => ({ offset: 1, epoch: 'e' }));
+    expect(parseLastEventId(four, three)).toBeUndefined();
+  });
+
   it('checks the channel list: none, too many distinct (before names), invalid', () => {
     expect(readChannels('', 2)).toMatchObject({ refusal: { code: 'bad_request', reason: 'no_channel' } });
     expect(readChannels('channel=a&channel=b&channel=a', 2)).toEqual({ value: ['a', 'b'] });
