@@ -3,8 +3,8 @@
  * the client processes' event-stream parser (loadtest/bench/lib/sse-client.mjs)
  * against a stream split at every awkward place, its SsePool against a
  * scripted server (Authorization, welcome, message counting, close event),
- * and the scenario's figures (loadtest/bench/lib/sse.mjs), which the runner
- * lists as a scenario.
+ * the scenario's figures (loadtest/bench/lib/sse.mjs), which the runner
+ * lists as a scenario, and one tiny run of it against the built node.
  */
 import { spawnSync } from 'node:child_process';
 import http from 'node:http';
@@ -35,8 +35,12 @@ interface SseClientModule {
 }
 interface Range { median: number; min: number; max: number; n: number }
 interface Block { run: number; round: number; kind: string; wallMs: number; nodeNs: number; deliveries: number }
+interface Mem { gc: boolean; rssKbPerConn: number; heapKbPerConn: number }
 interface SseModule {
   SSE_SCENARIOS: string[];
+  runSseFanout(sc: Record<string, number>, leg: { first: string }, ctx: Record<string, unknown>): Promise<{
+    ok: boolean; blocks: (Block & { sse: number; ws: number })[]; order: string[]; mem: { sse: Mem; ws: Mem };
+  }>;
   deliveriesOf(kind: string, s: number): { sse: number; ws: number };
   sseFigures(blocks: Block[], mems?: unknown[]): {
     byKind: Record<string, { perSec: Range; nodeUs: Range; blocks: number; deliveries: number }>;
@@ -175,4 +179,16 @@ describe('bench sse-fanout: figures', () => {
     expect(r.status).toBe(0);
     expect(r.stderr).toContain('sse-fanout');
   });
+});
+
+describe('bench sse-fanout: a tiny run', () => {
+  it('delivers every block exactly to its transport and reads memory after a GC, in the leg\'s order', async () => {
+    const r = await sse.runSseFanout({ subscribers: 6, reps: 3, rounds: 1, concurrency: 2, size: 100, settleSec: 0, workers: 2 }, { first: 'ws' }, { tokenIn: 'header' });
+    expect(r.ok).toBe(true);
+    expect(r.order).toEqual(['ws', 'sse']);
+    // The measured round: one block of each kind; 3 messages to 6 clients of each transport it names.
+    expect(r.blocks.map((b) => [b.kind, b.sse, b.ws]).sort()).toEqual([['both', 18, 18], ['sse', 18, 0], ['ws', 0, 18]]);
+    expect(r.mem.sse.gc && r.mem.ws.gc).toBe(true);
+    expect(Number.isFinite(r.mem.sse.heapKbPerConn) && Number.isFinite(r.mem.ws.rssKbPerConn)).toBe(true);
+  }, 60_000);
 });
