@@ -114,6 +114,11 @@ export interface Config {
    * the default app. Refused at start while issue 18 is in progress (see checkCombinations).
    */
   readonly pusherApps: readonly PusherApp[];
+  /**
+   * PUBGATE_PUSHER_WEBHOOK_URL: the receiver of Pusher-format webhooks (pusher/webhooks.ts), signed with
+   * each app's secret; needs PUBGATE_PUSHER_APPS. Works with or without PUBGATE_WEBHOOK_URL.
+   */
+  readonly pusherWebhookUrl: string | undefined;
   /** Serve `GET /sse` (Server-Sent Events, contract 1.1); off: the route answers 404 not_found. */
   readonly sse: boolean;
 }
@@ -257,6 +262,15 @@ function webhookUrl(raw: Exclude<Raw, undefined>): string | undefined {
   if (v === undefined) return undefined;
   const u = new URL(v);
   if (u.username !== '' || u.password !== '') throw new Invalid('must not carry a user or password (requests are signed with PUBGATE_WEBHOOK_SECRET)');
+  return v;
+}
+
+/** The Pusher webhook receiver: http or https, without credentials (requests are signed with the apps' secrets). */
+function pusherWebhookUrl(raw: Exclude<Raw, undefined>): string | undefined {
+  const v = url(['http:', 'https:'])(raw);
+  if (v === undefined) return undefined;
+  const u = new URL(v);
+  if (u.username !== '' || u.password !== '') throw new Invalid('must not carry a user or password (requests are signed with the apps\' secrets)');
   return v;
 }
 
@@ -427,6 +441,7 @@ export const SETTINGS: readonly Setting[] = [
       throw e;
     }
   }, []),
+  s('pusherWebhookUrl', pusherWebhookUrl, undefined),
   s('sse', bool, true),
 ];
 
@@ -573,6 +588,9 @@ function checkCombinations(c: Config, nodeEnv: string | undefined, problems: str
   }
   if (c.webhookUrl === undefined && c.webhookSecret !== undefined) {
     problems.push('PUBGATE_WEBHOOK_URL: PUBGATE_WEBHOOK_SECRET is set; webhooks need the receiver URL too');
+  }
+  if (c.pusherWebhookUrl !== undefined && c.pusherApps.length === 0) {
+    problems.push('PUBGATE_PUSHER_WEBHOOK_URL: Pusher-format webhooks need PUBGATE_PUSHER_APPS (they are signed with the apps\' secrets)');
   }
   if (c.port !== 0 && c.port === c.adminPort) {
     problems.push('PUBGATE_ADMIN_PORT: must differ from PUBGATE_PORT');

@@ -10,14 +10,15 @@ import { createRedisBroker } from './broker/redis-broker.js';
 import { compileNamespaces, type ChannelOptions, type ChannelResolver } from './channels/namespaces.js';
 import { createPresence, presenceTickMs, type Presence } from './presence/presence.js';
 import { createOccupancy } from './occupancy/occupancy.js';
-import { countDroppedWebhookEvents, createWebhookDeliverer } from './webhooks/deliverer.js';
+import { countDroppedWebhookEvents, createWebhookDeliverer, type WebhookPoster } from './webhooks/deliverer.js';
+import { pusherWebhookDestination } from './pusher/webhooks.js';
 import { parseWebhookSecret } from './webhooks/signing.js';
 import { randomBytes } from 'node:crypto';
 import { shortHmacSecrets, type Config } from './config.js';
 import { createClusterControl } from './hub/control.js';
 import { createHub } from './hub/hub.js';
 import { PusherApps } from './pusher/apps.js';
-import { withPusherChannels } from './pusher/channels.js';
+import { isInternalUserChannel, withPusherChannels } from './pusher/channels.js';
 import { createServerSubs } from './hub/server-subs.js';
 import type { Socket } from './hub/session.js';
 import type { Log } from './observability/logger.js';
@@ -88,8 +89,14 @@ function chooseBroker(config: Config, channels: ChannelResolver, log: Log, metri
   });
 }
 
-function webhooksOn(config: Config): boolean {
+/** The Standard Webhooks destination is configured. */
+function standardWebhooks(config: Config): boolean {
   return config.webhookUrl !== undefined && config.webhookSecret !== undefined;
+}
+
+/** Any webhook destination (Standard, Pusher-format): occupancy, the queue and the deliverer run. */
+function webhooksOn(config: Config): boolean {
+  return standardWebhooks(config) || (config.pusherWebhookUrl !== undefined && config.pusherApps.length > 0);
 }
 
 export async function createGateway(config: Config, log: Log, opts: GatewayOptions = {}): Promise<Gateway> {
@@ -112,11 +119,13 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   }
   const webhooks = webhooksOn(config) ? broker.webhooks : undefined;
   if (webhooksOn(config) && !webhooks) throw new Error('webhooks are configured but the broker keeps no webhook queue');
+  // One deliverer for both destinations: a channel is acked once both took its events (docs/protocol.md, "Pusher-format webhooks").
+  const pusherHookUrl = config.pusherApps.length > 0 ? config.pusherWebhookUrl : undefined;
   const deliverer = webhooks
     ? createWebhookDeliverer({
         queue: webhooks.queue,
-        url: config.webhookUrl as string,
-        key: parseWebhookSecret(config.webhookSecret as string),
+        ...(standardWebhooks(config) ? { url: config.webhookUrl as string, key: parseWebhookSecret(config.webhookSecret as string) } : {}),
+        ...(pusherHookUrl !== undefined ? { destinations: [(post: WebhookPoster) => pusherWebhookDestination(pusherApps, pusherHookUrl, post)] } : {}),
         retryWindowMs: config.webhookRetrySeconds * 1000,
         metrics,
         log,
@@ -179,6 +188,8 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
       ? {
           onChannelHeld: (channel: string, o: ChannelOptions, held: boolean) => {
             if (!webhooks && !o.presence) return;
+            // A user channel (#server-to-user-<id>) is one user's server push: no occupancy, no webhooks.
+            if (isInternalUserChannel(channel)) return;
             if (held) occupancy.hold(channel);
             else occupancy.release(channel);
           },

@@ -18,6 +18,24 @@ export const PUSHER_CHANNEL_RE = /^[A-Za-z0-9_\-=@,.;]{1,164}$/;
 /** The per-user channel of user authentication; only the server publishes to it. */
 export const USER_CHANNEL_PREFIX = '#server-to-user-';
 
+/**
+ * A user channel as the HTTP API names it (`pusher.sendToUser` triggers on
+ * `#server-to-user-<id>`): the id in Pusher's channel alphabet, the whole name
+ * within Pusher's 164 characters. The alphabet keeps internal names free of
+ * characters that would need escaping in webhook texts or Redis hash tags.
+ */
+export const USER_CHANNEL_RE = /^#server-to-user-[A-Za-z0-9_\-=@,.;]{1,148}$/;
+
+/** Whether a user id can have a user channel (pusher:signin refuses others). */
+export function isUserChannelId(id: string): boolean {
+  return USER_CHANNEL_RE.test(USER_CHANNEL_PREFIX + id);
+}
+
+/** Whether an internal channel is a user channel (of any app): server-to-one-user, no occupancy or webhooks. */
+export function isInternalUserChannel(internal: string): boolean {
+  return /^#[^#]+##server-to-user-/.test(internal);
+}
+
 export type PusherChannelKind = 'public' | 'private' | 'private-encrypted' | 'presence';
 
 /** Whether a client may name this channel in pusher:subscribe. */

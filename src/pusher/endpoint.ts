@@ -30,9 +30,10 @@ import { send, watch } from '../transport/http.js';
 import { compileOrigins } from '../transport/origin.js';
 import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior } from '../transport/uws.js';
 import type { PusherApps } from './apps.js';
-import { USER_CHANNEL_PREFIX, channelKind, internalChannel, isValidPusherChannel, userChannel } from './channels.js';
+import { USER_CHANNEL_PREFIX, channelKind, internalChannel, isUserChannelId, isValidPusherChannel, userChannel } from './channels.js';
 import { createSocketIds } from './socket-id.js';
 import { PusherSocket, type PusherSession } from './socket.js';
+import { appUserId, hubUserOf } from './users.js';
 
 export interface PusherEndpointDeps {
   readonly config: Config;
@@ -144,6 +145,8 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
     const app = s.pusher.app!;
     const d = (data ?? {}) as { channel?: unknown; auth?: unknown; channel_data?: unknown };
     const name = d.channel;
+    // pusher-js subscribes its user channel after pusher:signin; the signin subscribed it already.
+    if (typeof name === 'string' && name.startsWith(USER_CHANNEL_PREFIX)) return userChannelSubscribe(socket, s, name);
     if (!isValidPusherChannel(name)) {
       metrics.frameRejected('bad_request');
       socket.sendPusher(encodePusherError(null, 'Invalid channel name'));
@@ -179,9 +182,10 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
           info = JSON.stringify(cd.user_info);
           if (info.length > MAX_USER_INFO) return subscriptionError(socket, name, 'AuthError', `user_info over ${MAX_USER_INFO} bytes`, 400, 'bad_request');
         }
-        // One user per connection: the first of pusher:signin and presence channel_data names it.
-        if (s.user === NO_USER) hub.setUser(socket, uid);
-        else if (s.user !== uid) return subscriptionError(socket, name, 'AuthError', 'this connection is another user', 403, 'forbidden');
+        // One user per connection: the first of pusher:signin and presence channel_data names it (app-scoped, users.ts).
+        const hu = hubUserOf(app, uid);
+        if (s.user === NO_USER) hub.setUser(socket, hu);
+        else if (s.user !== hu) return subscriptionError(socket, name, 'AuthError', 'this connection is another user', 403, 'forbidden');
       }
     }
     s.pusher.names.set(internal, name);
@@ -190,7 +194,7 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
       let succeeded = encodeSubscriptionSucceeded(name);
       if (kind === 'presence') {
         const snap = await hub.presence(internal);
-        succeeded = encodeSubscriptionSucceeded(name, presenceData(snap.members));
+        succeeded = encodeSubscriptionSucceeded(name, presenceData(snap.members.map((m) => ({ user: appUserId(app, m.user), info: m.info }))));
       }
       const held = hub.peekHeld(socket, internal);
       if (held === undefined || !s.open) return; // unsubscribed or closed meanwhile
@@ -204,6 +208,23 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
       log.debug({ conn: connIds.name(s.id), err: e }, 'pusher subscribe failed');
       subscriptionError(socket, name, 'Unavailable', 'the channel is not available now; try again', 503, 'unavailable');
     }
+  }
+
+  /** The hub subscribe of each signed-in connection's user channel (settled: subscribed, or failed). */
+  const userSubscribes = new WeakMap<PusherSession, Promise<boolean>>();
+
+  /**
+   * A pusher:subscribe of a user channel: succeeds (once the signin's own
+   * subscribe is done) for the connection's own user channel, else 403.
+   */
+  async function userChannelSubscribe(socket: PusherSocket, s: PusherSession, name: string): Promise<void> {
+    const internal = internalChannel(s.pusher.app!, name);
+    const pending = userSubscribes.get(s);
+    if (pending === undefined || s.pusher.names.get(internal) !== name) {
+      return subscriptionError(socket, name.slice(0, 200), 'AuthError', 'user channels are subscribed by pusher:signin, for the signed-in user only', 403, 'forbidden');
+    }
+    if (await pending) socket.sendPusher(encodeSubscriptionSucceeded(name));
+    else subscriptionError(socket, name, 'Unavailable', 'the channel is not available now; try again', 503, 'unavailable');
   }
 
   function unsubscribe(socket: PusherSocket, s: PusherSession, data: unknown): void {
@@ -227,7 +248,7 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
       socket.sendPusher(encodePusherError(null, 'Client events are allowed on private and presence channels only'));
       return;
     }
-    const uid = kind === 'presence' && s.user !== NO_USER ? `,"user_id":${JSON.stringify(s.user)}` : '';
+    const uid = kind === 'presence' && s.user !== NO_USER ? `,"user_id":${JSON.stringify(appUserId(s.pusher.app!, s.user))}` : '';
     const raw = `{"event":${JSON.stringify(event)},"data":${JSON.stringify(data ?? null)}${uid}}`;
     hub.publishData(internal, raw, { exclude: connIds.name(s.id) }).catch((e: unknown) => {
       log.debug({ conn: connIds.name(s.id), err: e }, 'pusher client event not published');
@@ -253,18 +274,28 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
       metrics.frameRejected('bad_request');
       return socket.endPusher(PUSHER_CODE.UNAUTHORIZED, 'user_data needs an id');
     }
-    if (s.user !== NO_USER && s.user !== uid) {
+    // The id names the user channel (#server-to-user-<id>): Pusher's channel alphabet only.
+    if (!isUserChannelId(uid)) {
+      metrics.frameRejected('bad_request');
+      return socket.endPusher(PUSHER_CODE.UNAUTHORIZED, 'the user id must be 1-148 characters of A-Z a-z 0-9 _ - = @ , . ;');
+    }
+    const hu = hubUserOf(app, uid);
+    if (s.user !== NO_USER && s.user !== hu) {
       metrics.frameRejected('forbidden');
       return socket.endPusher(PUSHER_CODE.UNAUTHORIZED, 'this connection is another user');
     }
-    hub.setUser(socket, uid);
+    hub.setUser(socket, hu);
     const internal = userChannel(app, uid);
     socket.sendPusher(encodeSigninSuccess(userData));
     if (s.pusher.names.has(internal)) return;
     s.pusher.names.set(internal, USER_CHANNEL_PREFIX + uid);
-    hub.subscribe(socket, internal).catch(() => {
-      s.pusher.names.delete(internal);
-    });
+    userSubscribes.set(s, hub.subscribe(socket, internal).then(
+      () => true,
+      () => {
+        s.pusher.names.delete(internal);
+        return false;
+      },
+    ));
   }
 
   function message(ws: Ws, data: ArrayBuffer, isBinary: boolean): void {

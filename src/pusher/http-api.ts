@@ -23,8 +23,9 @@ import type { PublishOptions } from '../hub/hub.js';
 import { createKeyedLimiter } from '../limits/rate.js';
 import type { PresenceSnapshot, PresenceStats } from '../presence/store.js';
 import type { PusherApp, PusherApps } from './apps.js';
-import { internalChannel, isValidPusherChannel, pusherChannel } from './channels.js';
+import { USER_CHANNEL_RE, internalChannel, isValidPusherChannel, pusherChannel } from './channels.js';
 import { verifySignedRequest, type SignatureReject } from './signing.js';
+import { appUserId, hubUserOf } from './users.js';
 
 /** Channels one event may name (Pusher's limit). */
 export const MAX_EVENT_CHANNELS = 100;
@@ -118,7 +119,7 @@ export interface PusherHttpApiOptions {
    * of a Pusher `socket_id`; undefined when it names none. connOfSocketId when absent.
    */
   readonly socketConn?: (socketId: string) => string | undefined;
-  /** The hub user of a Pusher user id of an app (what the Pusher sockets register as); the id itself when absent. */
+  /** The hub user of a Pusher user id of an app (what the Pusher sockets register as); users.ts hubUserOf when absent. */
   readonly hubUser?: (app: PusherApp, userId: string) => string;
   /** Messages published (pubgate_messages_published_total). */
   readonly published: (count: number) => void;
@@ -211,7 +212,7 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
   const nowSec = opts.nowSec ?? (() => Date.now() / 1000);
   const nowMs = opts.nowMs ?? (() => performance.now());
   const limiter = createKeyedLimiter(opts.apiRate, Math.max(1, opts.apiRate * 2), Math.max(1, apps.list.length));
-  const hubUser = opts.hubUser ?? ((_app: PusherApp, id: string) => id);
+  const hubUser = opts.hubUser ?? hubUserOf;
   const socketConn = opts.socketConn ?? connOfSocketId;
 
   function parseJson(body: string): Record<string, unknown> {
@@ -245,7 +246,8 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
     else if (many && Array.isArray(o.channels)) channels = o.channels;
     else throw new BadRequest(many ? `${where}channels (an array) or channel is required` : `${where}channel is required`);
     if (channels.length === 0 || channels.length > MAX_EVENT_CHANNELS) throw new BadRequest(`${where}channels must hold 1 to ${MAX_EVENT_CHANNELS} channels`);
-    for (const c of channels) if (!isValidPusherChannel(c)) throw new BadRequest(`${where}invalid channel name: ${JSON.stringify(String(c)).slice(0, 220)}`);
+    // A user channel (#server-to-user-<id>, pusher.sendToUser) is the server's to publish on.
+    for (const c of channels) if (!isValidPusherChannel(c) && !(typeof c === 'string' && USER_CHANNEL_RE.test(c))) throw new BadRequest(`${where}invalid channel name: ${JSON.stringify(String(c)).slice(0, 220)}`);
     if (new Set(channels).size !== channels.length) throw new BadRequest(`${where}channels names a channel twice`);
     if (socketId !== undefined && (typeof socketId !== 'string' || !SOCKET_ID_RE.test(socketId))) throw new BadRequest(`${where}invalid socket_id`);
     const exclude = typeof socketId === 'string' ? socketConn(socketId) : undefined;
@@ -364,7 +366,7 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
       if (isGatewayError(e) && e.code === 'bad_request') return ok({ users: [] });
       throw e;
     }
-    return ok({ users: p.members.map((m) => ({ id: m.user })) });
+    return ok({ users: p.members.map((m) => ({ id: appUserId(app, m.user) })) });
   }
 
   /** Path → endpoint, app, and the decoded path parameters. */

@@ -10,6 +10,7 @@ import type { PusherApps } from './apps.js';
 import { pusherChannel } from './channels.js';
 import { createPusherEndpoint, type PusherEndpointDeps } from './endpoint.js';
 import { PUSHER_TOPIC, type PusherSession } from './socket.js';
+import { userPrefix } from './users.js';
 
 export interface PusherFanout {
   /** Sends the Pusher form of a native frame on `channel` to its Pusher subscribers; how many it reached. */
@@ -24,7 +25,7 @@ export function createPusherFanout(app: TemplatedApp, apps: PusherApps | undefin
       const n = app.numSubscribers(topic);
       if (n === 0) return 0;
       const p = pusherChannel(apps, channel);
-      const out = p === undefined ? undefined : nativeToPusher(frame, p.name);
+      const out = p === undefined ? undefined : nativeToPusher(frame, p.name, userPrefix(p.app));
       if (out === undefined) return 0;
       app.publish(topic, out, false, out.length >= compressFrom);
       return n;

@@ -10,6 +10,7 @@ import type { Session, Socket } from '../hub/session.js';
 import { encodePusherError, nativeToPusher, pusherCloseCode } from '../protocol/pusher/frames.js';
 import type { WebSocket } from '../transport/uws.js';
 import type { PusherApp } from './apps.js';
+import { userPrefix } from './users.js';
 
 /** The uWS topic of a channel's Pusher subscribers (a control character: no channel name has one). */
 export const PUSHER_TOPIC = '\u0001';
@@ -49,7 +50,7 @@ export class PusherSocket implements Socket {
     const s = this.ws.getUserData();
     const m = /^\{"type":"[a-z]+","channel":"([^"]*)"/.exec(frame);
     const name = m ? s.pusher.names.get(m[1]!) : undefined;
-    const p = name === undefined ? undefined : nativeToPusher(frame, name);
+    const p = name === undefined || s.pusher.app === undefined ? undefined : nativeToPusher(frame, name, userPrefix(s.pusher.app));
     if (p === undefined) return 1;
     return this.ws.send(p, false, compress);
   }

@@ -24,7 +24,8 @@ import { createConnections } from './connection.js';
 import { createApiRoute } from './api-route.js';
 import { send, watch } from './http.js';
 import { createConnectAdmission } from './connect.js';
-import { createSseRoute, SseFanout } from './sse.js';
+import { createSseRoute, SSE_PREFLIGHT_HEADERS, SseFanout, sseCors } from './sse.js';
+import { compileOrigins } from './origin.js';
 import { createUpgradeHandler } from './upgrade.js';
 import type { PusherApps } from '../pusher/apps.js';
 import { createPusherFanout, mountPusher } from '../pusher/mount.js';
@@ -191,6 +192,15 @@ export function createTransport(deps: TransportDeps): Transport {
   // GET /sse (contract 1.1): the same admission, hub and fan-out; off (PUBGATE_SSE=false): 404.
   const fanout = new SseFanout();
   if (config.sse) {
+    // CORS preflight: only for an Origin that admission would let through.
+    const originOk = compileOrigins(config.allowedOrigins, config.requireOrigin);
+    app.options('/sse', (res, req) => {
+      const st = watch(res);
+      const origin = req.getHeader('origin');
+      const cors = origin !== '' && originOk(origin) ? sseCors(origin, config.allowedOrigins) : undefined;
+      if (!cors) return send(res, st, 403, errorBody('origin_not_allowed', origin ? `origin ${origin.slice(0, 200)} is not allowed` : 'a preflight needs an Origin header'));
+      send(res, st, 204, '', { ...cors, ...SSE_PREFLIGHT_HEADERS });
+    });
     app.get('/sse', createSseRoute({
       config,
       hub: deps.hub,

@@ -120,17 +120,48 @@ export function formatId(shape: IdShape, at: (channel: string, i: number) => Pos
 
 const EPOCH_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
+/** Channel subsets tried at most when an id covers fewer channels than the stream has (bounded work per request). */
+export const MAX_ID_SUBSETS = 4096;
+
+/**
+ * The history channels of `shape` that an id with `parts` positions and hash
+ * `prefix` names: all of them, or (an id made for fewer channels: a client
+ * that added a channel and reopened its stream with the positions it had) the
+ * first subset, in sorted order, whose hash is `prefix`; at most
+ * MAX_ID_SUBSETS subsets are tried.
+ */
+function coveredChannels(shape: IdShape, prefix: string, parts: number): readonly string[] | undefined {
+  const n = shape.channels.length;
+  if (parts === n) return prefix === shape.prefix ? shape.channels : undefined;
+  if (parts > n || parts === 0) return undefined;
+  // Combinations of `parts` indexes out of n, in lexicographic order.
+  const idx = Array.from({ length: parts }, (_, i) => i);
+  for (let tried = 0; tried < MAX_ID_SUBSETS; tried++) {
+    const names = idx.map((i) => shape.channels[i]!);
+    if (fnv1a(names.join(' ')) === prefix) return names;
+    let k = parts - 1;
+    while (k >= 0 && idx[k] === n - parts + k) k--;
+    if (k < 0) return undefined;
+    idx[k]!++;
+    for (let j = k + 1; j < parts; j++) idx[j] = idx[j - 1]! + 1;
+  }
+  return undefined;
+}
+
 /**
  * The positions a `Last-Event-ID` gives for a stream's history channels, or
- * undefined when it is not an id of this shape (another channel set, another
- * format, damaged): then no channel is covered.
+ * undefined when it is not an id of this format or names channels the stream
+ * does not have (damaged, another channel set): then no channel is covered.
+ * An id for a subset of the stream's history channels covers that subset; the
+ * others start live (contract: an id "is ignored for the channels it does not cover").
  */
 export function parseLastEventId(text: string, shape: IdShape | undefined): Map<string, Position> | undefined {
   if (shape === undefined || text.length === 0 || text.length > 64 * 1024) return undefined;
   const dot = text.indexOf('.');
-  if (dot < 0 || text.slice(0, dot) !== shape.prefix) return undefined;
+  if (dot < 0) return undefined;
   const parts = text.slice(dot + 1).split(',');
-  if (parts.length !== shape.channels.length) return undefined;
+  const channels = coveredChannels(shape, text.slice(0, dot), parts.length);
+  if (channels === undefined) return undefined;
   const out = new Map<string, Position>();
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i]!;
@@ -138,7 +169,7 @@ export function parseLastEventId(text: string, shape: IdShape | undefined): Map<
     const epoch = part.slice(0, colon);
     const digits = part.slice(colon + 1);
     if (colon < 0 || !EPOCH_RE.test(epoch) || !/^[0-9]{1,15}$/.test(digits)) return undefined;
-    out.set(shape.channels[i]!, { offset: Number(digits), epoch });
+    out.set(channels[i]!, { offset: Number(digits), epoch });
   }
   return out;
 }

@@ -83,10 +83,16 @@ const STOP_GRACE_MS = 2000;
 
 export interface WebhookDelivererDeps {
   readonly queue: WebhookQueue;
-  /** PUBGATE_WEBHOOK_URL (http or https). */
-  readonly url: string;
+  /** PUBGATE_WEBHOOK_URL (http or https): the Standard Webhooks destination, with `key`. */
+  readonly url?: string;
   /** The signing key: parseWebhookSecret(PUBGATE_WEBHOOK_SECRET). */
-  readonly key: Buffer;
+  readonly key?: Buffer;
+  /**
+   * Further destinations fed from the same queue (the Pusher-format webhooks,
+   * pusher/webhooks.ts); each gets every batch, and a channel is acked only once
+   * all destinations took its events (see deliver()).
+   */
+  readonly destinations?: readonly ((post: WebhookPoster) => WebhookDestination)[];
   /** PUBGATE_WEBHOOK_RETRY_SECONDS × 1000. */
   readonly retryWindowMs: number;
   readonly metrics: Metrics;
@@ -118,6 +124,35 @@ export interface WebhookDeliverer {
   nudge(): void;
 }
 
+/** How one request ended (`why` for the aggregated log, never a body or secret). */
+export interface PostOutcome {
+  readonly result: WebhookRequestResult;
+  readonly why?: string;
+}
+
+/** One POST of a body with headers to a destination's URL, bounded by the request timeout; never rejects. */
+export type WebhookPoster = (url: string, body: string, headers: Readonly<Record<string, string>>) => Promise<PostOutcome>;
+
+/** An event of a batch as a destination sees it: its id, its queued JSON text, its head (when parsed). */
+export interface BatchEvent {
+  readonly id: string;
+  readonly text: string;
+}
+
+/**
+ * A receiver of the queue's batches in its own format. `send` posts the
+ * events (as one or more requests) and answers, per request, its outcome and
+ * the ids it carried; events the destination does not send at all (not for
+ * it) are in `skipped`, which counts as taken. Never rejects.
+ */
+export interface WebhookDestination {
+  readonly name: string;
+  send(events: readonly BatchEvent[]): Promise<{ readonly requests: readonly (PostOutcome & { readonly ids: readonly string[] })[]; readonly skipped: readonly string[] }>;
+}
+
+/** Event ids remembered per destination as taken while their channel waits for another destination (node-local). */
+const MAX_TAKEN_IDS = 10_000;
+
 /** One channel's part of a batch. */
 interface Part {
   readonly channel: string;
@@ -127,9 +162,7 @@ interface Part {
 
 interface Batch {
   readonly parts: Part[];
-  readonly body: string;
-  readonly id: string;
-  readonly events: number;
+  readonly events: BatchEvent[];
 }
 
 /** The id of an event text: from its head, or (a text the events module did not build) its leading `"id"`. */
@@ -177,14 +210,16 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
   const log = deps.log.child({ component: 'webhooks' });
   const failures = new LogTally(log, 'warn', 'webhook deliveries failed', {}, deps.logIntervalMs ?? WEBHOOK_DEFAULTS.logIntervalMs);
 
-  const u = new URL(deps.url);
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`webhook URL: unsupported scheme ${u.protocol}`);
-  const https = u.protocol === 'https:';
-  // One pool, to one origin: a connection per batch in flight, kept alive between batches.
+  // One pool per origin: a connection per batch in flight, kept alive between batches.
   const agentOptions = { keepAlive: true, maxSockets: concurrency, maxTotalSockets: concurrency, maxFreeSockets: concurrency, scheduling: 'lifo', timeout: IDLE_CONNECTION_MS } as const;
-  const agent = https ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
-  const request = https ? httpsRequest : httpRequest;
-  const target = { hostname: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: u.port, path: `${u.pathname}${u.search}` };
+  const agents = new Map<string, HttpAgent | HttpsAgent>();
+  const poster: WebhookPoster = (url, body, headers) => post(url, body, headers);
+  const destinations: WebhookDestination[] = [];
+  if (deps.url !== undefined && deps.key !== undefined) destinations.push(standardDestination(deps.url, deps.key, poster));
+  for (const make of deps.destinations ?? []) destinations.push(make(poster));
+  if (destinations.length === 0) throw new Error('webhooks need a destination');
+  /** Per destination: ids it took whose channel is not acked yet (another destination failed); not sent to it again from this node. */
+  const taken = destinations.map(() => new Set<string>());
 
   let running = false;
   let started = false;
@@ -229,7 +264,7 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
       return undefined;
     }
     const parts: Part[] = [];
-    const texts: string[] = [];
+    const texts: BatchEvent[] = [];
     const unused: string[] = [];
     // All heads are read at once (one round trip each, in parallel), then the
     // batch is filled in claim order; each channel contributes a prefix of its head.
@@ -265,7 +300,7 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
         }
         part.ids.push(id);
         if (h) part.heads.push(h);
-        texts.push(text);
+        texts.push({ id, text });
       }
       if (part.ids.length === 0) unused.push(channel);
       else parts.push(part);
@@ -273,15 +308,22 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
     if (nonEmpty > 0) perChannel = perChannel * 0.7 + (seen / nonEmpty) * 0.3;
     if (unused.length > 0) await release(unused);
     if (parts.length === 0) return undefined;
-    const body = webhookBody(texts);
-    return { parts, body, id: webhookMessageId(body), events: texts.length };
+    return { parts, events: texts };
   }
 
   /** One POST, bounded by the timeout from connecting to the answer's last byte; settles once, never rejects. */
-  function post(batch: Batch): Promise<{ result: WebhookRequestResult; why?: string }> {
+  function post(url: string, body: string, headers: Readonly<Record<string, string>>): Promise<PostOutcome> {
+    const u = new URL(url);
+    const https = u.protocol === 'https:';
+    let agent = agents.get(u.origin);
+    if (agent === undefined) {
+      agent = https ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
+      agents.set(u.origin, agent);
+    }
+    const request = https ? httpsRequest : httpRequest;
+    const target = { hostname: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: u.port, path: `${u.pathname}${u.search}` };
     return new Promise((resolve) => {
       let settled = false;
-      const ts = Math.floor(Date.now() / 1000);
       const req = request({
         agent,
         ...target,
@@ -289,19 +331,17 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
         headers: {
           'content-type': 'application/json',
           'user-agent': 'pubgate-webhooks',
-          'content-length': Buffer.byteLength(batch.body),
-          'webhook-id': batch.id,
-          'webhook-timestamp': String(ts),
-          'webhook-signature': signWebhook(deps.key, batch.id, ts, batch.body),
+          'content-length': Buffer.byteLength(body),
+          ...headers,
         },
       });
-      const end = (x: { result: WebhookRequestResult; why?: string }): void => {
+      const end = (x: PostOutcome): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         resolve(x);
       };
-      const cut = (x: { result: WebhookRequestResult; why?: string }): void => {
+      const cut = (x: PostOutcome): void => {
         end(x);
         req.destroy();
       };
@@ -322,17 +362,44 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
         res.on('error', (e) => end({ result: 'error', why: `answer cut off: ${describe(e)}` }));
         res.on('close', () => end({ result: 'error', why: 'answer cut off' }));
       });
-      req.end(batch.body);
+      req.end(body);
     });
   }
 
-  /** Sends a batch and settles each channel with the queue; never rejects. */
+  /** Remembers that destination `d` took `id` (bounded: the oldest is forgotten, which costs a duplicate at most). */
+  function take(d: number, id: string): void {
+    const set = taken[d]!;
+    if (set.size >= MAX_TAKEN_IDS) set.delete(set.values().next().value as string);
+    set.add(id);
+  }
+
+  /**
+   * Sends a batch to every destination and settles each channel with the
+   * queue; never rejects. A destination gets the events it has not taken yet
+   * (from this node); a channel is acked once every destination took all its
+   * events, else failed with the policy (so per-channel order holds for each
+   * destination, and a destination that is down holds the others' events of
+   * the same channels back, for the retry window at most).
+   */
   async function deliver(batch: Batch): Promise<void> {
-    const outcome = await post(batch);
-    metrics.webhookRequest(outcome.result);
-    if (outcome.result === 'ok') {
-      const now = Date.now();
-      await Promise.all(batch.parts.map(async (p) => {
+    await Promise.all(destinations.map(async (dest, d) => {
+      const todo = batch.events.filter((e) => !taken[d]!.has(e.id));
+      if (todo.length === 0) return;
+      const r = await dest.send(todo);
+      for (const id of r.skipped) take(d, id);
+      for (const req of r.requests) {
+        metrics.webhookRequest(req.result);
+        if (req.result === 'ok') for (const id of req.ids) take(d, id);
+        else failures.add(req.result, 1, `${dest.name}: ${req.why ?? req.result}`);
+      }
+    }));
+    const now = Date.now();
+    const forget = (p: Part): void => {
+      for (const set of taken) for (const id of p.ids) set.delete(id);
+    };
+    await Promise.all(batch.parts.map(async (p) => {
+      const ok = taken.every((set) => p.ids.every((id) => set.has(id)));
+      if (ok) {
         try {
           await queue.ack(p.channel, p.ids);
         } catch (e) {
@@ -340,18 +407,17 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
           failures.add('queue', 1, `ack: ${describe(e)}`);
           return;
         }
+        forget(p);
         for (const h of p.heads) {
           metrics.webhookEvents(h.name, 'delivered', 1);
           metrics.webhookDelivered((now - h.timeMs) / 1000);
         }
-      }));
-      return;
-    }
-    failures.add(outcome.result, 1, outcome.why);
-    await Promise.all(batch.parts.map(async (p) => {
+        return;
+      }
       try {
         const r = await queue.fail(p.channel, p.ids, policy);
         if (r.expired) {
+          forget(p);
           for (const h of p.heads) metrics.webhookEvents(h.name, 'expired', 1);
           failures.add('expired', p.ids.length, `retry window of ${Math.round(policy.windowMs / 1000)} s used up`);
         }
@@ -433,11 +499,27 @@ export function createWebhookDeliverer(deps: WebhookDelivererDeps): WebhookDeliv
       await Promise.race([loopDone.then(() => Promise.all([...inFlight])), limit]);
       clearTimeout(timer);
       failures.flush();
-      agent.destroy();
+      for (const a of agents.values()) a.destroy();
     },
     nudge() {
       nudged = true;
       poke();
+    },
+  };
+}
+
+/** The Standard Webhooks destination (PUBGATE_WEBHOOK_URL): one request per batch, the queued texts as they are. */
+function standardDestination(url: string, key: Buffer, post: WebhookPoster): WebhookDestination {
+  const u = new URL(url);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`webhook URL: unsupported scheme ${u.protocol}`);
+  return {
+    name: 'standard',
+    async send(events) {
+      const body = webhookBody(events.map((e) => e.text));
+      const id = webhookMessageId(body);
+      const ts = Math.floor(Date.now() / 1000);
+      const r = await post(url, body, { 'webhook-id': id, 'webhook-timestamp': String(ts), 'webhook-signature': signWebhook(key, id, ts, body) });
+      return { requests: [{ ...r, ids: events.map((e) => e.id) }], skipped: [] };
     },
   };
 }

@@ -20,10 +20,11 @@ interface Setup {
 
 const clients: PubgateClient[] = [];
 
+/** The WebSocket path only (transports: websocket): the SSE fallback has its own tests (sse-state.test.ts). */
 function setup(o: Partial<ConnectOptions> = {}): Setup {
   const server = fakeServer();
   const rnd = { value: 0.5 };
-  const client = connect({ url: 'ws://gw.test/ws', token: fakeJwt({ sub: 'u1', exp: nowSec() + 3600 }), WebSocket: server.WebSocket, random: () => rnd.value, ...o });
+  const client = connect({ url: 'ws://gw.test/ws', token: fakeJwt({ sub: 'u1', exp: nowSec() + 3600 }), WebSocket: server.WebSocket, random: () => rnd.value, transports: ['websocket'], ...o });
   clients.push(client);
   const events: Setup['events'] = [];
   const types: Array<keyof ClientEvents> = ['state', 'connecting', 'connected', 'disconnected', 'closed', 'resubscribed', 'refreshed', 'error'];

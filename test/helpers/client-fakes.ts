@@ -23,7 +23,11 @@ export function userToken(): string {
   return fakeJwt({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 3600 });
 }
 
-/** A client on a new scripted server, closed after the test. Without `o.token`, it has userToken() unless `tokenless`. */
+/**
+ * A client on a new scripted server, closed after the test. Without `o.token`, it has userToken() unless `tokenless`.
+ * WebSocket only unless `o.transports` says otherwise: these tests script the WebSocket, and the SSE fallback would
+ * otherwise reach the real fetch after two failed attempts (test/client/sse-state.test.ts scripts both).
+ */
 export function fakeClient(o: Partial<ConnectOptions> = {}, tokenless = false): { server: FakeServer; client: PubgateClient } {
   const server = fakeServer();
   const client = connect({
@@ -31,6 +35,7 @@ export function fakeClient(o: Partial<ConnectOptions> = {}, tokenless = false): 
     ...(tokenless ? {} : { token: userToken() }),
     WebSocket: server.WebSocket,
     random: () => 0.5,
+    transports: ['websocket'],
     ...o,
   });
   clients.push(client);

@@ -21,6 +21,7 @@ function settingDefault(key: string): unknown {
 export const DEFAULT_PING_INTERVAL_SEC = settingDefault('pingInterval') as number;
 export const DEFAULT_DRAIN_SECONDS = settingDefault('drainSeconds') as number;
 export const DEFAULT_MAX_CONNECTIONS = settingDefault('maxConnections') as number;
+export const DEFAULT_MAX_PUBLISH_BYTES = settingDefault('maxPublishBytes') as number;
 
 interface JsYaml {
   load(text: string, opts?: { filename?: string }): unknown;

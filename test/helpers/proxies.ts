@@ -165,11 +165,11 @@ export interface NginxOptions {
   readonly httpsPort: number;
   readonly httpPort: number;
   readonly cert: Cert;
-  /** Seconds, in place of the 75 s proxy_read_timeout of the /ws and /sse locations. */
+  /** Seconds, in place of the 75 s proxy_read_timeout of the /ws, /app/ (Pusher) and /sse locations. */
   readonly readTimeoutSec?: number;
-  /** Drop the Upgrade/Connection proxy_set_header lines of the WebSocket location (HTTP/1.1 kept). */
+  /** Drop the Upgrade/Connection proxy_set_header lines of the WebSocket locations, /ws and /app/ (HTTP/1.1 kept). */
   readonly withoutUpgradeHeaders?: boolean;
-  /** Drop the WebSocket location's proxy_http_version 1.1 (nginx then speaks HTTP/1.0 to the gateway). */
+  /** Drop the WebSocket locations' proxy_http_version 1.1 (nginx then speaks HTTP/1.0 to the gateway). */
   readonly withoutHttp11?: boolean;
 }
 
@@ -226,13 +226,13 @@ export function renderNginx(o: NginxOptions): RenderedNginx {
   site = replaceExactly(site, /ssl_certificate_key \S+;/, `ssl_certificate_key ${o.cert.key};`, 2, 'pubgate.conf ssl_certificate_key');
   site = replaceExactly(site, /access_log \/var\/log\/nginx\/pubgate-access\.log /, `access_log ${accessLog} `, 3, 'pubgate.conf access_log');
   if (o.readTimeoutSec !== undefined) {
-    site = replaceExactly(site, 'proxy_read_timeout 75s;', `proxy_read_timeout ${o.readTimeoutSec}s;`, 2, 'pubgate.conf proxy_read_timeout (/ws and /sse)');
+    site = replaceExactly(site, 'proxy_read_timeout 75s;', `proxy_read_timeout ${o.readTimeoutSec}s;`, 3, 'pubgate.conf proxy_read_timeout (/ws, /app/ and /sse)');
   }
   if (o.withoutHttp11) {
-    site = replaceExactly(site, /^ {8}proxy_http_version 1\.1;\n(?= {8}proxy_set_header Upgrade)/m, '', 1, 'pubgate.conf proxy_http_version');
+    site = replaceExactly(site, /^ {8}proxy_http_version 1\.1;\n(?= {8}proxy_set_header Upgrade)/m, '', 2, 'pubgate.conf proxy_http_version (/ws and /app/)');
   }
   if (o.withoutUpgradeHeaders) {
-    site = replaceExactly(site, /^ {8}proxy_set_header (Upgrade|Connection \$connection_upgrade)[^\n]*\n/m, '', 2, 'pubgate.conf upgrade headers');
+    site = replaceExactly(site, /^ {8}proxy_set_header (Upgrade|Connection \$connection_upgrade)[^\n]*\n/m, '', 4, 'pubgate.conf upgrade headers (/ws and /app/)');
   }
   const conf = path.join(dir, 'nginx.conf');
   writeFileSync(conf, main);

@@ -9,7 +9,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_PING_INTERVAL_SEC } from '../helpers/deploy-files.js';
+import { DEFAULT_MAX_PUBLISH_BYTES, DEFAULT_PING_INTERVAL_SEC } from '../helpers/deploy-files.js';
 import {
   DEPLOY, makeCert, readDeploy, removeDir, renderApache, renderComposeNginx, renderHaproxy, renderNginx,
   run, shortOutput, tempDir, type Cert,
@@ -54,6 +54,11 @@ function nginxLocation(conf: string, spec: string, from = 0): string {
   return conf.slice(start, conf.indexOf('}', start));
 }
 
+/** A location body's directives, sorted, without comments and its `location ... {` line. */
+function nginxDirectives(block: string): string[] {
+  return block.split('\n').slice(1).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#')).sort();
+}
+
 const NGINX_FILES = ['nginx/conf.d/pubgate.conf', 'compose/nginx-pubgate.conf'];
 
 describe('nginx configs (shipped text)', () => {
@@ -95,6 +100,36 @@ describe('nginx configs (shipped text)', () => {
       expect(server).toMatch(/location = \/ws \{/);
     });
 
+    it(`${file} proxies the Pusher WebSocket /app/ on the ws. host exactly as /ws (upgrade headers, timeouts, retry of a draining node)`, () => {
+      const conf = readDeploy(file);
+      const app = nginxLocation(conf, '/app/');
+      // Every directive of /ws, and nothing else (comments aside).
+      expect(nginxDirectives(app)).toEqual(nginxDirectives(nginxLocation(conf, '= /ws')));
+      expect(app).toMatch(/proxy_set_header Upgrade \$http_upgrade;/);
+      expect(app).toMatch(/proxy_set_header Connection \$connection_upgrade;/);
+      expect(app).not.toMatch(/proxy_buffering on/);
+      const server = conf.slice(conf.lastIndexOf('server {', conf.indexOf('location /app/')), conf.indexOf('location /app/'));
+      expect(server).toMatch(/server_name ws\.(example\.com|localhost);/);
+      // A prefix: /app/{key}, never the HTTP API's /apps/ (an exact or regex location would miss the key or catch /apps/).
+      expect(conf).not.toMatch(/location (=|~\*?)\s+\^?\/apps?\b/);
+    });
+
+    it(`${file} proxies the Pusher HTTP API /apps/ on the api. host exactly as /v1/ (same server, body limit above PUBGATE_MAX_PUBLISH_BYTES, timeouts)`, () => {
+      const conf = readDeploy(file);
+      const apps = nginxLocation(conf, '/apps/');
+      expect(nginxDirectives(apps)).toEqual(nginxDirectives(nginxLocation(conf, '/v1/')));
+      expect(apps).not.toMatch(/Upgrade/);
+      const at = conf.indexOf('location /apps/');
+      const serverStart = conf.lastIndexOf('server {', at);
+      expect(conf.slice(serverStart, at)).toMatch(/server_name api\.(example\.com|localhost);/);
+      // The server's body limit covers both, a guard above pubgate's own (PUBGATE_MAX_PUBLISH_BYTES, which answers 413 itself).
+      const limit = /client_max_body_size (\d+)m;/.exec(conf.slice(serverStart, at))?.[1];
+      expect(limit, 'client_max_body_size').toBeDefined();
+      expect(Number(limit) * 1024 * 1024).toBeGreaterThan(DEFAULT_MAX_PUBLISH_BYTES);
+      // /v1/ in the same server block.
+      expect(conf.lastIndexOf('server {', conf.indexOf('location /v1/'))).toBe(serverStart);
+    });
+
     it(`${file} logs no query strings (tokens travel in ?access_token=)`, () => {
       const conf = readDeploy(file);
       const format = /log_format \w+[^;]*;/s.exec(conf)?.[0];
@@ -106,6 +141,13 @@ describe('nginx configs (shipped text)', () => {
       for (const m of conf.matchAll(/access_log \S+ (\S+);/g)) expect(m[1]).toBe(/log_format (\w+)/.exec(format!)![1]);
     });
   }
+
+  it('keeps /apps/ behind the api. host\'s allow list (backends only, as /v1/)', () => {
+    const conf = readDeploy('nginx/conf.d/pubgate.conf');
+    const api = conf.slice(conf.indexOf('server_name api.example.com;', conf.indexOf('listen 443 ssl;')));
+    expect(api).toMatch(/deny all;/);
+    expect(api.indexOf('deny all;')).toBeLessThan(api.indexOf('location /apps/'));
+  });
 
   it('terminates TLS for wss:// on the ws. and api. hosts', () => {
     const conf = readDeploy('nginx/conf.d/pubgate.conf');
@@ -156,8 +198,31 @@ describe('Apache config (shipped text)', () => {
     expect(wsHost).toMatch(/ProxyPass "\/sse" "balancer:\/\/pubgate_sse\/sse"/);
     expect(wsHost).toMatch(/ProxyPass "\/ws" "balancer:\/\/pubgate_ws\/ws"/);
     expect(wsHost).toMatch(/SetEnvIf Request_URI "\^\/sse\$" no-gzip=1/);
-    expect(wsHost).toMatch(/RedirectMatch 404 "\^\/\(\?!\(ws\|sse\)\$\)"/);
+    // The 404 catch-all leaves /ws and /sse (and /app/, below) alone.
+    expect(wsHost).toMatch(/RedirectMatch 404 "\^\/\(\?!\(ws\|sse\)\$/);
     expect(conf).toMatch(/a2enmod [^\n]*\bsetenvif\b/);
+  });
+
+  it('tunnels the Pusher WebSocket /app/ through the upgrade=websocket balancer on the ws. host, and the Pusher HTTP API /apps/ through the API balancer behind its allow list', () => {
+    const vhosts = conf.split('<VirtualHost *:443>').slice(1);
+    const wsHost = vhosts.find((v) => /ServerName ws\.example\.com/.test(v))!;
+    const apiHost = vhosts.find((v) => /ServerName api\.example\.com/.test(v))!;
+    expect(wsHost).toMatch(/^ {4}ProxyPass "\/app\/" "balancer:\/\/pubgate_ws\/app\/"$/m);
+    expect(apiHost).toMatch(/^ {4}ProxyPass "\/apps\/" "balancer:\/\/pubgate_api\/apps\/"$/m);
+    expect(wsHost).not.toMatch(/ProxyPass "\/apps/);
+    // The 404 catch-alls let the new paths through and nothing else.
+    const catchAll = (host: string): RegExp => new RegExp(/RedirectMatch 404 "(.*)"/.exec(host)![1]!);
+    const wsCatch = catchAll(wsHost);
+    const apiCatch = catchAll(apiHost);
+    for (const p of ['/ws', '/sse', '/app/app-key']) expect(wsCatch.test(p), p).toBe(false);
+    for (const p of ['/apps/1/events', '/v1/publish', '/', '/app', '/wss']) expect(wsCatch.test(p), p).toBe(true);
+    for (const p of ['/v1/publish', '/apps/1/events']) expect(apiCatch.test(p), p).toBe(false);
+    for (const p of ['/app/app-key', '/ws', '/']) expect(apiCatch.test(p), p).toBe(true);
+    // Backends only, for both APIs.
+    const allow = /<LocationMatch "(.*)">\s*Require ip ([^\n]+)\s*<\/LocationMatch>/.exec(apiHost);
+    expect(allow, 'the API host\'s allow list').not.toBeNull();
+    for (const p of ['/v1/publish', '/apps/1/events']) expect(new RegExp(allow![1]!).test(p), p).toBe(true);
+    expect(allow![2]).toMatch(/^10\.0\.0\.0\/8 /);
   });
 
   it('logs no query strings', () => {
@@ -211,6 +276,13 @@ describe('HAProxy config (shipped text)', () => {
     const directives = conf.split('\n').filter((l) => !l.trim().startsWith('#')).join('\n');
     expect(directives).not.toMatch(/option (http-server-close|httpclose)/);
     expect(directives).not.toMatch(/compression type[^\n]*event-stream/);
+  });
+
+  it('routes the Pusher WebSocket /app/ on the ws. host to pubgate_ws and the Pusher HTTP API /apps/ on the api. host to pubgate_api, backends only', () => {
+    expect(conf).toMatch(/^\s*acl path_pusher_ws\s+path_beg \/app\/$/m);
+    expect(conf).toMatch(/^\s*acl path_pusher_api path_beg \/apps\/$/m);
+    expect(conf).toMatch(/^\s*use_backend pubgate_ws\s+if host_ws path_pusher_ws$/m);
+    expect(conf).toMatch(/^\s*use_backend pubgate_api if host_api path_pusher_api backends$/m);
   });
 
   it('logs no query strings', () => {

@@ -78,6 +78,26 @@ describe('Last-Event-ID recovery', () => {
     s2.close();
   });
 
+  it('recovers the channels an older id covers when the stream now has one more history channel; the new one starts live', async () => {
+    const s1 = await openSse(a.http, { channels: ['h:keep'], token: jwt });
+    await welcomeOf(s1);
+    expect((await publish(b, { channel: 'h:keep', data: 1 })).status).toBe(200);
+    await s1.waitFor((e) => e.event === 'message');
+    const id = s1.lastId()!;
+    s1.close();
+    // Missed while away.
+    for (const i of [2, 3]) expect((await publish(b, { channel: 'h:keep', data: i })).status).toBe(200);
+    const s2 = await openSse(b.http, { channels: ['h:keep', 'h:new'], token: jwt, headers: { 'last-event-id': id } });
+    // Not every history channel recovered (h:new had no position): recovered false, but h:keep resumes after 1.
+    expect((await welcomeOf(s2)).recovered).toBe(false);
+    await waitUntil(() => offsetsOf(s2, 'h:keep').length >= 2, 'the missed messages of h:keep');
+    expect(offsetsOf(s2, 'h:keep')).toEqual([2, 3]);
+    expect((await publish(a, { channel: 'h:new', data: 'live' })).status).toBe(200);
+    const m = await s2.waitFor((e) => e.event === 'message' && json(e).channel === 'h:new');
+    expect(json(m).offset).toBe(1);
+    s2.close();
+  });
+
   it('starts live with recovered:false for an id of other channels or an unparseable one', async () => {
     const s1 = await openSse(a.http, { channels: ['h:x'], token: jwt });
     await welcomeOf(s1);

@@ -5,6 +5,7 @@
  * disconnect API, drain, slow consumer) with their `close` events, and the
  * transport label of the connection metrics.
  */
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, token } from '../helpers/client.js';
 import { metric, publish, startGateway, TEST_API_KEY, type GatewayProcess } from '../helpers/gateway.js';
@@ -49,6 +50,30 @@ describe('GET /sse admission (the handshake\'s statuses and bodies)', () => {
     const s = await openSse(gw.http, { channels: ['a', 'b', 'c', 'a'], token: await token({ sub: 'u', channels: ['*'] }) });
     expect(s.status).toBe(200);
     s.close();
+  });
+
+  it('answers CORS for an allowed Origin: the preflight (204) and the stream (echoed origin, credentials); refuses others', async () => {
+    const pre = await fetch(`${gw.http}/sse?channel=a`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://app.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization,last-event-id' },
+    });
+    expect(pre.status).toBe(204);
+    expect(pre.headers.get('access-control-allow-origin')).toBe('https://app.example');
+    expect(pre.headers.get('access-control-allow-credentials')).toBe('true');
+    expect(pre.headers.get('access-control-allow-headers')?.toLowerCase()).toContain('last-event-id');
+    const evil = await fetch(`${gw.http}/sse?channel=a`, { method: 'OPTIONS', headers: { origin: 'https://evil.example' } });
+    expect(evil.status).toBe(403);
+    expect(evil.headers.get('access-control-allow-origin')).toBeNull();
+    const s = await openSse(gw.http, { channels: ['a'], token: await token({ sub: 'u', channels: ['*'] }), headers: { origin: 'https://app.example' } });
+    expect(s.status).toBe(200);
+    expect(s.headers['access-control-allow-origin']).toBe('https://app.example');
+    expect(s.headers['access-control-allow-credentials']).toBe('true');
+    expect(s.headers.vary).toBe('Origin');
+    s.close();
+    const same = await openSse(gw.http, { channels: ['a'], token: await token({ sub: 'u', channels: ['*'] }) });
+    expect(same.status).toBe(200);
+    expect(same.headers['access-control-allow-origin']).toBeUndefined();
+    same.close();
   });
 
   it('checks the channel list before the Origin, the Origin before the token', async () => {
@@ -189,6 +214,60 @@ describe('GET /sse events', () => {
     expect(res.status).toBe(200);
     expect(json(await closeOf(s))).toEqual({ code: 4501, reason: 'disconnected' });
     await s.ended;
+  });
+
+  it('completes the response as valid chunked encoding after the close event, with Connection: close in the head', async () => {
+    // uWS's end(…, closeConnection) wrote "Connection: close" into the chunked body after the
+    // close event; strict clients and proxies (undici, a Node proxy) then lost the close event.
+    const tok = await token({ sub: 'raw', channels: ['*'] });
+    const { port } = new URL(gw.http);
+    const sock = net.connect(Number(port), '127.0.0.1');
+    let raw = '';
+    const welcome = new Promise<void>((resolve) => {
+      sock.on('data', (d: Buffer) => {
+        raw += d.toString('latin1');
+        if (raw.includes('event: welcome')) resolve();
+      });
+    });
+    const ended = new Promise<void>((resolve) => sock.on('end', resolve));
+    sock.write(`GET /sse?channel=a HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${tok}\r\n\r\n`);
+    await welcome;
+    const res = await fetch(`${gw.http}/v1/disconnect`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TEST_API_KEY}`, 'content-type': 'application/json' },
+      body: '{"user":"raw"}',
+    });
+    expect(res.status).toBe(200);
+    await Promise.race([ended, new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (raw.endsWith('\r\n0\r\n\r\n')) resolve();
+        else setTimeout(check, 20);
+      };
+      check();
+    })]);
+    sock.destroy();
+    const [head, body = ''] = raw.split('\r\n\r\n', 2).length === 2 ? [raw.slice(0, raw.indexOf('\r\n\r\n')), raw.slice(raw.indexOf('\r\n\r\n') + 4)] : [raw, ''];
+    expect(head.toLowerCase()).toContain('connection: close');
+    expect(head.toLowerCase()).toContain('transfer-encoding: chunked');
+    // Decode the chunks: every size line is hex, the data matches it, the last chunk is 0.
+    let rest = body;
+    let text = '';
+    for (;;) {
+      const nl = rest.indexOf('\r\n');
+      expect(nl).toBeGreaterThan(0);
+      const size = rest.slice(0, nl);
+      expect(size).toMatch(/^[0-9a-f]+$/i);
+      const n = parseInt(size, 16);
+      if (n === 0) {
+        expect(rest.slice(nl)).toBe('\r\n\r\n');
+        break;
+      }
+      text += rest.slice(nl + 2, nl + 2 + n);
+      expect(rest.slice(nl + 2 + n, nl + 4 + n)).toBe('\r\n');
+      rest = rest.slice(nl + 4 + n);
+    }
+    expect(text).toContain('event: close\ndata: {"code":4501,"reason":"disconnected"}\n\n');
+    expect(text.toLowerCase()).not.toContain('connection');
   });
 
   it('counts streams under transport="sse" in pubgate_connections and pubgate_disconnects_total', async () => {

@@ -368,6 +368,15 @@ describe('loadConfig: webhooks (1.1)', () => {
     expect(p.join('\n')).not.toContain(SECRET.slice(6));
   });
 
+  it('refuses PUBGATE_PUSHER_WEBHOOK_URL without PUBGATE_PUSHER_APPS or with credentials, and takes it alone with apps', () => {
+    expect(problems({ PUBGATE_PUSHER_WEBHOOK_URL: 'http://127.0.0.1:9/p' })).toEqual([
+      "PUBGATE_PUSHER_WEBHOOK_URL: Pusher-format webhooks need PUBGATE_PUSHER_APPS (they are signed with the apps' secrets)",
+    ]);
+    const apps = { PUBGATE_PUSHER_APPS: '1:k:s', PUBGATE_EXPERIMENTAL_PUSHER: '1' };
+    expect(problems({ ...apps, PUBGATE_PUSHER_WEBHOOK_URL: 'http://u:pw@127.0.0.1:9/p' })[0]).toMatch(/^PUBGATE_PUSHER_WEBHOOK_URL: must not carry a user or password/);
+    expect(loadConfig({ ...apps, PUBGATE_PUSHER_WEBHOOK_URL: 'http://127.0.0.1:9/p' })).toMatchObject({ pusherWebhookUrl: 'http://127.0.0.1:9/p', webhookUrl: undefined });
+  });
+
   it('refuses a short or malformed secret without quoting it', () => {
     const url = 'http://127.0.0.1:9/h';
     for (const secret of ['short-but-secret', 'whsec_c2hvcnQtYnV0LXNlY3JldA==', 'whsec_not base64 at all, secret!!']) {

@@ -148,9 +148,10 @@ describe('deploy/kubernetes', () => {
     const ing = byKind.get('Ingress')!;
     const paths = arr(get(ing, 'spec', 'rules', 0, 'http', 'paths'), 'ingress paths') as Doc[];
     expect(get(ing, 'spec', 'rules', 0, 'host')).toMatch(/^ws\./);
-    expect(paths.map((p) => p.path)).toEqual(['/ws', '/sse']);
+    // /app: Pusher clients' /app/{key} (a Prefix: the key is in the path). The
+    // Pusher HTTP API /apps/ is for backends, like /v1/: not on this Ingress.
+    expect(paths.map((p) => [p.path, p.pathType])).toEqual([['/ws', 'Exact'], ['/sse', 'Exact'], ['/app', 'Prefix']]);
     for (const p of paths) {
-      expect(p.pathType).toBe('Exact');
       expect(get(p, 'backend', 'service', 'name')).toBe(svcName);
       expect(get(p, 'backend', 'service', 'port', 'name')).toBe('http');
     }
@@ -476,7 +477,7 @@ describe('docs', () => {
   });
 
   it('in-page links of the docs point to headings that exist', () => {
-    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md', 'docs/webhooks.md']) {
+    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md', 'docs/webhooks.md', 'docs/pusher.md']) {
       const text = read(f);
       const headings = anchors(text);
       for (const m of text.matchAll(/\]\(#([^)]+)\)/g)) expect(headings.has(m[1]!), `${f}: #${m[1]}`).toBe(true);
@@ -484,7 +485,7 @@ describe('docs', () => {
   });
 
   it('docs link to docs that exist', () => {
-    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md', 'docs/webhooks.md']) {
+    for (const f of ['docs/deploy.md', 'docs/troubleshooting.md', 'docs/metrics.md', 'docs/webhooks.md', 'docs/pusher.md']) {
       for (const m of read(f).matchAll(/\]\(([^)#]+\.md)(?:#([^)]*))?\)/g)) {
         const target = path.join(path.dirname(path.join(ROOT, f)), m[1]!);
         expect(existsSync(target), `${f} links to ${m[1]}`).toBe(true);

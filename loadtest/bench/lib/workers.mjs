@@ -10,6 +10,7 @@ class Worker {
     this.index = index;
     this.progress = 0;
     this.presence = 0; // join/leave frames received (presence scenarios)
+    this.sse = 0; // SSE message events received (sse-fanout)
     this.seq = 0;
     this.pending = new Map();
     this.proc = fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -18,6 +19,7 @@ class Worker {
       if (m.progress !== undefined) {
         this.progress = m.progress;
         this.presence = m.presence ?? 0;
+        this.sse = m.sse ?? 0;
         onProgress?.();
         return;
       }

@@ -25,6 +25,7 @@ import {
   type UnsubscribedFrame,
   type WelcomeFrame,
 } from './protocol.js';
+import { SseSocket, globalFetch, sseUrlFor, type SseFetch } from './sse.js';
 import { tokenExpiry } from './token.js';
 
 /**
@@ -46,6 +47,9 @@ export interface WebSocketLike {
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
 export type ConnectionState = 'connecting' | 'connected' | 'disconnected' | 'closed';
+
+/** How the client talks to the gateway: a WebSocket (`/ws`), or a Server-Sent Events stream (`/sse`, receive only). */
+export type Transport = 'websocket' | 'sse';
 
 export interface ConnectOptions {
   /**
@@ -104,6 +108,27 @@ export interface ConnectOptions {
    * Never called for server-side subscriptions.
    */
   readonly getSubscriptionToken?: (channel: string) => SubscriptionToken | Promise<SubscriptionToken>;
+  /**
+   * The transports to use, in order of preference. Default
+   * `['websocket', 'sse']`: WebSocket, and Server-Sent Events when the
+   * WebSocket cannot open (its handshake fails, or it closes with 1006
+   * before `welcome`, twice in a row). Over SSE the client receives
+   * everything as over WebSocket, but socket `publish()`, `ping()` and
+   * presence queries fail with `transport_unsupported`; it tries the
+   * WebSocket again every `wsRetryMs` and moves back when it works.
+   * `['sse']` uses SSE only; `['websocket']` never falls back.
+   */
+  readonly transports?: readonly Transport[];
+  /** The SSE URL(s); default derived from `url` (`wss://h/ws` → `https://h/sse`). */
+  readonly sseUrl?: string | readonly string[];
+  /** A fetch with streamed bodies for SSE; default `globalThis.fetch` (browsers, Node ≥ 18). */
+  readonly fetch?: SseFetch;
+  /** While on SSE, try a WebSocket in the background after this many ms (jittered up to twice that). Default 30 000. */
+  readonly wsRetryMs?: number;
+  /** Over SSE, subscribes and unsubscribes within this many ms reopen the stream once. Default 50. */
+  readonly sseDebounceMs?: number;
+  /** Largest SSE line or event data (characters); a larger one ends the stream (1006). Default 1 MiB. */
+  readonly maxEventBytes?: number;
 }
 
 /** What `getSubscriptionToken` returns: a JWT, or nothing to subscribe without a token. */
@@ -235,8 +260,8 @@ export interface ClientEvents {
   state: { readonly state: ConnectionState; readonly previous: ConnectionState };
   /** A connection attempt starts. `attempt` counts failed attempts since the last stable connection. */
   connecting: { readonly url: string; readonly attempt: number };
-  /** `welcome` arrived; resubscribes and queued publishes have been sent. */
-  connected: { readonly url: string; readonly welcome: WelcomeFrame };
+  /** `welcome` arrived; resubscribes and queued publishes have been sent. `transport`: how (SSE after a fallback). */
+  connected: { readonly url: string; readonly welcome: WelcomeFrame; readonly transport: Transport };
   /** The connection ended and the client will reconnect after `reconnectInMs`. */
   disconnected: { readonly url: string; readonly code: number; readonly reason: string; readonly reconnectInMs: number };
   /** The client stopped for good: `close()` (1000) or a close code that means stop (1003, 1009, 4500–4999, 4001 without getToken on a token connection, ...). */
@@ -265,6 +290,8 @@ export interface PubgateClient {
   readonly welcome: WelcomeFrame | undefined;
   /** The URL of the current (or last) attempt. */
   readonly url: string | undefined;
+  /** The transport of the current (or next) connection. */
+  readonly transport: Transport;
   /**
    * Subscribes `onMessage` to `channel` (several handlers may share one). The
    * subscription survives reconnects: it is renewed on every new connection,
@@ -491,7 +518,16 @@ interface Resolved {
   readonly heartbeat: boolean;
   readonly random: () => number;
   readonly getSubscriptionToken: ((channel: string) => SubscriptionToken | Promise<SubscriptionToken>) | undefined;
+  readonly transports: readonly Transport[];
+  readonly sseUrls: readonly string[];
+  readonly fetch: SseFetch | undefined;
+  readonly wsRetryMs: number;
+  readonly sseDebounceMs: number;
+  readonly maxEventBytes: number;
 }
+
+/** WebSocket attempts in a row that end before `welcome` with 1006 before the client moves to SSE. */
+const WS_FAILURES_BEFORE_SSE = 2;
 
 class Client implements PubgateClient {
   readonly #o: Resolved;
@@ -527,18 +563,52 @@ class Client implements PubgateClient {
    * cookies go again) instead of stopping.
    */
   #proxied = false;
+  #transport: Transport;
+  /** WebSocket attempts in a row that ended with 1006 before welcome. */
+  #wsFailures = 0;
+  /** The last SSE `id:` and the channel set it is for. */
+  #sseLastId: { id: string; channels: readonly string[] } | undefined;
+  /** false once the gateway's SSE ids turned out not to be in the encoding the client builds. */
+  #sseEncode = true;
+  /** An SSE stream of this client got a welcome since it last moved to SSE: its failures are not a reason to go back. */
+  #sseWorked = false;
+  /** The first WebSocket attempt after a move to SSE is made at once (the move may have been a restart's race). */
+  #probeSoon = false;
+  /** While on SSE: the background WebSocket attempt, and its timer. */
+  #probe: WebSocketLike | undefined;
+  #probeTimer: unknown;
+  /** The SSE stream kept during a move back to WebSocket, until every channel is resubscribed there. */
+  #handover: { sse: WebSocketLike; timer: unknown } | undefined;
 
   constructor(o: ConnectOptions) {
     const urls = typeof o.url === 'string' ? [o.url] : [...o.url];
     if (urls.length === 0 || urls.some((u) => typeof u !== 'string' || u === '')) throw new TypeError('connect: url must be a URL or a non-empty list of URLs');
+    const transports = o.transports === undefined ? undefined : [...o.transports];
+    if (transports !== undefined && (transports.length === 0 || transports.some((t) => t !== 'websocket' && t !== 'sse') || new Set(transports).size !== transports.length)) {
+      throw new TypeError("connect: transports must list 'websocket' and/or 'sse', each once");
+    }
+    const fetchFn = o.fetch ?? globalFetch();
+    const wantWs = transports === undefined || transports.includes('websocket');
     const Ctor = o.WebSocket ?? host().WebSocket;
-    if (typeof Ctor !== 'function') {
+    if (wantWs && typeof Ctor !== 'function') {
       throw new TypeError('connect: no WebSocket implementation: pass { WebSocket } (on Node.js 20, the `ws` package: import WebSocket from "ws")');
     }
+    if (transports?.includes('sse') && typeof fetchFn !== 'function') throw new TypeError('connect: no fetch for the SSE transport: pass { fetch }');
+    // By default SSE is the fallback where fetch exists.
+    const usable = (transports ?? (typeof fetchFn === 'function' ? ['websocket', 'sse'] : ['websocket'])) as Transport[];
+    const sseUrls = o.sseUrl === undefined ? urls.map(sseUrlFor) : typeof o.sseUrl === 'string' ? [o.sseUrl] : [...o.sseUrl];
+    if (sseUrls.length === 0 || sseUrls.some((u) => typeof u !== 'string' || u === '')) throw new TypeError('connect: sseUrl must be a URL or a non-empty list of URLs');
+    this.#transport = usable[0]!;
     this.#urls = urls;
     this.#o = {
+      transports: usable,
+      sseUrls,
+      fetch: fetchFn,
+      wsRetryMs: o.wsRetryMs ?? 30_000,
+      sseDebounceMs: o.sseDebounceMs ?? 50,
+      maxEventBytes: o.maxEventBytes ?? 1 << 20,
       getToken: o.getToken,
-      WebSocket: Ctor,
+      WebSocket: Ctor as WebSocketConstructor,
       tokenTransport: o.tokenTransport ?? 'subprotocol',
       requestTimeoutMs: o.requestTimeoutMs ?? 10_000,
       connectTimeoutMs: o.connectTimeoutMs ?? 10_000,
@@ -568,6 +638,10 @@ class Client implements PubgateClient {
 
   get url(): string | undefined {
     return this.#url;
+  }
+
+  get transport(): Transport {
+    return this.#transport;
   }
 
   on<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void {
@@ -627,7 +701,9 @@ class Client implements PubgateClient {
   async #open(): Promise<void> {
     if (this.#state === 'closed') return;
     const gen = ++this.#gen;
-    const url = this.#urls[this.#urlIndex % this.#urls.length]!;
+    const sse = this.#transport === 'sse';
+    const urls = sse ? this.#o.sseUrls : this.#urls;
+    const url = urls[this.#urlIndex % urls.length]!;
     this.#url = url;
     this.#setState('connecting');
     this.#events.emit('connecting', { url, attempt: this.#attempt });
@@ -641,12 +717,11 @@ class Client implements PubgateClient {
       return;
     }
     if (gen !== this.#gen) return;
-    const protocols = [SUBPROTOCOL];
-    let target = url;
-    if (token !== undefined) {
-      if (this.#o.tokenTransport === 'query') target = `${url}${url.includes('?') ? '&' : '?'}access_token=${encodeURIComponent(token)}`;
-      else protocols.push(BEARER_PREFIX + token);
+    if (sse) {
+      this.#openSse(gen, url, token);
+      return;
     }
+    const { target, protocols } = this.#wsTarget(url, token);
     let ws: WebSocketLike;
     try {
       ws = new this.#o.WebSocket(target, protocols);
@@ -656,6 +731,234 @@ class Client implements PubgateClient {
       this.#terminate(ABNORMAL_CLOSURE, err.message);
       return;
     }
+    this.#attach(gen, ws);
+  }
+
+  /** The URL and subprotocols of a WebSocket carrying `token`. */
+  #wsTarget(url: string, token: string | undefined): { target: string; protocols: string[] } {
+    const protocols = [SUBPROTOCOL];
+    let target = url;
+    if (token !== undefined) {
+      if (this.#o.tokenTransport === 'query') target = `${url}${url.includes('?') ? '&' : '?'}access_token=${encodeURIComponent(token)}`;
+      else protocols.push(BEARER_PREFIX + token);
+    }
+    return { target, protocols };
+  }
+
+  // ---- back to WebSocket from SSE ------------------------------------------------
+
+  /** While connected over SSE: a WebSocket attempt in the background after wsRetryMs (jittered up to twice that). */
+  #scheduleProbe(): void {
+    this.#stopProbe();
+    if (this.#transport !== 'sse' || !this.#o.transports.includes('websocket')) return;
+    // Right after the move, one attempt at once: a gateway that was restarting (and refused both WebSocket attempts) takes the
+    // client back within a round trip; a proxy that breaks WebSocket costs one more failed handshake.
+    const delay = this.#probeSoon ? 0 : Math.floor(this.#o.wsRetryMs * (1 + this.#o.random()));
+    this.#probeSoon = false;
+    this.#probeTimer = later(() => {
+      this.#probeTimer = undefined;
+      void this.#probeWs();
+    }, delay);
+  }
+
+  #stopProbe(): void {
+    cancel(this.#probeTimer);
+    this.#probeTimer = undefined;
+    const p = this.#probe;
+    this.#probe = undefined;
+    if (p) {
+      this.#detach(p);
+      try {
+        p.close(1000, 'client: probe abandoned');
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  /** Opens a WebSocket beside the SSE stream; its welcome moves the client back to it (#adopt). */
+  async #probeWs(): Promise<void> {
+    const gen = this.#gen;
+    if (this.#state !== 'connected' || this.#transport !== 'sse') return;
+    let token: string | undefined;
+    try {
+      token = await this.#currentToken();
+    } catch {
+      if (gen !== this.#gen) return;
+      this.#rejectQueued();
+      this.#scheduleProbe();
+      return;
+    }
+    if (gen !== this.#gen || this.#state !== 'connected' || this.#transport !== 'sse') return;
+    const url = this.#urls[this.#urlIndex % this.#urls.length]!;
+    const { target, protocols } = this.#wsTarget(url, token);
+    let ws: WebSocketLike;
+    try {
+      ws = new this.#o.WebSocket(target, protocols);
+    } catch {
+      this.#scheduleProbe();
+      return;
+    }
+    this.#probe = ws;
+    const failed = (): void => {
+      if (this.#probe !== ws) return;
+      this.#probe = undefined;
+      this.#detach(ws);
+      try {
+        ws.close(1000, 'client: probe failed');
+      } catch {
+        // already closed
+      }
+      if (gen !== this.#gen) return;
+      this.#rejectQueued();
+      this.#scheduleProbe();
+    };
+    const timer = later(failed, this.#o.connectTimeoutMs);
+    ws.onopen = () => undefined;
+    ws.onerror = () => undefined;
+    ws.onclose = () => {
+      cancel(timer);
+      failed();
+    };
+    ws.onmessage = (ev: { data: unknown }) => {
+      cancel(timer);
+      if (this.#probe !== ws) return;
+      let f: ServerFrame | undefined;
+      try {
+        f = JSON.parse(typeof ev.data === 'string' ? ev.data : String(ev.data)) as ServerFrame;
+      } catch {
+        f = undefined;
+      }
+      if (!f || f.type !== 'welcome' || gen !== this.#gen || this.#state !== 'connected') {
+        failed();
+        return;
+      }
+      this.#probe = undefined;
+      this.#adopt(ws, url, f);
+    };
+  }
+
+  /** Publishes queued while disconnected, when the client stays on SSE: they cannot be sent. */
+  #rejectQueued(): void {
+    for (const r of this.#queue.splice(0)) {
+      cancel(r.timer);
+      r.reject(this.#sseUnsupported('publish', r.channel));
+    }
+  }
+
+  /**
+   * The background WebSocket got its welcome: it becomes the connection. The
+   * SSE stream stays open until every channel is resubscribed on the
+   * WebSocket (with `since`): meanwhile its history messages are delivered
+   * through the same offset check (nothing twice, nothing skipped); its
+   * messages on channels without history are not (they may be on the
+   * WebSocket too, with nothing to tell them apart).
+   */
+  #adopt(ws: WebSocketLike, url: string, welcome: WelcomeFrame): void {
+    const old = this.#ws;
+    this.#gen++;
+    const gen = this.#gen;
+    this.#ws = undefined;
+    this.#clearConnectionTimers();
+    this.#failInFlight(new PubgateError('disconnected', 'moved from SSE to WebSocket before the reply'));
+    for (const ch of this.#channels.values()) {
+      cancel(ch.retryTimer);
+      ch.retryTimer = undefined;
+      ch.status = 'idle';
+      ch.reqId = undefined;
+    }
+    this.#endHandover();
+    if (old) {
+      const timer = later(() => this.#endHandover(), this.#o.requestTimeoutMs);
+      this.#handover = { sse: old, timer };
+      old.onclose = () => this.#endHandover();
+      old.onerror = () => undefined;
+      old.onmessage = (ev: { data: unknown }) => this.#onHandoverData(old, ev.data);
+    }
+    this.#transport = 'websocket';
+    this.#wsFailures = 0;
+    this.#url = url;
+    this.#attach(gen, ws);
+    this.#lastFrameAt = Date.now();
+    // Not through #onData: the state is already `connected`, where a welcome would be ignored.
+    this.#onWelcome(welcome);
+    this.#maybeEndHandover();
+  }
+
+  #onHandoverData(sse: WebSocketLike, raw: unknown): void {
+    if (this.#handover?.sse !== sse) return;
+    let f: ServerFrame;
+    try {
+      f = JSON.parse(typeof raw === 'string' ? raw : String(raw)) as ServerFrame;
+    } catch {
+      return;
+    }
+    if (f.type !== 'message') return;
+    // History messages only: the offset check makes them exactly once. A message without history cannot be told apart
+    // from the same one on the WebSocket: it is taken from the WebSocket alone (at most once, as across a reconnect).
+    if (typeof f.offset === 'number' && typeof f.epoch === 'string') this.#onMessage(f);
+  }
+
+  /** Every channel is subscribed on the WebSocket: the SSE stream kept for the move is closed. */
+  #maybeEndHandover(): void {
+    if (!this.#handover) return;
+    for (const ch of this.#channels.values()) if (ch.status !== 'active') return;
+    this.#endHandover();
+  }
+
+  #endHandover(): void {
+    const h = this.#handover;
+    if (!h) return;
+    this.#handover = undefined;
+    cancel(h.timer);
+    this.#detach(h.sse);
+    try {
+      h.sse.close(1000, 'client: moved to WebSocket');
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Opens the SSE stream of the channels subscribed now, recovering every history channel from its last position. */
+  #openSse(gen: number, url: string, token: string | undefined): void {
+    const channels: string[] = [];
+    const positions = new Map<string, SinceOffset>();
+    const plain = new Set<string>();
+    for (const ch of this.#channels.values()) {
+      // Server-side subscriptions are WebSocket's: the stream names only the channels the application subscribed.
+      if (ch.server && [...ch.subs].every((r) => r.server)) continue;
+      channels.push(ch.name);
+      if (ch.pos) positions.set(ch.name, ch.pos);
+      else if (ch.everActive) plain.add(ch.name); // confirmed without a position: no history
+    }
+    const sorted = [...channels].sort();
+    const last = this.#sseLastId;
+    const sameSet = last !== undefined && last.channels.length === sorted.length && last.channels.every((c, i) => c === sorted[i]);
+    const sock = new SseSocket({
+      url,
+      fetch: this.#o.fetch!,
+      token,
+      tokenTransport: this.#o.tokenTransport === 'query' ? 'query' : 'header',
+      channels,
+      positions,
+      plain,
+      lastEventId: sameSet ? last.id : undefined,
+      encode: this.#sseEncode,
+      debounceMs: this.#o.sseDebounceMs,
+      maxEventBytes: this.#o.maxEventBytes,
+      onForeignId: () => {
+        this.#sseEncode = false;
+        this.#emitError(new PubgateError('protocol', "the gateway's SSE ids are not in the encoding this client knows: after a channel change or a move from WebSocket, history channels report recovered:false"));
+      },
+      onLastEventId: (id, chans) => {
+        this.#sseLastId = { id, channels: chans };
+      },
+    });
+    this.#attach(gen, sock);
+  }
+
+  /** Listens to the connection of generation `gen`, and bounds the wait for its welcome. */
+  #attach(gen: number, ws: WebSocketLike): void {
     this.#ws = ws;
     ws.onopen = () => undefined;
     ws.onerror = () => undefined; // a close event follows
@@ -718,6 +1021,26 @@ class Client implements PubgateClient {
       ch.reqId = undefined;
     }
     if (wasConnected && Date.now() - this.#connectedAt >= this.#o.stableAfterMs) this.#attempt = 0;
+    this.#stopProbe();
+    let switched = false;
+    const both = this.#o.transports.length === 2;
+    if (both && this.#transport === 'websocket' && !wasConnected && code === ABNORMAL_CLOSURE) {
+      // The handshake failed (browsers report every refused upgrade as 1006) or the connection died before welcome: a proxy
+      // that breaks WebSocket. Twice in a row: receive over SSE instead, and try the WebSocket again later.
+      if (++this.#wsFailures >= WS_FAILURES_BEFORE_SSE) {
+        this.#transport = 'sse';
+        this.#wsFailures = 0;
+        this.#sseWorked = false;
+        this.#probeSoon = true;
+        switched = true;
+      }
+    } else if (both && this.#transport === 'sse' && !wasConnected && !this.#sseWorked) {
+      // SSE did not open either (the gateway is down or restarting, not a proxy breaking WebSocket): alternate, one WebSocket
+      // attempt and one SSE attempt, until one of them gets a welcome.
+      this.#transport = 'websocket';
+      this.#wsFailures = WS_FAILURES_BEFORE_SSE - 1;
+      switched = true;
+    }
     const plan = reconnectPlan(code);
     if (!plan.reconnect) {
       this.#terminate(code, reason);
@@ -733,7 +1056,7 @@ class Client implements PubgateClient {
     }
     const delay = reconnectDelay(code, this.#attempt, this.#o.backoff, this.#o.random);
     this.#attempt++;
-    this.#urlIndex++;
+    if (!switched) this.#urlIndex++;
     this.#setState('disconnected');
     this.#events.emit('disconnected', { url: this.#url ?? '', code, reason, reconnectInMs: delay });
     if (this.#state !== 'disconnected') return; // a listener closed the client
@@ -763,6 +1086,8 @@ class Client implements PubgateClient {
     cancel(this.#reconnectTimer);
     this.#reconnectTimer = undefined;
     this.#clearConnectionTimers();
+    this.#stopProbe();
+    this.#endHandover();
     const err = new PubgateError('closed', `the client is closed (${code}${reason ? ` ${reason}` : ''})`);
     this.#failInFlight(err);
     for (const r of this.#queue.splice(0)) {
@@ -830,6 +1155,8 @@ class Client implements PubgateClient {
     if (typeof w.expiresIn === 'number' && this.#tokenExp !== undefined) {
       this.#clockAheadMs = this.#tokenExp * 1000 - Date.now() - w.expiresIn * 1000;
     }
+    if (this.#transport === 'websocket') this.#wsFailures = 0;
+    else this.#sseWorked = true;
     this.#setState('connected');
     if (gen !== this.#gen) return; // a state listener closed the client
     // Server-side subscriptions first: the channels they cover need no subscribe of the client's.
@@ -838,7 +1165,8 @@ class Client implements PubgateClient {
       if (gen !== this.#gen) return;
       if (ch.status === 'idle') this.#sendSubscribe(ch);
     }
-    for (const r of this.#queue.splice(0)) {
+    // Over SSE the queued publishes wait for the first WebSocket attempt (#probeWs), which is made at once.
+    for (const r of this.#transport === 'sse' ? [] : this.#queue.splice(0)) {
       if (gen !== this.#gen) {
         this.#queue.push(r); // the connection ended meanwhile: keep the rest for the next one
         continue;
@@ -847,10 +1175,12 @@ class Client implements PubgateClient {
     }
     if (gen !== this.#gen) return;
     this.#scheduleRefresh(typeof w.expiresIn === 'number' ? this.#serverRemainingMs() ?? w.expiresIn * 1000 : undefined);
-    this.#scheduleHeartbeat(gen, w.ping);
+    // Over SSE the stream watches its own liveness (the gateway's `: ping` comments), and a ping frame cannot be sent.
+    if (this.#transport === 'websocket') this.#scheduleHeartbeat(gen, w.ping);
+    else this.#scheduleProbe();
     this.#reportWelcomeSubs(serverSubs, gen);
     if (gen !== this.#gen) return;
-    this.#events.emit('connected', { url: this.#url ?? '', welcome: w });
+    this.#events.emit('connected', { url: this.#url ?? '', welcome: w, transport: this.#transport });
   }
 
   // ---- requests --------------------------------------------------------------
@@ -911,6 +1241,7 @@ class Client implements PubgateClient {
       return Promise.reject(new PubgateError('bad_request', `data cannot be serialized as JSON: ${describe(e)}`, channel));
     }
     if (json === undefined) return Promise.reject(new PubgateError('bad_request', 'data must be a JSON value', channel));
+    if ((this.#transport === 'sse' && this.#state === 'connected') || !this.#o.transports.includes('websocket')) return Promise.reject(this.#sseUnsupported('publish', channel));
     const dataJson = json;
     // `"echo":false` only: true is the gateway's default, and a version 1 gateway need not know the field.
     const tail = echo === false ? ',"echo":false}' : '}';
@@ -933,6 +1264,13 @@ class Client implements PubgateClient {
         this.#queue.push(r);
       }
     });
+  }
+
+  #sseUnsupported(what: string, channel: string | undefined): PubgateError {
+    const why = this.#o.transports.includes('websocket')
+      ? `this client receives over Server-Sent Events now (the WebSocket failed) and tries the WebSocket again every ${Math.round(this.#o.wsRetryMs / 1000)} s`
+      : "this client uses Server-Sent Events only (transports: ['sse'])";
+    return new PubgateError('transport_unsupported', `${what} needs the WebSocket transport; ${why}. Publish from your backend with the HTTP API instead.`, channel);
   }
 
   /** The timeout of a publish: counted from the call, queued or not. */
@@ -1277,6 +1615,7 @@ class Client implements PubgateClient {
     if (ch.since !== undefined) result.recovered = reply.recovered === true;
     const report = ch.everActive || ch.since !== undefined;
     ch.everActive = true;
+    this.#maybeEndHandover();
     for (const rec of [...ch.subs]) this.#settle(rec, result);
     if (!report) return;
     // `since` was sent: a reply without `recovered` cannot prove there is no gap.
@@ -1325,6 +1664,7 @@ class Client implements PubgateClient {
     }
     if (transient) return; // the connection ended: the channel is renewed on the next one
     this.#channels.delete(ch.name);
+    this.#maybeEndHandover();
     for (const rec of [...ch.subs]) {
       this.#settle(rec, undefined, err);
       if (!rec.options?.onError) continue;

@@ -14,9 +14,11 @@ import type { ErrorCode } from './protocol.js';
  * - `token`: `getToken` failed or returned no token, or `getSubscriptionToken` failed
  *   (threw, answered something other than a string, or did not settle in time);
  * - `protocol`: the server sent something the client cannot read;
- * - `handler`: an `onMessage` callback or a subscription's listener threw (reported through the `error` event).
+ * - `handler`: an `onMessage` callback or a subscription's listener threw (reported through the `error` event);
+ * - `transport_unsupported`: the client is on Server-Sent Events (its WebSocket failed), which only
+ *   receives: socket `publish()`, `ping()` and presence queries need the WebSocket.
  */
-export type ClientErrorCode = 'timeout' | 'disconnected' | 'queue_full' | 'closed' | 'unsubscribed' | 'token' | 'protocol' | 'handler';
+export type ClientErrorCode = 'timeout' | 'disconnected' | 'queue_full' | 'closed' | 'unsubscribed' | 'token' | 'protocol' | 'handler' | 'transport_unsupported';
 
 export class PubgateError extends Error {
   readonly code: ErrorCode | ClientErrorCode;

@@ -19,12 +19,14 @@ export type {
   Subscription,
   SubscriptionMessage,
   SubscriptionToken,
+  Transport,
   UnsubscribedEvent,
   WebSocketConstructor,
   WebSocketLike,
 } from './client.js';
 export type { JoinEvent, LeaveEvent, PresenceInfo, PresenceMember, PresenceResult, PresenceStats, SubscriptionEvents } from './presence.js';
 export { PubgateError, type ClientErrorCode } from './errors.js';
+export type { SseFetch, SseResponseLike } from './sse.js';
 export {
   PubgateApiError,
   createApiClient,

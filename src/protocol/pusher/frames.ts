@@ -134,8 +134,10 @@ export function encodeEvent(event: string, channel: string, dataJson: string, us
  * `pusher_internal:`) are never taken from a publish: such a message is
  * delivered as `message`. `data.user_id` (a string) on a `client-` event is
  * passed on as Pusher's `user_id`. Runs once per message per channel.
+ * `userPrefix` (the app's hub-user prefix, pusher/users.ts; no character in it
+ * needs JSON escaping) is taken off the users of join and leave frames.
  */
-export function nativeToPusher(frame: string, channel: string): string | undefined {
+export function nativeToPusher(frame: string, channel: string, userPrefix = ''): string | undefined {
   const m = objectMembers(frame);
   const type = m.get('type');
   if (type === undefined) return undefined;
@@ -163,7 +165,8 @@ export function nativeToPusher(frame: string, channel: string): string | undefin
   }
   const u = m.get('user');
   if (u === undefined) return undefined;
-  const user = frame.slice(u.start, u.end); // a JSON string
+  let user = frame.slice(u.start, u.end); // a JSON string
+  if (userPrefix !== '' && user.startsWith(`"${userPrefix}`)) user = `"${user.slice(userPrefix.length + 1)}`;
   if (t === '"join"') {
     const i = m.get('info');
     const info = i === undefined ? 'null' : frame.slice(i.start, i.end);

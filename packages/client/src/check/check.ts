@@ -2,7 +2,8 @@
  * pubgate-check: walks one WebSocket connection to a pubgate gateway step by
  * step (DNS, TCP, TLS, HTTP upgrade, subprotocol, welcome, ping, idle) and
  * says where it breaks, why that usually happens, and what fixes it, with a
- * pointer into docs/troubleshooting.md.
+ * pointer into docs/troubleshooting.md; then opens the Server-Sent Events
+ * stream (`/sse`, the client's fallback) and reports which transports work.
  */
 import { lookup } from 'node:dns/promises';
 import net from 'node:net';
@@ -39,7 +40,7 @@ export function anchor(heading: string): string {
     .replace(/\s/g, '-');
 }
 
-export type StepName = 'url' | 'token' | 'dns' | 'tcp' | 'tls' | 'upgrade' | 'subprotocol' | 'welcome' | 'ping' | 'idle';
+export type StepName = 'url' | 'token' | 'dns' | 'tcp' | 'tls' | 'upgrade' | 'subprotocol' | 'welcome' | 'ping' | 'idle' | 'sse';
 export type StepStatus = 'ok' | 'warn' | 'fail' | 'skip';
 
 export interface StepResult {
@@ -65,11 +66,18 @@ export interface CheckOptions {
   readonly timeoutMs?: number;
   /** Called with each step as soon as it is known. */
   readonly onStep?: (r: StepResult) => void;
+  /** Also open the SSE stream (the client's fallback). Default true. */
+  readonly sse?: boolean;
+  /** The channel the SSE stream names (it needs one the token may read). Default: the first one the token's `channels` claim allows. */
+  readonly channel?: string;
 }
 
 export interface CheckReport {
+  /** No step failed: the WebSocket works end to end. */
   readonly ok: boolean;
   readonly steps: readonly StepResult[];
+  /** Which transports work: the WebSocket (every step passed), SSE (the stream opened and sent welcome; undefined when not checked). */
+  readonly transports: { readonly websocket: boolean; readonly sse: boolean | undefined };
 }
 
 const SUBPROTOCOL = 'pubgate.v1';
@@ -519,21 +527,33 @@ function describeRefusal(t: Target, head: ResponseHead, body: string, o: CheckOp
   }
 }
 
-/** Runs every step; stops at the first failure that makes the next steps impossible. */
+/** Runs every step of the WebSocket, then the SSE stream; reports which transports work. */
 export async function runCheck(o: CheckOptions): Promise<CheckReport> {
   const steps: StepResult[] = [];
-  const timeoutMs = o.timeoutMs ?? 10_000;
-  const idleSec = o.idleSec ?? 90;
   const add = (r: StepResult): StepResult => {
     steps.push(r);
     o.onStep?.(r);
     return r;
   };
-  const report = (): CheckReport => ({ ok: steps.every((s) => s.status !== 'fail'), steps });
+  const target = await walkWebSocket(o, add);
+  const websocket = steps.every((s) => s.status !== 'fail');
+  let sse: boolean | undefined;
+  // Only when HTTP reached something: with the URL, DNS, TCP or TLS broken, SSE cannot work either.
+  if (o.sse !== false && target && steps.some((s) => s.step === 'upgrade')) {
+    const r = add(await sseStep(o, target, steps.find((s) => s.status === 'fail')));
+    sse = r.status === 'skip' ? undefined : r.status !== 'fail';
+  }
+  return { ok: steps.every((s) => s.status !== 'fail'), steps, transports: { websocket, sse } };
+}
 
+/** The WebSocket steps; stops at the first failure that makes the next steps impossible. Returns the target when the URL was usable. */
+async function walkWebSocket(o: CheckOptions, add: (r: StepResult) => StepResult): Promise<Target | undefined> {
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  const idleSec = o.idleSec ?? 90;
   const parsed = parseTarget(o.url);
   add(parsed.result);
   const t = parsed.target;
+  const report = (): Target | undefined => t;
   if (!t) return report();
   add(tokenStep(o.token));
 
@@ -744,6 +764,129 @@ export async function runCheck(o: CheckOptions): Promise<CheckReport> {
   return report();
 }
 
+/** The channel the SSE step names: --channel, else the first the token's `channels` claim allows (a pattern's prefix + "pubgate-check"). */
+function sseChannel(o: CheckOptions): string | undefined {
+  if (o.channel !== undefined) return o.channel;
+  const claims = o.token !== undefined ? decodeClaims(o.token) : undefined;
+  const list = Array.isArray(claims?.channels) ? claims.channels.filter((c): c is string => typeof c === 'string') : [];
+  const sub = typeof claims?.sub === 'string' ? claims.sub : '';
+  for (const raw of list) {
+    const p = raw.split('{sub}').join(sub);
+    const name = p.endsWith('*') ? `${p.slice(0, -1)}pubgate-check` : p;
+    if (/^[A-Za-z0-9_:.@/=-]{1,200}$/.test(name)) return name;
+  }
+  return undefined;
+}
+
+/** `ws://h/ws` → `http://h/sse` (the query kept). */
+function sseUrlOf(t: Target): string {
+  const [path, query] = t.path.split('?', 2) as [string, string | undefined];
+  const base = path.replace(/\/ws\/?$/, '').replace(/\/$/, '');
+  return `${t.secure ? 'https' : 'http'}://${t.hostHeader}${base}/sse${query ? `?${query}&` : '?'}`;
+}
+
+/**
+ * Opens `GET /sse?channel=…` the way @pubgate/client does when it falls
+ * back (fetch, Authorization header) and waits for `event: welcome`. When the
+ * WebSocket failed and this works, says so: the symptom of a proxy that
+ * strips Upgrade, with its fix.
+ */
+async function sseStep(o: CheckOptions, t: Target, wsFailure: StepResult | undefined): Promise<StepResult> {
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  const channel = sseChannel(o);
+  if (channel === undefined) {
+    return { step: 'sse', status: 'skip', summary: 'not tried: the stream names a channel; give --channel (or a token whose channels claim lists one)' };
+  }
+  const url = `${sseUrlOf(t)}channel=${encodeURIComponent(channel)}`;
+  const shown = url.replace(/access_token=[^&]*/, 'access_token=…');
+  const headers: Record<string, string> = { accept: 'text/event-stream' };
+  if (o.token !== undefined) headers.authorization = `Bearer ${o.token}`;
+  if (o.origin !== undefined) headers.origin = o.origin;
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), timeoutMs);
+  const bad = (summary: string, cause: string, fix: string, doc?: string): StepResult => ({
+    step: 'sse',
+    status: wsFailure ? 'fail' : 'warn',
+    summary,
+    details: [wsFailure ? 'no transport works: neither WebSocket nor SSE' : 'WebSocket works; the SSE fallback would not'],
+    cause,
+    fix,
+    ...(doc ? { doc } : {}),
+  });
+  try {
+    const res = await fetch(url, { headers, signal: ac.signal });
+    if (res.status !== 200) {
+      const body = (await res.text()).slice(0, 8192);
+      let code: string | undefined;
+      try {
+        const j = JSON.parse(body) as { error?: { code?: unknown } };
+        code = typeof j.error?.code === 'string' ? j.error.code : undefined;
+      } catch {
+        // not pubgate's JSON
+      }
+      const what = `${res.status} ${res.statusText}`.trim() + ` from ${shown}${code ? ` (answered by pubgate: ${code})` : ''}`;
+      if (res.status === 404 && code !== undefined) {
+        return { step: 'sse', status: 'skip', summary: `${what}: this gateway does not serve SSE (PUBGATE_SSE=false, or a version before 1.1)` };
+      }
+      if (res.status === 404) return bad(what, 'the proxy has no route to the gateway for /sse', 'route /sse to the gateway like /ws, without buffering (nginx: location /sse { proxy_pass http://pubgate; proxy_buffering off; proxy_read_timeout 1h; })', DOCS.path);
+      if (res.status === 403 && code === 'forbidden') return bad(what, `the token may not read ${channel}`, 'give --channel with a channel the token allows');
+      if (res.status === 401) return bad(what, 'the token was refused (see the token step)', 'as for the WebSocket: a valid, unexpired token', DOCS.token);
+      if (res.status === 403 && code === 'origin_not_allowed') return bad(what, `the Origin ${o.origin ?? '(none)'} is not allowed`, 'add it to PUBGATE_ALLOWED_ORIGINS', DOCS.origin);
+      return bad(what, 'the request was refused', 'see the status and body');
+    }
+    const type = res.headers.get('content-type') ?? '';
+    if (!/^text\/event-stream/i.test(type)) {
+      await res.body?.cancel().catch(() => undefined);
+      return bad(`200 from ${shown}, but ${type || 'no Content-Type'}, not text/event-stream`, 'the request reached something that is not the gateway (an SPA fallback, a default site)', 'route /sse to the gateway', DOCS.path);
+    }
+    // Read up to the welcome (bounded: 64 KiB).
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    let welcome: { node?: unknown; user?: unknown } | undefined;
+    while (welcome === undefined && text.length < 65_536) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+      const m = /(?:^|\n)event: ?welcome\r?\n(?:[^\r\n]*\r?\n)*?data: ?([^\r\n]*)\r?\n/.exec(text);
+      if (m) {
+        try {
+          welcome = JSON.parse(m[1]!) as typeof welcome;
+        } catch {
+          welcome = {};
+        }
+      }
+    }
+    await reader.cancel().catch(() => undefined);
+    if (welcome === undefined) {
+      return bad(`the stream opened (200 text/event-stream) but sent no welcome`, 'a proxy buffers the response (nginx proxy_buffering on for /sse), or this is not pubgate', 'turn response buffering off for /sse (nginx: proxy_buffering off; the gateway also sends X-Accel-Buffering: no)', DOCS.upgrade);
+    }
+    const summary = `${shown}: welcome from node ${String(welcome.node)}, user ${String(welcome.user)}`;
+    if (!wsFailure) return { step: 'sse', status: 'ok', summary };
+    return {
+      step: 'sse',
+      status: 'ok',
+      summary,
+      details: [
+        `WebSocket fails (at ${LABEL[wsFailure.step]}) but SSE works: @pubgate/client falls back to SSE by itself and receives everything, but socket publish(), ping() and presence need the WebSocket.`,
+        'Likely cause: a proxy on the path strips the Upgrade/Connection headers (or blocks WebSocket) while plain HTTP passes.',
+        `Fix: ${wsFailure.fix ?? 'forward the upgrade (nginx: proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade")'}`,
+        `See ${DOC_FILE}, "${DOCS.upgrade}" (#${anchor(DOCS.upgrade)})`,
+      ],
+    };
+  } catch (e) {
+    const timedOut = ac.signal.aborted;
+    return bad(
+      timedOut ? `no welcome on ${shown} within ${timeoutMs} ms` : `the SSE request to ${shown} failed: ${message(e)}`,
+      timedOut ? 'a proxy buffers the stream (nginx proxy_buffering), or the gateway is slow to answer' : 'the request did not complete (certificate, connection reset, proxy)',
+      timedOut ? 'turn response buffering off for /sse' : 'see the TLS and TCP steps',
+      timedOut ? DOCS.upgrade : undefined,
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const MARK: Record<StepStatus, string> = { ok: '✔', warn: '!', fail: '✘', skip: '-' };
 const LABEL: Record<StepName, string> = {
   url: 'URL',
@@ -756,6 +899,7 @@ const LABEL: Record<StepName, string> = {
   welcome: 'Welcome',
   ping: 'Ping',
   idle: 'Idle',
+  sse: 'SSE',
 };
 
 /** One step as text lines (the CLI prints them as the steps complete). */
@@ -771,6 +915,12 @@ export function formatStep(r: StepResult): string {
 }
 
 export function formatVerdict(report: CheckReport): string {
+  const { websocket, sse } = report.transports;
+  const transports = `Transports: WebSocket ${websocket ? 'works' : 'fails'}${sse === undefined ? '' : `, SSE ${sse ? 'works' : 'fails'}`}.`;
+  return `${verdictLine(report)}\n${transports}${!websocket && sse ? ' Clients fall back to SSE (receive only) until the WebSocket path is fixed.' : ''}`;
+}
+
+function verdictLine(report: CheckReport): string {
   const failed = report.steps.find((s) => s.status === 'fail');
   if (!failed) {
     const warned = report.steps.filter((s) => s.status === 'warn').length;
