@@ -92,7 +92,7 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   --workers N                  client processes (default max(2, ceil(connections / 5000)))
   --connect-concurrency N      handshakes in flight per client process (default 64; proxy: --workers default 2,
                                and workers × this must stay under PUBGATE_PROXY_CONCURRENCY, 256)
-  --settle S                   connections: idle time before the "after" RSS (default 2)
+  --settle S                   connections: idle time before the "after" RSS (default 2; pusher scenarios: then a full GC)
   --settle-before S            connections: idle time after the warm-up before the "before" RSS (default 1);
                                give both ~30 s to compare settled heaps (V8 usually shrinks its
                                young generation 10-30 s after allocation stops, not always)

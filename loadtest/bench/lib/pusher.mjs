@@ -17,11 +17,16 @@
 //
 // Per run and leg, one server process on the server CPUs:
 //   1. 100 connections per client process, subscribed, then dropped (warm-up);
-//      VmRSS after --settle-before s is the "before" figure.
+//      after --settle-before s, a full GC of the server (through its V8
+//      inspector on a loopback port, for Soketi as for pubgate), then its
+//      VmRSS and V8 heap are the "before" figures.
 //   2. --subscribers connections (default 2000), each subscribed to the one
 //      channel `bench`; connect+subscribe rate and server CPU per connection.
-//   3. After --settle s idle, VmRSS again: (after − before) ÷ connections is the
-//      memory per idle (subscribed) connection.
+//   3. After --settle s idle, a full GC again, then VmRSS and V8 heap:
+//      (after − before) ÷ connections is the memory per idle (subscribed)
+//      connection. The GC takes out what neither server keeps (garbage of the
+//      handshakes, V8's young generation grown during the burst), which
+//      otherwise decides a figure as much as what a connection keeps.
 //   4. (pusher-fanout) publishing as fast as accepted (bounded in flight and by
 //      a window of undelivered messages, as the fanout scenario), warm-up then
 //      --duration s measured: deliveries/s and server CPU per delivery.
@@ -35,7 +40,7 @@ import { coreBusy, coreTimes, freePort, procCpuNs, procCpuSec, procRssKb, sleepM
 import { createPublisher, makeData } from './publisher.mjs';
 import { signedPath } from './pusher-client.mjs';
 import { fmtNum, median, range } from './stats.mjs';
-import { API_KEY, ROOT, SECRET, cleanEnv, pubgateMemory, startTopology } from './targets.mjs';
+import { API_KEY, ROOT, SECRET, cleanEnv, inspectMemory, startTopology } from './targets.mjs';
 import { forkWorkers, localPortRange, shares, stopWorkers } from './workers.mjs';
 import { nowMs } from './ws-client.mjs';
 
@@ -76,6 +81,7 @@ function httpStatus(port, path) {
 async function startSoketi(ctx) {
   const port = await freePort();
   const metricsPort = await freePort();
+  const inspectPort = await freePort();
   const env = {
     ...cleanEnv(),
     SOKETI_HOST: '127.0.0.1',
@@ -87,7 +93,7 @@ async function startSoketi(ctx) {
     SOKETI_DEFAULT_APP_SECRET: PUSHER_APP.secret,
     SOKETI_DEBUG: '0',
   };
-  const p = await startProcess({ name: 'soketi', cmd: ctx.soketiNode, args: [`${ctx.soketiDir}/${SOKETI_ENTRY}`, 'start'], env, cpus: ctx.serverCpus, readyPorts: [port, metricsPort] });
+  const p = await startProcess({ name: 'soketi', cmd: ctx.soketiNode, args: [`--inspect=127.0.0.1:${inspectPort}`, `${ctx.soketiDir}/${SOKETI_ENTRY}`, 'start'], env, cpus: ctx.serverCpus, readyPorts: [port, metricsPort, inspectPort] });
   const stop = () => p.stop('SIGKILL');
   const deadline = Date.now() + 15_000;
   while ((await httpStatus(port, '/ready')) !== 200) {
@@ -102,7 +108,7 @@ async function startSoketi(ctx) {
     await stop();
     throw new Error(`soketi under ${ctx.soketiNode} runs uWS's JavaScript fallback (no native binary for that Node's ABI): pass --soketi-node with a Node 20 (or 18)`);
   }
-  const procs = [Object.assign(p, { port })];
+  const procs = [Object.assign(p, { port, inspectPort })];
   const assertAlive = () => {
     if (!p.alive) throw new Error(`soketi exited during the run (${p.exitCode}); its last output:\n  ${p.tail.slice(-4).join('\n  ')}`);
   };
@@ -114,7 +120,7 @@ function startServer(leg, ctx) {
   const env = leg === 'pusher'
     ? { ...ctx.pubgateEnv, PUBGATE_EXPERIMENTAL_PUSHER: '1', PUBGATE_PUSHER_APPS: `${PUSHER_APP.id}:${PUSHER_APP.key}:${PUSHER_APP.secret}` }
     : ctx.pubgateEnv;
-  return startTopology('pubgate', { cluster: false, cpus: ctx.serverCpus, profileDir: ctx.profileDir, pubgateMain: ctx.pubgateMain, env });
+  return startTopology('pubgate', { cluster: false, cpus: ctx.serverCpus, profileDir: ctx.profileDir, pubgateMain: ctx.pubgateMain, env, inspect: true });
 }
 
 /**
@@ -142,8 +148,9 @@ export async function runPusher(sc, leg, ctx) {
     await Promise.all(workers.map((w) => w.call('drop')));
     await sleepMs(sc.settleBeforeSec * 1000);
 
-    // pubgate's own view of its heap (admin /metrics), to tell V8 resizing its young generation from what connections keep.
-    const mem0 = srv.adminPort ? await pubgateMemory(srv.adminPort) : undefined;
+    // After a full GC in the server (either server: the inspector), its VmRSS and its own view of its heap.
+    const mem0 = await inspectMemory(srv.inspectPort);
+    if (!mem0) throw new Error(`${leg}: no full GC and heap reading through the inspector on port ${srv.inspectPort}`);
     const rss0 = procRssKb(srv.pid);
     const cpu0 = procCpuNs(srv.pid);
     const share = shares(sc.subscribers, nWorkers);
@@ -164,14 +171,12 @@ export async function runPusher(sc, leg, ctx) {
     }
     const connectSec = (Math.max(...connected.map((r) => r.t1)) - Math.min(...connected.map((r) => r.t0))) / 1000;
     await sleepMs(sc.settleSec * 1000);
+    const mem1 = await inspectMemory(srv.inspectPort);
+    if (!mem1) throw new Error(`${leg}: no full GC and heap reading through the inspector on port ${srv.inspectPort}`);
     const rss1 = procRssKb(srv.pid);
-    const mem1 = srv.adminPort ? await pubgateMemory(srv.adminPort) : undefined;
     topo.assertAlive();
-    let memPerConn;
-    if (mem0 && mem1) {
-      const per = (k) => (mem1[k] - mem0[k]) / 1024 / subscribed;
-      memPerConn = { heapTotal: per('heapTotal'), heapUsed: per('heapUsed'), newTotal: per('newTotal'), external: per('external') };
-    }
+    const per = (k) => (mem1[k] - mem0[k]) / 1024 / subscribed;
+    const memPerConn = { heapTotal: per('heapTotal'), heapUsed: per('heapUsed'), newTotal: per('newTotal'), external: per('external') };
     const out = {
       ok: true,
       subscribers: subscribed,
@@ -182,6 +187,7 @@ export async function runPusher(sc, leg, ctx) {
       rss0Kb: rss0,
       rss1Kb: rss1,
       kbPerConn: (rss1 - rss0) / subscribed,
+      heapKbPerConn: memPerConn.heapUsed,
       memPerConn,
     };
     if (!sc.publish) {
@@ -322,7 +328,7 @@ export async function runPusher(sc, leg, ctx) {
 
 export function pusherShort(r, p) {
   if (!r.ok) return `failed: ${r.error.split('\n')[0]}`;
-  const mem = `${r.kbPerConn.toFixed(2)} KiB/conn`;
+  const mem = `${r.kbPerConn.toFixed(2)} KiB RSS/conn, ${r.heapKbPerConn.toFixed(2)} KiB heap/conn (after a full GC)`;
   if (!p.publish) return `${Math.round(r.connectsPerSec)} connects+subscribes/s, ${mem}`;
   return `${Math.round(r.perSec)} deliveries/s, ${r.usPerDelivery.toFixed(3)} µs/delivery, lost ${r.lost}, ${mem}`;
 }
@@ -334,6 +340,7 @@ const coreCell = (split, own) => (split ? `${pct(split.busy)} (own ${Math.round(
 function figures(p) {
   const f = [
     ['KiB RSS/idle conn', (r) => r.kbPerConn, 2, false],
+    ['KiB heap/idle conn', (r) => r.heapKbPerConn, 2, false],
     ['connects+subs/s', (r) => r.connectsPerSec, 0, true],
     ['server µs/connect', (r) => r.usPerConnect, 1, false],
   ];
@@ -389,12 +396,12 @@ export function pusherSummary(p, runs) {
 export function formatPusher(title, p, runs) {
   const header = p.publish
     ? ['run', 'target', 'deliveries/s', 'msgs published', 'lost', 'srv µs/delivery', 'KiB/idle conn', 'RSS before→after MiB', 'conn+sub/s', 'server core', 'client core']
-    : ['run', 'target', 'conns', 'conn+sub/s', 'srv µs/conn', 'RSS before→after MiB', 'KiB/idle conn', 'open after'];
+    : ['run', 'target', 'conns', 'conn+sub/s', 'srv µs/conn', 'RSS before→after MiB', 'KiB RSS/idle conn', 'KiB heap/idle conn', 'open after'];
   const rows = runs.map((x) => {
     const r = x.r;
     if (!r.ok) return [x.run, x.target, 'error', r.error.split('\n')[0], ...header.slice(4).map(() => '')];
     const rss = `${fmtNum(r.rss0Kb / 1024, 1)}→${fmtNum(r.rss1Kb / 1024, 1)}`;
-    if (!p.publish) return [x.run, x.target, fmtNum(r.subscribers), fmtNum(r.connectsPerSec), fmtNum(r.usPerConnect, 1), rss, fmtNum(r.kbPerConn, 2), fmtNum(r.open)];
+    if (!p.publish) return [x.run, x.target, fmtNum(r.subscribers), fmtNum(r.connectsPerSec), fmtNum(r.usPerConnect, 1), rss, fmtNum(r.kbPerConn, 2), fmtNum(r.heapKbPerConn, 2), fmtNum(r.open)];
     return [
       x.run, x.target, fmtNum(r.perSec), fmtNum(r.published), `${fmtNum(r.lost)}${r.closed ? ` (${r.closed} closed)` : ''}`, fmtNum(r.usPerDelivery, 3),
       fmtNum(r.kbPerConn, 2), rss, fmtNum(r.connectsPerSec), coreCell(r.serverCores, r.serverCoreFrac), coreCell(r.clientCores, r.clientCoreFrac),
@@ -417,7 +424,7 @@ export function formatPusher(title, p, runs) {
   for (const x of runs.filter((y) => y.r.ok && y.r.setupRetries)) lines.push(`  run ${x.run} ${x.target}: ${x.r.setupRetries} connections retried while connecting: ${JSON.stringify(x.r.setupErrors)}`);
   for (const x of runs.filter((y) => y.r.ok && y.r.memPerConn)) {
     const m = x.r.memPerConn;
-    lines.push(`  run ${x.run} ${x.target} per connection (KiB, from its metrics): RSS ${fmtNum(x.r.kbPerConn, 2)} = V8 heap committed ${fmtNum(m.heapTotal, 2)} ` +
+    lines.push(`  run ${x.run} ${x.target} per connection (KiB, after a full GC, from the process): RSS ${fmtNum(x.r.kbPerConn, 2)} = V8 heap committed ${fmtNum(m.heapTotal, 2)} ` +
       `(of which the young generation resized ${fmtNum(m.newTotal, 2)}; used ${fmtNum(m.heapUsed, 2)}) + external ${fmtNum(m.external, 2)} + native/other ${fmtNum(x.r.kbPerConn - m.heapTotal - m.external, 2)}`);
   }
   for (const x of runs.filter((y) => y.r.ok && y.r.pubErrors && Object.keys(y.r.pubErrors).length)) lines.push(`  run ${x.run} ${x.target} publish errors: ${JSON.stringify(x.r.pubErrors)}`);

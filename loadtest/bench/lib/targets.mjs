@@ -108,6 +108,71 @@ export async function gcNode(inspectPort, timeoutMs = 10_000) {
   });
 }
 
+/**
+ * Any Node process started with `--inspect=127.0.0.1:<port>` (pubgate through
+ * startTopology's `inspect`, Soketi in the pusher scenarios): a full GC
+ * (HeapProfiler.collectGarbage, as gcNode), then that process's own view of
+ * its memory, read in the process (Runtime.evaluate): process.memoryUsage()
+ * and the V8 heap spaces' committed bytes, so that two servers that are not
+ * both pubgate are read the same way. Bytes; undefined when the inspector
+ * could not be used within `timeoutMs`.
+ */
+export async function inspectMemory(inspectPort, timeoutMs = 15_000) {
+  if (!inspectPort || typeof globalThis.WebSocket !== 'function') return undefined;
+  const url = (await inspectorTargets(inspectPort, timeoutMs))[0]?.webSocketDebuggerUrl;
+  if (!url) return undefined;
+  // require is the inspector's command-line API (includeCommandLineAPI), in CommonJS and ES module programs alike.
+  const expr = 'JSON.stringify({ m: process.memoryUsage(), s: require("v8").getHeapSpaceStatistics() })';
+  return new Promise((resolve) => {
+    const ws = new globalThis.WebSocket(url);
+    const done = (v) => {
+      clearTimeout(t);
+      try {
+        ws.close();
+      } catch {
+        // already closed
+      }
+      resolve(v);
+    };
+    const t = setTimeout(() => done(undefined), timeoutMs);
+    ws.onopen = () => ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
+    ws.onmessage = (e) => {
+      const msg = JSON.parse(String(e.data));
+      if (msg.id === 1) ws.send(JSON.stringify({ id: 2, method: 'Runtime.evaluate', params: { expression: expr, includeCommandLineAPI: true, returnByValue: true } }));
+      else if (msg.id === 2) {
+        const v = msg.result?.result?.value;
+        if (typeof v !== 'string') return done(undefined);
+        const { m, s } = JSON.parse(v);
+        const space = (n) => s.find((x) => x.space_name === n);
+        done({
+          rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers,
+          newTotal: space('new_space')?.space_size ?? NaN,
+        });
+      }
+    };
+    ws.onerror = () => done(undefined);
+  });
+}
+
+function inspectorTargets(inspectPort, timeoutMs) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port: inspectPort, path: '/json/list', agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (text += d));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(text));
+        } catch {
+          resolve([]);
+        }
+      });
+    });
+    req.setTimeout(timeoutMs, () => req.destroy());
+    req.on('error', () => resolve([]));
+  });
+}
+
 /** The environment of a benchmarked pubgate node: loopback ports, the bench secret and key, no drain. */
 export function pubgateEnv({ port, adminPort, nodeId, redisUrl }) {
   return {
