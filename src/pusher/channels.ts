@@ -89,6 +89,15 @@ export function pusherChannel(apps: PusherApps, internal: string): { app: Pusher
   return { app, name: internal };
 }
 
+/**
+ * The Pusher name, on `app`, of an internal name that internalChannel(app, ·)
+ * gave (a channel a connection of `app` subscribed): the inverse within one
+ * app, without a lookup. Unprefixed internal names never start with `#`.
+ */
+export function nameInApp(app: PusherApp, internal: string): string {
+  return internal.startsWith('#') ? internal.slice(app.id.length + 2) : internal;
+}
+
 /** Options of every Pusher presence channel: presence with member events (join/leave → member_added/removed). */
 const PUSHER_PRESENCE: ChannelOptions = Object.freeze({ ...NO_OPTIONS, namespace: 'presence-*', presence: true, joinLeave: true });
 

@@ -101,13 +101,7 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
       idleBeats: 0,
       frameFullAtMs: 0,
       extra: undefined,
-      pusher: {
-        app: apps.byKey(key),
-        socketId: socketIds.of(id),
-        socket: undefined,
-        names: new Map(),
-        ...(protocol !== null && !/^[5-7]$/.test(protocol) ? { badProtocol: true } : {}),
-      },
+      pusher: new PusherSocket(apps.byKey(key), protocol !== null && !/^[5-7]$/.test(protocol)),
     };
     st.done = true;
     metrics.handshake('accepted', 'ok');
@@ -117,23 +111,22 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
 
   function open(ws: Ws): void {
     const s = ws.getUserData();
-    const p = s.pusher;
-    const socket = new PusherSocket(ws);
-    p.socket = socket;
-    if (p.app === undefined) {
+    const socket = s.pusher;
+    socket.ws = ws;
+    if (socket.app === undefined) {
       s.open = false;
       ws.send(encodePusherError(PUSHER_CODE.UNKNOWN_APP, 'App key not in this gateway'), false);
       ws.end(PUSHER_CODE.UNKNOWN_APP, 'App key not in this gateway');
       return;
     }
-    if ((p as { badProtocol?: boolean }).badProtocol === true) {
+    if (socket.badProtocol) {
       s.open = false;
       ws.send(encodePusherError(PUSHER_CODE.BAD_PROTOCOL, 'Unsupported protocol version'), false);
       ws.end(PUSHER_CODE.BAD_PROTOCOL, 'Unsupported protocol version');
       return;
     }
     conns.opened(socket);
-    ws.send(encodeConnectionEstablished(p.socketId, activityTimeout), false);
+    ws.send(encodeConnectionEstablished(socketIds.of(s.id), activityTimeout), false);
   }
 
   function subscriptionError(socket: PusherSocket, channel: string, type: SubscriptionErrorType, error: string, status: number, code: ErrorCode): void {
@@ -153,7 +146,7 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
       return;
     }
     const internal = internalChannel(app, name);
-    if (s.pusher.names.has(internal)) return; // subscribed, or being subscribed
+    if (s.channels.has(internal)) return; // subscribed, or being subscribed
     if (s.channels.size >= config.maxSubscriptions) {
       return subscriptionError(socket, name, 'LimitReached', `at most ${config.maxSubscriptions} channels per connection`, 429, 'limit_exceeded');
     }
@@ -164,7 +157,7 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
       if (kind === 'presence' && typeof channelData !== 'string') {
         return subscriptionError(socket, name, 'AuthError', 'presence channels need channel_data', 401, 'unauthorized');
       }
-      if (!verifyAuth(app.key, app.secret, channelAuthText(s.pusher.socketId, name, channelData as string | undefined), d.auth)) {
+      if (!verifyAuth(app.key, app.secret, channelAuthText(socketIds.of(s.id), name, channelData as string | undefined), d.auth)) {
         return subscriptionError(socket, name, 'AuthError', 'Invalid signature', 401, 'unauthorized');
       }
       if (kind === 'presence') {
@@ -188,8 +181,8 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
         else if (s.user !== hu) return subscriptionError(socket, name, 'AuthError', 'this connection is another user', 403, 'forbidden');
       }
     }
-    s.pusher.names.set(internal, name);
     try {
+      // The hub adds the channel to s.channels before its first await: a second pusher:subscribe meanwhile is ignored.
       await hub.subscribe(socket, internal, { hold: true, ...(info !== undefined ? { info } : {}) });
       let succeeded = encodeSubscriptionSucceeded(name);
       if (kind === 'presence') {
@@ -202,7 +195,6 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
       socket.sendPusher(succeeded);
       hub.release(socket, internal);
     } catch (e) {
-      if (s.pusher.names.get(internal) === name) s.pusher.names.delete(internal);
       if (s.channels.has(internal)) hub.unsubscribe(socket, internal);
       if (!s.open) return;
       log.debug({ conn: connIds.name(s.id), err: e }, 'pusher subscribe failed');
@@ -210,8 +202,11 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
     }
   }
 
-  /** The hub subscribe of each signed-in connection's user channel (settled: subscribed, or failed). */
-  const userSubscribes = new WeakMap<PusherSession, Promise<boolean>>();
+  /**
+   * The user channel of each signed-in connection (internal name) and its hub
+   * subscribe (settled: subscribed, or failed); removed when it failed.
+   */
+  const userSubscribes = new WeakMap<PusherSession, { readonly internal: string; readonly done: Promise<boolean> }>();
 
   /**
    * A pusher:subscribe of a user channel: succeeds (once the signin's own
@@ -220,10 +215,10 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
   async function userChannelSubscribe(socket: PusherSocket, s: PusherSession, name: string): Promise<void> {
     const internal = internalChannel(s.pusher.app!, name);
     const pending = userSubscribes.get(s);
-    if (pending === undefined || s.pusher.names.get(internal) !== name) {
+    if (pending === undefined || pending.internal !== internal) {
       return subscriptionError(socket, name.slice(0, 200), 'AuthError', 'user channels are subscribed by pusher:signin, for the signed-in user only', 403, 'forbidden');
     }
-    if (await pending) socket.sendPusher(encodeSubscriptionSucceeded(name));
+    if (await pending.done) socket.sendPusher(encodeSubscriptionSucceeded(name));
     else subscriptionError(socket, name, 'Unavailable', 'the channel is not available now; try again', 503, 'unavailable');
   }
 
@@ -231,13 +226,13 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
     const name = (data as { channel?: unknown } | null)?.channel;
     if (!isValidPusherChannel(name)) return;
     const internal = internalChannel(s.pusher.app!, name);
-    if (!s.pusher.names.delete(internal)) return;
+    if (!s.channels.has(internal)) return;
     hub.unsubscribe(socket, internal);
   }
 
   function clientEvent(socket: PusherSocket, s: PusherSession, event: string, channel: string | undefined, data: unknown): void {
     const internal = channel === undefined || !isValidPusherChannel(channel) ? undefined : internalChannel(s.pusher.app!, channel);
-    if (internal === undefined || !s.pusher.names.has(internal) || hub.peekHeld(socket, internal) !== undefined) {
+    if (internal === undefined || !s.channels.has(internal) || hub.peekHeld(socket, internal) !== undefined) {
       metrics.frameRejected('forbidden');
       socket.sendPusher(encodePusherError(null, `Client event rejected: not subscribed to ${String(channel).slice(0, 164)}`));
       return;
@@ -259,7 +254,7 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
     const app = s.pusher.app!;
     const d = (data ?? {}) as { auth?: unknown; user_data?: unknown };
     const userData = d.user_data;
-    if (typeof userData !== 'string' || !verifyAuth(app.key, app.secret, userAuthText(s.pusher.socketId, userData), d.auth)) {
+    if (typeof userData !== 'string' || !verifyAuth(app.key, app.secret, userAuthText(socketIds.of(s.id), userData), d.auth)) {
       metrics.frameRejected('unauthorized');
       return socket.endPusher(PUSHER_CODE.UNAUTHORIZED, 'Invalid signature');
     }
@@ -287,21 +282,24 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
     hub.setUser(socket, hu);
     const internal = userChannel(app, uid);
     socket.sendPusher(encodeSigninSuccess(userData));
-    if (s.pusher.names.has(internal)) return;
-    s.pusher.names.set(internal, USER_CHANNEL_PREFIX + uid);
-    userSubscribes.set(s, hub.subscribe(socket, internal).then(
-      () => true,
-      () => {
-        s.pusher.names.delete(internal);
-        return false;
-      },
-    ));
+    if (userSubscribes.get(s)?.internal === internal) return;
+    const entry = {
+      internal,
+      done: hub.subscribe(socket, internal).then(
+        () => true,
+        () => {
+          if (userSubscribes.get(s) === entry) userSubscribes.delete(s);
+          return false;
+        },
+      ),
+    };
+    userSubscribes.set(s, entry);
   }
 
   function message(ws: Ws, data: ArrayBuffer, isBinary: boolean): void {
     const s = ws.getUserData();
-    const socket = s.pusher.socket;
-    if (!s.open || socket === undefined) return;
+    const socket = s.pusher;
+    if (!s.open || socket.ws === undefined) return;
     s.idleBeats = 0;
     if (isBinary) {
       metrics.frameRejected('binary');
@@ -349,9 +347,9 @@ export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBe
 
   function close(ws: Ws, code: number, msg: ArrayBuffer): void {
     const s = ws.getUserData();
-    const socket = s.pusher.socket;
+    const socket = s.pusher;
     // Refused at open (unknown key, protocol): never counted as opened.
-    if (socket === undefined || s.pusher.app === undefined || (s.pusher as { badProtocol?: boolean }).badProtocol === true) {
+    if (socket.ws === undefined || socket.app === undefined || socket.badProtocol) {
       s.open = false;
       return;
     }

@@ -48,17 +48,18 @@ export function mountPusher(app: TemplatedApp, deps: PusherEndpointDeps): Pusher
     open: endpoint.open,
     message: endpoint.message,
     close: endpoint.close,
+    // The socket is opened (has its ws) from open on.
     pong: (ws) => {
-      const socket = ws.getUserData().pusher.socket;
-      if (socket) conns.pong(socket);
+      const socket = ws.getUserData().pusher;
+      if (socket.ws) conns.pong(socket);
     },
     dropped: (ws) => {
-      const socket = ws.getUserData().pusher.socket;
-      if (socket) conns.dropped(socket);
+      const socket = ws.getUserData().pusher;
+      if (socket.ws) conns.dropped(socket);
     },
     drain: (ws) => {
-      const socket = ws.getUserData().pusher.socket;
-      if (socket) conns.drain(socket);
+      const socket = ws.getUserData().pusher;
+      if (socket.ws) conns.drain(socket);
     },
   });
   return createPusherFanout(app, deps.apps, config.compression === 'shared' ? config.compressionThreshold : Number.POSITIVE_INFINITY);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { parsePusherApps, PusherApps, PusherAppsError } from '../../src/pusher/apps.js';
 import {
-  channelKind, internalChannel, isValidPusherChannel, pusherChannel, userChannel,
+  channelKind, internalChannel, isValidPusherChannel, nameInApp, pusherChannel, userChannel,
 } from '../../src/pusher/channels.js';
 import { configProblems } from '../helpers/config-problems.js';
 
@@ -96,5 +96,11 @@ describe('Pusher channel names', () => {
     expect(pusherChannel(apps, '#1#news')).toBeUndefined(); // not the default app's form of "news"
     expect(pusherChannel(apps, '#1')).toBeUndefined();
     expect(pusherChannel(new PusherApps([]), 'news')).toBeUndefined();
+  });
+
+  it('gives back the Pusher name of a channel of one app from its internal name alone', () => {
+    for (const [app, name] of [[def, 'news'], [def, 'a,b'], [def, 'x'.repeat(164)], [other, 'news'], [other, 'private-x;y'], [def, '#server-to-user-u1'], [other, '#server-to-user-u1']] as const) {
+      expect(nameInApp(app, internalChannel(app, name))).toBe(name);
+    }
   });
 });
