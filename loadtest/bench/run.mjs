@@ -9,7 +9,7 @@
 //
 // See loadtest/README.md for every scenario and option.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { runConnections } from './lib/connections.mjs';
@@ -18,14 +18,16 @@ import { IDEMPOTENCY_SCENARIOS, formatIdempotency, idempotencyShort, runIdempote
 import { PRESENCE_SCENARIOS, formatPresence, presenceShort, runPresence } from './lib/presence.mjs';
 import { cpuList, pinToClientCpus, waitQuiet } from './lib/proc.mjs';
 import { PROXY_SCENARIOS, formatProxy, proxyShort, runProxy } from './lib/proxy.mjs';
+import { DEFAULT_SOKETI_DIR, PUSHER_LEGS, PUSHER_SCENARIOS, formatPusher, pusherShort, runPusher, soketiMissing } from './lib/pusher.mjs';
 import { formatScenario, targetChecks } from './lib/report.mjs';
+import { SSE_SCENARIOS, formatSse, runSseFanout, sseShort } from './lib/sse.mjs';
 import { ROOT, TARGETS } from './lib/targets.mjs';
 import { WEBHOOKS_SCENARIOS, formatWebhooks, runWebhooks, webhooksShort } from './lib/webhooks.mjs';
 
 /** What `all` runs. */
 const SCENARIOS = ['fanout', 'latency', 'connections', 'channels', 'cluster'];
 /** Run only when named. */
-const EXTRA_SCENARIOS = ['compression', ...PRESENCE_SCENARIOS, ...PROXY_SCENARIOS, ...IDEMPOTENCY_SCENARIOS, ...WEBHOOKS_SCENARIOS];
+const EXTRA_SCENARIOS = ['compression', ...PRESENCE_SCENARIOS, ...PROXY_SCENARIOS, ...IDEMPOTENCY_SCENARIOS, ...WEBHOOKS_SCENARIOS, ...SSE_SCENARIOS, ...PUSHER_SCENARIOS];
 const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCENARIOS].join('|')}|all>[,...] [options]
   all runs ${SCENARIOS.join(', ')}; compression runs pubgate with PUBGATE_COMPRESSION=off and =shared
   alternately (clients offer permessage-deflate), once per --size (default 100,1024)
@@ -44,6 +46,22 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   webhooks-subscribe: pubgate only, a node with webhooks off and one with them on side by side, --connections (default
   2000) × --reps (default 1) fresh channels subscribed then unsubscribed, off/on in turn; µs per subscribe+unsubscribe
   (both: --brokers redis,embedded, alternated run by run; loadtest/bench/lib/webhooks.mjs)
+  sse-fanout: pubgate only, one node (embedded broker), --subscribers (default 2000) SSE streams and as many
+  WebSockets side by side (memory per idle connection of each, after a full GC through the node's inspector);
+  then blocks of --reps (default 100) publishes, --concurrency in flight (default 1), to the SSE streams' channel,
+  the WebSockets' and one both are on, in turn, --rounds (default 4) after a warm-up; legs sse-first and
+  ws-first (which transport opens first) alternate run by run (loadtest/bench/lib/sse.mjs)
+  pusher-fanout: --subscribers (default 2000) Pusher-protocol clients on one public channel, events through the
+  signed Pusher HTTP API as fast as accepted; legs (--legs, default pusher,soketi,native, alternated run by run):
+  pubgate's /app/{key} (PUBGATE_EXPERIMENTAL_PUSHER=1), Soketi 1.6 (--soketi-dir, skipped with a message when
+  absent), pubgate's native /ws + /v1/publish; deliveries/s, server µs/delivery, KiB RSS per idle subscribed
+  connection, and issue 18's targets against Soketi. pusher-connections: the connection and memory part alone
+  (--subscribers default 10000) (loadtest/bench/lib/pusher.mjs)
+  --legs LIST                  pusher scenarios: which of pusher,soketi,native (default all three)
+  --soketi-dir DIR             a directory with Soketi installed by npm (default ${DEFAULT_SOKETI_DIR},
+                               or env BENCH_SOKETI_DIR); see docs/benchmarks.md for the install
+  --soketi-node PATH           the node binary for Soketi (default /usr/bin/node when present: its uWS build
+                               has binaries up to Node 20 and falls back to JavaScript above, which is refused)
   --requests N                 idempotency: publish requests per block (default 3000), --concurrency in flight (default 32)
   --targets pubgate,baseline   which servers (default both, alternated run by run)
   --runs N                     runs per target (default 3; presence-large 1)
@@ -136,6 +154,9 @@ const { values: o, positionals } = parseArgs({
     'pubgate-only-env': { type: 'string', multiple: true },
     'compare-main': { type: 'string' },
     'compare-node': { type: 'string' },
+    legs: { type: 'string' },
+    'soketi-dir': { type: 'string' },
+    'soketi-node': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -180,6 +201,8 @@ const ctx = {
   profileDir: o.profile ? `${ROOT}loadtest/bench/profiles` : undefined,
   pubgateMain: o['pubgate-main'],
   pubgateEnv: envList(o['pubgate-env']),
+  soketiDir: o['soketi-dir'] ?? process.env.BENCH_SOKETI_DIR ?? DEFAULT_SOKETI_DIR,
+  soketiNode: o['soketi-node'] ?? (existsSync('/usr/bin/node') ? '/usr/bin/node' : process.execPath),
 };
 function envList(list) {
   return Object.fromEntries((list ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
@@ -294,6 +317,23 @@ function brokerList(dflt) {
   return brokers;
 }
 
+/** The sse-fanout scenario: pubgate only; the legs say which transport's connections open first. */
+function sseParams() {
+  return {
+    name: 'sse-fanout',
+    sse: true,
+    subscribers: num(o.subscribers, 2000),
+    reps: num(o.reps, 100),
+    rounds: num(o.rounds, 4),
+    concurrency: num(o.concurrency, 1),
+    size: num(o.size, 100),
+    settleSec: num(o.settle, 2),
+    workers: num(o.workers, 2),
+    defaultRuns: 2,
+    legs: ['sse', 'ws'].map((t) => ({ label: `${t}-first`, target: 'pubgate', env: {}, first: t })),
+  };
+}
+
 /** The presence scenarios: one leg per broker, pubgate only. */
 function presenceParams(name) {
   const large = name === 'presence-large';
@@ -323,6 +363,40 @@ function presenceParams(name) {
     workers: num(o.workers, 0),
     defaultRuns: large ? 1 : 3,
     legs: brokers.map((b) => ({ label: b, target: 'pubgate', env: {}, broker: b })),
+  };
+}
+
+/** The pusher scenarios: one leg per server (pusher, soketi, native); soketi left out, with a message, when not installed. */
+function pusherParams(name) {
+  const publish = name === 'pusher-fanout';
+  let legs = (o.legs ?? PUSHER_LEGS.join(',')).split(',').map((l) => l.trim());
+  for (const l of legs) {
+    if (!PUSHER_LEGS.includes(l)) {
+      process.stderr.write(`--legs: unknown leg ${l} (${PUSHER_LEGS.join(', ')})\n`);
+      process.exit(2);
+    }
+  }
+  const missing = legs.includes('soketi') ? soketiMissing(ctx.soketiDir) : undefined;
+  if (missing) {
+    process.stderr.write(`${name}: skipping the soketi leg: ${missing}\n`);
+    legs = legs.filter((l) => l !== 'soketi');
+  }
+  return {
+    name,
+    pusher: true,
+    publish,
+    subscribers: num(o.subscribers, publish ? 2000 : 10_000),
+    durationSec: num(o.duration, 5),
+    warmupSec: num(o.warmup, 1),
+    size: num(o.size, 100),
+    concurrency: num(o.concurrency, 32),
+    window: num(o.window, 500),
+    workers: num(o.workers, 0),
+    connectConcurrency: num(o['connect-concurrency'], 32),
+    settleSec: num(o.settle, 2),
+    settleBeforeSec: num(o['settle-before'], 1),
+    skipped: missing,
+    legs: legs.map((l) => ({ label: l, target: l, env: {} })),
   };
 }
 
@@ -366,6 +440,16 @@ function title(p) {
     return `webhooks-subscribe: a node with webhooks off and one with webhooks on, side by side; per round ${p.connections} connections × ${p.perConn} fresh channels ` +
       `subscribed then unsubscribed, off / on in turn, ${p.rounds} rounds after a warm-up, ${where}`;
   }
+  if (p.pusher) {
+    const what = p.publish
+      ? `${p.subscribers} Pusher subscribers on one public channel, events through the signed Pusher HTTP API as fast as accepted, ${p.concurrency} requests in flight, ~${p.size}-byte frames, ${p.durationSec} s`
+      : `${p.subscribers} idle Pusher connections, each subscribed to one public channel`;
+    return `${p.name}: ${what}; legs ${p.legs.map((l) => l.label).join(', ')}${p.skipped ? ' (soketi skipped: not installed)' : ''}; ${where}`;
+  }
+  if (p.name === 'sse-fanout') {
+    return `sse-fanout: one node (embedded broker), ${p.subscribers} SSE streams and ${p.subscribers} WebSockets side by side; per round ${p.reps} publishes ` +
+      `(${p.concurrency} in flight, ~${p.size}-byte frames) to the SSE channel / the WebSocket channel / a channel of both, in turn, ${p.rounds} rounds after a warm-up, ${where}`;
+  }
   if (p.name === 'connections') return `connections: ${p.connections} idle authenticated connections (token in ${ctx.tokenIn}), ${where}`;
   const subs = p.channels > 0 ? `${p.subscribers} subscribers over ${p.channels} channels` : `${p.subscribers} subscribers on one channel`;
   const mode = p.rate > 0 ? `${p.rate} publishes/s of batch ${p.batch}` : `as fast as accepted, batch ${p.batch}, ${p.concurrency} requests in flight`;
@@ -383,10 +467,12 @@ function withTimeout(promise, sec, what) {
 }
 
 const short = (r, p) => {
+  if (p.pusher) return pusherShort(r, p);
   if (p.presence) return presenceShort(r, p);
   if (p.proxy) return proxyShort(r);
   if (p.idempotency) return idempotencyShort(r);
   if (p.webhooks) return webhooksShort(r, p);
+  if (p.sse) return sseShort(r);
   if (!r.ok) return `failed: ${r.error.split('\n')[0]}`;
   if (p.name === 'connections') return `${Math.round(r.handshakesPerSec)} handshakes/s, ${r.kbPerConn.toFixed(2)} KiB/conn`;
   if (p.rate > 0) return `p50 ${r.latency.p50.toFixed(2)} ms, p99 ${r.latency.p99.toFixed(2)} ms, lost ${r.lost}`;
@@ -405,6 +491,8 @@ const paramsOf = (name) => {
   if (PROXY_SCENARIOS.includes(name)) return [proxyParams()];
   if (IDEMPOTENCY_SCENARIOS.includes(name)) return [idempotencyParams()];
   if (WEBHOOKS_SCENARIOS.includes(name)) return [webhooksParams(name)];
+  if (PUSHER_SCENARIOS.includes(name)) return [pusherParams(name)];
+  if (SSE_SCENARIOS.includes(name)) return [sseParams()];
   return [deliveryParams(name)];
 };
 for (const name of scenarios) for (const p of paramsOf(name)) {
@@ -428,12 +516,14 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
       for (let attempt = 0; attempt < 2; attempt++) {
         try {
           let job;
-          if (p.presence) job = runPresence(p, leg, legCtx);
+          if (p.pusher) job = runPusher(p, leg.target, legCtx);
+          else if (p.presence) job = runPresence(p, leg, legCtx);
           else if (p.proxy) job = runProxy(p, leg, legCtx);
           else if (p.idempotency) job = runIdempotency(p, leg, legCtx);
           else if (p.webhooks) job = runWebhooks(p, leg, legCtx);
+          else if (p.sse) job = runSseFanout(p, leg, legCtx);
           else job = name === 'connections' ? runConnections(p, leg.target, legCtx) : runDelivery(p, leg.target, legCtx);
-          r = await withTimeout(job, num(o.timeout, p.presence || p.proxy || p.idempotency || p.webhooks ? 600 : 180), `${name} run ${run} ${target}`);
+          r = await withTimeout(job, num(o.timeout, p.presence || p.proxy || p.idempotency || p.webhooks || p.sse ? 600 : p.pusher ? 300 : 180), `${name} run ${run} ${target}`);
         } catch (e) {
           r = { ok: false, error: String(e?.message ?? e) };
           if (/exceeded \d+ s$/.test(r.error)) {
@@ -449,7 +539,8 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
       runs.push({ run, target, r });
     }
   }
-  const { text, summary } = p.presence ? formatPresence(title(p), p, runs)
+  const { text, summary } = p.pusher ? formatPusher(title(p), p, runs) : p.presence ? formatPresence(title(p), p, runs)
+    : p.sse ? formatSse(title(p), p, runs)
     : p.proxy ? formatProxy(title(p), p, runs) : p.webhooks ? formatWebhooks(title(p), p, runs) : p.idempotency ? formatIdempotency(title(p), p, runs) : formatScenario(title(p), name, runs, p.rate > 0, p.pair);
   process.stdout.write(`${text}\n`);
   if (legs.some((l) => l.label === 'before')) {

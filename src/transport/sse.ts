@@ -64,6 +64,29 @@ const ABORTED = 1006;
 /** Topic → SSE streams, the node's last live positions, and the once-per-message fan-out. */
 export class SseFanout {
   private readonly topics = new Map<string, Set<SseStream>>();
+  /** Streams with events written since the last flush (one flush per event-loop pass). */
+  private readonly dirty = new Set<SseStream>();
+  private flushing: NodeJS.Immediate | undefined;
+
+  /**
+   * A stream has events to send: they go out together once this pass of the
+   * event loop is over (one cork, one string conversion and one send per
+   * stream per pass, as uWS batches a topic's WebSocket messages), not one
+   * send per event per stream.
+   */
+  schedule(s: SseStream): void {
+    this.dirty.add(s);
+    this.flushing ??= setImmediate(() => this.flush());
+  }
+
+  /** Sends what every scheduled stream has pending (tests call it to skip the wait). */
+  flush(): void {
+    if (this.flushing) clearImmediate(this.flushing);
+    this.flushing = undefined;
+    const streams = [...this.dirty];
+    this.dirty.clear();
+    for (const s of streams) s.flushPending();
+  }
   /** History channel → position of the last message fanned out to SSE streams on this node. */
   private readonly live = new Map<string, Position>();
   /** Event texts built by publish() (a test checks one per message and id shape). */
@@ -188,6 +211,9 @@ export class SseStream implements Socket {
   private blockedChars = 0;
   private headersSent = false;
   private ended = false;
+  /** Written this pass, sent by the fanout's flush at its end (counted as buffered). */
+  private pending: string[] = [];
+  private pendingChars = 0;
 
   constructor(
     private readonly res: HttpResponse,
@@ -265,9 +291,12 @@ export class SseStream implements Socket {
     const c = code ?? CLOSE.NORMAL;
     const r = reason ?? '';
     if (!this.st.aborted) {
-      const tail = this.queue.join('') + namedEvent('close', JSON.stringify({ code: c, reason: r }));
+      // Queued (uWS was full) before pending (written this pass): the order they were written in.
+      const tail = this.queue.join('') + this.pending.join('') + namedEvent('close', JSON.stringify({ code: c, reason: r }));
       this.queue = [];
       this.queued = 0;
+      this.pending = [];
+      this.pendingChars = 0;
       this.res.cork(() => {
         this.head();
         this.res.write(tail);
@@ -282,7 +311,38 @@ export class SseStream implements Socket {
 
   getBufferedAmount(): number {
     // Before the welcome nothing is written (a recovery is paced by this: it must not wait).
-    return this.pre !== undefined ? 0 : this.queued + (this.blocked ? this.blockedChars : 0);
+    return this.pre !== undefined ? 0 : this.unsent() + this.pendingChars;
+  }
+
+  /** What uWS could not take yet (the part that makes a stream slow; this pass's pending events go out at its end). */
+  private unsent(): number {
+    return this.queued + (this.blocked ? this.blockedChars : 0);
+  }
+
+  /** The fanout's flush: this pass's events in one write. */
+  flushPending(): void {
+    if (this.pending.length === 0) return;
+    const text = this.pending.length === 1 ? this.pending[0]! : this.pending.join('');
+    this.pending = [];
+    this.pendingChars = 0;
+    if (this.ended || this.st.aborted) return;
+    if (this.blocked) {
+      this.queue.push(text);
+      this.queued += text.length;
+      return;
+    }
+    let ok = true;
+    this.res.cork(() => {
+      this.head();
+      ok = this.res.write(text);
+    });
+    if (!ok) {
+      this.blocked = true;
+      this.blockedChars = text.length;
+    } else {
+      // Counted as buffered until now: a replay paced on it (hub room()) goes on.
+      this.opts.hooks.drain(this);
+    }
   }
 
   /** Whether every other history channel of this stream is at the node's live position (the shared id applies). */
@@ -350,7 +410,7 @@ export class SseStream implements Socket {
    */
   offer(text: string): boolean {
     if (this.ended || this.pre !== undefined) return false;
-    const buffered = this.getBufferedAmount();
+    const buffered = this.unsent();
     if (buffered > 0 && buffered + text.length > this.opts.maxBackpressure) {
       this.opts.hooks.dropped(this);
       return false;
@@ -381,15 +441,9 @@ export class SseStream implements Socket {
       this.queued += text.length;
       return;
     }
-    let ok = true;
-    this.res.cork(() => {
-      this.head();
-      ok = this.res.write(text);
-    });
-    if (!ok) {
-      this.blocked = true;
-      this.blockedChars = text.length;
-    }
+    if (this.pending.length === 0) this.fanout.schedule(this);
+    this.pending.push(text);
+    this.pendingChars += text.length;
   }
 
   /** uWS's buffer drained enough to write again: the queue goes out in one write. */
@@ -423,6 +477,8 @@ export class SseStream implements Socket {
     this.topics.clear();
     this.queue = [];
     this.queued = 0;
+    this.pending = [];
+    this.pendingChars = 0;
     this.pre = undefined;
   }
 }

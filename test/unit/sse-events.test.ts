@@ -97,9 +97,13 @@ describe('SSE fan-out', () => {
     fanout.publish('h:a', encodeMessage('h:a', '1', 1, 'A'));
     fanout.publish('h:b', encodeMessage('h:b', '1', 1, 'B'));
     for (const { s } of streams) s.welcome('{}', new Map([['h:a', { offset: 1, epoch: 'A' }], ['h:b', { offset: 1, epoch: 'B' }]]));
+    // Events go out at the end of the event-loop pass, one write per stream (flushed here at once).
+    fanout.flush();
     const before = fanout.eventsBuilt;
     expect(fanout.publish('h:a', encodeMessage('h:a', '{"x":2}', 2, 'A'))).toBe(50);
     expect(fanout.eventsBuilt - before).toBe(1);
+    expect(streams.every(({ res }) => !res.out.at(-1)?.includes('"x":2'))).toBe(true);
+    fanout.flush();
     const texts = new Set(streams.map(({ res }) => res.out.at(-1)));
     expect(texts.size).toBe(1);
     expect([...texts][0]).toContain(`id: ${streams[0]!.s.shape!.prefix}.A:2,B:1\n`);
@@ -121,8 +125,10 @@ describe('SSE fan-out', () => {
     const b = stream(fanout, ['h:a', 'h:b'], ['h:a', 'h:b'], 2);
     a.s.welcome('{}', new Map([['h:a', { offset: 0, epoch: 'A' }], ['h:b', { offset: 5, epoch: 'B' }]]));
     b.s.welcome('{}', new Map([['h:a', { offset: 0, epoch: 'A' }], ['h:b', { offset: 4, epoch: 'B' }]]));
+    fanout.flush();
     const before = fanout.eventsBuilt;
     fanout.publish('h:a', encodeMessage('h:a', '1', 1, 'A'));
+    fanout.flush();
     expect(fanout.eventsBuilt - before).toBe(2);
     expect(a.res.out.at(-1)).toContain('.A:1,B:5\n');
     expect(b.res.out.at(-1)).toContain('.A:1,B:4\n');
@@ -156,12 +162,33 @@ describe('SSE fan-out', () => {
     for (let i = 1; i <= 10; i++) s.send(encodeMessage('h:r', JSON.stringify('z'.repeat(500)), i, 'E'));
     s.welcome('{}', new Map([['h:r', { offset: 0, epoch: 'E' }]]));
     expect(slow).toBe(0);
+    // Pending until the end of the pass, and counted as buffered meanwhile (a replay is paced on it).
+    expect(written).toHaveLength(0);
     expect(s.getBufferedAmount()).toBeGreaterThan(5000);
-    // The welcome went to uWS (which pushed back); the whole replay waits in the queue, none skipped.
+    fanout.flush();
+    expect(s.getBufferedAmount()).toBeGreaterThan(5000);
+    // The welcome and the whole replay went to uWS in one write (which pushed back), none skipped.
     expect(written).toHaveLength(1);
+    expect(written[0]!.match(/event: message/g)).toHaveLength(10);
     // A live message now goes over the limit: skipped, the stream reported slow.
     expect(fanout.publish('h:r', encodeMessage('h:r', '1', 11, 'E'))).toBe(0);
     expect(slow).toBe(1);
   });
 });
 
+describe('SSE writes per event-loop pass', () => {
+  it('sends a burst of events to a stream in one write at the end of the pass, in order', async () => {
+    const fanout = new SseFanout();
+    const { s, res } = stream(fanout, ['n'], [], 5);
+    s.welcome('{}', new Map());
+    for (let i = 1; i <= 16; i++) fanout.publish('n', encodeMessage('n', String(i)));
+    const writesBefore = res.out.length;
+    await new Promise((resolve) => setImmediate(resolve));
+    // Welcome and 16 messages: one write, in publish order.
+    expect(res.out.length - writesBefore).toBe(1);
+    const text = res.out.at(-1)!;
+    expect(text.startsWith('event: welcome')).toBe(true);
+    const datas = [...text.matchAll(/"data":(\d+)/g)].map((m) => Number(m[1]));
+    expect(datas).toEqual(Array.from({ length: 16 }, (_x, i) => i + 1));
+  });
+});

@@ -18,7 +18,8 @@ export function createPublisher({ port, apiKey, concurrency }) {
           agent,
           headers: {
             'content-type': 'application/json',
-            authorization: `Bearer ${apiKey}`,
+            // No API key: the Pusher HTTP API, whose requests carry their signature in the query.
+            ...(apiKey === undefined ? {} : { authorization: `Bearer ${apiKey}` }),
             'content-length': Buffer.byteLength(body),
           },
         },

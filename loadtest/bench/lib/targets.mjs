@@ -63,6 +63,51 @@ export function pubgateMemory(adminPort) {
   });
 }
 
+/**
+ * A full garbage collection in a node started with `inspect` (startTopology):
+ * HeapProfiler.collectGarbage over the inspector's WebSocket (Node 22's
+ * global WebSocket). Resolves false when it could not be done within `timeoutMs`.
+ */
+export async function gcNode(inspectPort, timeoutMs = 10_000) {
+  if (!inspectPort || typeof globalThis.WebSocket !== 'function') return false;
+  const list = await new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port: inspectPort, path: '/json/list', agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (text += d));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(text));
+        } catch {
+          resolve([]);
+        }
+      });
+    });
+    req.setTimeout(timeoutMs, () => req.destroy());
+    req.on('error', () => resolve([]));
+  });
+  const url = list[0]?.webSocketDebuggerUrl;
+  if (!url) return false;
+  return new Promise((resolve) => {
+    const ws = new globalThis.WebSocket(url);
+    const done = (ok) => {
+      clearTimeout(t);
+      try {
+        ws.close();
+      } catch {
+        // already closed
+      }
+      resolve(ok);
+    };
+    const t = setTimeout(() => done(false), timeoutMs);
+    ws.onopen = () => ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
+    ws.onmessage = (e) => {
+      if (JSON.parse(String(e.data)).id === 1) done(true);
+    };
+    ws.onerror = () => done(false);
+  });
+}
+
 /** The environment of a benchmarked pubgate node: loopback ports, the bench secret and key, no drain. */
 export function pubgateEnv({ port, adminPort, nodeId, redisUrl }) {
   return {
@@ -88,14 +133,20 @@ async function waitReady(adminPort, name, timeoutMs = 15_000) {
   throw new Error(`${name}: /readyz did not answer 200 within ${timeoutMs} ms`);
 }
 
-async function startNode(target, { cpus, redisUrl, nodeId, profileDir, env: extraEnv, pubgateMain = PUBGATE_MAIN, pubgateNode = process.execPath }) {
+async function startNode(target, { cpus, redisUrl, nodeId, profileDir, env: extraEnv, pubgateMain = PUBGATE_MAIN, pubgateNode = process.execPath, inspect = false }) {
   const port = await freePort();
   if (target === 'pubgate') {
     if (!existsSync(pubgateMain)) throw new Error(`${pubgateMain} is missing: run npm run build first`);
     const adminPort = await freePort();
     const env = { ...pubgateEnv({ port, adminPort, nodeId, redisUrl }), ...extraEnv };
-    const args = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, pubgateMain] : [pubgateMain];
-    const p = await startProcess({ name: `pubgate ${nodeId}`, cmd: pubgateNode, args, env, cpus, readyPorts: [port, adminPort] });
+    // inspect (sse-fanout): the V8 inspector on a loopback port, for a full GC before memory readings (gcNode).
+    const inspectPort = inspect ? await freePort() : undefined;
+    const args = [
+      ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+      ...(inspectPort ? [`--inspect=127.0.0.1:${inspectPort}`] : []),
+      pubgateMain,
+    ];
+    const p = await startProcess({ name: `pubgate ${nodeId}`, cmd: pubgateNode, args, env, cpus, readyPorts: [port, adminPort, ...(inspectPort ? [inspectPort] : [])] });
     try {
       await waitReady(adminPort, `pubgate ${nodeId}`);
     } catch (e) {
@@ -104,7 +155,7 @@ async function startNode(target, { cpus, redisUrl, nodeId, profileDir, env: extr
     }
     // Profiling needs a clean exit (SIGTERM drains in 0 s, then the profile is written).
     const stop = p.stop;
-    return Object.assign(p, { port, adminPort, stop: () => stop(profileDir ? 'SIGTERM' : 'SIGKILL', 20_000) });
+    return Object.assign(p, { port, adminPort, inspectPort, stop: () => stop(profileDir ? 'SIGTERM' : 'SIGKILL', 20_000) });
   }
   const env = {
     ...cleanEnv(),
@@ -134,7 +185,7 @@ async function startRedis(cpus) {
  * process is pinned to `cpus`. `procs` lists them all (for CPU figures);
  * `nodes` the gateway nodes.
  */
-export async function startTopology(target, { cluster, redis: withRedis = false, cpus, profileDir, env, pubgateMain, pubgateNode }) {
+export async function startTopology(target, { cluster, redis: withRedis = false, cpus, profileDir, env, pubgateMain, pubgateNode, inspect = false }) {
   const procs = [];
   // A server that exited during a run (crash, or a signal from another process) voids the run.
   const assertAlive = () => {
@@ -147,7 +198,7 @@ export async function startTopology(target, { cluster, redis: withRedis = false,
   };
   try {
     if (!cluster && !withRedis) {
-      const n = await startNode(target, { cpus, nodeId: `${target}-1`, profileDir, env, pubgateMain, pubgateNode });
+      const n = await startNode(target, { cpus, nodeId: `${target}-1`, profileDir, env, pubgateMain, pubgateNode, inspect });
       procs.push(n);
       return { nodes: [n], procs, stop: stopAll, assertAlive };
     }

@@ -2,10 +2,13 @@
 // one server and answers the runner's commands over IPC. Several run side by
 // side because one process may hold at most ~20 000 open files.
 import { benchToken } from './jwt.mjs';
+import { SsePool } from './sse-client.mjs';
 import { LatencyHistogram } from './stats.mjs';
 import { WsPool, nowMs } from './ws-client.mjs';
 
 let pool;
+/** sse-fanout: Server-Sent Events streams to the same server. */
+let ssePool;
 let progressTimer;
 let cpuMark = process.cpuUsage();
 
@@ -85,6 +88,49 @@ const handlers = {
   init(m) {
     pool = new WsPool({ host: m.host, port: m.port, tokenIn: m.tokenIn, localPorts: m.localPorts, deflate: m.deflate, inflateEvery: m.inflateEvery });
     if (m.trackPresence) pool.onPresence = trackPresence;
+    ssePool = new SsePool({ host: m.host, port: m.port });
+    return {};
+  },
+
+  /**
+   * sse-fanout: opens `count` SSE streams (users base…base+count−1) on
+   * `channels`, `concurrency` at a time; a failed one is retried `retries`
+   * times. Resolves with how many are open (welcome received).
+   */
+  async sseConnect(m) {
+    const tokens = [];
+    for (let i = 0; i < m.count; i++) tokens.push(benchToken(m.secret, `${m.userPrefix ?? 'bench-sse-'}${m.base + i}`, 3600));
+    const errors = {};
+    let ok = 0;
+    let failed = 0;
+    const t0 = nowMs();
+    const deadline = t0 + m.phaseTimeoutMs;
+    await bounded(m.count, m.concurrency, async (i) => {
+      for (let attempt = 0; ; attempt++) {
+        if (nowMs() > deadline) {
+          failed++;
+          errors.phase_timeout = (errors.phase_timeout ?? 0) + 1;
+          return;
+        }
+        try {
+          await ssePool.open(tokens[i], m.channels, m.timeoutMs);
+          ok++;
+          return;
+        } catch (e) {
+          errors[e.message] = (errors[e.message] ?? 0) + 1;
+          if (attempt >= (m.retries ?? 0)) {
+            failed++;
+            return;
+          }
+        }
+      }
+    });
+    return { ok, failed, errors, socketErrors: ssePool.errors, t0, t1: nowMs(), open: ssePool.streams.size };
+  },
+
+  /** sse-fanout: closes every SSE stream at once. */
+  sseDrop() {
+    ssePool.closeAll();
     return {};
   },
 
@@ -319,10 +365,15 @@ const handlers = {
     pool.closedOpen = 0;
     pool.closeCodes = {};
     pool.resetCounts();
+    if (ssePool) {
+      ssePool.messages = 0;
+      ssePool.closeEvents = {};
+      ssePool.endedOpen = 0;
+    }
     pool.latency = m.latency ? new LatencyHistogram() : undefined;
     cpuMark = process.cpuUsage();
     clearInterval(progressTimer);
-    progressTimer = setInterval(() => process.send({ progress: pool.messages, presence: pool.presenceFrames }), m.progressMs ?? 20);
+    progressTimer = setInterval(() => process.send({ progress: pool.messages, presence: pool.presenceFrames, sse: ssePool?.messages ?? 0 }), m.progressMs ?? 20);
     return {};
   },
 
@@ -344,12 +395,14 @@ const handlers = {
       inflatedWire: pool.inflatedWire,
       inflateErrors: pool.inflateErrors,
       errors: pool.errors,
+      sse: ssePool && { messages: ssePool.messages, open: ssePool.streams.size, endedOpen: ssePool.endedOpen, closeEvents: ssePool.closeEvents, errors: ssePool.errors },
     };
   },
 
   exit() {
     clearInterval(progressTimer);
     pool?.closeAll();
+    ssePool?.closeAll();
     reconnect?.target.closeAll();
     setTimeout(() => process.exit(0), 10);
     return {};

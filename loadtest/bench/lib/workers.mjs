@@ -6,18 +6,20 @@ import { fileURLToPath } from 'node:url';
 const WORKER = fileURLToPath(new URL('./worker.mjs', import.meta.url));
 
 class Worker {
-  constructor(index, onProgress) {
+  constructor(index, onProgress, script = WORKER) {
     this.index = index;
     this.progress = 0;
     this.presence = 0; // join/leave frames received (presence scenarios)
+    this.sse = 0; // SSE message events received (sse-fanout)
     this.seq = 0;
     this.pending = new Map();
-    this.proc = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc = fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.exited = false;
     this.proc.on('message', (m) => {
       if (m.progress !== undefined) {
         this.progress = m.progress;
         this.presence = m.presence ?? 0;
+        this.sse = m.sse ?? 0;
         onProgress?.();
         return;
       }
@@ -65,8 +67,9 @@ class Worker {
   }
 }
 
-export function forkWorkers(n, onProgress) {
-  return Array.from({ length: n }, (_, i) => new Worker(i, onProgress));
+/** `script`: the client process to fork (default worker.mjs; the pusher scenarios: pusher-worker.mjs). */
+export function forkWorkers(n, onProgress, script = WORKER) {
+  return Array.from({ length: n }, (_, i) => new Worker(i, onProgress, script));
 }
 
 export function stopWorkers(workers) {
