@@ -455,10 +455,9 @@ export function envName(key: string): string {
  * (issue 18) is built in steps and stays unreachable for users until all of it
  * is done; tests set this to 1 to run the finished parts.
  */
-const EXPERIMENTAL_PUSHER = 'PUBGATE_EXPERIMENTAL_PUSHER';
 
 /** Variables that are not settings but are understood. */
-const META_VARIABLES = new Set(['PUBGATE_CONFIG', EXPERIMENTAL_PUSHER]);
+const META_VARIABLES = new Set(['PUBGATE_CONFIG']);
 
 /**
  * Builds the configuration from the environment and, when PUBGATE_CONFIG names
@@ -513,9 +512,6 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   }
 
   if (problems.length === 0) checkCombinations(out as unknown as Config, env.NODE_ENV, problems);
-  if (problems.length === 0 && (out.pusherApps as readonly PusherApp[]).length > 0 && env[EXPERIMENTAL_PUSHER] !== '1') {
-    problems.push('PUBGATE_PUSHER_APPS: the Pusher compatibility mode is not implemented yet (issue 18)');
-  }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(out) as unknown as Config;
 }

@@ -27,6 +27,7 @@ import { createProxies } from './proxy/proxies.js';
 import { CLOSE } from './protocol/close-codes.js';
 import { createTransport, type Transport } from './transport/server.js';
 import { createConnIds } from './transport/conn-id.js';
+import { localPusherCounts } from './pusher/counts.js';
 import { createPusherHttpApi } from './pusher/http-api.js';
 
 export interface Gateway {
@@ -206,6 +207,8 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   const control = createClusterControl({
     broker,
     apply: (op, user, channel) => serverSubs.apply(op, user, channel),
+    // The Pusher HTTP API's channel counts: this node's share (none without Pusher apps).
+    answer: (q) => localPusherCounts(pusherApps, hub, q),
     disconnect: (user) => hub.control({ kind: 'disconnect', user }),
     metrics,
     log,
@@ -234,8 +237,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
           publishData: (channel, rawData, o) => hub.publishData(channel, rawData, o),
           presence: (channel) => hub.presence(channel),
           presenceStats: (channel) => hub.presenceStats(channel),
-          localSubscribers: (channel) => hub.localSubscribers(channel),
-          localChannels: () => hub.localChannels(),
+          channelCounts: (q) => control.query(q),
           disconnectUser: (user) => hub.disconnectUser(user),
         },
         published: (n) => metrics.published(n),

@@ -53,7 +53,7 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   ws-first (which transport opens first) alternate run by run (loadtest/bench/lib/sse.mjs)
   pusher-fanout: --subscribers (default 2000) Pusher-protocol clients on one public channel, events through the
   signed Pusher HTTP API as fast as accepted; legs (--legs, default pusher,soketi,native, alternated run by run):
-  pubgate's /app/{key} (PUBGATE_EXPERIMENTAL_PUSHER=1), Soketi 1.6 (--soketi-dir, skipped with a message when
+  pubgate's /app/{key} (PUBGATE_PUSHER_APPS), Soketi 1.6 (--soketi-dir, skipped with a message when
   absent), pubgate's native /ws + /v1/publish; deliveries/s, server µs/delivery, KiB RSS per idle subscribed
   connection, and issue 18's targets against Soketi. pusher-connections: the connection and memory part alone
   (--subscribers default 10000) (loadtest/bench/lib/pusher.mjs)

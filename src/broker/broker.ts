@@ -23,7 +23,9 @@ export type BrokerStatus = 'connecting' | 'ready' | 'down';
 export type ControlMessage =
   | { readonly kind: 'disconnect'; readonly user: string }
   | ControlRequest
-  | ControlAck;
+  | ControlAck
+  | ControlQuery
+  | ControlAnswer;
 
 export interface ControlRequest {
   readonly kind: 'subscribe' | 'unsubscribe';
@@ -42,6 +44,36 @@ export interface ControlAck {
   /** The answering node's instance name. */
   readonly node: string;
   readonly ok: boolean;
+}
+
+/**
+ * A question to every node about its own connections (the Pusher HTTP API's
+ * channel counts): the subscriptions of one Pusher app's channels, either the
+ * channels whose (Pusher) name starts with `prefix`, or the named `channels`.
+ * Every node answers with an `answer` addressed `to` the asker.
+ */
+export interface ControlQuery {
+  readonly kind: 'query';
+  readonly id: string;
+  readonly from: string;
+  /** The Pusher app id. */
+  readonly app: string;
+  readonly prefix?: string;
+  readonly channels?: readonly string[];
+}
+
+export interface ControlAnswer {
+  readonly kind: 'answer';
+  readonly id: string;
+  readonly to: string;
+  readonly node: string;
+  /**
+   * [Pusher name, subscriptions] of the node's matching channels with
+   * subscribers, in name order, at most MAX_ANSWER_CHANNELS (broker/control.ts).
+   */
+  readonly counts: readonly (readonly [string, number])[];
+  /** The node has more matching channels than it listed (those after the last listed name). */
+  readonly more: boolean;
 }
 
 export interface BrokerHandlers {

@@ -4,6 +4,7 @@
  * by the receiver (and counted: RedisBrokerEvents.onInvalidControl).
  */
 import { isValidChannel } from '../protocol/channel.js';
+import { isValidPusherChannel } from '../pusher/channels.js';
 import type { ControlMessage } from './broker.js';
 
 /** Longest user id in a control message (the publish API's limit). */
@@ -13,7 +14,15 @@ export const MAX_CONTROL_ID = 64;
 /** Longest instance name (Broker.instance). */
 export const MAX_INSTANCE = 256;
 
+/** Channels one node lists in an answer to a query, at most; and names one query asks about. */
+export const MAX_ANSWER_CHANNELS = 1000;
+export const MAX_QUERY_CHANNELS = 100;
+/** Longest prefix in a query (a Pusher name is at most 164 characters: a longer prefix matches nothing). */
+export const MAX_QUERY_PREFIX = 164;
+
 const ID_RE = /^[A-Za-z0-9_-]+$/;
+/** A Pusher app id (pusher/apps.ts). */
+const APP_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 const text = (v: unknown, max: number): v is string => typeof v === 'string' && v.length > 0 && v.length <= max;
 const isId = (v: unknown): v is string => text(v, MAX_CONTROL_ID) && ID_RE.test(v);
@@ -28,6 +37,12 @@ export function encodeControl(msg: ControlMessage): string {
       return JSON.stringify({ kind: msg.kind, id: msg.id, from: msg.from, user: msg.user, channel: msg.channel });
     case 'ack':
       return JSON.stringify({ kind: msg.kind, id: msg.id, to: msg.to, node: msg.node, ok: msg.ok });
+    case 'query':
+      return msg.channels !== undefined
+        ? JSON.stringify({ kind: msg.kind, id: msg.id, from: msg.from, app: msg.app, channels: msg.channels })
+        : JSON.stringify({ kind: msg.kind, id: msg.id, from: msg.from, app: msg.app, prefix: msg.prefix ?? '' });
+    case 'answer':
+      return JSON.stringify({ kind: msg.kind, id: msg.id, to: msg.to, node: msg.node, counts: msg.counts, more: msg.more });
   }
 }
 
@@ -54,6 +69,31 @@ export function parseControl(wire: string): ControlMessage | undefined {
       const { id, to, node, ok } = o;
       if (!isId(id) || !text(to, MAX_INSTANCE) || !text(node, MAX_INSTANCE) || typeof ok !== 'boolean') return undefined;
       return { kind: 'ack', id, to, node, ok };
+    }
+    case 'query': {
+      const { id, from, app, prefix, channels } = o;
+      if (!isId(id) || !text(from, MAX_INSTANCE) || typeof app !== 'string' || !APP_RE.test(app)) return undefined;
+      // Exactly one of prefix (possibly empty: every channel) and channels.
+      if (channels === undefined) {
+        if (typeof prefix !== 'string' || prefix.length > MAX_QUERY_PREFIX) return undefined;
+        return { kind: 'query', id, from, app, prefix };
+      }
+      if (prefix !== undefined || !Array.isArray(channels) || channels.length === 0 || channels.length > MAX_QUERY_CHANNELS) return undefined;
+      if (!channels.every(isValidPusherChannel)) return undefined;
+      return { kind: 'query', id, from, app, channels };
+    }
+    case 'answer': {
+      const { id, to, node, counts, more } = o;
+      if (!isId(id) || !text(to, MAX_INSTANCE) || !text(node, MAX_INSTANCE) || typeof more !== 'boolean') return undefined;
+      if (!Array.isArray(counts) || counts.length > MAX_ANSWER_CHANNELS) return undefined;
+      const list: [string, number][] = [];
+      for (const c of counts) {
+        if (!Array.isArray(c) || c.length !== 2) return undefined;
+        const [name, n] = c as unknown[];
+        if (!isValidPusherChannel(name) || typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) return undefined;
+        list.push([name, n]);
+      }
+      return { kind: 'answer', id, to, node, counts: list, more };
     }
     default:
       return undefined;

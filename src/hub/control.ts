@@ -15,15 +15,23 @@
  * - `unavailable` after CONTROL_TIMEOUT_MS, saying how many did not answer;
  * - `unavailable` at once when the broker is down, or goes down while waiting.
  *
- * Bounded: at most MAX_PENDING requests wait per node (more are refused at
- * once); answers for unknown or finished requests are ignored (counted as
- * `late`); one registry read per RECHECK_MS whatever the number waiting.
+ * Queries (the Pusher HTTP API's channel counts) go the same way with the
+ * same rules: every node answers a `query` with its own subscription counts
+ * (`answer`, through `deps.answer`), and the asker sums the answers of every
+ * live node (CountSum). A node that does not answer in time makes the query
+ * `unavailable`, as a request: a sum without it would be a wrong count.
+ *
+ * Bounded: at most MAX_PENDING requests and queries wait per node (more are
+ * refused at once); answers for unknown or finished requests are ignored
+ * (counted as `late`); one registry read per RECHECK_MS whatever the number
+ * waiting; a query's sum keeps at most 2 × its bound of names.
  */
-import type { Broker, BrokerStatus, ControlMessage, ControlRequest } from '../broker/broker.js';
+import type { Broker, BrokerStatus, ControlAnswer, ControlMessage, ControlQuery, ControlRequest } from '../broker/broker.js';
+import { MAX_ANSWER_CHANNELS } from '../broker/control.js';
 import { GatewayError } from '../errors.js';
 import type { Log } from '../observability/logger.js';
 import { LogTally } from '../observability/log-tally.js';
-import type { ControlOp, ControlResult, Metrics } from '../observability/metrics.js';
+import type { ControlKind, ControlOp, ControlResult, Metrics } from '../observability/metrics.js';
 
 /** A request not answered by every node within this long is answered `unavailable`. */
 export const CONTROL_TIMEOUT_MS = 5000;
@@ -36,6 +44,12 @@ export interface ClusterControlDeps {
   readonly broker: Broker;
   /** Applies a server-side subscription request to this node's connections; false when it could not. */
   readonly apply: (op: ControlOp, user: string, channel: string) => Promise<boolean>;
+  /**
+   * This node's answer to a query: its matching channels with subscribers, in
+   * name order, at most MAX_ANSWER_CHANNELS (`more` when it has others after
+   * them). Absent: every query is answered with no channels.
+   */
+  readonly answer?: (q: ControlQuery) => Pick<ControlAnswer, 'counts' | 'more'>;
   /** `/v1/disconnect` arriving at this node. */
   readonly disconnect: (user: string) => void;
   readonly metrics: Metrics;
@@ -48,6 +62,11 @@ export interface ClusterControlDeps {
 export interface ClusterControl {
   /** Applies a request on every node; resolves once every live node applied it, else rejects with GatewayError('unavailable'). */
   request(op: ControlOp, user: string, channel: string): Promise<void>;
+  /**
+   * Asks every node for its counts and sums them: resolves once every live
+   * node answered, else rejects with GatewayError('unavailable') as request does.
+   */
+  query(q: QuestionOf): Promise<CountResult>;
   /** Broker handler: a control message from any node. */
   onControl(msg: ControlMessage): void;
   /** Broker status: requests waiting when the broker goes down are answered `unavailable` at once. */
@@ -58,8 +77,59 @@ export interface ClusterControl {
   stop(): void;
 }
 
+/** A query as the asker states it (control.ts adds the id and the asker). */
+export type QuestionOf = { readonly app: string; readonly prefix: string } | { readonly app: string; readonly channels: readonly string[] };
+
+/** The summed answers of a query. */
+export interface CountResult {
+  /** [Pusher name, subscriptions on every node], in name order, at most the query's bound. */
+  readonly counts: readonly (readonly [string, number])[];
+  /** There are channels after the last one listed that are left out (a node or the bound cut its list). */
+  readonly more: boolean;
+}
+
+/**
+ * Sums the nodes' answers to a query, bounded. Each node lists its first
+ * names in order; a node that cut its list (`more`) lists nothing after its
+ * last name, so the sum is exact only up to the smallest such last name (the
+ * cutoff): names after it are dropped, and the answer says `more`. The same
+ * cut keeps the sum within 2 × `max` names whatever the number of nodes: the
+ * names after the first `max` can never be listed.
+ */
+export class CountSum {
+  private readonly sums = new Map<string, number>();
+  /** Names after this one are left out; undefined while nothing was cut. */
+  private cutoff: string | undefined;
+
+  constructor(private readonly max: number = MAX_ANSWER_CHANNELS) {}
+
+  add(counts: readonly (readonly [string, number])[], more: boolean): void {
+    if (more) this.cut(counts.at(-1)?.[0] ?? '');
+    for (const [name, n] of counts) {
+      if (this.cutoff !== undefined && name > this.cutoff) continue;
+      this.sums.set(name, (this.sums.get(name) ?? 0) + n);
+    }
+    if (this.sums.size > 2 * this.max) {
+      const names = [...this.sums.keys()].sort();
+      this.cut(names[this.max - 1] as string);
+    }
+  }
+
+  result(): CountResult {
+    const names = [...this.sums.keys()].sort();
+    const listed = names.slice(0, this.max);
+    return { counts: listed.map((n) => [n, this.sums.get(n) as number] as const), more: this.cutoff !== undefined || names.length > this.max };
+  }
+
+  private cut(at: string): void {
+    if (this.cutoff !== undefined && this.cutoff <= at) return;
+    this.cutoff = at;
+    for (const name of [...this.sums.keys()]) if (name > at) this.sums.delete(name);
+  }
+}
+
 interface Pending {
-  readonly op: ControlOp;
+  readonly op: ControlKind;
   /** Nodes whose answer is still awaited. */
   readonly waiting: Set<string>;
   /** Nodes asked. */
@@ -72,6 +142,9 @@ interface Pending {
   readonly timer: NodeJS.Timeout;
   readonly resolve: () => void;
   readonly reject: (e: GatewayError) => void;
+  /** A query's answers so far, and the nodes they came from (one answer per node counts). */
+  readonly sum?: CountSum;
+  readonly answered?: Set<string>;
 }
 
 const plural = (n: number, one: string, many: string): string => `${n} ${n === 1 ? one : many}`;
@@ -143,9 +216,62 @@ export function createClusterControl(deps: ClusterControlDeps): ClusterControl {
     });
   }
 
-  function overloaded(op: ControlOp, startedMs: number): GatewayError {
+  function overloaded(op: ControlKind, startedMs: number): GatewayError {
     metrics.controlRequest(op, 'overloaded', (nowMs() - startedMs) / 1000);
-    return new GatewayError('unavailable', `${maxPending} server-side subscription requests are already waiting on this node; retry later`, 1);
+    return new GatewayError('unavailable', `${maxPending} requests to every node are already waiting on this node; retry later`, 1);
+  }
+
+  /**
+   * Sends a request or query to every live node and waits for their answers
+   * (`sum` for a query): the registry read, the pending entry, the timeout.
+   */
+  async function ask(op: ControlKind, msg: (id: string) => ControlMessage, sum?: CountSum): Promise<void> {
+    const startedMs = nowMs();
+    if (pending.size >= maxPending) throw overloaded(op, startedMs);
+    let nodes: readonly string[];
+    try {
+      if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
+      nodes = await broker.nodes();
+    } catch (e) {
+      metrics.controlRequest(op, 'unavailable', (nowMs() - startedMs) / 1000);
+      throw e instanceof GatewayError ? e : new GatewayError('unavailable', 'the node registry cannot be read', 1);
+    }
+    if (pending.size >= maxPending) throw overloaded(op, startedMs);
+    const waiting = new Set(nodes);
+    metrics.clusterNodes(waiting.size);
+    waiting.add(self); // this node applies it too, registered yet or not
+    const id = (++seq).toString(36);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const p = pending.get(id);
+        if (!p) return;
+        finish(id, 'timeout', `${plural(p.waiting.size, 'node', 'nodes')} of ${p.asked} did not answer within ${timeoutMs / 1000} s; ${op === 'query' ? 'retrying is safe' : 'it may be applied on the others, and retrying is safe'}`);
+      }, timeoutMs);
+      // Registered before publishing: the embedded broker answers synchronously.
+      pending.set(id, { op, waiting, asked: waiting.size, failed: 0, gone: 0, startedMs, timer, resolve, reject, ...(sum ? { sum, answered: new Set<string>() } : {}) });
+      if (!recheck) {
+        recheck = setInterval(recheckNodes, recheckMs);
+        recheck.unref();
+      }
+      broker.publishControl(msg(id)).catch((e: unknown) => {
+        finish(id, 'unavailable', e instanceof GatewayError ? e.message : 'the broker did not accept the request');
+      });
+    });
+  }
+
+  function answerQuery(msg: ControlQuery): void {
+    let a: Pick<ControlAnswer, 'counts' | 'more'>;
+    try {
+      a = deps.answer ? deps.answer(msg) : { counts: [], more: false };
+    } catch (e) {
+      // Not answered: the asker's timeout (or this node's lease) settles it.
+      log.error({ err: e }, 'answering a control query failed');
+      metrics.controlApplied('query', false);
+      return;
+    }
+    metrics.controlApplied('query', true);
+    broker.publishControl({ kind: 'answer', id: msg.id, to: msg.from, node: self, counts: a.counts, more: a.more })
+      .catch((e: unknown) => ackFailures.add('answer', 1, e instanceof Error ? e.message : String(e)));
   }
 
   function applyRequest(msg: ControlRequest): void {
@@ -162,38 +288,14 @@ export function createClusterControl(deps: ClusterControlDeps): ClusterControl {
   }
 
   return {
-    async request(op, user, channel) {
-      const startedMs = nowMs();
-      if (pending.size >= maxPending) throw overloaded(op, startedMs);
-      let nodes: readonly string[];
-      try {
-        if (broker.status !== 'ready') throw new GatewayError('unavailable', 'broker is not connected', 1);
-        nodes = await broker.nodes();
-      } catch (e) {
-        metrics.controlRequest(op, 'unavailable', (nowMs() - startedMs) / 1000);
-        throw e instanceof GatewayError ? e : new GatewayError('unavailable', 'the node registry cannot be read', 1);
-      }
-      if (pending.size >= maxPending) throw overloaded(op, startedMs);
-      const waiting = new Set(nodes);
-      metrics.clusterNodes(waiting.size);
-      waiting.add(self); // this node applies it too, registered yet or not
-      const id = (++seq).toString(36);
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          const p = pending.get(id);
-          if (!p) return;
-          finish(id, 'timeout', `${plural(p.waiting.size, 'node', 'nodes')} of ${p.asked} did not answer within ${timeoutMs / 1000} s; it may be applied on the others, and retrying is safe`);
-        }, timeoutMs);
-        // Registered before publishing: the embedded broker answers synchronously.
-        pending.set(id, { op, waiting, asked: waiting.size, failed: 0, gone: 0, startedMs, timer, resolve, reject });
-        if (!recheck) {
-          recheck = setInterval(recheckNodes, recheckMs);
-          recheck.unref();
-        }
-        broker.publishControl({ kind: op, id, from: self, user, channel }).catch((e: unknown) => {
-          finish(id, 'unavailable', e instanceof GatewayError ? e.message : 'the broker did not accept the request');
-        });
-      });
+    request(op, user, channel) {
+      return ask(op, (id) => ({ kind: op, id, from: self, user, channel }));
+    },
+
+    async query(q) {
+      const sum = new CountSum(MAX_ANSWER_CHANNELS);
+      await ask('query', (id) => ({ kind: 'query', id, from: self, ...q }), sum);
+      return sum.result();
     },
 
     onControl(msg) {
@@ -208,13 +310,31 @@ export function createClusterControl(deps: ClusterControlDeps): ClusterControl {
         case 'ack': {
           if (msg.to !== self) return; // another node's request
           const p = pending.get(msg.id);
-          if (!p) {
+          if (!p || p.sum) {
             metrics.controlAck('late');
             return;
           }
           metrics.controlAck(msg.ok ? 'ok' : 'error');
           // A node the registry did not list yet answers too; only a failure of it counts.
           if (!msg.ok) p.failed++;
+          p.waiting.delete(msg.node);
+          settleIfDone(msg.id, p);
+          return;
+        }
+        case 'query':
+          answerQuery(msg);
+          return;
+        case 'answer': {
+          if (msg.to !== self) return; // another node's query
+          const p = pending.get(msg.id);
+          if (!p?.sum || !p.answered || p.answered.has(msg.node)) {
+            metrics.controlAck('late');
+            return;
+          }
+          metrics.controlAck('ok');
+          p.answered.add(msg.node);
+          // A node the registry did not list yet answers too: its subscriptions are real.
+          p.sum.add(msg.counts, msg.more);
           p.waiting.delete(msg.node);
           settleIfDone(msg.id, p);
           return;

@@ -13,6 +13,8 @@ export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'subscribe' | 'un
 
 /** Server-side subscription requests (POST /v1/subscribe, /v1/unsubscribe), as metric labels. */
 export type ControlOp = 'subscribe' | 'unsubscribe';
+/** A request to every node: a server-side subscription change, or a query of the nodes' channel counts (Pusher HTTP API). */
+export type ControlKind = ControlOp | 'query';
 /** How a request to every node ended on the node that asked: `failed` when a node answered that it could not apply it. */
 export type ControlResult = 'ok' | 'failed' | 'timeout' | 'unavailable' | 'overloaded';
 /** What a server-side subscription did to one connection. */
@@ -113,13 +115,13 @@ export interface Metrics {
   /** Server-side subscriptions changed on `n` connections: at connect (`subs`) or through the API. */
   serverSubscription(source: 'connect' | 'api', result: ServerSubResult, n?: number): void;
   /** A request to every node ended on this (the asking) node, after `seconds`. */
-  controlRequest(op: ControlOp, result: ControlResult, seconds: number): void;
+  controlRequest(op: ControlKind, result: ControlResult, seconds: number): void;
   /** Samples the requests to every node this node waits on, at each scrape. */
   observeControlPending(count: () => number): void;
   /** An answer to one of this node's requests: `ok`, `error` (that node could not apply it), or `late` (no request waits for it any more). */
   controlAck(result: 'ok' | 'error' | 'late'): void;
   /** This node applied a request from any node (and answered `ok` or `error`). */
-  controlApplied(op: ControlOp, ok: boolean): void;
+  controlApplied(op: ControlKind, ok: boolean): void;
   /** The live nodes in the node registry, at this node's last read. */
   clusterNodes(n: number): void;
   /** One proxy call's outcome, with its duration when a request was made (none for `overloaded`). */
@@ -367,7 +369,7 @@ export function createMetrics(nodeId: string): Metrics {
   });
   const controlRequests = new Counter({
     name: 'pubgate_control_requests_total',
-    help: 'Requests to every node (POST /v1/subscribe, /v1/unsubscribe) asked by this node, by op and result',
+    help: 'Requests to every node (POST /v1/subscribe, /v1/unsubscribe, Pusher channel count queries) asked by this node, by op and result',
     labelNames: ['op', 'result'],
     registers: [registry],
   });
@@ -400,7 +402,7 @@ export function createMetrics(nodeId: string): Metrics {
     registers: [registry],
   });
   const clusterNodes = new Gauge({ name: 'pubgate_cluster_nodes', help: 'Live nodes in the node registry at this node\'s last read', registers: [registry] });
-  for (const op of ['subscribe', 'unsubscribe']) {
+  for (const op of ['subscribe', 'unsubscribe', 'query']) {
     for (const result of ['ok', 'failed', 'timeout', 'unavailable', 'overloaded']) controlRequests.inc({ op, result }, 0);
     for (const result of ['ok', 'error']) controlApplied.inc({ op, result }, 0);
   }

@@ -18,12 +18,14 @@
  * text, else the string): native subscribers of the default app's channels get
  * it as it is, Pusher sockets as the event (the Pusher transport maps it back).
  */
+import { MAX_ANSWER_CHANNELS, MAX_QUERY_PREFIX } from '../broker/control.js';
 import { isGatewayError } from '../errors.js';
+import type { CountResult, QuestionOf } from '../hub/control.js';
 import type { PublishOptions } from '../hub/hub.js';
 import { createKeyedLimiter } from '../limits/rate.js';
 import type { PresenceSnapshot, PresenceStats } from '../presence/store.js';
 import type { PusherApp, PusherApps } from './apps.js';
-import { USER_CHANNEL_RE, internalChannel, isValidPusherChannel, pusherChannel } from './channels.js';
+import { USER_CHANNEL_RE, internalChannel, isValidPusherChannel } from './channels.js';
 import { verifySignedRequest, type SignatureReject } from './signing.js';
 import { appUserId, hubUserOf } from './users.js';
 
@@ -37,8 +39,10 @@ export const MAX_EVENT_NAME = 200;
 const ATTR_READS_AT_ONCE = 32;
 /** Longest user id in terminate_connections. */
 export const MAX_USER_ID = 1024;
-/** Channels listed in one GET /channels answer, at most. */
-export const MAX_LISTED_CHANNELS = 10_000;
+/** Channels listed in one GET /channels answer, at most (the first in name order; the count query's bound). */
+export const MAX_LISTED_CHANNELS = MAX_ANSWER_CHANNELS;
+/** Header of a GET /channels answer that lists the first MAX_LISTED_CHANNELS channels of more. */
+export const MORE_CHANNELS_HEADER = 'X-Pubgate-More-Channels';
 
 export type PusherApiEndpoint = 'events' | 'batch_events' | 'channels' | 'channel' | 'users' | 'terminate' | 'other';
 
@@ -99,10 +103,12 @@ export interface PusherApiSink {
   /** Who is in a presence channel, cluster-wide; rejects with bad_request when the channel keeps no presence. */
   presence(channel: string): Promise<PresenceSnapshot>;
   presenceStats(channel: string): Promise<PresenceStats>;
-  /** This node's subscriptions of a channel. */
-  localSubscribers(channel: string): number;
-  /** This node's channels with subscribers. */
-  localChannels(): readonly (readonly [string, number])[];
+  /**
+   * The subscriptions of an app's channels on every node, summed (a count
+   * query to every node: hub/control.ts); rejects with unavailable when a
+   * node does not answer.
+   */
+  channelCounts(q: QuestionOf): Promise<CountResult>;
   /** Closes every connection of a (hub) user on every node. */
   disconnectUser(user: string): Promise<void>;
 }
@@ -172,7 +178,13 @@ export function pusherError(result: PusherApiReject, message: string, headers?: 
   return { status: PUSHER_REJECT_STATUS[result], body: `${message}\n`, contentType: 'text/plain', result, ...(headers ? { headers } : {}) };
 }
 
-const ok = (body: unknown): PusherApiResponse => ({ status: 200, body: JSON.stringify(body), contentType: 'application/json', result: 'ok' });
+const ok = (body: unknown, headers?: Readonly<Record<string, string>>): PusherApiResponse => ({
+  status: 200,
+  body: JSON.stringify(body),
+  contentType: 'application/json',
+  result: 'ok',
+  ...(headers ? { headers } : {}),
+});
 
 /** A refusal of the request's content (400): thrown inside handlers, answered by handle. */
 class BadRequest extends Error {}
@@ -294,27 +306,38 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
     const out: Record<string, ChannelAttrs> = {};
     if (!e.info) return out;
     const want = e.info;
-    const got = await Promise.all(e.channels.map((c) => attrs(app, c, { users: want.users && c.startsWith('presence-'), subs: want.subs, occupied: false })));
+    const counts = want.subs ? await clusterCounts(app, e.channels) : new Map<string, number>();
+    const got = await Promise.all(e.channels.map((c) => attrs(app, c, { users: want.users && c.startsWith('presence-'), subs: want.subs, occupied: false }, counts)));
     e.channels.forEach((c, i) => (out[c] = got[i] as ChannelAttrs));
     return out;
   }
 
   /**
-   * One channel's attributes. Presence channels answer from the presence
-   * store (cluster-wide: users, connections); other channels from this
-   * node's subscriptions (the node that answers).
+   * The subscriptions of the named channels on every node (those that are not
+   * presence channels: the presence store counts them). User channels are
+   * counted by no node.
    */
-  async function attrs(app: PusherApp, name: string, want: { users: boolean; subs: boolean; occupied: boolean }): Promise<ChannelAttrs> {
-    const internal = internalChannel(app, name);
+  async function clusterCounts(app: PusherApp, names: readonly string[]): Promise<Map<string, number>> {
+    const asked = names.filter((n) => !n.startsWith('presence-') && isValidPusherChannel(n));
+    if (asked.length === 0) return new Map();
+    return new Map((await sink.channelCounts({ app: app.id, channels: asked })).counts);
+  }
+
+  /**
+   * One channel's attributes. Presence channels answer from the presence
+   * store (cluster-wide: users, connections); other channels from `counts`,
+   * the subscriptions summed over every node (clusterCounts).
+   */
+  async function attrs(app: PusherApp, name: string, want: { users: boolean; subs: boolean; occupied: boolean }, counts: ReadonlyMap<string, number>): Promise<ChannelAttrs> {
     const out: ChannelAttrs = {};
     if (name.startsWith('presence-')) {
-      const st = await presenceStats(internal);
+      const st = await presenceStats(internalChannel(app, name));
       if (want.occupied) out.occupied = st.users > 0;
       if (want.users) out.user_count = st.users;
       if (want.subs) out.subscription_count = st.connections;
       return out;
     }
-    const n = sink.localSubscribers(internal);
+    const n = counts.get(name) ?? 0;
     if (want.occupied) out.occupied = n > 0;
     if (want.subs) out.subscription_count = n;
     return out;
@@ -333,28 +356,23 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
   async function channelsList(app: PusherApp, params: ReadonlyMap<string, string>): Promise<PusherApiResponse> {
     const prefix = params.get('filter_by_prefix') ?? '';
     const info = infoOf(params, prefix.startsWith('presence-'));
-    const names: string[] = [];
-    for (const [internal, n] of sink.localChannels()) {
-      if (n <= 0) continue;
-      const p = pusherChannel(apps, internal);
-      if (!p || p.app !== app || !p.name.startsWith(prefix) || p.name.startsWith('#')) continue;
-      names.push(p.name);
-      if (names.length >= MAX_LISTED_CHANNELS) break;
-    }
-    names.sort();
+    // No channel name is longer than a query's prefix may be: a longer prefix matches nothing.
+    const sum = prefix.length > MAX_QUERY_PREFIX ? { counts: [], more: false } : await sink.channelCounts({ app: app.id, prefix });
+    const counts = new Map(sum.counts);
+    const names = [...counts.keys()];
     const channels: Record<string, ChannelAttrs> = {};
-    // Attributes are store reads: a bounded number at a time.
+    // Attributes of presence channels are store reads: a bounded number at a time.
     for (let i = 0; i < names.length; i += ATTR_READS_AT_ONCE) {
       const part = names.slice(i, i + ATTR_READS_AT_ONCE);
-      const got = info.users || info.subs ? await Promise.all(part.map((n) => attrs(app, n, { ...info, occupied: false }))) : part.map(() => ({}));
+      const got = info.users || info.subs ? await Promise.all(part.map((n) => attrs(app, n, { ...info, occupied: false }, counts))) : part.map(() => ({}));
       part.forEach((n, j) => (channels[n] = got[j] as ChannelAttrs));
     }
-    return ok({ channels });
+    return ok({ channels }, sum.more ? { [MORE_CHANNELS_HEADER]: 'true' } : undefined);
   }
 
   async function channelInfo(app: PusherApp, name: string, params: ReadonlyMap<string, string>): Promise<PusherApiResponse> {
     const info = infoOf(params, name.startsWith('presence-'));
-    return ok(await attrs(app, name, { ...info, occupied: true }));
+    return ok(await attrs(app, name, { ...info, occupied: true }, await clusterCounts(app, [name])));
   }
 
   async function users(app: PusherApp, name: string): Promise<PusherApiResponse> {
@@ -466,7 +484,7 @@ export function createPusherHttpApi(opts: PusherHttpApiOptions): PusherHttpApi {
         }
       } catch (e) {
         if (e instanceof BadRequest) return pusherError('bad_request', e.message);
-        if (isGatewayError(e) && e.code === 'unavailable') return pusherError('unavailable', 'Service unavailable: the broker is not reachable', { 'Retry-After': String(e.retryAfterSec ?? 1) });
+        if (isGatewayError(e) && e.code === 'unavailable') return pusherError('unavailable', `Service unavailable: ${e.message}`, { 'Retry-After': String(e.retryAfterSec ?? 1) });
         if (isGatewayError(e) && e.code === 'bad_request') return pusherError('bad_request', e.message);
         throw e;
       }

@@ -345,8 +345,9 @@ describe('a cookie session of the connect proxy', () => {
     expect(p.client.welcome, p.trace()).toMatchObject({ user: 'cookie-user', expiresIn: 4 });
     // A quarter of the 4 s before expiry, the client sends a token-less refresh: the proxy is asked again with the cookie.
     await p.until(() => p.of('refreshed').length >= 1, 'the first refresh');
-    expect(p.of('refreshed')).toEqual([{ expiresIn: undefined }]);
-    expect(backend.cookies).toEqual(['session=good; theme=dark', 'session=good; theme=dark']);
+    // The first refresh (a loaded machine may already have sent the next one: each is granted 4 s again).
+    expect(p.of('refreshed')[0]).toEqual({ expiresIn: undefined });
+    expect(backend.cookies.slice(0, 2)).toEqual(['session=good; theme=dark', 'session=good; theme=dark']);
 
     backend.allow = false;
     await p.until(() => p.of('disconnected').some((d) => d.code === 4001), 'the 4001 after a refused refresh');

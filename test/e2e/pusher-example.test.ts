@@ -133,7 +133,6 @@ describe('the Pusher example page in headless Chromium', needs('chromium'), () =
     const port = await freePort();
     gw = await startGateway({
       PUBGATE_NODE_ID: 'pusher-example',
-      PUBGATE_EXPERIMENTAL_PUSHER: '1',
       PUBGATE_PUSHER_APPS: `${APP.id}:${APP.key}:${APP.secret}`,
       PUBGATE_ALLOWED_ORIGINS: `http://127.0.0.1:${port}`,
       PUBGATE_REQUIRE_ORIGIN: 'true',

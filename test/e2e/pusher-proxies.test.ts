@@ -2,8 +2,7 @@
  * Pusher Channels clients through the shipped load balancer configs
  * (deploy/nginx, deploy/apache, deploy/haproxy; Debian's packages, rendered
  * with test ports and a generated certificate) in front of two gateway nodes
- * on a real redis-server, in Pusher mode (PUBGATE_PUSHER_APPS;
- * PUBGATE_EXPERIMENTAL_PUSHER=1 while issue 18 is open): a raw
+ * on a real redis-server, in Pusher mode (PUBGATE_PUSHER_APPS): a raw
  * Pusher-protocol WebSocket on wss://ws.<domain>/app/{key}, and the real
  * `pusher` server library on https://api.<domain>/apps/{id}/... . Host names
  * resolve to 127.0.0.1 only inside this test (the library's HTTPS agent gets a
@@ -47,7 +46,6 @@ beforeAll(async () => {
   if (findTool('openssl')) cert = makeCert(certDir, [WS_HOST, API_HOST]);
   const env = {
     PUBGATE_REDIS_URL: redis.url,
-    PUBGATE_EXPERIMENTAL_PUSHER: '1',
     PUBGATE_PUSHER_APPS: `${APP.id}:${APP.key}:${APP.secret}`,
     PUBGATE_TRUSTED_PROXIES: '127.0.0.1/32',
   };

@@ -19,7 +19,7 @@ export interface PusherApp {
 
 /** `PUBGATE_PUSHER_APPS` for these apps (the first is the default app), with the test-only switch. */
 export function pusherEnv(apps: readonly PusherApp[]): Record<string, string> {
-  return { PUBGATE_PUSHER_APPS: apps.map((a) => `${a.id}:${a.key}:${a.secret}`).join(','), PUBGATE_EXPERIMENTAL_PUSHER: '1' };
+  return { PUBGATE_PUSHER_APPS: apps.map((a) => `${a.id}:${a.key}:${a.secret}`).join(',') };
 }
 
 // pusher-js's CommonJS build: its default export is the class (its types describe the ES form).

@@ -59,7 +59,6 @@ beforeAll(async () => {
   redis = await startRedis();
   const env = {
     PUBGATE_REDIS_URL: redis.url,
-    PUBGATE_EXPERIMENTAL_PUSHER: '1',
     PUBGATE_PUSHER_APPS: [APP1, APP2].map((x) => `${x.id}:${x.key}:${x.secret}`).join(','),
     PUBGATE_NAMESPACES: JSON.stringify([{ pattern: 'presence-*', presence: true }]),
     PUBGATE_LOG_LEVEL: 'info',

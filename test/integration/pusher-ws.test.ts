@@ -29,7 +29,7 @@ interface PusherChannel {
 const Pusher = PusherModule as unknown as new (key: string, opts: Options) => PusherClient;
 
 const APP = { id: '101', key: 'app-key', secret: 'app-secret-value' };
-const ENV = { PUBGATE_PUSHER_APPS: `${APP.id}:${APP.key}:${APP.secret}`, PUBGATE_EXPERIMENTAL_PUSHER: '1' };
+const ENV = { PUBGATE_PUSHER_APPS: `${APP.id}:${APP.key}:${APP.secret}` };
 
 const sign = (text: string, secret = APP.secret): string => `${APP.key}:${createHmac('sha256', secret).update(text).digest('hex')}`;
 

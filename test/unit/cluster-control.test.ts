@@ -4,12 +4,14 @@
  * (broker/control.ts): when a request is answered, and with what; acks for
  * unknown requests and for other nodes ignored; the pending bound; the
  * registry re-read that stops waiting for dead nodes; a node answering the
- * requests of others.
+ * requests of others; count queries (the Pusher HTTP API's channel counts):
+ * the answers summed, bounded and exact, and a node answering the queries of
+ * others.
  */
 import { describe, expect, it } from 'vitest';
 import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from '../../src/broker/broker.js';
 import { encodeControl, parseControl } from '../../src/broker/control.js';
-import { createClusterControl, type ClusterControl } from '../../src/hub/control.js';
+import { CountSum, createClusterControl, type ClusterControl, type ClusterControlDeps, type CountResult } from '../../src/hub/control.js';
 import { GatewayError } from '../../src/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { createMetrics, type Metrics } from '../../src/observability/metrics.js';
@@ -74,7 +76,7 @@ interface Setup {
   disconnected: string[];
 }
 
-function setup(o: { apply?: () => Promise<boolean>; timeoutMs?: number; recheckMs?: number; maxPending?: number } = {}): Setup {
+function setup(o: { apply?: () => Promise<boolean>; answer?: ClusterControlDeps['answer']; timeoutMs?: number; recheckMs?: number; maxPending?: number } = {}): Setup {
   const b = new FakeBroker();
   const m = createMetrics('test');
   const applied: Setup['applied'] = [];
@@ -86,6 +88,7 @@ function setup(o: { apply?: () => Promise<boolean>; timeoutMs?: number; recheckM
       return o.apply ? o.apply() : Promise.resolve(true);
     },
     disconnect: (user) => disconnected.push(user),
+    ...(o.answer ? { answer: o.answer } : {}),
     metrics: m,
     log: silentLogger(),
     timeoutMs: o.timeoutMs ?? 60_000,
@@ -123,11 +126,12 @@ function lastRequest(b: FakeBroker): Extract<ControlMessage, { kind: 'subscribe'
 const ack = (id: string, node: string, ok = true, to = 'me~1'): ControlMessage => ({ kind: 'ack', id, to, node, ok });
 
 /** Settles a promise into what it did, for assertions. */
-function outcome(p: Promise<void>): { done: boolean; error: GatewayError | undefined } {
-  const o: { done: boolean; error: GatewayError | undefined } = { done: false, error: undefined };
+function outcome<T = void>(p: Promise<T>): { done: boolean; error: GatewayError | undefined; value?: T } {
+  const o: { done: boolean; error: GatewayError | undefined; value?: T } = { done: false, error: undefined };
   p.then(
-    () => {
+    (v) => {
       o.done = true;
+      o.value = v;
     },
     (e: unknown) => {
       o.done = true;
@@ -292,6 +296,11 @@ describe('control messages on the wire (broker/control.ts)', () => {
       { kind: 'subscribe', id: 'a1', from: 'gw-1~x', user: 'u"\\', channel: 'news:1' },
       { kind: 'unsubscribe', id: 'a-_2', from: 'gw-1~x', user: '42', channel: 'news' },
       { kind: 'ack', id: 'a1', to: 'gw-1~x', node: 'gw-2~y', ok: false },
+      { kind: 'query', id: 'q1', from: 'gw-1~x', app: 'app.1', prefix: 'chat-' },
+      { kind: 'query', id: 'q2', from: 'gw-1~x', app: '7', prefix: '' },
+      { kind: 'query', id: 'q3', from: 'gw-1~x', app: '7', channels: ['room', 'private-x'] },
+      { kind: 'answer', id: 'q1', to: 'gw-1~x', node: 'gw-2~y', counts: [['chat-a', 2], ['chat-b', 1]], more: true },
+      { kind: 'answer', id: 'q3', to: 'gw-1~x', node: 'gw-2~y', counts: [], more: false },
     ];
     for (const m of all) expect(parseControl(encodeControl(m))).toEqual(m);
     expect(encodeControl({ ...all[0], extra: 1 } as unknown as ControlMessage)).toBe('{"kind":"disconnect","user":"42"}');
@@ -308,8 +317,132 @@ describe('control messages on the wire (broker/control.ts)', () => {
       '{"kind":"ack","id":"a","to":"n","node":"m","ok":"yes"}',
       '{"kind":"ack","id":"a","to":"n","ok":true}',
       '{"kind":"ack","id":7,"to":"n","node":"m","ok":true}',
+      '{"kind":"query","id":"q","from":"n","app":"7"}',
+      '{"kind":"query","id":"q","from":"n","app":"7","prefix":"a","channels":["a"]}',
+      '{"kind":"query","id":"q","from":"n","app":"bad app","prefix":""}',
+      `{"kind":"query","id":"q","from":"n","app":"7","prefix":"${'p'.repeat(165)}"}`,
+      '{"kind":"query","id":"q","from":"n","app":"7","channels":[]}',
+      '{"kind":"query","id":"q","from":"n","app":"7","channels":["bad name"]}',
+      `{"kind":"query","id":"q","from":"n","app":"7","channels":${JSON.stringify(Array.from({ length: 101 }, (_, i) => `c${i}`))}}`,
+      '{"kind":"answer","id":"q","to":"n","node":"m","counts":[["a",1]]}',
+      '{"kind":"answer","id":"q","to":"n","node":"m","counts":[["a",0]],"more":false}',
+      '{"kind":"answer","id":"q","to":"n","node":"m","counts":[["a",1.5]],"more":false}',
+      '{"kind":"answer","id":"q","to":"n","node":"m","counts":[["bad name",1]],"more":false}',
+      '{"kind":"answer","id":"q","to":"n","node":"m","counts":[["a"]],"more":false}',
+      '{"kind":"answer","id":"q","to":"n","node":"m","counts":{"a":1},"more":false}',
+      `{"kind":"answer","id":"q","to":"n","node":"m","counts":${JSON.stringify(Array.from({ length: 1001 }, (_, i) => [`c${i}`, 1]))},"more":true}`,
       '{"kind":"other"}',
     ];
     for (const text of bad) expect(parseControl(text), text).toBeUndefined();
+  });
+});
+
+const answer = (id: string, node: string, counts: [string, number][], more = false, to = 'me~1'): ControlMessage => ({ kind: 'answer', id, to, node, counts, more });
+
+function lastQuery(b: FakeBroker): Extract<ControlMessage, { kind: 'query' }> {
+  const q = b.sent.filter((x) => x.kind === 'query').at(-1);
+  if (!q || q.kind !== 'query') throw new Error('no query sent');
+  return q;
+}
+
+describe('count queries to every node (hub/control.ts)', () => {
+  it('sums the answers of every node of the registry, once all answered', async () => {
+    const { b, c, m } = setup();
+    const o = outcome<CountResult>(c.query({ app: '7', prefix: 'chat-' }));
+    await until(() => b.sent.length === 1, 'the query');
+    const { id, ...rest } = lastQuery(b);
+    expect(rest).toEqual({ kind: 'query', from: 'me~1', app: '7', prefix: 'chat-' });
+    c.onControl(answer(id, 'me~1', [['chat-a', 2], ['chat-c', 1]]));
+    await new Promise((r) => setImmediate(r));
+    expect(o.done).toBe(false);
+    c.onControl(answer(id, 'other~2', [['chat-a', 3], ['chat-b', 1]]));
+    await until(() => o.done, 'the sum');
+    expect(o.value).toEqual({ counts: [['chat-a', 5], ['chat-b', 1], ['chat-c', 1]], more: false });
+    expect(await sample(m, 'pubgate_control_requests_total', { op: 'query', result: 'ok' })).toBe(1);
+  });
+
+  it('counts one answer per node (a repeat is late) and ignores acks for a query', async () => {
+    const { b, c, m } = setup();
+    const o = outcome<CountResult>(c.query({ app: '7', channels: ['room'] }));
+    await until(() => b.sent.length === 1, 'the query');
+    const { id } = lastQuery(b);
+    c.onControl(answer(id, 'me~1', [['room', 2]]));
+    c.onControl(answer(id, 'me~1', [['room', 2]]));
+    c.onControl(ack(id, 'other~2'));
+    await new Promise((r) => setImmediate(r));
+    expect(o.done).toBe(false);
+    expect(await sample(m, 'pubgate_control_acks_total', { result: 'late' })).toBe(2);
+    c.onControl(answer(id, 'other~2', []));
+    await until(() => o.done, 'the sum');
+    expect(o.value).toEqual({ counts: [['room', 2]], more: false });
+  });
+
+  it('answers unavailable after the timeout when a node does not answer (a sum without it would be wrong)', async () => {
+    const { b, c, m } = setup({ timeoutMs: 2000 });
+    const o = outcome<CountResult>(c.query({ app: '7', prefix: '' }));
+    await until(() => b.sent.length === 1, 'the query');
+    c.onControl(answer(lastQuery(b).id, 'me~1', [['a', 1]]));
+    await untilTimer(() => o.done, 'the timeout');
+    expect(o.error?.code).toBe('unavailable');
+    expect(o.error?.message).toBe('1 node of 2 did not answer within 2 s; retrying is safe');
+    expect(await sample(m, 'pubgate_control_requests_total', { op: 'query', result: 'timeout' })).toBe(1);
+  });
+
+  it('sums without a node whose lease ran out', async () => {
+    const { b, c } = setup({ recheckMs: 5 });
+    const o = outcome<CountResult>(c.query({ app: '7', prefix: '' }));
+    await until(() => b.sent.length === 1, 'the query');
+    c.onControl(answer(lastQuery(b).id, 'me~1', [['a', 1]]));
+    b.registry = ['me~1'];
+    await until(() => o.done, 'the sum without the dead node');
+    expect(o.value).toEqual({ counts: [['a', 1]], more: false });
+  });
+
+  it('answers the queries of any node with this node\'s counts, addressed to the asker', async () => {
+    const { b, c, m } = setup({ answer: (q) => ({ counts: q.prefix === 'x' ? [['x1', 4]] : [], more: false }) });
+    c.onControl({ kind: 'query', id: 'q1', from: 'asker~9', app: '7', prefix: 'x' });
+    c.onControl({ kind: 'answer', id: 'q1', to: 'asker~9', node: 'other~2', counts: [['x1', 1]], more: false });
+    await until(() => b.sent.length === 1, 'the answer');
+    expect(b.sent[0]).toEqual({ kind: 'answer', id: 'q1', to: 'asker~9', node: 'me~1', counts: [['x1', 4]], more: false });
+    expect(await sample(m, 'pubgate_control_applied_total', { op: 'query', result: 'ok' })).toBe(1);
+    expect(await sample(m, 'pubgate_control_acks_total', { result: 'late' })).toBe(0);
+  });
+
+  it('answers no channels without an answer function (a node without Pusher apps)', async () => {
+    const { b, c } = setup();
+    c.onControl({ kind: 'query', id: 'q1', from: 'asker~9', app: '7', prefix: '' });
+    await until(() => b.sent.length === 1, 'the answer');
+    expect(b.sent[0]).toEqual({ kind: 'answer', id: 'q1', to: 'asker~9', node: 'me~1', counts: [], more: false });
+  });
+});
+
+describe('CountSum', () => {
+  it('adds the counts of each name over the answers, in name order', () => {
+    const s = new CountSum(10);
+    s.add([['b', 1], ['c', 2]], false);
+    s.add([['a', 5], ['c', 3]], false);
+    expect(s.result()).toEqual({ counts: [['a', 5], ['b', 1], ['c', 5]], more: false });
+  });
+
+  it('drops names after the last one of a node that cut its list: their sums would miss that node', () => {
+    const s = new CountSum(10);
+    s.add([['a', 1], ['d', 1], ['e', 1]], false);
+    s.add([['b', 1], ['c', 1]], true); // this node has more after c: maybe d or e too
+    s.add([['c', 1], ['f', 1]], false);
+    expect(s.result()).toEqual({ counts: [['a', 1], ['b', 1], ['c', 2]], more: true });
+  });
+
+  it('lists at most max names, the first ones, and says more', () => {
+    const s = new CountSum(2);
+    s.add([['c', 1], ['d', 1]], false);
+    s.add([['a', 1], ['b', 1]], false);
+    expect(s.result()).toEqual({ counts: [['a', 1], ['b', 1]], more: true });
+  });
+
+  it('keeps at most 2 × max names whatever the number of answers, and stays exact for those it lists', () => {
+    const s = new CountSum(3);
+    for (let node = 0; node < 50; node++) s.add([[`n${String(node).padStart(2, '0')}`, 1], ['a', 1]], false);
+    expect((s as unknown as { sums: Map<string, number> }).sums.size).toBeLessThanOrEqual(6);
+    expect(s.result()).toEqual({ counts: [['a', 50], ['n00', 1], ['n01', 1]], more: true });
   });
 });

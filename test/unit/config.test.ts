@@ -372,7 +372,7 @@ describe('loadConfig: webhooks (1.1)', () => {
     expect(problems({ PUBGATE_PUSHER_WEBHOOK_URL: 'http://127.0.0.1:9/p' })).toEqual([
       "PUBGATE_PUSHER_WEBHOOK_URL: Pusher-format webhooks need PUBGATE_PUSHER_APPS (they are signed with the apps' secrets)",
     ]);
-    const apps = { PUBGATE_PUSHER_APPS: '1:k:s', PUBGATE_EXPERIMENTAL_PUSHER: '1' };
+    const apps = { PUBGATE_PUSHER_APPS: '1:k:s' };
     expect(problems({ ...apps, PUBGATE_PUSHER_WEBHOOK_URL: 'http://u:pw@127.0.0.1:9/p' })[0]).toMatch(/^PUBGATE_PUSHER_WEBHOOK_URL: must not carry a user or password/);
     expect(loadConfig({ ...apps, PUBGATE_PUSHER_WEBHOOK_URL: 'http://127.0.0.1:9/p' })).toMatchObject({ pusherWebhookUrl: 'http://127.0.0.1:9/p', webhookUrl: undefined });
   });

@@ -48,16 +48,14 @@ describe('parsePusherApps', () => {
 });
 
 describe('PUBGATE_PUSHER_APPS', () => {
-  it('is refused at start as not implemented yet unless the test-only switch is set', () => {
-    expect(configProblems({ PUBGATE_PUSHER_APPS: '1:k:s' })).toEqual([
-      'PUBGATE_PUSHER_APPS: the Pusher compatibility mode is not implemented yet (issue 18)',
-    ]);
-    expect(loadConfig({ PUBGATE_PUSHER_APPS: '1:k:s, 2:k2:s2', PUBGATE_EXPERIMENTAL_PUSHER: '1' }).pusherApps.map((a) => a.id)).toEqual(['1', '2']);
+  it('is taken in order (the first app is the default app); unset means no apps', () => {
+    expect(configProblems({ PUBGATE_PUSHER_APPS: '1:k:s' })).toEqual([]);
+    expect(loadConfig({ PUBGATE_PUSHER_APPS: '1:k:s, 2:k2:s2' }).pusherApps.map((a) => a.id)).toEqual(['1', '2']);
     expect(loadConfig({}).pusherApps).toEqual([]);
   });
 
   it('reports entry problems with the variable name, never the secret', () => {
-    const p = configProblems({ PUBGATE_PUSHER_APPS: '1:k:hidden-value,1:k2:hidden-value', PUBGATE_EXPERIMENTAL_PUSHER: '1' });
+    const p = configProblems({ PUBGATE_PUSHER_APPS: '1:k:hidden-value,1:k2:hidden-value' });
     expect(p).toEqual(['PUBGATE_PUSHER_APPS: entry 2 of 2: app_id "1" is given twice']);
     expect(p.join()).not.toContain('hidden-value');
   });

@@ -2,8 +2,8 @@
 // and beside pubgate's native protocol, on the same machine, alternated run by
 // run. The legs:
 //
-//   pusher  pubgate (dist/main.js) with PUBGATE_EXPERIMENTAL_PUSHER=1 and one
-//           app in PUBGATE_PUSHER_APPS; Pusher clients on /app/{key}, events
+//   pusher  pubgate (dist/main.js) with one app in PUBGATE_PUSHER_APPS;
+//           Pusher clients on /app/{key}, events
 //           through the Pusher HTTP API (signed POST /apps/{id}/events).
 //   soketi  Soketi 1.6 from npm, installed OUTSIDE this repository (not a
 //           dependency of pubgate; see docs/benchmarks.md for the install),
@@ -118,7 +118,7 @@ async function startSoketi(ctx) {
 function startServer(leg, ctx) {
   if (leg === 'soketi') return startSoketi(ctx);
   const env = leg === 'pusher'
-    ? { ...ctx.pubgateEnv, PUBGATE_EXPERIMENTAL_PUSHER: '1', PUBGATE_PUSHER_APPS: `${PUSHER_APP.id}:${PUSHER_APP.key}:${PUSHER_APP.secret}` }
+    ? { ...ctx.pubgateEnv, PUBGATE_PUSHER_APPS: `${PUSHER_APP.id}:${PUSHER_APP.key}:${PUSHER_APP.secret}` }
     : ctx.pubgateEnv;
   return startTopology('pubgate', { cluster: false, cpus: ctx.serverCpus, profileDir: ctx.profileDir, pubgateMain: ctx.pubgateMain, env, inspect: true });
 }
