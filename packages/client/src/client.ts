@@ -851,8 +851,8 @@ class Client implements PubgateClient {
    * SSE stream stays open until every channel is resubscribed on the
    * WebSocket (with `since`): meanwhile its history messages are delivered
    * through the same offset check (nothing twice, nothing skipped); its
-   * messages on channels without history are not (they may be on the
-   * WebSocket too, with nothing to tell them apart).
+   * messages on channels without history are delivered until the channel is
+   * confirmed on the WebSocket (#onHandoverData).
    */
   #adopt(ws: WebSocketLike, url: string, welcome: WelcomeFrame): void {
     const old = this.#ws;
@@ -894,9 +894,12 @@ class Client implements PubgateClient {
       return;
     }
     if (f.type !== 'message') return;
-    // History messages only: the offset check makes them exactly once. A message without history cannot be told apart
-    // from the same one on the WebSocket: it is taken from the WebSocket alone (at most once, as across a reconnect).
+    // History messages: the offset check makes them exactly once. A message without history is taken from the
+    // stream until its channel's subscribe is confirmed on the WebSocket, then from the WebSocket alone: nothing
+    // published during the move is lost (one published in the instant between the WebSocket subscription going live
+    // and its confirmation arriving may come twice: there is nothing to tell the copies apart).
     if (typeof f.offset === 'number' && typeof f.epoch === 'string') this.#onMessage(f);
+    else if (typeof f.channel === 'string' && this.#channels.get(f.channel)?.status !== 'active') this.#onMessage(f);
   }
 
   /** Every channel is subscribed on the WebSocket: the SSE stream kept for the move is closed. */
