@@ -187,12 +187,13 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     connIds,
     ...(occupancy
       ? {
-          onChannelHeld: (channel: string, o: ChannelOptions, held: boolean) => {
-            if (!webhooks && !o.presence) return;
+          onChannelHeld: (channel: string, o: ChannelOptions, held: boolean): Promise<void> | undefined => {
+            if (!webhooks && !o.presence) return undefined;
             // A user channel (#server-to-user-<id>) is one user's server push: no occupancy, no webhooks.
-            if (isInternalUserChannel(channel)) return;
-            if (held) occupancy.hold(channel);
-            else occupancy.release(channel);
+            if (isInternalUserChannel(channel)) return undefined;
+            if (held) return occupancy.hold(channel);
+            occupancy.release(channel);
+            return undefined;
           },
         }
       : {}),

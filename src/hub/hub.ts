@@ -209,7 +209,7 @@ export interface HubDeps {
    * A channel got its first subscriber on this node (`held` true) or lost its
    * last (false): cluster-wide occupancy (occupancy/occupancy.ts).
    */
-  readonly onChannelHeld?: (channel: string, opts: ChannelOptions, held: boolean) => void;
+  readonly onChannelHeld?: (channel: string, opts: ChannelOptions, held: boolean) => Promise<void> | void;
 }
 
 export interface HubWithBroker extends Hub {
@@ -404,11 +404,15 @@ export function createHub(deps: HubDeps): HubWithBroker {
       st.count++;
       return st;
     }
-    const ready = broker.subscribe(channel);
-    st = { count: 1, ready, opts: deps.channelOptions(channel) };
+    const opts = deps.channelOptions(channel);
+    const subscribed = broker.subscribe(channel);
+    // The subscribe is answered once the channel is also held cluster-wide
+    // (occupancy: so no other node reports it vacated after this answer).
+    const held = deps.onChannelHeld?.(channel, opts, true);
+    const ready = held ? Promise.all([subscribed, held]).then(() => undefined) : subscribed;
+    st = { count: 1, ready, opts };
     channels.set(channel, st);
     metrics.channelsChanged(1);
-    deps.onChannelHeld?.(channel, st.opts, true);
     // A refusal is reported to every waiter through `ready` (their replies say
     // it); the catch keeps an unobserved rejection from escaping when all
     // waiters left meanwhile. Counted, not logged per channel.

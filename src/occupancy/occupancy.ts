@@ -75,7 +75,13 @@ export interface OccupancyDeps {
 
 export interface Occupancy {
   /** The channel got its first local subscriber. */
-  hold(channel: string): void;
+  /**
+   * The channel got its first local subscriber. Resolves once the store
+   * holds it for this node (or the attempt failed: the tick tries again), so
+   * a subscribe answered after it is already counted cluster-wide: another
+   * node letting go of the channel meanwhile cannot report it vacated.
+   */
+  hold(channel: string): Promise<void>;
   /** The channel lost its last local subscriber. */
   release(channel: string): void;
   /** The member name this node holds channels under now. */
@@ -102,6 +108,8 @@ interface State {
   dirty: boolean;
   /** Take it again without `channel_occupied` (the store lost it with all its data). */
   silent: boolean;
+  /** Holds waiting for the store call in flight (resolved when it settles). */
+  waiters?: (() => void)[];
 }
 
 export function createOccupancy(deps: OccupancyDeps): Occupancy {
@@ -188,6 +196,9 @@ export function createOccupancy(deps: OccupancyDeps): Occupancy {
       .finally(() => {
         st.busy = false;
         inFlight--;
+        const w = st.waiters;
+        st.waiters = undefined;
+        if (w) for (const f of w) f();
         if (!st.want && st.heldAs === undefined && !st.dirty && states.get(channel) === st) states.delete(channel);
         if (inFlight === 0) for (const w of idle) w();
       });
@@ -316,6 +327,10 @@ export function createOccupancy(deps: OccupancyDeps): Occupancy {
       if (!st) states.set(channel, (st = { want: true, heldAs: undefined, busy: false, dirty: false, silent: false }));
       st.want = true;
       run(channel, st);
+      // Not sent (not registered yet, or stopped): the tick sends it; the subscribe does not wait for that.
+      if (!st.busy) return Promise.resolve();
+      const s2 = st;
+      return new Promise<void>((resolve) => (s2.waiters ??= []).push(resolve));
     },
     release(channel) {
       const st = states.get(channel);

@@ -214,6 +214,28 @@ describe('occupancy (node side)', () => {
     await r.occ.stop(false);
   });
 
+  it('resolves a hold only once the store holds the channel (a subscribe answered after it is counted cluster-wide)', async () => {
+    const r = await started();
+    r.log.length = 0;
+    const held = r.occ.hold('c:w');
+    let done = false;
+    void held.then(() => (done = true));
+    // Synchronously after hold(): the listing is in flight, the add not made yet.
+    expect(r.log).toEqual(['hold nodeA#0 c:w']);
+    expect(done).toBe(false);
+    await held;
+    expect(r.log).toEqual(['hold nodeA#0 c:w', 'add c:w nodeA#0']);
+    expect(r.s.holdersOf('c:w')).toEqual(['nodeA#0']);
+    // A failed add resolves the hold too (the tick tries again; the subscribe is not refused for it).
+    r.s.failAdd.n = 1;
+    await r.occ.hold('c:f');
+    expect(r.s.holdersOf('c:f')).toEqual([]);
+    await r.occ.tick();
+    await settle(r);
+    expect(r.s.holdersOf('c:f')).toEqual(['nodeA#0']);
+    await r.occ.stop(false);
+  });
+
   it('hold then release in quick succession ends without the member, through a consistent sequence of calls', async () => {
     for (const pattern of [['hold', 'release'], ['hold', 'release', 'hold', 'release'], ['hold', 'release', 'hold']]) {
       const r = await started();
