@@ -432,6 +432,27 @@ export function createHub(deps: HubDeps): HubWithBroker {
     broker.unsubscribe(channel).catch((e: unknown) => releaseFailures.add('unsubscribe', 1, e instanceof Error ? e.message : String(e)));
   }
 
+  /** Adds a socket to its user's entry in byUser (one socket, or a Set of them). */
+  function indexUser(ws: Socket, user: string): void {
+    const other = byUser.get(user);
+    if (other === undefined) byUser.set(user, ws);
+    else if (other instanceof Set) other.add(ws);
+    else byUser.set(user, new Set([other, ws]));
+  }
+
+  /** Removes a socket from its user's entry; false when it was not there (not a live session). */
+  function unindexUser(ws: Socket, user: string): boolean {
+    const mine = byUser.get(user);
+    if (mine === ws) {
+      byUser.delete(user);
+    } else if (mine instanceof Set && mine.delete(ws)) {
+      if (mine.size === 1) byUser.set(user, mine.values().next().value as Socket);
+    } else {
+      return false;
+    }
+    return true;
+  }
+
   function drop(ws: Socket, s: Session, channel: string): void {
     if (!deleteChannel(s, channel)) return;
     // Out of the fan-out first: the embedded broker delivers the leave that
@@ -451,20 +472,11 @@ export function createHub(deps: HubDeps): HubWithBroker {
       if (other === ws || (other instanceof Set && other.has(ws))) return;
       sessionCount++;
       byId.set(s.id, ws);
-      if (other === undefined) byUser.set(s.user, ws);
-      else if (other instanceof Set) other.add(ws);
-      else byUser.set(s.user, new Set([other, ws]));
+      indexUser(ws, s.user);
     },
     remove(ws) {
       const s = ws.getUserData();
-      const mine = byUser.get(s.user);
-      if (mine === ws) {
-        byUser.delete(s.user);
-      } else if (mine instanceof Set && mine.delete(ws)) {
-        if (mine.size === 1) byUser.set(s.user, mine.values().next().value as Socket);
-      } else {
-        return; // not (or no longer) a live session
-      }
+      if (!unindexUser(ws, s.user)) return; // not (or no longer) a live session
       sessionCount--;
       byId.delete(s.id);
       for (const ch of s.channels) {
@@ -555,17 +567,9 @@ export function createHub(deps: HubDeps): HubWithBroker {
     },
     setUser(ws, user) {
       const s = ws.getUserData();
-      if (s.user === user) return;
-      const mine = byUser.get(s.user);
-      if (mine === ws) byUser.delete(s.user);
-      else if (mine instanceof Set && mine.delete(ws)) {
-        if (mine.size === 1) byUser.set(s.user, mine.values().next().value as Socket);
-      } else return; // not a live session
+      if (s.user === user || !unindexUser(ws, s.user)) return; // same user, or not a live session
       (s as { user: string }).user = user;
-      const other = byUser.get(user);
-      if (other === undefined) byUser.set(user, ws);
-      else if (other instanceof Set) other.add(ws);
-      else byUser.set(user, new Set([other, ws]));
+      indexUser(ws, user);
     },
     socketsOf(user) {
       const mine = byUser.get(user);

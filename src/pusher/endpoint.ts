@@ -9,9 +9,8 @@
  * the native connections' (transport/connection.ts); the frames are Pusher's.
  */
 import type { Config } from '../config.js';
-import { HTTP_STATUS, errorBody, type ErrorCode } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
 import type { Hub } from '../hub/hub.js';
-import { NO_CHANNELS } from '../hub/session.js';
 import { takeToken } from '../limits/rate.js';
 import type { Log } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -21,13 +20,11 @@ import {
   PUSHER_CODE, encodeConnectionEstablished, encodePong, encodePusherError, encodeSigninSuccess, encodeSubscriptionError,
   encodeSubscriptionSucceeded, parsePusherFrame, presenceData, type SubscriptionErrorType,
 } from '../protocol/pusher/frames.js';
-import { createAdmission, type HandshakeRejectReason, type RejectionLog } from '../transport/admission.js';
-import type { ClientIpResolver } from '../transport/client-ip.js';
+import type { ConnectHandler, ConnectKind } from '../transport/connect.js';
 import type { ConnIds } from '../transport/conn-id.js';
 import type { Connections } from '../transport/connection.js';
 import { FRAME_BURST, MAX_RATE_STRIKES } from '../transport/connection.js';
-import { send, watch } from '../transport/http.js';
-import { compileOrigins } from '../transport/origin.js';
+import { upgradeAccepted, upgradeRefusal, type UpgradeContext } from '../transport/upgrade.js';
 import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior } from '../transport/uws.js';
 import type { PusherApps } from './apps.js';
 import { USER_CHANNEL_PREFIX, channelKind, internalChannel, isUserChannelId, isValidPusherChannel, userChannel } from './channels.js';
@@ -43,10 +40,8 @@ export interface PusherEndpointDeps {
   readonly connIds: ConnIds;
   readonly metrics: Metrics;
   readonly log: Log;
-  readonly rejections: RejectionLog;
-  readonly clientIp: ClientIpResolver;
-  readonly connectionCount: () => number;
-  readonly isDraining: () => boolean;
+  /** The connection admission shared with `/ws` and `/sse`. */
+  readonly connect: ConnectHandler;
   readonly nowMs: () => number;
 }
 
@@ -54,59 +49,38 @@ export interface PusherEndpointDeps {
 export const NO_USER = '';
 /** Pusher's limit on a member's user_info (and ours on a presence `info`). */
 const MAX_USER_INFO = 1024;
-const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
-
-const listsToken = (header: string, token: string): boolean => header.split(',').some((t) => t.trim().toLowerCase() === token);
 
 type Ws = WebSocket<PusherSession>;
 
 export function createPusherEndpoint(deps: PusherEndpointDeps): Pick<WebSocketBehavior<PusherSession>, 'upgrade' | 'open' | 'message' | 'close'> {
-  const { config, apps, hub, conns, connIds, metrics, log, rejections, nowMs } = deps;
-  const originAllowed = compileOrigins(config.allowedOrigins, config.requireOrigin);
-  const admit = createAdmission({ ipHandshakeRate: config.ipHandshakeRate, clientIp: deps.clientIp });
+  const { config, apps, hub, conns, connIds, metrics, log, nowMs } = deps;
   const socketIds = createSocketIds(connIds);
   const activityTimeout = Math.max(1, Math.ceil(config.pingInterval));
   const frameRate = config.clientFrameRate;
 
-  function upgrade(res: HttpResponse, req: HttpRequest, context: Parameters<HttpResponse['upgrade']>[4]): void {
-    const { head, client, refusal } = admit(req, Buffer.from(res.getRemoteAddressAsText()).toString(), nowMs());
-    const st = watch(res);
-    const reject = (code: ErrorCode, message: string, reason: HandshakeRejectReason, headers?: Record<string, string>, status = HTTP_STATUS[code], close = false): void => {
-      metrics.handshake('rejected', code);
-      metrics.handshakeRejection(reason);
-      rejections.rejected({ code, reason, client, origin: head.origin });
-      send(res, st, status, errorBody(code, message), headers, 'application/json', close);
-    };
-    if (refusal) return reject(refusal.code, refusal.message, refusal.reason, refusal.headers, refusal.status, refusal.close);
-    if (!listsToken(head.upgrade, 'websocket') || !listsToken(head.connection, 'upgrade')) {
-      return reject('bad_request', 'this endpoint needs a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)', 'not_upgrade', { Upgrade: 'websocket' }, 426);
-    }
-    if (head.version !== '13') return reject('bad_request', 'Sec-WebSocket-Version must be 13', 'bad_version', { 'Sec-WebSocket-Version': '13' }, 426);
-    if (!KEY_RE.test(head.key)) return reject('bad_request', 'missing or invalid Sec-WebSocket-Key', 'bad_ws_key');
-    if (!originAllowed(head.origin)) {
-      return reject('origin_not_allowed', head.origin ? `origin ${head.origin.slice(0, 200)} is not allowed` : 'an Origin header is required', 'origin');
-    }
-    if (deps.isDraining()) return reject('draining', 'node is draining; connect to another node', 'draining', { 'Retry-After': '1' });
-    if (deps.connectionCount() >= config.maxConnections) return reject('overloaded', 'node is at its connection limit', 'overloaded', { 'Retry-After': '5' });
+  /**
+   * The shared connection admission (transport/connect.ts), as for `/ws`: edge
+   * admission, the upgrade's request checks, Origin, capacity; no token.
+   */
+  function upgrade(res: HttpResponse, req: HttpRequest, context: UpgradeContext): void {
+    // Read now: req is invalid once the handler returns.
     const key = decodeURIComponent(req.getParameter(0) ?? '');
     const protocol = new URLSearchParams(req.getQuery() ?? '').get('protocol');
-    const id = connIds.next();
-    const session: PusherSession = {
-      id,
-      user: NO_USER,
-      exp: 0,
-      perms: NO_PERMS,
-      channels: NO_CHANNELS,
-      open: true,
-      idleBeats: 0,
-      frameFullAtMs: 0,
-      extra: undefined,
-      pusher: new PusherSocket(apps.byKey(key), protocol !== null && !/^[5-7]$/.test(protocol)),
+    const kind: ConnectKind<null> = {
+      transport: 'pusher',
+      tokenless: true,
+      shape: (head) => upgradeRefusal(head) ?? { value: null },
+      accept(session, _shape, a) {
+        const ps: PusherSession = {
+          ...session,
+          user: NO_USER,
+          perms: NO_PERMS,
+          pusher: new PusherSocket(apps.byKey(key), protocol !== null && !/^[5-7]$/.test(protocol)),
+        };
+        upgradeAccepted(ps, '', a, context);
+      },
     };
-    st.done = true;
-    metrics.handshake('accepted', 'ok');
-    log.debug({ conn: connIds.name(id), ip: client.ip, transport: 'pusher' }, 'connection open');
-    res.upgrade(session, head.key, '', head.extensions, context);
+    deps.connect(res, req, kind);
   }
 
   function open(ws: Ws): void {

@@ -250,8 +250,8 @@ export interface Rejection {
   readonly reason: HandshakeRejectReason;
   readonly client: ClientAddress;
   readonly origin: string;
-  /** The transport asked for: only `sse` is named in the log line (WebSocket is the default). */
-  readonly transport?: 'ws' | 'sse';
+  /** The transport asked for: `sse` and `pusher` are named in the log line (WebSocket is the default). */
+  readonly transport?: 'ws' | 'sse' | 'pusher';
 }
 
 export interface RejectionLog {
@@ -271,8 +271,8 @@ export interface RejectionLog {
  * At most one line per reason plus one per interval at `info`.
  */
 /** The fields of a `handshake rejected` line (the Origin is the client's text: cut to 200 characters). */
-function line(code: ErrorCode, reason: HandshakeRejectReason, client: ClientAddress, origin: string, transport: 'ws' | 'sse' | undefined): object {
-  return { ip: client.ip, code, reason, origin: origin === '' ? undefined : origin.slice(0, 200), transport: transport === 'sse' ? 'sse' : undefined };
+function line(code: ErrorCode, reason: HandshakeRejectReason, client: ClientAddress, origin: string, transport: 'ws' | 'sse' | 'pusher' | undefined): object {
+  return { ip: client.ip, code, reason, origin: origin === '' ? undefined : origin.slice(0, 200), transport: transport === 'ws' ? undefined : transport };
 }
 
 export function createRejectionLog(log: Log, intervalMs = REJECTION_LOG_INTERVAL_MS): RejectionLog {

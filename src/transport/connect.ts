@@ -89,8 +89,13 @@ export type ShapeResult<S> = { readonly refusal: TransportRefusal } | { readonly
 
 /** What differs between the transports. */
 export interface ConnectKind<Shape> {
-  /** `ws` or `sse`: in the rejection log line. */
-  readonly transport: 'ws' | 'sse';
+  /** `ws`, `sse` or `pusher`: in the rejection log line. */
+  readonly transport: 'ws' | 'sse' | 'pusher';
+  /**
+   * No token is asked for (Pusher authorizes per channel): after the Origin,
+   * only the capacity checks; the session starts with no user and no permissions.
+   */
+  readonly tokenless?: boolean;
   /** Request-shape checks, before the Origin (WebSocket: upgrade headers; SSE: channels). */
   shape(head: UpgradeHead, query: string): ShapeResult<Shape>;
   /** After the capacity checks: whether this connection may have what it asked for (SSE: subscribe to every channel). */
@@ -100,6 +105,7 @@ export interface ConnectKind<Shape> {
 }
 
 const NONE = (): boolean => false;
+const NO_PERMISSIONS: Permissions = { subscribe: NONE, publish: NONE };
 
 export type ConnectHandler = <Shape>(res: HttpResponse, req: HttpRequest, kind: ConnectKind<Shape>) => void;
 
@@ -228,6 +234,7 @@ export function createConnectAdmission(deps: ConnectDeps): ConnectHandler {
       );
     }
 
+    if (kind.tokenless === true) return finish({ user: '', exp: 0, perms: NO_PERMISSIONS });
     // SSE takes the token from Authorization or access_token only (a Sec-WebSocket-Protocol entry is WebSocket's).
     const token = extractToken({ authorization: head.authorization, protocols: kind.transport === 'ws' ? head.protocols : '', query });
     if (!token) {

@@ -185,8 +185,7 @@ export function createTransport(deps: TransportDeps): Transport {
   const pusherApps = deps.pusherApps;
   const pusherFanout = pusherApps !== undefined && pusherApps.list.length > 0
     ? mountPusher(app, {
-        config, apps: pusherApps, hub: deps.hub, conns, connIds, metrics, log, rejections,
-        clientIp: createClientIpResolver(config.trustedProxies), connectionCount: () => deps.hub.size, isDraining: deps.isDraining, nowMs,
+        config, apps: pusherApps, hub: deps.hub, conns, connIds, metrics, log, connect, nowMs,
       })
     : createPusherFanout(app, undefined);
   // GET /sse (contract 1.1): the same admission, hub and fan-out; off (PUBGATE_SSE=false): 404.

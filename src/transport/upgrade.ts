@@ -6,10 +6,12 @@
  */
 import { selectSubprotocol } from '../auth/token.js';
 import type { Session } from '../hub/session.js';
-import type { ConnectHandler, ConnectKind, ShapeResult } from './connect.js';
+import type { Admitted, ConnectHandler, ConnectKind, ShapeResult } from './connect.js';
+import type { UpgradeHead } from './admission.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
 
-type Context = Parameters<HttpResponse['upgrade']>[4];
+export type UpgradeContext = Parameters<HttpResponse['upgrade']>[4];
+type Context = UpgradeContext;
 
 const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
 
@@ -20,29 +22,39 @@ function listsToken(header: string, token: string): boolean {
 
 const UPGRADE_NEEDED = 'this endpoint needs a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)';
 
+/**
+ * The upgrade's own request checks, before the Origin (every WebSocket
+ * endpoint: `/ws` and Pusher's `/app/{key}`). uWS calls an upgrade handler for
+ * any GET with a Sec-WebSocket-Key, even without `Upgrade: websocket` /
+ * `Connection: Upgrade` (RFC 6455 §4.2.1 requires both): a proxy that strips
+ * those hop-by-hop headers must get the same 426 as a plain GET, not a 101 it
+ * cannot relay.
+ */
+export function upgradeRefusal(head: UpgradeHead): ShapeResult<never> | undefined {
+  if (!listsToken(head.upgrade, 'websocket') || !listsToken(head.connection, 'upgrade')) {
+    return { refusal: { code: 'bad_request', message: UPGRADE_NEEDED, reason: 'not_upgrade', headers: { Upgrade: 'websocket' }, status: 426 } };
+  }
+  if (head.version !== '13') {
+    return { refusal: { code: 'bad_request', message: 'Sec-WebSocket-Version must be 13', reason: 'bad_version', headers: { 'Sec-WebSocket-Version': '13' }, status: 426 } };
+  }
+  if (!KEY_RE.test(head.key)) return { refusal: { code: 'bad_request', message: 'missing or invalid Sec-WebSocket-Key', reason: 'bad_ws_key' } };
+  return undefined;
+}
+
+/** Upgrades an accepted connection: inside the handler the response is already corked; after an await it must be corked again. */
+export function upgradeAccepted<U>(userData: U, protocol: string, { res, head, sync }: Admitted, context: Context): void {
+  const upgrade = (): void => res.upgrade(userData, head.key, protocol, head.extensions, context);
+  if (sync) upgrade();
+  else res.cork(upgrade);
+}
+
 export function createUpgradeHandler(connect: ConnectHandler): (res: HttpResponse, req: HttpRequest, context: Context) => void {
   return (res, req, context) => {
     const kind: ConnectKind<null> = {
       transport: 'ws',
-      shape(head): ShapeResult<null> {
-        // uWS calls this handler for any GET with a Sec-WebSocket-Key, even without
-        // `Upgrade: websocket` / `Connection: Upgrade` (RFC 6455 §4.2.1 requires
-        // both): a proxy that strips those hop-by-hop headers must get the same 426
-        // as a plain GET, not a 101 it cannot relay.
-        if (!listsToken(head.upgrade, 'websocket') || !listsToken(head.connection, 'upgrade')) {
-          return { refusal: { code: 'bad_request', message: UPGRADE_NEEDED, reason: 'not_upgrade', headers: { Upgrade: 'websocket' }, status: 426 } };
-        }
-        if (head.version !== '13') {
-          return { refusal: { code: 'bad_request', message: 'Sec-WebSocket-Version must be 13', reason: 'bad_version', headers: { 'Sec-WebSocket-Version': '13' }, status: 426 } };
-        }
-        if (!KEY_RE.test(head.key)) return { refusal: { code: 'bad_request', message: 'missing or invalid Sec-WebSocket-Key', reason: 'bad_ws_key' } };
-        return { value: null };
-      },
-      accept(session: Session, _shape, { res: r, head, sync }) {
-        const upgrade = (): void => r.upgrade(session, head.key, selectSubprotocol(head.protocols) ?? '', head.extensions, context);
-        // Inside the handler the response is already corked; after an await it must be corked again.
-        if (sync) upgrade();
-        else r.cork(upgrade);
+      shape: (head) => upgradeRefusal(head) ?? { value: null },
+      accept(session: Session, _shape, a) {
+        upgradeAccepted(session, selectSubprotocol(a.head.protocols) ?? '', a, context);
       },
     };
     connect(res, req, kind);
