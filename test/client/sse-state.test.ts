@@ -313,7 +313,7 @@ describe('SSE fallback', () => {
     expect(client.channels()).toEqual(['news']);
   });
 
-  it('moves back to WebSocket when a background attempt gets its welcome, without losing or repeating a history message, taking one without history from the stream until its channel is confirmed on the WebSocket, then drops the SSE stream', async () => {
+  it('moves back to WebSocket when a background attempt gets its welcome, without losing or repeating a history message, taking one without history from the stream, then drops the SSE stream once the settle time after the confirmations has passed', async () => {
     const { server, sse, client, events } = both();
     const got: unknown[] = [];
     client.subscribe('feed:1', (d) => got.push(d));
@@ -349,16 +349,85 @@ describe('SSE fallback', () => {
     ws.reply(subFeed, { recovered: true, offset: 8, epoch: 'E' });
     ws.reply(ws.frames('subscribe').find((f) => f.channel === 'news')!);
     await flush();
-    expect(stream.aborted).toBe(true);
-    // After the confirmation a late copy on the stream is not delivered (the stream is closed and detached).
+    // `news` has no history and its stream has not yet shown a message the WebSocket brought: a copy published before
+    // the WebSocket subscription went live may still be on its way on the stream.
+    expect(stream.aborted).toBe(false);
     stream.event('message', { channel: 'news', data: 'n3' }, `${h}.E:8`);
+    await flush();
+    await advance(1999);
+    expect(stream.aborted).toBe(false);
+    await advance(1);
+    expect(stream.aborted).toBe(true);
+    // After the settle time a late copy on the stream is not delivered (the stream is closed and detached).
+    stream.event('message', { channel: 'news', data: 'n4' }, `${h}.E:8`);
     ws.receive({ type: 'message', ...msg('feed:1', 9, 9) });
     await flush();
-    // n2 (no history) came on the SSE stream during the move, before `news` was confirmed on the WebSocket: delivered.
-    expect(got).toEqual([6, 'n1', 7, 8, 'n2', 9]);
+    // n2 and n3 (no history) came on the SSE stream alone during the move: delivered.
+    expect(got).toEqual([6, 'n1', 7, 8, 'n2', 'n3', 9]);
     expect(events.filter((e) => e.type === 'connected').map((e) => (e.ev as { transport: string }).transport)).toEqual(['sse', 'websocket']);
     const published = client.publish('feed:1', 'ok-now');
     ws.reply('publish');
     await expect(published).resolves.toMatchObject({ type: 'reply' });
+  });
+
+  it('during the move, a message without history that comes on both connections is delivered once, in either order, and the stream is dropped as soon as it shows one the WebSocket brought', async () => {
+    const { server, sse, client } = both();
+    const got: unknown[] = [];
+    client.subscribe('news', (d) => got.push(d));
+    await failWsTwice(server);
+    const stream = sse.last();
+    stream.open().welcome();
+    await flush();
+    server.last().end(1006);
+    await flush();
+    await advance(45_000);
+    const ws = server.last();
+    ws.welcome();
+    await flush();
+    expect(client.transport).toBe('websocket');
+    // Published before the WebSocket subscription went live: on the stream only, and late (after the confirmation).
+    ws.reply(ws.frames('subscribe').find((f) => f.channel === 'news')!);
+    await flush();
+    // Published after: on both. The WebSocket copy of `b` comes first, then the stream brings `a` and `b`.
+    ws.receive({ type: 'message', channel: 'news', data: { n: 'b' } });
+    await flush();
+    expect(stream.aborted).toBe(false);
+    stream.event('message', { channel: 'news', data: { n: 'a' } });
+    await flush();
+    expect(stream.aborted).toBe(false);
+    stream.event('message', { channel: 'news', data: { n: 'b' } });
+    await flush();
+    // The stream showed `b`, which the WebSocket had brought: everything before the WebSocket went live has come.
+    expect(stream.aborted).toBe(true);
+    ws.receive({ type: 'message', channel: 'news', data: { n: 'c' } });
+    await flush();
+    expect(got).toEqual([{ n: 'b' }, { n: 'a' }, { n: 'c' }]);
+  });
+
+  it('during the move, equal messages are told apart by count: a stream copy first, then the WebSocket copy, is one message; two published are two', async () => {
+    const { server, sse, client } = both();
+    const got: unknown[] = [];
+    client.subscribe('news', (d) => got.push(d));
+    await failWsTwice(server);
+    const stream = sse.last();
+    stream.open().welcome();
+    await flush();
+    server.last().end(1006);
+    await flush();
+    await advance(45_000);
+    const ws = server.last();
+    ws.welcome();
+    await flush();
+    ws.reply(ws.frames('subscribe').find((f) => f.channel === 'news')!);
+    await flush();
+    // `x` twice: the first before the WebSocket went live (stream only), the second after (both connections).
+    stream.event('message', { channel: 'news', data: 'x' });
+    stream.event('message', { channel: 'news', data: 'x' });
+    await flush();
+    ws.receive({ type: 'message', channel: 'news', data: 'x' });
+    await flush();
+    expect(got).toEqual(['x', 'x']);
+    await advance(2000);
+    expect(stream.aborted).toBe(true);
   });
 });

@@ -528,6 +528,31 @@ interface Resolved {
 
 /** WebSocket attempts in a row that end before `welcome` with 1006 before the client moves to SSE. */
 const WS_FAILURES_BEFORE_SSE = 2;
+/**
+ * During a move from SSE back to WebSocket, how long the SSE stream is kept
+ * after every channel is confirmed on the WebSocket, for a channel without
+ * history whose stream has not yet shown a message the WebSocket also
+ * delivered (the two connections are not ordered with each other).
+ */
+const HANDOVER_SETTLE_MS = 2000;
+/** Copies per channel without history held for matching during the move; past it the move ends (the stream is closed). */
+const HANDOVER_MAX_PENDING = 1000;
+
+/**
+ * The SSE stream kept during a move back to WebSocket. For each channel
+ * without history, the copies delivered from one connection that the other
+ * has not shown yet (keyed by their data): a copy the other connection brings
+ * later is the same message and is not delivered again. `caughtUp` holds the
+ * channels whose stream brought a copy the WebSocket had already delivered:
+ * everything published before the WebSocket subscription went live has come.
+ */
+interface Handover {
+  readonly sse: WebSocketLike;
+  readonly timer: unknown;
+  settle: unknown;
+  readonly plain: Map<string, { sse: string[]; ws: string[] }>;
+  readonly caughtUp: Set<string>;
+}
 
 class Client implements PubgateClient {
   readonly #o: Resolved;
@@ -578,7 +603,7 @@ class Client implements PubgateClient {
   #probe: WebSocketLike | undefined;
   #probeTimer: unknown;
   /** The SSE stream kept during a move back to WebSocket, until every channel is resubscribed there. */
-  #handover: { sse: WebSocketLike; timer: unknown } | undefined;
+  #handover: Handover | undefined;
 
   constructor(o: ConnectOptions) {
     const urls = typeof o.url === 'string' ? [o.url] : [...o.url];
@@ -870,7 +895,9 @@ class Client implements PubgateClient {
     this.#endHandover();
     if (old) {
       const timer = later(() => this.#endHandover(), this.#o.requestTimeoutMs);
-      this.#handover = { sse: old, timer };
+      const plain = new Map<string, { sse: string[]; ws: string[] }>();
+      for (const ch of this.#channels.values()) if (!ch.pos) plain.set(ch.name, { sse: [], ws: [] });
+      this.#handover = { sse: old, timer, settle: undefined, plain, caughtUp: new Set() };
       old.onclose = () => this.#endHandover();
       old.onerror = () => undefined;
       old.onmessage = (ev: { data: unknown }) => this.#onHandoverData(old, ev.data);
@@ -893,20 +920,60 @@ class Client implements PubgateClient {
     } catch {
       return;
     }
-    if (f.type !== 'message') return;
-    // History messages: the offset check makes them exactly once. A message without history is taken from the
-    // stream until its channel's subscribe is confirmed on the WebSocket, then from the WebSocket alone: nothing
-    // published during the move is lost (one published in the instant between the WebSocket subscription going live
-    // and its confirmation arriving may come twice: there is nothing to tell the copies apart).
+    if (f === null || typeof f !== 'object' || f.type !== 'message' || typeof f.channel !== 'string') return;
+    // History messages: the offset check makes them exactly once.
     if (typeof f.offset === 'number' && typeof f.epoch === 'string') this.#onMessage(f);
-    else if (typeof f.channel === 'string' && this.#channels.get(f.channel)?.status !== 'active') this.#onMessage(f);
+    else if (this.#matchHandover(f, 'sse')) this.#onMessage(f);
   }
 
-  /** Every channel is subscribed on the WebSocket: the SSE stream kept for the move is closed. */
+  /**
+   * A message without history during the move, from the SSE stream or the
+   * WebSocket: true when it is to be delivered. The same message may come on
+   * both connections (published after the WebSocket subscription went live,
+   * before the stream was closed), in either order: a copy matching one
+   * already delivered from the other connection is not delivered again.
+   * Nothing published during the move is lost, unless its stream copy comes
+   * later than HANDOVER_SETTLE_MS after the last confirmation; the order of
+   * two messages may differ from the publish order.
+   */
+  #matchHandover(f: MessageFrame, from: 'sse' | 'ws'): boolean {
+    const h = this.#handover;
+    const pending = h?.plain.get(f.channel);
+    if (!h || !pending) return true;
+    const key = JSON.stringify(f.data) ?? '';
+    const other = from === 'sse' ? pending.ws : pending.sse;
+    const at = other.indexOf(key);
+    if (at >= 0) {
+      other.splice(at, 1);
+      if (from === 'sse') {
+        h.caughtUp.add(f.channel);
+        this.#maybeEndHandover();
+      }
+      return false;
+    }
+    const mine = from === 'sse' ? pending.sse : pending.ws;
+    mine.push(key);
+    if (mine.length > HANDOVER_MAX_PENDING) this.#endHandover();
+    return true;
+  }
+
+  /**
+   * Every channel is subscribed on the WebSocket, and each without history
+   * has shown on the stream a message the WebSocket also brought, or the
+   * settle time after the last confirmation has passed: the SSE stream kept
+   * for the move is closed.
+   */
   #maybeEndHandover(): void {
-    if (!this.#handover) return;
+    const h = this.#handover;
+    if (!h) return;
     for (const ch of this.#channels.values()) if (ch.status !== 'active') return;
-    this.#endHandover();
+    let waiting = false;
+    for (const name of h.plain.keys()) if (this.#channels.has(name) && !h.caughtUp.has(name)) waiting = true;
+    if (!waiting) return this.#endHandover();
+    if (h.settle !== undefined) return;
+    h.settle = later(() => {
+      if (this.#handover === h) this.#endHandover();
+    }, HANDOVER_SETTLE_MS);
   }
 
   #endHandover(): void {
@@ -914,6 +981,7 @@ class Client implements PubgateClient {
     if (!h) return;
     this.#handover = undefined;
     cancel(h.timer);
+    cancel(h.settle);
     this.#detach(h.sse);
     try {
       h.sse.close(1000, 'client: moved to WebSocket');
@@ -1128,6 +1196,7 @@ class Client implements PubgateClient {
     }
     switch (f.type) {
       case 'message':
+        if (this.#handover && (typeof f.offset !== 'number' || typeof f.epoch !== 'string') && !this.#matchHandover(f, 'ws')) return;
         this.#onMessage(f);
         return;
       case 'reply':
