@@ -83,15 +83,49 @@ export function extraOf(s: Session): Extra {
  */
 export const NO_CHANNELS: ReadonlySet<string> = new Set<string>();
 
+/**
+ * The channels of a session with exactly one: most connections (an idle
+ * subscriber of one channel) keep this 32-byte object instead of a Set with its
+ * hash table (~150 bytes). Immutable: adding a second channel replaces it
+ * with a Set, removing the channel with NO_CHANNELS, so an iteration under
+ * way (hub.remove) still sees the channel it started with.
+ */
+export class OneChannel implements ReadonlySet<string> {
+  constructor(private readonly channel: string) {}
+  get size(): number {
+    return 1;
+  }
+  has(value: string): boolean {
+    return value === this.channel;
+  }
+  forEach(fn: (value: string, key: string, set: ReadonlySet<string>) => void, thisArg?: unknown): void {
+    fn.call(thisArg, this.channel, this.channel, this);
+  }
+  *values(): SetIterator<string> {
+    yield this.channel;
+  }
+  keys(): SetIterator<string> {
+    return this.values();
+  }
+  *entries(): SetIterator<[string, string]> {
+    yield [this.channel, this.channel];
+  }
+  [Symbol.iterator](): SetIterator<string> {
+    return this.values();
+  }
+}
+
 export function addChannel(s: Session, channel: string): void {
-  if (s.channels === NO_CHANNELS) s.channels = new Set([channel]);
-  else (s.channels as Set<string>).add(channel);
+  if (s.channels === NO_CHANNELS) s.channels = new OneChannel(channel);
+  else if (s.channels instanceof OneChannel) {
+    if (!s.channels.has(channel)) s.channels = new Set([...s.channels, channel]);
+  } else (s.channels as Set<string>).add(channel);
 }
 
 /** Removes a channel; false when the session did not have it. */
 export function deleteChannel(s: Session, channel: string): boolean {
   if (!s.channels.has(channel)) return false;
-  if (s.channels.size === 1) s.channels = NO_CHANNELS;
+  if (s.channels.size === 1) s.channels = NO_CHANNELS; // a OneChannel, or a Set down to its last
   else (s.channels as Set<string>).delete(channel);
   return true;
 }

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { createMemoryBroker } from '../../src/broker/memory-broker.js';
 import { createHub, type HubWithBroker } from '../../src/hub/hub.js';
-import { NO_CHANNELS, type Session, type Socket } from '../../src/hub/session.js';
+import { NO_CHANNELS, OneChannel, addChannel, deleteChannel, type Session, type Socket } from '../../src/hub/session.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { NO_OPTIONS } from '../../src/channels/namespaces.js';
@@ -136,5 +136,44 @@ describe('hub sessions', () => {
     expect(s.channels).toBe(NO_CHANNELS);
     expect(hub.channelCount()).toBe(0);
     expect(NO_CHANNELS.size).toBe(0);
+  });
+
+  it('keeps one channel in a OneChannel, a Set from the second, and NO_CHANNELS after the last', async () => {
+    const ws = open('alice');
+    const s = ws.getUserData();
+    await hub.subscribe(ws, 'a');
+    expect(s.channels).toBeInstanceOf(OneChannel);
+    const one = s.channels;
+    expect(one.size).toBe(1);
+    expect(one.has('a')).toBe(true);
+    expect(one.has('b')).toBe(false);
+    expect([...one]).toEqual(['a']);
+    expect([...one.keys()]).toEqual(['a']);
+    expect([...one.entries()]).toEqual([['a', 'a']]);
+    const seen: string[] = [];
+    one.forEach((v, k, set) => seen.push(`${v}/${k}/${set === one}`));
+    expect(seen).toEqual(['a/a/true']);
+    await hub.subscribe(ws, 'a'); // again: unchanged
+    expect(s.channels).toBe(one);
+    await hub.subscribe(ws, 'b');
+    expect(s.channels).toBeInstanceOf(Set);
+    expect([...s.channels]).toEqual(['a', 'b']);
+    expect([...one]).toEqual(['a']); // immutable: a holder of the old value is not surprised
+    hub.unsubscribe(ws, 'a');
+    hub.unsubscribe(ws, 'b');
+    expect(s.channels).toBe(NO_CHANNELS);
+  });
+
+  it('deleteChannel on a OneChannel while iterating it finishes the iteration with the channel it started with', () => {
+    const s = { channels: NO_CHANNELS } as Session;
+    addChannel(s, 'x');
+    const seen: string[] = [];
+    for (const ch of s.channels) {
+      expect(deleteChannel(s, ch)).toBe(true);
+      seen.push(ch);
+    }
+    expect(seen).toEqual(['x']);
+    expect(s.channels).toBe(NO_CHANNELS);
+    expect(deleteChannel(s, 'x')).toBe(false);
   });
 });
