@@ -6,7 +6,8 @@
  * V8 keeps them in one property array grown 3 slots at a time: 9 fields take
  * 88 bytes, 12 take 112, 15 take 136. So: nine fields, nothing derivable
  * (the connection's text id, `anonymous`), objects shared between connections
- * where they are alike (Permissions, NO_CHANNELS), what only a misbehaving
+ * where they are alike (Permissions, NO_CHANNELS), one channel without a Set
+ * (OneChannel), what only a misbehaving
  * connection needs (and the token's presence `info`) in `extra`, created on first use, small integers rather
  * than times where that says the same (a number that is not a small integer
  * costs a 16-byte box), no per-session timers.
@@ -30,7 +31,7 @@ export interface Session {
   perms: Permissions;
   /**
    * Channels subscribed (or being subscribed) on this connection: NO_CHANNELS
-   * while there are none. Only the hub changes it, with addChannel and deleteChannel.
+   * while there are none, a OneChannel with one, a Set with more. Only the hub changes it, with addChannel and deleteChannel.
    */
   channels: ReadonlySet<string>;
   /** False once the socket closed: nothing may be sent to it any more. */
