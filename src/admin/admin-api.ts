@@ -16,6 +16,7 @@ import type { PublishSink } from '../api/publish-api.js';
 import type { BrokerStatus, NodeReport } from '../broker/broker.js';
 import type { ChannelOptions } from '../channels/namespaces.js';
 import { GatewayError, HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
+import { MAX_QUERY_CHANNELS, MAX_QUERY_TOP } from '../broker/control.js';
 import type { CountResult, QuestionOf } from '../hub/control.js';
 import { isValidChannel } from '../protocol/channel.js';
 import { objectMembers } from '../protocol/json-scan.js';
@@ -237,8 +238,18 @@ export function createAdminApi(o: AdminApiOptions): AdminApi {
     const limit = intParam(q, 'limit', 1, MAX_ADMIN_CHANNELS, DEFAULT_ADMIN_CHANNELS);
     const prefix = q.get('prefix') ?? '';
     if (prefix.length > MAX_ADMIN_PREFIX) throw new GatewayError('bad_request', `prefix must be at most ${MAX_ADMIN_PREFIX} characters`);
-    const r = await o.counts({ app: '', prefix, top: limit });
-    return json(200, JSON.stringify({ channels: r.counts.map(([channel, subscribers]) => ({ channel, subscribers })), more: r.more }));
+    // Two steps: every node lists its busiest channels (the candidates), then
+    // the first `limit` candidates are counted exactly on every node. A sum of
+    // the nodes' tops alone would miss a channel's subscribers on a node where
+    // it is not among the busiest.
+    const top = await o.counts({ app: '', prefix, top: MAX_QUERY_TOP });
+    const names = top.counts.slice(0, Math.min(limit, MAX_QUERY_CHANNELS)).map(([name]) => name);
+    const exact = names.length === 0 ? new Map<string, number>() : new Map((await o.counts({ app: '', channels: names })).counts);
+    const list = names
+      .map((channel) => ({ channel, subscribers: exact.get(channel) ?? 0 }))
+      .filter((c) => c.subscribers > 0)
+      .sort((x, y) => y.subscribers - x.subscribers || (x.channel < y.channel ? -1 : x.channel > y.channel ? 1 : 0));
+    return json(200, JSON.stringify({ channels: list, more: top.more || top.counts.length > names.length }));
   }
 
   /** The inspector: subscribers (per node), presence and the last history messages of one channel. */

@@ -21,8 +21,8 @@ export const MAX_QUERY_CHANNELS = 100;
 export const MAX_QUERY_PREFIX = 164;
 /** Longest prefix in a query about native channels (a native name is at most 200 characters). */
 export const MAX_NATIVE_QUERY_PREFIX = 200;
-/** Largest `top` of a query: the busiest channels one node lists. */
-export const MAX_QUERY_TOP = 100;
+/** Largest `top` of a query: the busiest channels one node lists (as many as any answer holds). */
+export const MAX_QUERY_TOP = MAX_ANSWER_CHANNELS;
 
 const ID_RE = /^[A-Za-z0-9_-]+$/;
 /** A Pusher app id (pusher/apps.ts). */

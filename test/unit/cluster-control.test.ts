@@ -459,10 +459,10 @@ describe('native channel queries (app \'\': GET /v1/channels, the admin console)
     for (const m of all) expect(parseControl(encodeControl(m))).toEqual(m);
   });
 
-  it('refuses top outside 1..100, on a Pusher app, or with channels; native names only with app \'\'', () => {
+  it('refuses top outside 1..1000, on a Pusher app, or with channels; native names only with app \'\'', () => {
     const bad = [
       '{"kind":"query","id":"q","from":"n","app":"","prefix":"","top":0}',
-      '{"kind":"query","id":"q","from":"n","app":"","prefix":"","top":101}',
+      '{"kind":"query","id":"q","from":"n","app":"","prefix":"","top":1001}',
       '{"kind":"query","id":"q","from":"n","app":"","prefix":"","top":1.5}',
       '{"kind":"query","id":"q","from":"n","app":"7","prefix":"","top":5}',
       '{"kind":"query","id":"q","from":"n","app":"","channels":["a"],"top":5}',
