@@ -320,7 +320,9 @@ export function createAdminApi(o: AdminApiOptions): AdminApi {
         if (method !== 'get' && method !== 'head') {
           return { kind: 'answer', endpoint: 'console', response: adminError('method_not_allowed', `${path} accepts GET only`, 405, { Allow: 'GET, HEAD' }) };
         }
-        if (path === '/admin') return { kind: 'answer', endpoint: 'console', response: { status: 308, body: '', headers: { ...ADMIN_HEADERS, Location: '/admin/' } } };
+        if (path === '/admin') {
+          return { kind: 'answer', endpoint: 'console', response: { status: 308, body: '', headers: { ...ADMIN_HEADERS, Location: '/admin/' }, contentType: 'text/plain; charset=utf-8' } };
+        }
         const file = o.files.get(STATIC[path] as string);
         if (!file) return { kind: 'answer', endpoint: 'console', response: adminError('not_found', 'the admin console files are not installed on this node') };
         return { kind: 'answer', endpoint: 'console', response: { status: 200, body: file.body, headers: ADMIN_HEADERS, contentType: file.type } };
