@@ -461,6 +461,8 @@ export const SETTINGS: readonly Setting[] = [
     const v = str(raw);
     // The message never quotes the token.
     if (v.length < ADMIN_TOKEN_MIN_LENGTH) throw new Invalid(`must be at least ${ADMIN_TOKEN_MIN_LENGTH} characters (got ${v.length})`);
+    // It travels as `Authorization: Bearer <token>`: one word of printable ASCII.
+    if (!/^[\x21-\x7e]+$/.test(v)) throw new Invalid('must be printable ASCII without spaces (it is sent as a bearer token)');
     return v;
   }), undefined),
 ];

@@ -212,6 +212,9 @@ describe('loadConfig: the admin console (issue 19)', () => {
     expect(p).toEqual(['PUBGATE_ADMIN_TOKEN: must be at least 24 characters (got 23)']);
     expect(p[0]).not.toContain(short.slice(1));
     expect(problems({ PUBGATE_ADMIN_TOKEN: short })).toEqual([]);
+    for (const bad of [`${short} x`, `${short}é`, `${short}\t`]) {
+      expect(problems({ PUBGATE_ADMIN_TOKEN: bad })).toEqual(['PUBGATE_ADMIN_TOKEN: must be printable ASCII without spaces (it is sent as a bearer token)']);
+    }
     expect(problems({ PUBGATE_ADMIN_CONSOLE: 'maybe' })[0]).toMatch(/^PUBGATE_ADMIN_CONSOLE: must be true or false/);
   });
 
