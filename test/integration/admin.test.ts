@@ -23,7 +23,7 @@ import { token } from '../helpers/client.js';
 import { metric, runGateway, startGateway, TEST_API_KEY, TEST_SECRET, type GatewayProcess } from '../helpers/gateway.js';
 import { closeAll, NodeGroup, startNodes, Subscriber, publishOne } from '../helpers/multinode.js';
 import { uid } from '../helpers/presence.js';
-import { pollUntil } from '../helpers/redis.js';
+import { pollUntil, redisCli } from '../helpers/redis.js';
 import { openSse, type SseStreamClient } from '../helpers/sse.js';
 
 const ADMIN_TOKEN = 'admin-test-token-0123456789abcdef';
@@ -142,9 +142,16 @@ describe('the overview', () => {
   it('drops a node killed with SIGKILL once its registry lease runs out', async () => {
     const [c] = await startNodes(['adm-c'], { ...ENV, PUBGATE_REDIS_URL: group.redis().url }, group.nodes);
     await pollUntil(async () => nodeById(await overview(a), 'adm-c') !== undefined, 'the new node in the overview');
+    const instance = nodeById(await overview(a), 'adm-c')!.instance;
+    // Its info is stored beside its lease (docs/protocol.md, "Channel list and the admin console").
+    const infoFields = (): Promise<string[]> => redisCli(group.redis().port, 'HKEYS', '{pubgate:nodes}info');
+    expect(await infoFields()).toContain(instance);
     await c!.stop('SIGKILL');
     await pollUntil(async () => nodeById(await overview(a), 'adm-c') === undefined, 'the killed node gone from the overview', 20_000);
     expect((await overview(a)).nodes.map((n) => n.id)).toEqual(['adm-a', 'adm-b']);
+    // Swept with its lease.
+    expect(await infoFields()).not.toContain(instance);
+    expect((await infoFields()).length).toBe(2);
   });
 });
 
