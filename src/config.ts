@@ -121,6 +121,14 @@ export interface Config {
   readonly pusherWebhookUrl: string | undefined;
   /** Serve `GET /sse` (Server-Sent Events, contract 1.1); off: the route answers 404 not_found. */
   readonly sse: boolean;
+  /** PUBGATE_ADMIN_CONSOLE: the admin console and `/admin/api/*` on the admin port (docs/admin.md). */
+  readonly adminConsole: boolean;
+  /**
+   * PUBGATE_ADMIN_TOKEN: the bearer token of `/admin/api/*` (at least
+   * ADMIN_TOKEN_MIN_LENGTH characters). Unset: the console is off (refused at
+   * start with NODE_ENV=production while adminConsole is on). Never logged.
+   */
+  readonly adminToken: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -141,7 +149,11 @@ export const DEVELOPMENT_SECRETS: readonly string[] = [
   'pubgate-development-secret-not-for-production-0123456789abcdefgh',
   'pubgate-development-secret-not-for-production', // the shorter one of earlier releases
   'pubgate-development-api-key',
+  'pubgate-development-admin-token-not-for-production',
 ];
+
+/** Shortest PUBGATE_ADMIN_TOKEN accepted. */
+export const ADMIN_TOKEN_MIN_LENGTH = 24;
 
 /** RFC 7518 §3.2: an HMAC key at least as long as the hash output. */
 export const HMAC_MIN_SECRET_BYTES: Readonly<Record<'HS256' | 'HS384' | 'HS512', number>> = { HS256: 32, HS384: 48, HS512: 64 };
@@ -443,6 +455,16 @@ export const SETTINGS: readonly Setting[] = [
   }, []),
   s('pusherWebhookUrl', pusherWebhookUrl, undefined),
   s('sse', bool, true),
+  // The admin console (issue 19, docs/admin.md).
+  s('adminConsole', bool, true),
+  s('adminToken', optional((raw) => {
+    const v = str(raw);
+    // The message never quotes the token.
+    if (v.length < ADMIN_TOKEN_MIN_LENGTH) throw new Invalid(`must be at least ${ADMIN_TOKEN_MIN_LENGTH} characters (got ${v.length})`);
+    // It travels as `Authorization: Bearer <token>`: one word of printable ASCII.
+    if (!/^[\x21-\x7e]+$/.test(v)) throw new Invalid('must be printable ASCII without spaces (it is sent as a bearer token)');
+    return v;
+  }), undefined),
 ];
 
 /** `jwtClockTolerance` → `PUBGATE_JWT_CLOCK_TOLERANCE`. */
@@ -602,6 +624,12 @@ function checkCombinations(c: Config, nodeEnv: string | undefined, problems: str
       if (DEVELOPMENT_SECRETS.includes(k)) {
         problems.push('PUBGATE_API_KEYS: the development API key from config/development.json is refused when NODE_ENV=production');
       }
+    }
+    if (c.adminConsole && c.adminToken === undefined) {
+      problems.push('PUBGATE_ADMIN_TOKEN: the admin console without a token is refused when NODE_ENV=production; set it or PUBGATE_ADMIN_CONSOLE=false');
+    }
+    if (c.adminToken !== undefined && DEVELOPMENT_SECRETS.includes(c.adminToken)) {
+      problems.push('PUBGATE_ADMIN_TOKEN: the development admin token from config/development.json is refused when NODE_ENV=production');
     }
   }
 }

@@ -2,9 +2,12 @@
  * Composition root: builds every part, wires them, and owns the lifecycle
  * (start, and the drain order on SIGTERM). The only module that knows them all.
  */
-import { createPublishApi } from './api/publish-api.js';
+import { readFileSync } from 'node:fs';
+import { createAdminApi } from './admin/admin-api.js';
+import { loadConsoleFiles } from './admin/console-files.js';
+import { createPublishApi, type PublishSink } from './api/publish-api.js';
 import { createVerifier } from './auth/verifier.js';
-import type { Broker, BrokerStatus } from './broker/broker.js';
+import type { Broker, BrokerStatus, NodeInfo } from './broker/broker.js';
 import { createMemoryBroker } from './broker/memory-broker.js';
 import { createRedisBroker } from './broker/redis-broker.js';
 import { compileNamespaces, type ChannelOptions, type ChannelResolver } from './channels/namespaces.js';
@@ -28,6 +31,7 @@ import { CLOSE } from './protocol/close-codes.js';
 import { createTransport, type Transport } from './transport/server.js';
 import { createConnIds } from './transport/conn-id.js';
 import { localPusherCounts } from './pusher/counts.js';
+import { localNativeCounts } from './hub/native-counts.js';
 import { createPusherHttpApi } from './pusher/http-api.js';
 
 export interface Gateway {
@@ -40,6 +44,16 @@ export interface Gateway {
 export interface GatewayOptions {
   /** Replaces the broker chosen from config (tests). */
   readonly broker?: Broker;
+}
+
+/** pubgate's version (package.json, beside dist/ and src/ alike). */
+function packageVersion(): string {
+  try {
+    const v = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown }).version;
+    return typeof v === 'string' ? v : 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }
 
 function chooseBroker(config: Config, channels: ChannelResolver, log: Log, metrics: Metrics, onGap: () => void): Broker {
@@ -208,26 +222,75 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
   const control = createClusterControl({
     broker,
     apply: (op, user, channel) => serverSubs.apply(op, user, channel),
-    // The Pusher HTTP API's channel counts: this node's share (none without Pusher apps).
-    answer: (q) => localPusherCounts(pusherApps, hub, q),
+    // Channel counts, this node's share: native channels (app '': GET /v1/channels, the admin console),
+    // or the Pusher HTTP API's (none without Pusher apps).
+    answer: (q) => (q.app === '' ? localNativeCounts(hub, q) : localPusherCounts(pusherApps, hub, q)),
     disconnect: (user) => hub.control({ kind: 'disconnect', user }),
     metrics,
     log,
   });
+  const sink: PublishSink = {
+    publishData: (channel, rawData, o) => hub.publishData(channel, rawData, o),
+    disconnectUser: (user) => hub.disconnectUser(user),
+    serverSubscription: (op, user, channel) => control.request(op, user, channel),
+    presence: (channel) => hub.presence(channel),
+    presenceStats: (channel) => hub.presenceStats(channel),
+    history: (channel, limit, since) => hub.readHistory(channel, limit, since),
+    channels: (prefix) => control.query({ app: '', prefix }),
+  };
   const api = createPublishApi({
     apiKeys: config.apiKeys,
     maxPublishBytes: config.maxPublishBytes,
     apiRate: config.apiRate,
-    sink: {
-      publishData: (channel, rawData, o) => hub.publishData(channel, rawData, o),
-      disconnectUser: (user) => hub.disconnectUser(user),
-      serverSubscription: (op, user, channel) => control.request(op, user, channel),
-      presence: (channel) => hub.presence(channel),
-      presenceStats: (channel) => hub.presenceStats(channel),
-      history: (channel, limit, since) => hub.readHistory(channel, limit, since),
-    },
+    sink,
     published: (n) => metrics.published(n),
   });
+  // The admin console (docs/admin.md): the same sink as /v1/*; its publishes count as published messages too.
+  const adminSink: PublishSink = {
+    ...sink,
+    publishData: async (channel, rawData, o) => {
+      const r = await sink.publishData(channel, rawData, o);
+      metrics.published(r.repeat === true ? 0 : 1);
+      return r;
+    },
+  };
+  // Off (PUBGATE_ADMIN_CONSOLE=false, or no token): /admin/* answers 404 saying so.
+  const adminOn = config.adminConsole && config.adminToken !== undefined;
+  const consoleFiles = adminOn ? loadConsoleFiles() : new Map();
+  if (adminOn && !consoleFiles.has('index.html')) log.warn({}, 'the admin console files are not found: /admin/ answers 404 (the API works)');
+  const adminApi = createAdminApi({
+    enabled: config.adminConsole,
+    token: config.adminToken,
+    maxPublishBytes: config.maxPublishBytes,
+    files: consoleFiles,
+    sink: adminSink,
+    nodes: async () => {
+      if (broker.nodeInfos) return broker.nodeInfos();
+      return (await broker.nodes()).map((instance) => ({ instance, info: undefined, reportedAtMs: 0 }));
+    },
+    counts: (q) => control.queryByNode(q),
+    channelOptions: channels.resolve,
+    self: broker.instance,
+    selfId: config.nodeId,
+    brokerKind: broker.kind,
+  });
+  const startedAtMs = Date.now();
+  const version = packageVersion();
+  /** What this node tells the others (the admin console's overview), at each registry renewal. */
+  const nodeInfo = (): NodeInfo => {
+    const c = hub.connectionCounts();
+    return {
+      id: config.nodeId,
+      version,
+      startedAt: new Date(startedAtMs).toISOString(),
+      uptimeSeconds: Math.floor((Date.now() - startedAtMs) / 1000),
+      connections: { total: c.ws + c.sse + c.pusher, websocket: c.ws, sse: c.sse, pusher: c.pusher },
+      subscriptions: hub.subscriptionCount(),
+      channels: hub.channelCount(),
+      broker: brokerStatus,
+      draining,
+    };
+  };
   // The Pusher HTTP API (issue 18, in progress: config refuses PUBGATE_PUSHER_APPS unless the test-only switch is set).
   const pusherApi = config.pusherApps.length > 0
     ? createPusherHttpApi({
@@ -257,6 +320,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     log,
     proxies,
     ...(pusherApi ? { pusherApi } : {}),
+    adminApi,
     isReady: () => !draining && brokerStatus === 'ready',
     isDraining: () => draining,
   });
@@ -277,6 +341,9 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
     log.warn({}, 'no JWT secrets configured (PUBGATE_JWT_SECRETS): every token will be rejected');
   }
   if (config.apiKeys.length === 0) log.warn({}, 'no API keys configured (PUBGATE_API_KEYS): the publish API answers 401');
+  if (config.adminConsole && config.adminToken === undefined) {
+    log.warn({}, 'the admin console is off: set PUBGATE_ADMIN_TOKEN (or PUBGATE_ADMIN_CONSOLE=false); /admin/* answers 404');
+  }
   if (config.connectProxyUrl !== undefined && config.allowAnonymous) {
     log.warn({}, 'PUBGATE_ALLOW_ANONYMOUS has no effect with PUBGATE_CONNECT_PROXY_URL: upgrades without a token are decided by the connect proxy');
   }
@@ -298,6 +365,7 @@ export async function createGateway(config: Config, log: Log, opts: GatewayOptio
           control.onBrokerStatus(status);
         },
         onControl: (msg) => control.onControl(msg),
+        nodeInfo,
       });
       presence?.start();
       await occupancy?.start();

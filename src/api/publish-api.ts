@@ -2,7 +2,8 @@
  * The HTTP API: /v1/publish, /v1/publish/batch, /v1/disconnect,
  * /v1/subscribe, /v1/unsubscribe (POST), and
  * the presence reads /v1/presence, /v1/presence/stats (GET, `?channel=`), and
- * the history read /v1/history (GET, `?channel=&limit=[&since=&epoch=]`).
+ * the history read /v1/history (GET, `?channel=&limit=[&since=&epoch=]`), and
+ * the channel list /v1/channels (GET, `?prefix=&limit=`: every node's count, summed).
  * Transport-agnostic: the transport copies the request head, asks `preflight`
  * whether to read the body, reads at most `maxPublishBytes`, then calls `handle`.
  */
@@ -19,6 +20,12 @@ import { createKeyedLimiter } from '../limits/rate.js';
 import { isValidIdempotencyKey } from '../broker/idempotency.js';
 
 export const MAX_BATCH = 1000;
+
+/** Channels GET /v1/channels lists at most (`limit`), and by default; at most MAX_ANSWER_CHANNELS. */
+export const MAX_LIST_CHANNELS = 1000;
+export const DEFAULT_LIST_CHANNELS = 100;
+/** Longest `prefix` of GET /v1/channels (a channel name is at most 200 characters). */
+export const MAX_LIST_PREFIX = 200;
 
 /** Longest `exclude` value: a `welcome.conn` is a 6-character node prefix and a base-36 number. */
 export const MAX_CONN_LENGTH = 64;
@@ -81,6 +88,13 @@ export interface PublishSink {
    * history, recovery_failed when `since` is not held or its epoch differs.
    */
   history(channel: string, limit: number | undefined, since?: SinceOffset): Promise<{ position: HistoryPosition; frames: readonly string[] }>;
+  /**
+   * The channels with subscribers on any node whose name starts with `prefix`,
+   * with their subscriptions summed over the nodes, in name order (at most
+   * MAX_ANSWER_CHANNELS; `more` when others follow). Rejects with
+   * GatewayError('unavailable') when a node does not answer.
+   */
+  channels(prefix: string): Promise<{ readonly counts: readonly (readonly [string, number])[]; readonly more: boolean }>;
 }
 
 export interface PublishApiOptions {
@@ -101,6 +115,7 @@ const ROUTES: Readonly<Record<string, { readonly endpoint: ApiEndpoint; readonly
   '/v1/presence': { endpoint: 'presence', method: 'get' },
   '/v1/presence/stats': { endpoint: 'presence_stats', method: 'get' },
   '/v1/history': { endpoint: 'history', method: 'get' },
+  '/v1/channels': { endpoint: 'channels', method: 'get' },
 };
 
 export function errorResponse(code: ErrorCode, message: string, status = HTTP_STATUS[code], headers?: Record<string, string>): ApiResponse {
@@ -289,6 +304,19 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     return { status: 200, body: `${head},"messages":[${messages.join(',')}]}` };
   }
 
+  /** GET /v1/channels?prefix=&limit=: `{"channels":[{"channel","subscribers"}],"more"}`, in name order. */
+  async function channelList(query: string): Promise<ApiResponse> {
+    const q = new URLSearchParams(query);
+    const limit = intParam(q, 'limit', 1) ?? DEFAULT_LIST_CHANNELS;
+    if (limit > MAX_LIST_CHANNELS) throw new GatewayError('bad_request', `limit must be a whole number from 1 to ${MAX_LIST_CHANNELS}`);
+    const prefix = q.get('prefix') ?? '';
+    if (prefix.length > MAX_LIST_PREFIX) throw new GatewayError('bad_request', `prefix must be at most ${MAX_LIST_PREFIX} characters`);
+    const r = await opts.sink.channels(prefix);
+    const listed = r.counts.slice(0, limit);
+    const more = r.more || r.counts.length > limit;
+    return { status: 200, body: JSON.stringify({ channels: listed.map(([channel, subscribers]) => ({ channel, subscribers })), more }) };
+  }
+
   return {
     preflight(head) {
       const route = ROUTES[head.path];
@@ -339,6 +367,7 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
         if (endpoint === 'presence') return await presence(input);
         if (endpoint === 'presence_stats') return await presenceStats(input);
         if (endpoint === 'history') return await historyRead(input);
+        if (endpoint === 'channels') return await channelList(input);
         return errorResponse('not_found', 'no such route');
       } catch (e) {
         return fromError(e);

@@ -48,18 +48,23 @@ export interface ControlAck {
 
 /**
  * A question to every node about its own connections (the Pusher HTTP API's
- * channel counts): the subscriptions of one Pusher app's channels, either the
- * channels whose (Pusher) name starts with `prefix`, or the named `channels`.
+ * channel counts, `GET /v1/channels`, the admin console): the subscriptions of
+ * one Pusher app's channels, or of the native channels (`app` ''), either the
+ * channels whose name starts with `prefix`, or the named `channels`. With
+ * `top` (native only, with `prefix`), a node lists its `top` channels with the
+ * most subscriptions (most first) instead of the first ones in name order.
  * Every node answers with an `answer` addressed `to` the asker.
  */
 export interface ControlQuery {
   readonly kind: 'query';
   readonly id: string;
   readonly from: string;
-  /** The Pusher app id. */
+  /** The Pusher app id; '' for the native channels (by their names, the hub's). */
   readonly app: string;
   readonly prefix?: string;
   readonly channels?: readonly string[];
+  /** With `prefix` and app '': list the node's `top` (1..MAX_QUERY_TOP) busiest channels, most subscriptions first. */
+  readonly top?: number;
 }
 
 export interface ControlAnswer {
@@ -68,12 +73,41 @@ export interface ControlAnswer {
   readonly to: string;
   readonly node: string;
   /**
-   * [Pusher name, subscriptions] of the node's matching channels with
-   * subscribers, in name order, at most MAX_ANSWER_CHANNELS (broker/control.ts).
+   * [name, subscriptions] of the node's matching channels with subscribers
+   * (Pusher names, or native names for app ''), in name order (for `top`:
+   * most subscriptions first), at most MAX_ANSWER_CHANNELS (broker/control.ts).
    */
   readonly counts: readonly (readonly [string, number])[];
-  /** The node has more matching channels than it listed (those after the last listed name). */
+  /** The node has more matching channels than it listed (those after the last listed name; for `top`, with fewer subscriptions). */
   readonly more: boolean;
+}
+
+/**
+ * What a node tells the others about itself (the admin console's overview):
+ * stored beside its lease in the node registry at each renewal (Redis), or
+ * read from memory (the embedded broker).
+ */
+export interface NodeInfo {
+  /** PUBGATE_NODE_ID. */
+  readonly id: string;
+  readonly version: string;
+  /** ISO time the process started. */
+  readonly startedAt: string;
+  readonly uptimeSeconds: number;
+  readonly connections: { readonly total: number; readonly websocket: number; readonly sse: number; readonly pusher: number };
+  readonly subscriptions: number;
+  readonly channels: number;
+  readonly broker: BrokerStatus;
+  readonly draining: boolean;
+}
+
+/** One live node of the registry with what it last reported (`info` undefined when it reported nothing readable). */
+export interface NodeReport {
+  readonly instance: string;
+  /** As stored: the reader validates it (another node, another version, wrote it). */
+  readonly info: unknown;
+  /** When it was reported (ms since the epoch; Redis time with Redis). */
+  readonly reportedAtMs: number;
 }
 
 export interface BrokerHandlers {
@@ -83,6 +117,8 @@ export interface BrokerHandlers {
   onStatus(status: BrokerStatus): void;
   /** A control message published by any node (this one included). */
   onControl(msg: ControlMessage): void;
+  /** This node's info, stored with each lease renewal (nodeInfos); absent: none is stored. */
+  nodeInfo?(): NodeInfo;
 }
 
 export interface Broker {
@@ -126,6 +162,11 @@ export interface Broker {
    * Rejects with GatewayError('unavailable') when the broker cannot answer.
    */
   nodes(): Promise<readonly string[]>;
+  /**
+   * The live nodes (as `nodes()`, at most MAX_NODES, by instance) with the
+   * info each last reported (BrokerHandlers.nodeInfo). Rejects as nodes() does.
+   */
+  nodeInfos?(): Promise<readonly NodeReport[]>;
   /** Channels this node is subscribed to at the broker (for metrics and tests). */
   subscribedCount(): number;
   close(): Promise<void>;

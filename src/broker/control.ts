@@ -19,6 +19,10 @@ export const MAX_ANSWER_CHANNELS = 1000;
 export const MAX_QUERY_CHANNELS = 100;
 /** Longest prefix in a query (a Pusher name is at most 164 characters: a longer prefix matches nothing). */
 export const MAX_QUERY_PREFIX = 164;
+/** Longest prefix in a query about native channels (a native name is at most 200 characters). */
+export const MAX_NATIVE_QUERY_PREFIX = 200;
+/** Largest `top` of a query: the busiest channels one node lists (as many as any answer holds). */
+export const MAX_QUERY_TOP = MAX_ANSWER_CHANNELS;
 
 const ID_RE = /^[A-Za-z0-9_-]+$/;
 /** A Pusher app id (pusher/apps.ts). */
@@ -38,8 +42,9 @@ export function encodeControl(msg: ControlMessage): string {
     case 'ack':
       return JSON.stringify({ kind: msg.kind, id: msg.id, to: msg.to, node: msg.node, ok: msg.ok });
     case 'query':
-      return msg.channels !== undefined
-        ? JSON.stringify({ kind: msg.kind, id: msg.id, from: msg.from, app: msg.app, channels: msg.channels })
+      if (msg.channels !== undefined) return JSON.stringify({ kind: msg.kind, id: msg.id, from: msg.from, app: msg.app, channels: msg.channels });
+      return msg.top !== undefined
+        ? JSON.stringify({ kind: msg.kind, id: msg.id, from: msg.from, app: msg.app, prefix: msg.prefix ?? '', top: msg.top })
         : JSON.stringify({ kind: msg.kind, id: msg.id, from: msg.from, app: msg.app, prefix: msg.prefix ?? '' });
     case 'answer':
       return JSON.stringify({ kind: msg.kind, id: msg.id, to: msg.to, node: msg.node, counts: msg.counts, more: msg.more });
@@ -71,15 +76,19 @@ export function parseControl(wire: string): ControlMessage | undefined {
       return { kind: 'ack', id, to, node, ok };
     }
     case 'query': {
-      const { id, from, app, prefix, channels } = o;
-      if (!isId(id) || !text(from, MAX_INSTANCE) || typeof app !== 'string' || !APP_RE.test(app)) return undefined;
-      // Exactly one of prefix (possibly empty: every channel) and channels.
+      const { id, from, app, prefix, channels, top } = o;
+      // app '': the native channels.
+      if (!isId(id) || !text(from, MAX_INSTANCE) || typeof app !== 'string' || (app !== '' && !APP_RE.test(app))) return undefined;
+      const native = app === '';
+      // Exactly one of prefix (possibly empty: every channel) and channels; top only with a native prefix.
       if (channels === undefined) {
-        if (typeof prefix !== 'string' || prefix.length > MAX_QUERY_PREFIX) return undefined;
-        return { kind: 'query', id, from, app, prefix };
+        if (typeof prefix !== 'string' || prefix.length > (native ? MAX_NATIVE_QUERY_PREFIX : MAX_QUERY_PREFIX)) return undefined;
+        if (top === undefined) return { kind: 'query', id, from, app, prefix };
+        if (!native || typeof top !== 'number' || !Number.isInteger(top) || top < 1 || top > MAX_QUERY_TOP) return undefined;
+        return { kind: 'query', id, from, app, prefix, top };
       }
-      if (prefix !== undefined || !Array.isArray(channels) || channels.length === 0 || channels.length > MAX_QUERY_CHANNELS) return undefined;
-      if (!channels.every(isValidPusherChannel)) return undefined;
+      if (prefix !== undefined || top !== undefined || !Array.isArray(channels) || channels.length === 0 || channels.length > MAX_QUERY_CHANNELS) return undefined;
+      if (!channels.every(native ? isValidChannel : isValidPusherChannel)) return undefined;
       return { kind: 'query', id, from, app, channels };
     }
     case 'answer': {
@@ -90,7 +99,8 @@ export function parseControl(wire: string): ControlMessage | undefined {
       for (const c of counts) {
         if (!Array.isArray(c) || c.length !== 2) return undefined;
         const [name, n] = c as unknown[];
-        if (!isValidPusherChannel(name) || typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) return undefined;
+        // A Pusher name, or a native one (a query with app '').
+        if (!(isValidPusherChannel(name) || isValidChannel(name)) || typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) return undefined;
         list.push([name, n]);
       }
       return { kind: 'answer', id, to, node, counts: list, more };

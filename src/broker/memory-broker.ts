@@ -97,6 +97,12 @@ export function createMemoryBroker(opts: { history?: HistoryOptions; presence?: 
     nodes() {
       return status === 'ready' ? Promise.resolve([instance]) : Promise.reject(new GatewayError('unavailable', 'broker is closed'));
     },
+    nodeInfos() {
+      if (status !== 'ready') return Promise.reject(new GatewayError('unavailable', 'broker is closed'));
+      // The one node, from memory.
+      const info = handlers?.nodeInfo?.();
+      return Promise.resolve([{ instance, info, reportedAtMs: Date.now() }]);
+    },
     subscribedCount() {
       return channels.size;
     },

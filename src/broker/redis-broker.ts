@@ -369,6 +369,11 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
       if (startPromise) return startPromise;
       if (closed) return Promise.resolve();
       handlers = h;
+      // Stored beside the lease at each renewal (the admin console's overview).
+      if (h.nodeInfo) {
+        const info = h.nodeInfo.bind(h);
+        registry.setInfo(() => info());
+      }
       startPromise = new Promise<void>((resolve) => {
         const guard = setTimeout(() => settleStart(), tuning.connectTimeoutMs * 2 + 1000);
         guard.unref();
@@ -435,6 +440,10 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
 
     nodes() {
       return registry.read();
+    },
+
+    nodeInfos() {
+      return registry.readInfos();
     },
 
     subscribedCount() {

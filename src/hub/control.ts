@@ -67,6 +67,8 @@ export interface ClusterControl {
    * node answered, else rejects with GatewayError('unavailable') as request does.
    */
   query(q: QuestionOf): Promise<CountResult>;
+  /** As query, with `byNode`: each answering node's total (the admin console's inspector). */
+  queryByNode(q: QuestionOf): Promise<CountResult & Required<Pick<CountResult, 'byNode'>>>;
   /** Broker handler: a control message from any node. */
   onControl(msg: ControlMessage): void;
   /** Broker status: requests waiting when the broker goes down are answered `unavailable` at once. */
@@ -77,15 +79,37 @@ export interface ClusterControl {
   stop(): void;
 }
 
-/** A query as the asker states it (control.ts adds the id and the asker). */
-export type QuestionOf = { readonly app: string; readonly prefix: string } | { readonly app: string; readonly channels: readonly string[] };
+/**
+ * A query as the asker states it (control.ts adds the id and the asker):
+ * app '' asks about the native channels; `top` (native, with a prefix) about
+ * the busiest ones.
+ */
+export type QuestionOf =
+  | { readonly app: string; readonly prefix: string; readonly top?: number }
+  | { readonly app: string; readonly channels: readonly string[] };
 
 /** The summed answers of a query. */
 export interface CountResult {
-  /** [Pusher name, subscriptions on every node], in name order, at most the query's bound. */
+  /**
+   * [name, subscriptions on every node], in name order, at most the query's
+   * bound; for a `top` query, most subscriptions first (ties in name order),
+   * at most `top`.
+   */
   readonly counts: readonly (readonly [string, number])[];
   /** There are channels after the last one listed that are left out (a node or the bound cut its list). */
   readonly more: boolean;
+  /**
+   * queryByNode only: [instance, the sum of the counts it listed] for every
+   * node that answered, by instance (for a query naming one channel: that
+   * channel's subscriptions on each node).
+   */
+  readonly byNode?: readonly (readonly [string, number])[];
+}
+
+/** How a query's answers are summed (CountSum: name order; TopSum: busiest first). */
+interface Summer {
+  add(counts: readonly (readonly [string, number])[], more: boolean): void;
+  result(): Omit<CountResult, 'byNode'>;
 }
 
 /**
@@ -96,7 +120,7 @@ export interface CountResult {
  * cut keeps the sum within 2 × `max` names whatever the number of nodes: the
  * names after the first `max` can never be listed.
  */
-export class CountSum {
+export class CountSum implements Summer {
   private readonly sums = new Map<string, number>();
   /** Names after this one are left out; undefined while nothing was cut. */
   private cutoff: string | undefined;
@@ -115,7 +139,7 @@ export class CountSum {
     }
   }
 
-  result(): CountResult {
+  result(): Omit<CountResult, 'byNode'> {
     const names = [...this.sums.keys()].sort();
     const listed = names.slice(0, this.max);
     return { counts: listed.map((n) => [n, this.sums.get(n) as number] as const), more: this.cutoff !== undefined || names.length > this.max };
@@ -125,6 +149,43 @@ export class CountSum {
     if (this.cutoff !== undefined && this.cutoff <= at) return;
     this.cutoff = at;
     for (const name of [...this.sums.keys()]) if (name > at) this.sums.delete(name);
+  }
+}
+
+/** Sums above which TopSum keeps only its best names (and says `more`). */
+const MAX_TOP_SUMS = 10_000;
+
+/**
+ * Sums the nodes' answers to a `top` query: each node lists its `top` busiest
+ * channels, the sums are ordered by subscriptions (most first, ties by name)
+ * and the first `top` listed. Exact when no node cut its list; otherwise a
+ * channel just below every node's cut could be missing or low, and the answer
+ * says `more`. Bounded: at most MAX_TOP_SUMS names are kept.
+ */
+export class TopSum implements Summer {
+  private readonly sums = new Map<string, number>();
+  private cut = false;
+
+  constructor(private readonly top: number) {}
+
+  add(counts: readonly (readonly [string, number])[], more: boolean): void {
+    if (more) this.cut = true;
+    for (const [name, n] of counts) this.sums.set(name, (this.sums.get(name) ?? 0) + n);
+    if (this.sums.size > MAX_TOP_SUMS) {
+      const keep = this.ordered().slice(0, Math.max(this.top * 2, 1000));
+      this.sums.clear();
+      for (const [name, n] of keep) this.sums.set(name, n);
+      this.cut = true;
+    }
+  }
+
+  result(): Omit<CountResult, 'byNode'> {
+    const all = this.ordered();
+    return { counts: all.slice(0, this.top), more: this.cut || all.length > this.top };
+  }
+
+  private ordered(): [string, number][] {
+    return [...this.sums].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   }
 }
 
@@ -142,9 +203,9 @@ interface Pending {
   readonly timer: NodeJS.Timeout;
   readonly resolve: () => void;
   readonly reject: (e: GatewayError) => void;
-  /** A query's answers so far, and the nodes they came from (one answer per node counts). */
-  readonly sum?: CountSum;
-  readonly answered?: Set<string>;
+  /** A query's answers so far, and the nodes they came from with their totals (one answer per node counts). */
+  readonly sum?: Summer;
+  readonly answered?: Map<string, number>;
 }
 
 const plural = (n: number, one: string, many: string): string => `${n} ${n === 1 ? one : many}`;
@@ -225,7 +286,7 @@ export function createClusterControl(deps: ClusterControlDeps): ClusterControl {
    * Sends a request or query to every live node and waits for their answers
    * (`sum` for a query): the registry read, the pending entry, the timeout.
    */
-  async function ask(op: ControlKind, msg: (id: string) => ControlMessage, sum?: CountSum): Promise<void> {
+  async function ask(op: ControlKind, msg: (id: string) => ControlMessage, sum?: Summer, answered?: Map<string, number>): Promise<void> {
     const startedMs = nowMs();
     if (pending.size >= maxPending) throw overloaded(op, startedMs);
     let nodes: readonly string[];
@@ -248,7 +309,7 @@ export function createClusterControl(deps: ClusterControlDeps): ClusterControl {
         finish(id, 'timeout', `${plural(p.waiting.size, 'node', 'nodes')} of ${p.asked} did not answer within ${timeoutMs / 1000} s; ${op === 'query' ? 'retrying is safe' : 'it may be applied on the others, and retrying is safe'}`);
       }, timeoutMs);
       // Registered before publishing: the embedded broker answers synchronously.
-      pending.set(id, { op, waiting, asked: waiting.size, failed: 0, gone: 0, startedMs, timer, resolve, reject, ...(sum ? { sum, answered: new Set<string>() } : {}) });
+      pending.set(id, { op, waiting, asked: waiting.size, failed: 0, gone: 0, startedMs, timer, resolve, reject, ...(sum ? { sum, answered: answered ?? new Map<string, number>() } : {}) });
       if (!recheck) {
         recheck = setInterval(recheckNodes, recheckMs);
         recheck.unref();
@@ -257,6 +318,14 @@ export function createClusterControl(deps: ClusterControlDeps): ClusterControl {
         finish(id, 'unavailable', e instanceof GatewayError ? e.message : 'the broker did not accept the request');
       });
     });
+  }
+
+  /** Asks every node; the sum of their answers, and each one's total. */
+  async function sumOf(q: QuestionOf): Promise<{ result: () => Omit<CountResult, 'byNode'>; answered: Map<string, number> }> {
+    const sum: Summer = 'prefix' in q && q.top !== undefined ? new TopSum(q.top) : new CountSum(MAX_ANSWER_CHANNELS);
+    const answered = new Map<string, number>();
+    await ask('query', (id) => ({ kind: 'query', id, from: self, ...q }), sum, answered);
+    return { result: () => sum.result(), answered };
   }
 
   function answerQuery(msg: ControlQuery): void {
@@ -293,9 +362,13 @@ export function createClusterControl(deps: ClusterControlDeps): ClusterControl {
     },
 
     async query(q) {
-      const sum = new CountSum(MAX_ANSWER_CHANNELS);
-      await ask('query', (id) => ({ kind: 'query', id, from: self, ...q }), sum);
-      return sum.result();
+      return (await sumOf(q)).result();
+    },
+
+    async queryByNode(q) {
+      const { result, answered } = await sumOf(q);
+      const byNode = [...answered].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+      return { ...result(), byNode };
     },
 
     onControl(msg) {
@@ -332,7 +405,7 @@ export function createClusterControl(deps: ClusterControlDeps): ClusterControl {
             return;
           }
           metrics.controlAck('ok');
-          p.answered.add(msg.node);
+          p.answered.set(msg.node, msg.counts.reduce((t, c) => t + c[1], 0));
           // A node the registry did not list yet answers too: its subscriptions are real.
           p.sum.add(msg.counts, msg.more);
           p.waiting.delete(msg.node);

@@ -165,6 +165,10 @@ export interface Hub {
   localSubscribers(channel: string): number;
   /** The channels this node has subscribers of, with their counts (a copy). */
   localChannels(): [channel: string, subscribers: number][];
+  /** This node's open connections by transport (`ws`: native WebSocket). */
+  connectionCounts(): { readonly ws: number; readonly sse: number; readonly pusher: number };
+  /** This node's subscriptions (connection and channel pairs, every transport). */
+  subscriptionCount(): number;
   /**
    * A slow consumer: from now on every message on its channels counts as
    * dropped for it. Pure bookkeeping, safe to call from inside app.publish().
@@ -250,6 +254,13 @@ export function createHub(deps: HubDeps): HubWithBroker {
   /** Live sessions by connection number: `exclude` finds its connection here (one entry per connection). */
   const byId = new Map<number, Socket>();
   let sessionCount = 0;
+  /** Live sessions by transport, and subscriptions: the admin console's node counts. */
+  const byTransport = { ws: 0, sse: 0, pusher: 0 };
+  let subscriptionTotal = 0;
+  const subsChanged = (d: number): void => {
+    subscriptionTotal += d;
+    metrics.subscriptionsChanged(d);
+  };
   const channels = new Map<string, ChannelState>();
   /** Channel → slow sockets subscribed to it that the transport no longer feeds. */
   const slowByChannel = new Map<string, Set<Socket>>();
@@ -461,7 +472,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
     leavePresence(s, channel);
     unmarkChannel(ws, channel);
     stopRecovering(ws, channel);
-    metrics.subscriptionsChanged(-1);
+    subsChanged(-1);
     release(channel);
   }
 
@@ -471,6 +482,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const other = byUser.get(s.user);
       if (other === ws || (other instanceof Set && other.has(ws))) return;
       sessionCount++;
+      byTransport[ws.transport ?? 'ws']++;
       byId.set(s.id, ws);
       indexUser(ws, s.user);
     },
@@ -478,12 +490,13 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const s = ws.getUserData();
       if (!unindexUser(ws, s.user)) return; // not (or no longer) a live session
       sessionCount--;
+      byTransport[ws.transport ?? 'ws']--;
       byId.delete(s.id);
       for (const ch of s.channels) {
         leavePresence(s, ch);
         unmarkChannel(ws, ch);
         stopRecovering(ws, ch);
-        metrics.subscriptionsChanged(-1);
+        subsChanged(-1);
         release(ch);
       }
       s.channels = NO_CHANNELS;
@@ -513,7 +526,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       } else {
         ws.subscribe(channel);
       }
-      metrics.subscriptionsChanged(1);
+      subsChanged(1);
       const st = acquire(channel);
       try {
         await st.ready;
@@ -658,7 +671,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       if (!m) recovering.set(channel, (m = new Map()));
       m.set(ws, held);
       addChannel(s, channel);
-      metrics.subscriptionsChanged(1);
+      subsChanged(1);
       const st = acquire(channel);
       /** Still recovering: not closed, unsubscribed or taken over meanwhile. */
       const current = (): boolean => s.open && recovering.get(channel)?.get(ws) === held;
@@ -878,6 +891,12 @@ export function createHub(deps: HubDeps): HubWithBroker {
     },
     localChannels() {
       return [...channels].map(([ch, st]) => [ch, st.count]);
+    },
+    connectionCounts() {
+      return { ...byTransport };
+    },
+    subscriptionCount() {
+      return subscriptionTotal;
     },
   };
 }

@@ -1,7 +1,7 @@
 /**
  * Structured JSON logs (pino). The only importer of pino. Secrets never reach a
  * log line: tokens, Authorization headers, API keys, Redis and Sentinel
- * passwords, cookies, the proxy key and query strings are redacted here, and callers log paths, never URLs with their query.
+ * passwords, cookies, the proxy key, the admin token and query strings are redacted here, and callers log paths, never URLs with their query.
  */
 import pino from 'pino';
 import type { LogLevel } from '../config.js';
@@ -42,6 +42,8 @@ const REDACT = [
   '*.cookie',
   'proxyKey',
   '*.proxyKey',
+  'adminToken',
+  '*.adminToken',
 ];
 
 export interface LoggerOptions {

@@ -3,13 +3,14 @@
  * imports prom-client. Label values come from fixed sets only (error codes,
  * close codes, endpoint names): never channel or user names.
  */
+import type { AdminEndpoint } from '../admin/admin-api.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BrokerStatus } from '../broker/broker.js';
 import { CLOSE } from '../protocol/close-codes.js';
 import { WEBHOOK_EVENT_NAMES, type WebhookEventName } from '../webhooks/events.js';
 
 export type HandshakeResult = 'accepted' | 'rejected';
-export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'subscribe' | 'unsubscribe' | 'presence' | 'presence_stats' | 'history' | 'other';
+export type ApiEndpoint = 'publish' | 'batch' | 'disconnect' | 'subscribe' | 'unsubscribe' | 'presence' | 'presence_stats' | 'history' | 'channels' | 'other';
 
 /** Server-side subscription requests (POST /v1/subscribe, /v1/unsubscribe), as metric labels. */
 export type ControlOp = 'subscribe' | 'unsubscribe';
@@ -77,6 +78,8 @@ export interface Metrics {
   apiAborted(endpoint: ApiEndpoint, phase: 'body' | 'response'): void;
   /** Samples the API requests in flight (reading a body or being answered) at each scrape. */
   observeApiInflight(count: () => number): void;
+  /** An admin console request answered (transport/admin-route.ts), by endpoint (admin/admin-api.ts ADMIN_ENDPOINTS) and HTTP status. */
+  adminRequest(endpoint: AdminEndpoint, status: number): void;
   /** A Pusher HTTP API answer (pusher/http-route.ts): `result` is `ok` or the reject reason. */
   pusherApiRequest(endpoint: string, result: string): void;
   brokerStatus(status: BrokerStatus): void;
@@ -217,6 +220,12 @@ export function createMetrics(nodeId: string): Metrics {
     name: 'pubgate_api_requests_aborted_total',
     help: 'Publish API requests whose client went away before the answer, by endpoint and phase (body, response)',
     labelNames: ['endpoint', 'phase'],
+    registers: [registry],
+  });
+  const adminRequests = new Counter({
+    name: 'pubgate_admin_requests_total',
+    help: 'Admin console requests (admin port, /admin/*) by endpoint and HTTP status',
+    labelNames: ['endpoint', 'status'],
     registers: [registry],
   });
   const pusherApiRequests = new Counter({
@@ -497,6 +506,7 @@ export function createMetrics(nodeId: string): Metrics {
     observeApiInflight: (count) => {
       apiInflightSource = count;
     },
+    adminRequest: (endpoint, status) => adminRequests.inc({ endpoint, status: String(status) }),
     pusherApiRequest: (endpoint, result) => pusherApiRequests.inc({ endpoint, result }),
     brokerStatus: (status) => {
       brokerUp.set(status === 'ready' ? 1 : 0);

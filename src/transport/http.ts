@@ -2,7 +2,7 @@
 import type { HttpResponse } from './uws.js';
 
 const STATUS_TEXT: Readonly<Record<number, string>> = {
-  200: 'OK', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
+  200: 'OK', 308: 'Permanent Redirect', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
   405: 'Method Not Allowed', 408: 'Request Timeout', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 426: 'Upgrade Required',
   429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
 };
@@ -32,7 +32,7 @@ export function send(
   res: HttpResponse,
   st: ResponseState,
   status: number,
-  body: string,
+  body: string | Buffer,
   headers?: Readonly<Record<string, string>>,
   contentType = 'application/json',
   closeConnection = false,

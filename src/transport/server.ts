@@ -1,7 +1,8 @@
 /**
  * The public port (WebSocket on /ws, Server-Sent Events on /sse, publish API on /v1/*) and the admin port
- * (/healthz, /readyz, /metrics). The only module that builds uWS apps.
+ * (/healthz, /readyz, /metrics, and the admin console on /admin/*). The only module that builds uWS apps.
  */
+import type { AdminApi } from '../admin/admin-api.js';
 import type { PublishApi } from '../api/publish-api.js';
 import type { Verifier } from '../auth/verifier.js';
 import type { Config } from '../config.js';
@@ -22,6 +23,7 @@ import { createClientIpResolver } from './client-ip.js';
 import { createConnIds, type ConnIds } from './conn-id.js';
 import { createConnections } from './connection.js';
 import { createApiRoute } from './api-route.js';
+import { createAdminRoute } from './admin-route.js';
 import { send, watch } from './http.js';
 import { createConnectAdmission } from './connect.js';
 import { createSseRoute, SSE_PREFLIGHT_HEADERS, SseFanout, sseCors } from './sse.js';
@@ -53,6 +55,8 @@ export interface TransportDeps {
   readonly pusherApi?: PusherHttpApi;
   /** Pusher apps (contract 1.1): with any, `/app/{key}` speaks the Pusher protocol (src/pusher/). */
   readonly pusherApps?: PusherApps;
+  /** The admin console and its API (`/admin/*`, on the admin port only); absent: 404 like any unknown path. */
+  readonly adminApi?: AdminApi;
 }
 
 export interface Transport {
@@ -236,6 +240,12 @@ export function createTransport(deps: TransportDeps): Transport {
       },
     );
   });
+  if (deps.adminApi) {
+    // The admin port only: on the public port /admin/* stays an unknown path (404).
+    const adminRoute = createAdminRoute({ api: deps.adminApi, metrics, log, maxBodyBytes: config.maxPublishBytes, bodyTimeoutMs: config.httpBodyTimeoutMs });
+    admin.any('/admin', adminRoute);
+    admin.any('/admin/*', adminRoute);
+  }
   admin.any('/*', (res, req) => send(res, watch(res), 404, errorBody('not_found', `no route for ${req.getUrl()}`)));
 
   function listenOn(a: TemplatedApp, port: number, what: string): Promise<us_listen_socket> {

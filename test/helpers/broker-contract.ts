@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from '../../src/broker/broker.js';
+import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage, NodeInfo } from '../../src/broker/broker.js';
 import { frameOffset, type History, type HistoryOptions } from '../../src/broker/history.js';
 import { GatewayError } from '../../src/errors.js';
 import type { Log } from '../../src/observability/logger.js';
@@ -24,6 +24,22 @@ export class Recorder implements BrokerHandlers {
   private readonly byChannel = new Map<string, string[]>();
   private readonly waiters = new Set<() => void>();
   total = 0;
+  /** What nodeInfo() reports (the admin console's node info); its id is set per recorder. */
+  info: NodeInfo = {
+    id: `rec-${randomUUID().slice(0, 8)}`,
+    version: '0.0.0-test',
+    startedAt: new Date(0).toISOString(),
+    uptimeSeconds: 1,
+    connections: { total: 3, websocket: 1, sse: 1, pusher: 1 },
+    subscriptions: 2,
+    channels: 1,
+    broker: 'ready',
+    draining: false,
+  };
+
+  nodeInfo(): NodeInfo {
+    return this.info;
+  }
 
   onMessage(channel: string, frame: string): void {
     let list = this.byChannel.get(channel);
@@ -311,6 +327,19 @@ export function runBrokerContract(opts: BrokerContractOptions): void {
       expect(r.controls.filter((c) => 'id' in c && c.id === id)).toEqual(sent);
     });
 
+    it('lists its own instance with the info it reported (nodeInfos), and refuses nodeInfos() once closed', async () => {
+      const { b, r } = await ready();
+      if (!b.nodeInfos) throw new Error('the broker has no nodeInfos()');
+      const mine = async (): Promise<unknown> => (await b.nodeInfos!()).find((n) => n.instance === b.instance);
+      // A Redis broker stores it with its first renewal: poll until it shows.
+      await pollFor(async () => ((await mine()) as { info?: unknown } | undefined)?.info !== undefined, 'its own info among the nodes');
+      const n = (await mine()) as { info: unknown; reportedAtMs: number };
+      expect(n.info).toEqual(r.info);
+      expect(Number.isSafeInteger(n.reportedAtMs) && n.reportedAtMs > 0).toBe(true);
+      await b.close();
+      await expectUnavailable(b.nodeInfos());
+    });
+
     it('lists its own instance among the live nodes once ready, and refuses nodes() once closed', async () => {
       const { b } = await ready();
       expect(typeof b.instance).toBe('string');
@@ -559,6 +588,20 @@ export function runBrokerContract(opts: BrokerContractOptions): void {
         await b.b.close();
         // A clean close leaves the registry at once (no lease to wait for).
         expect(await a.b.nodes()).not.toContain(b.b.instance);
+      });
+
+      it('lists every live instance with the info it reported, and drops the info of one that closed', async () => {
+        const a = await ready();
+        const b = await ready();
+        const infoOf = async (x: { b: Broker }): Promise<unknown> => (await a.b.nodeInfos!()).find((n) => n.instance === x.b.instance)?.info;
+        await pollFor(async () => (await infoOf(a)) !== undefined && (await infoOf(b)) !== undefined, 'both infos among the nodes');
+        expect(await infoOf(a)).toEqual(a.r.info);
+        expect(await infoOf(b)).toEqual(b.r.info);
+        // Renewed with what the node reports now.
+        b.r.info = { ...b.r.info, subscriptions: 7 };
+        await pollFor(async () => ((await infoOf(b)) as { subscriptions?: number } | undefined)?.subscriptions === 7, 'the renewed info');
+        await b.b.close();
+        expect((await a.b.nodeInfos!()).map((n) => n.instance)).not.toContain(b.b.instance);
       });
 
       it('delivers 10 000 messages over 20 channels between two instances in order, without duplicates', async () => {

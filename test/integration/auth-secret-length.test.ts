@@ -17,7 +17,7 @@ const SECRETS = `${FINE},k-short:${SHORT}`;
 describe('short HMAC secrets with NODE_ENV=production', () => {
   it('refuses to start: exit 1, the secret named by position and kid with the minimum, not its value', async () => {
     // startGateway, not runGateway: should the node start after all, it is stopped and the test fails at once.
-    const outcome = await startGateway({ NODE_ENV: 'production', PUBGATE_JWT_SECRETS: SECRETS }).then(
+    const outcome = await startGateway({ NODE_ENV: 'production', PUBGATE_ADMIN_CONSOLE: 'false', PUBGATE_JWT_SECRETS: SECRETS }).then(
       async (gw) => {
         await gw.stop();
         return 'started';

@@ -150,7 +150,7 @@ describe('HTTP level', () => {
     expect(r.status).toBe(101);
   });
 
-  it.each(['/metrics', '/healthz', '/readyz'])('answers the admin path %s with 404 on the public port', async (path) => {
+  it.each(['/metrics', '/healthz', '/readyz', '/admin', '/admin/', '/admin/console.js', '/admin/api/overview'])('answers the admin path %s with 404 on the public port', async (path) => {
     const res = await fetch(`${plain.http}${path}`);
     expect(res.status).toBe(404);
     const body = await res.text();

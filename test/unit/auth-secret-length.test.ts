@@ -9,7 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { HMAC_MIN_SECRET_BYTES, loadConfig, shortHmacSecrets } from '../../src/config.js';
 import { configProblems } from '../helpers/config-problems.js';
 
-const PRODUCTION = { NODE_ENV: 'production' };
+// The admin console off: its token is another test's (config.test.ts).
+const PRODUCTION = { NODE_ENV: 'production', PUBGATE_ADMIN_CONSOLE: 'false' };
 const SHORT = 'short-hmac-secret-of-31-bytes!!'; // 31 bytes: one under the HS256 minimum
 const LONG32 = 'a-hmac-secret-of-exactly-32-byte';
 const LONG48 = 'an-hmac-secret-of-exactly-forty-eight-bytes-long';

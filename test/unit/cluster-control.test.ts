@@ -11,7 +11,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Broker, BrokerHandlers, BrokerStatus, ControlMessage } from '../../src/broker/broker.js';
 import { encodeControl, parseControl } from '../../src/broker/control.js';
-import { CountSum, createClusterControl, type ClusterControl, type ClusterControlDeps, type CountResult } from '../../src/hub/control.js';
+import { localNativeCounts } from '../../src/hub/native-counts.js';
+import { CountSum, TopSum, createClusterControl, type ClusterControl, type ClusterControlDeps, type CountResult } from '../../src/hub/control.js';
 import { GatewayError } from '../../src/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { createMetrics, type Metrics } from '../../src/observability/metrics.js';
@@ -444,5 +445,101 @@ describe('CountSum', () => {
     for (let node = 0; node < 50; node++) s.add([[`n${String(node).padStart(2, '0')}`, 1], ['a', 1]], false);
     expect((s as unknown as { sums: Map<string, number> }).sums.size).toBeLessThanOrEqual(6);
     expect(s.result()).toEqual({ counts: [['a', 50], ['n00', 1], ['n01', 1]], more: true });
+  });
+});
+
+describe('native channel queries (app \'\': GET /v1/channels, the admin console)', () => {
+  it('round-trips native queries (prefix, top, channels) and answers with native names', () => {
+    const all: ControlMessage[] = [
+      { kind: 'query', id: 'q1', from: 'gw-1~x', app: '', prefix: 'chat:' },
+      { kind: 'query', id: 'q2', from: 'gw-1~x', app: '', prefix: '', top: 20 },
+      { kind: 'query', id: 'q3', from: 'gw-1~x', app: '', channels: ['chat:1', 'a/b@c=d'] },
+      { kind: 'answer', id: 'q3', to: 'gw-1~x', node: 'gw-2~y', counts: [['chat:1', 2], ['a/b@c=d', 1]], more: false },
+    ];
+    for (const m of all) expect(parseControl(encodeControl(m))).toEqual(m);
+  });
+
+  it('refuses top outside 1..1000, on a Pusher app, or with channels; native names only with app \'\'', () => {
+    const bad = [
+      '{"kind":"query","id":"q","from":"n","app":"","prefix":"","top":0}',
+      '{"kind":"query","id":"q","from":"n","app":"","prefix":"","top":1001}',
+      '{"kind":"query","id":"q","from":"n","app":"","prefix":"","top":1.5}',
+      '{"kind":"query","id":"q","from":"n","app":"7","prefix":"","top":5}',
+      '{"kind":"query","id":"q","from":"n","app":"","channels":["a"],"top":5}',
+      '{"kind":"query","id":"q","from":"n","app":"7","channels":["chat:1"]}',
+      '{"kind":"query","id":"q","from":"n","app":"","channels":["bad name"]}',
+      `{"kind":"query","id":"q","from":"n","app":"","prefix":"${'p'.repeat(201)}"}`,
+    ];
+    for (const text of bad) expect(parseControl(text), text).toBeUndefined();
+    // A native prefix may be up to 200 characters (a Pusher one 164).
+    expect(parseControl(`{"kind":"query","id":"q","from":"n","app":"","prefix":"${'p'.repeat(200)}"}`)).toBeDefined();
+  });
+
+  it('sums a top query by subscriptions, most first, and says more when a node cut its list', async () => {
+    const { b, c } = setup();
+    const o = outcome<CountResult>(c.query({ app: '', prefix: '', top: 2 }));
+    await until(() => b.sent.length === 1, 'the query');
+    const { id, ...rest } = lastQuery(b);
+    expect(rest).toEqual({ kind: 'query', from: 'me~1', app: '', prefix: '', top: 2 });
+    c.onControl(answer(id, 'me~1', [['b', 5], ['a', 1]], true));
+    c.onControl(answer(id, 'other~2', [['a', 5], ['c', 3]]));
+    await until(() => o.done, 'the sum');
+    expect(o.value).toEqual({ counts: [['a', 6], ['b', 5]], more: true });
+  });
+
+  it('gives each answering node\'s total with queryByNode (the inspector\'s per-node counts)', async () => {
+    const { b, c } = setup();
+    const o = outcome<CountResult>(c.queryByNode({ app: '', channels: ['chat:1'] }));
+    await until(() => b.sent.length === 1, 'the query');
+    const { id } = lastQuery(b);
+    c.onControl(answer(id, 'other~2', [['chat:1', 3]]));
+    c.onControl(answer(id, 'me~1', []));
+    await until(() => o.done, 'the sum');
+    expect(o.value).toEqual({ counts: [['chat:1', 3]], more: false, byNode: [['me~1', 0], ['other~2', 3]] });
+  });
+});
+
+describe('TopSum', () => {
+  it('orders by sum, ties by name, lists at most top and says more', () => {
+    const s = new TopSum(3);
+    s.add([['x', 2], ['b', 2]], false);
+    s.add([['a', 2], ['x', 1], ['c', 1]], false);
+    expect(s.result()).toEqual({ counts: [['x', 3], ['a', 2], ['b', 2]], more: true });
+    const t = new TopSum(5);
+    t.add([['a', 1]], false);
+    expect(t.result()).toEqual({ counts: [['a', 1]], more: false });
+  });
+
+  it('keeps a bounded number of sums whatever the number of answers', () => {
+    const s = new TopSum(2);
+    for (let node = 0; node < 30; node++) s.add(Array.from({ length: 500 }, (_, i) => [`n${node}-${i}`, 1] as [string, number]).concat([['hot', 10]]), false);
+    expect((s as unknown as { sums: Map<string, number> }).sums.size).toBeLessThanOrEqual(10_000);
+    expect(s.result().counts[0]).toEqual(['hot', 300]);
+    expect(s.result().more).toBe(true);
+  });
+});
+
+describe('localNativeCounts (hub/native-counts.ts)', () => {
+  const hub = {
+    channels: [['chat:2', 1], ['chat:1', 4], ['#app2#room', 9], ['news', 2], ['empty', 0]] as [string, number][],
+    localSubscribers(ch: string): number {
+      return this.channels.find((c) => c[0] === ch)?.[1] ?? 0;
+    },
+    localChannels(): [string, number][] {
+      return this.channels;
+    },
+  };
+  const q = (o: Partial<Extract<ControlMessage, { kind: 'query' }>>): Extract<ControlMessage, { kind: 'query' }> => ({ kind: 'query', id: 'q', from: 'n', app: '', ...o });
+
+  it('lists native channels with subscribers in name order, by prefix, never another Pusher app\'s internal names', () => {
+    expect(localNativeCounts(hub, q({ prefix: '' }))).toEqual({ counts: [['chat:1', 4], ['chat:2', 1], ['news', 2]], more: false });
+    expect(localNativeCounts(hub, q({ prefix: 'chat:' }))).toEqual({ counts: [['chat:1', 4], ['chat:2', 1]], more: false });
+    expect(localNativeCounts(hub, q({ prefix: '' }), 2)).toEqual({ counts: [['chat:1', 4], ['chat:2', 1]], more: true });
+  });
+
+  it('lists the top channels by subscriptions, and the named channels', () => {
+    expect(localNativeCounts(hub, q({ prefix: '', top: 2 }))).toEqual({ counts: [['chat:1', 4], ['news', 2]], more: true });
+    expect(localNativeCounts(hub, q({ prefix: 'chat:', top: 5 }))).toEqual({ counts: [['chat:1', 4], ['chat:2', 1]], more: false });
+    expect(localNativeCounts(hub, q({ channels: ['news', 'nope', 'news'] }))).toEqual({ counts: [['news', 2]], more: false });
   });
 });

@@ -174,14 +174,59 @@ describe('loadConfig', () => {
     expect(problems({ ...S, PUBGATE_REDIS_CLUSTER: 'c:7000', PUBGATE_REDIS_PASSWORD: secret, PUBGATE_REDIS_URL: 'redis://r:1' }).length).toBeGreaterThanOrEqual(3);
   });
 
-  it('refuses the development secret and API key when NODE_ENV=production', () => {
+  it('refuses the development secret, API key and admin token when NODE_ENV=production', () => {
     const dev = JSON.parse(readFileSync(new URL('../../config/development.json', import.meta.url), 'utf8')) as Record<string, string>;
-    const env = { PUBGATE_JWT_SECRETS: dev.jwtSecrets!, PUBGATE_API_KEYS: dev.apiKeys! };
+    const env = { PUBGATE_JWT_SECRETS: dev.jwtSecrets!, PUBGATE_API_KEYS: dev.apiKeys!, PUBGATE_ADMIN_TOKEN: dev.adminToken! };
     expect(problems(env)).toEqual([]);
     const p = problems({ ...env, NODE_ENV: 'production' });
-    expect(p).toHaveLength(2);
+    expect(p).toHaveLength(3);
     expect(p[0]).toMatch(/^PUBGATE_JWT_SECRETS: the development secret/);
     expect(p[1]).toMatch(/^PUBGATE_API_KEYS: the development API key/);
+    expect(p[2]).toBe('PUBGATE_ADMIN_TOKEN: the development admin token from config/development.json is refused when NODE_ENV=production');
+  });
+});
+
+describe('loadConfig: the admin console (issue 19)', () => {
+  const TOKEN = 'admin-token-0123456789abcdefXYZ';
+
+  it('has the console on without a token by default, and reads both from the environment or the file', () => {
+    const d = loadConfig({});
+    expect(d.adminConsole).toBe(true);
+    expect(d.adminToken).toBeUndefined();
+    const c = loadConfig({ PUBGATE_ADMIN_CONSOLE: 'false', PUBGATE_ADMIN_TOKEN: TOKEN });
+    expect(c.adminConsole).toBe(false);
+    expect(c.adminToken).toBe(TOKEN);
+    const dir = mkdtempSync(join(tmpdir(), 'pubgate-config-'));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ adminConsole: false, adminToken: TOKEN }));
+    expect(loadConfig({ PUBGATE_CONFIG: file })).toMatchObject({ adminConsole: false, adminToken: TOKEN });
+    expect(loadConfig({ PUBGATE_CONFIG: file, PUBGATE_ADMIN_CONSOLE: 'true' }).adminConsole).toBe(true);
+    // An empty value is unset.
+    expect(loadConfig({ PUBGATE_ADMIN_TOKEN: '' }).adminToken).toBeUndefined();
+  });
+
+  it('refuses a token shorter than 24 characters, one line, without quoting it', () => {
+    const short = 'short-admin-token-23chrs';
+    expect(short.slice(1)).toHaveLength(23);
+    const p = problems({ PUBGATE_ADMIN_TOKEN: short.slice(1) });
+    expect(p).toEqual(['PUBGATE_ADMIN_TOKEN: must be at least 24 characters (got 23)']);
+    expect(p[0]).not.toContain(short.slice(1));
+    expect(problems({ PUBGATE_ADMIN_TOKEN: short })).toEqual([]);
+    for (const bad of [`${short} x`, `${short}é`, `${short}\t`]) {
+      expect(problems({ PUBGATE_ADMIN_TOKEN: bad })).toEqual(['PUBGATE_ADMIN_TOKEN: must be printable ASCII without spaces (it is sent as a bearer token)']);
+    }
+    expect(problems({ PUBGATE_ADMIN_CONSOLE: 'maybe' })[0]).toMatch(/^PUBGATE_ADMIN_CONSOLE: must be true or false/);
+  });
+
+  it('refuses the console without a token when NODE_ENV=production, unless it is off', () => {
+    expect(problems({ NODE_ENV: 'production' })).toEqual([
+      'PUBGATE_ADMIN_TOKEN: the admin console without a token is refused when NODE_ENV=production; set it or PUBGATE_ADMIN_CONSOLE=false',
+    ]);
+    expect(problems({ NODE_ENV: 'production', PUBGATE_ADMIN_CONSOLE: 'false' })).toEqual([]);
+    expect(problems({ NODE_ENV: 'production', PUBGATE_ADMIN_TOKEN: TOKEN })).toEqual([]);
+    // Outside production: accepted (the node warns at start and answers /admin/* 404).
+    expect(problems({})).toEqual([]);
+    expect(problems({ NODE_ENV: 'development' })).toEqual([]);
   });
 });
 

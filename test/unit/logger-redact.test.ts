@@ -35,4 +35,13 @@ describe('logger redaction', () => {
     for (const s of secrets) expect(text.includes(s), s).toBe(false);
     expect(lines[0]).toMatchObject({ password: '[redacted]', sentinelPassword: '[redacted]', redis: { password: '[redacted]' }, host: '127.0.0.1' });
   });
+
+  it('never writes the admin token, at the top level or one level down', () => {
+    const { lines, log } = capture();
+    log.info({ adminToken: 'adm-top-secret-0123456789abc', config: { adminToken: 'adm-nested-0123456789abcdef' } }, 'config');
+    const text = JSON.stringify(lines[0]);
+    expect(text).not.toContain('adm-top');
+    expect(text).not.toContain('adm-nested');
+    expect(lines[0]).toMatchObject({ adminToken: '[redacted]', config: { adminToken: '[redacted]' } });
+  });
 });
