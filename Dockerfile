@@ -16,7 +16,8 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 # uWebSockets.js ships binaries for every platform and Node.js ABI (~130 MB):
 # keep only the one this image loads, and fail the build if it does not load.
-RUN npm run build \
+# build:server: the gateway and its console (the client SDK in packages/ is not in the image).
+RUN npm run build:server \
  && npm prune --omit=dev --no-audit --no-fund \
  && node -e "const fs=require('fs'),d='node_modules/uWebSockets.js/dist/bin',keep='uws_'+process.platform+'_'+process.arch+'_'+process.versions.modules+'.node';if(!fs.existsSync(d+'/'+keep))throw new Error('no uWS binary '+keep);for(const f of fs.readdirSync(d))if(f!==keep)fs.rmSync(d+'/'+f)" \
  && node --input-type=module -e "await import('uWebSockets.js')"
