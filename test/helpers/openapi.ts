@@ -268,6 +268,12 @@ export function checkAnswer(url: URL, a: Omit<Answer, 'path' | 'port'>): void {
   if (problems && problems.length > 0) violations.push({ method: a.method.toUpperCase(), path: url.pathname + url.search, status: a.status, problems });
 }
 
+/** A node:http header value as `Headers.get` gives it. */
+export function headerText(v: string | string[] | number | undefined): string | null {
+  if (v === undefined) return null;
+  return Array.isArray(v) ? v.join(', ') : String(v);
+}
+
 /** Adds a violation found elsewhere (tests of the validator use it). */
 export function recordViolation(v: Violation): void {
   violations.push(v);
