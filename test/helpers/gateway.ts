@@ -93,11 +93,11 @@ export async function startGateway(env: Record<string, string> = {}, opts: { bar
   const port = Number(result.port);
   const adminPort = Number(result.adminPort);
   // Its answers are checked against docs/openapi.yaml (test/helpers/openapi.ts) until it exits.
-  registerPubgate(port, 'public');
-  registerPubgate(adminPort, 'admin');
+  registerPubgate(port, 'public', proc);
+  registerPubgate(adminPort, 'admin', proc);
   void exited.then(() => {
-    unregisterPubgate(port);
-    unregisterPubgate(adminPort);
+    unregisterPubgate(port, proc);
+    unregisterPubgate(adminPort, proc);
   });
   return {
     port,

@@ -232,15 +232,20 @@ export function openApiValidator(): OpenApiValidator {
 
 // ---- Which ports are pubgate's ----------------------------------------------
 
-const pubgatePorts = new Map<number, PortKind>();
+const pubgatePorts = new Map<number, { kind: PortKind; owner: object }>();
 
-/** Called by startGateway once a node listens; `unregisterPubgate` when it exited. */
-export function registerPubgate(port: number, kind: PortKind): void {
-  pubgatePorts.set(port, kind);
+/**
+ * Called by startGateway once a node listens: its answers on `port` are
+ * checked until `unregisterPubgate` with the same owner (a node restarted on
+ * the same port registers again with a new owner, and the old node's exit
+ * does not undo that).
+ */
+export function registerPubgate(port: number, kind: PortKind, owner: object = {}): void {
+  pubgatePorts.set(port, { kind, owner });
 }
 
-export function unregisterPubgate(port: number): void {
-  pubgatePorts.delete(port);
+export function unregisterPubgate(port: number, owner?: object): void {
+  if (owner === undefined || pubgatePorts.get(port)?.owner === owner) pubgatePorts.delete(port);
 }
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
@@ -249,7 +254,7 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
 export function pubgatePort(url: URL): PortKind | undefined {
   if (!LOOPBACK.has(url.hostname)) return undefined;
   const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
-  return pubgatePorts.get(port);
+  return pubgatePorts.get(port)?.kind;
 }
 
 // ---- Recording --------------------------------------------------------------
