@@ -60,6 +60,8 @@ describe('the response validator', () => {
     }))).toEqual([]);
     expect(v.check(answer({ method: 'GET', path: '/readyz', port: 'admin', status: 503, body: '{"status":"draining"}' }))).toEqual([]);
     expect(v.check(answer({ method: 'GET', path: '/metrics', port: 'admin', status: 200, headers: headers({ 'content-type': 'text/plain; version=0.0.4' }), body: undefined }))).toEqual([]);
+    // uWS's own 431: an HTML body without a Content-Type.
+    expect(v.check(answer({ path: '/v1/publish', status: 431, headers: headers({ connection: 'close' }), body: '<h1>Request Header Fields Too Large</h1>' }))).toEqual([]);
   });
 
   it('reports a body of the wrong shape, with the schema errors', () => {
