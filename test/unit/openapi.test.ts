@@ -6,9 +6,12 @@
  * wrapper, while answers from servers that are not pubgate nodes are left alone.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ERROR_CODES } from '../../src/errors.js';
 import { ROOT } from '../helpers/gateway.js';
 import { OPENAPI_FILE, openApiValidator, registerPubgate, takeViolations, unregisterPubgate, type Answer } from '../helpers/openapi.js';
 
@@ -33,6 +36,12 @@ describe('docs/openapi.yaml', () => {
     expect(r.out).not.toMatch(/^warning /m);
     expect(r.out).toContain('Your API description is valid');
     expect(r.code, r.out).toBe(0);
+  });
+
+  it('lists exactly the error codes of src/errors.ts', () => {
+    const yaml = createRequire(import.meta.url)('js-yaml') as { load(text: string): unknown };
+    const doc = yaml.load(readFileSync(OPENAPI_FILE, 'utf8')) as { components: { schemas: { ErrorCode: { enum: string[] } } } };
+    expect(doc.components.schemas.ErrorCode.enum).toEqual([...ERROR_CODES]);
   });
 
   it('has examples that match their schemas', () => {
