@@ -4,6 +4,8 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/global-setup.ts'],
+    // Every answer from a pubgate node is checked against docs/openapi.yaml.
+    setupFiles: ['test/helpers/openapi-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Integration tests start real processes; two cores, so keep parallelism modest.

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { registerPubgate, unregisterPubgate } from './openapi.js';
 import { addWaiter, type Waiter } from './waiters.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -91,6 +92,13 @@ export async function startGateway(env: Record<string, string> = {}, opts: { bar
   }
   const port = Number(result.port);
   const adminPort = Number(result.adminPort);
+  // Its answers are checked against docs/openapi.yaml (test/helpers/openapi.ts) until it exits.
+  registerPubgate(port, 'public', proc);
+  registerPubgate(adminPort, 'admin', proc);
+  void exited.then(() => {
+    unregisterPubgate(port, proc);
+    unregisterPubgate(adminPort, proc);
+  });
   return {
     port,
     adminPort,

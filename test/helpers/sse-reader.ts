@@ -6,6 +6,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
+import { checkAnswer, headerText } from './openapi.js';
 import { addWaiter, type Waiter } from './waiters.js';
 
 export interface SseEvent {
@@ -47,6 +48,8 @@ export function openSse(url: string, o: SseReaderOptions = {}): Promise<SseReade
   return new Promise((resolve, reject) => {
     const req = mod.request(u, { method: 'GET', headers, ...(u.protocol === 'https:' ? { servername: o.host, ca: o.ca } : {}) }, (res) => {
       req.setTimeout(0); // the head is in: a stream may be quiet for long
+      // Status and headers checked against docs/openapi.yaml when a pubgate node answered (not a proxy).
+      checkAnswer(u, { method: 'GET', status: res.statusCode ?? 0, headers: (n) => headerText(res.headers[n.toLowerCase()]) });
       const events: SseEvent[] = [];
       const eventWaiters: Waiter<SseEvent>[] = [];
       const pingWaiters: { n: number; resolve: () => void }[] = [];

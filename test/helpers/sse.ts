@@ -5,6 +5,7 @@
  * with the Last-Event-ID it chose.
  */
 import http, { type IncomingHttpHeaders } from 'node:http';
+import { checkAnswer, headerText } from './openapi.js';
 import { addWaiter, type Waiter } from './waiters.js';
 
 export interface SseEvent {
@@ -134,8 +135,19 @@ export function openSse(base: string, o: SseOptions = {}): Promise<SseStreamClie
         resume: () => res.resume(),
         close: () => req.destroy(),
       };
-      if (stream) resolve(client);
-      else void ended.then(() => resolve(client));
+      // Checked against docs/openapi.yaml when a pubgate node answered: a stream by its head, a refusal with its body.
+      const check = (text: string | undefined): void => {
+        checkAnswer(url, { method: 'GET', status: client.status, headers: (n) => headerText(res.headers[n.toLowerCase()]), body: text });
+      };
+      if (stream) {
+        check(undefined);
+        resolve(client);
+      } else {
+        void ended.then(() => {
+          check(body);
+          resolve(client);
+        });
+      }
     });
     if (o.recvBuffer !== undefined) {
       const size = o.recvBuffer;

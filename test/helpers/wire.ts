@@ -10,6 +10,7 @@ import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
 import { frameInbox, upgradeRefusal, type Frame } from './client.js';
 import { TEST_API_KEY } from './gateway.js';
+import { checkAnswer, headerText } from './openapi.js';
 
 export interface WireOptions {
   readonly token?: string;
@@ -172,7 +173,14 @@ export function request(o: RequestOptions): Promise<HttpAnswer> {
     const onRes = (res: http.IncomingMessage): void => {
       let text = '';
       res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+      res.on('end', () => {
+        const answer = { status: res.statusCode ?? 0, headers: res.headers, body: text };
+        // Checked against docs/openapi.yaml when a pubgate node answered (not a proxy in front of it).
+        checkAnswer(new URL(`${o.tls ? 'https' : 'http'}://127.0.0.1:${o.port}${o.path}`), {
+          method: base.method, status: answer.status, headers: (n) => headerText(res.headers[n.toLowerCase()]), body: text,
+        });
+        resolve(answer);
+      });
       res.on('error', reject);
     };
     const req = o.tls
