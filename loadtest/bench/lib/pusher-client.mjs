@@ -13,7 +13,9 @@
 // pusher_internal:*, or a frame led by another key) is JSON-parsed; a parsed
 // frame with an app event is counted too, so a server that orders its keys
 // differently is still counted, only more slowly. Unfragmented frames only
-// (uWS sends them so); no extensions are offered.
+// (uWS sends them so); no extensions are offered. While latency is measured
+// (the `soketi` peer target in the latency scenario) an event is read whole
+// and the send time inside its data string (`{\"t\":<ms>,...`) is taken.
 //
 // Also: the signing of Pusher HTTP API requests (auth_key, auth_timestamp,
 // auth_version 1.0, body_md5, auth_signature), done here rather than with the
