@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // pubgate benchmark runner: runs scenarios against pubgate and the ws baseline
+// (and, when installed outside the repository, the peers Soketi and Socket.IO)
 // on this machine (127.0.0.1 only), alternating targets run by run, and prints
 // every run, medians, min–max, ratios and which side limited each figure.
 //
 //   node loadtest/bench/run.mjs fanout --subscribers 2000 --runs 3 --targets pubgate,baseline
+//   node loadtest/bench/run.mjs fanout,latency,connections,channels --targets peers --runs 3 --rotate
 //   node loadtest/bench/run.mjs all
 //   npm run bench -- latency --runs 5
 //
@@ -14,6 +16,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { runConnections } from './lib/connections.mjs';
 import { runDelivery } from './lib/delivery.mjs';
+import { DEFAULT_SOCKETIO_DIR, PEER_TARGETS, socketioMissing } from './lib/peers.mjs';
 import { IDEMPOTENCY_SCENARIOS, formatIdempotency, idempotencyShort, runIdempotency } from './lib/idempotency.mjs';
 import { PRESENCE_SCENARIOS, formatPresence, presenceShort, runPresence } from './lib/presence.mjs';
 import { cpuList, pinToClientCpus, waitQuiet } from './lib/proc.mjs';
@@ -21,11 +24,15 @@ import { PROXY_SCENARIOS, formatProxy, proxyShort, runProxy } from './lib/proxy.
 import { DEFAULT_SOKETI_DIR, PUSHER_LEGS, PUSHER_SCENARIOS, formatPusher, pusherShort, runPusher, soketiMissing } from './lib/pusher.mjs';
 import { formatScenario, targetChecks } from './lib/report.mjs';
 import { SSE_SCENARIOS, formatSse, runSseFanout, sseShort } from './lib/sse.mjs';
-import { ROOT, TARGETS } from './lib/targets.mjs';
+import { DEFAULT_TARGETS, ROOT, TARGETS } from './lib/targets.mjs';
 import { WEBHOOKS_SCENARIOS, formatWebhooks, runWebhooks, webhooksShort } from './lib/webhooks.mjs';
 
 /** What `all` runs. */
 const SCENARIOS = ['fanout', 'latency', 'connections', 'channels', 'cluster'];
+/** The scenarios the peer targets (soketi, socketio) run in; the others run pubgate and the baseline only. */
+const PEER_SCENARIOS = ['fanout', 'latency', 'connections', 'channels'];
+/** --targets peers: every target, pubgate first. */
+const PEERS_ALIAS = ['pubgate', 'soketi', 'socketio', 'baseline'];
 /** Run only when named. */
 const EXTRA_SCENARIOS = ['compression', ...PRESENCE_SCENARIOS, ...PROXY_SCENARIOS, ...IDEMPOTENCY_SCENARIOS, ...WEBHOOKS_SCENARIOS, ...SSE_SCENARIOS, ...PUSHER_SCENARIOS];
 const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCENARIOS].join('|')}|all>[,...] [options]
@@ -63,7 +70,15 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
   --soketi-node PATH           the node binary for Soketi (default /usr/bin/node when present: its uWS build
                                has binaries up to Node 20 and falls back to JavaScript above, which is refused)
   --requests N                 idempotency: publish requests per block (default 3000), --concurrency in flight (default 32)
-  --targets pubgate,baseline   which servers (default both, alternated run by run)
+  --targets LIST               which servers, alternated run by run (default pubgate,baseline): pubgate, baseline,
+                               soketi (Soketi 1.6, Pusher protocol), socketio (Socket.IO 4 + @socket.io/redis-adapter
+                               and a redis-server); "peers" = pubgate,soketi,socketio,baseline. soketi and socketio
+                               run in ${PEER_SCENARIOS.join(', ')} only, are installed outside the repository, and are
+                               skipped with a message when absent (loadtest/bench/lib/peers.mjs, docs/benchmarks.md)
+  --socketio-dir DIR           a directory with socket.io@4, @socket.io/redis-adapter and redis installed by npm
+                               (default ${DEFAULT_SOCKETIO_DIR}, or env BENCH_SOCKETIO_DIR)
+  --quick                      a smoke check: 1 run, 200 fanout / 100 latency subscribers, 100 channels,
+                               1000 connections, 2-3 s of publishing, no quiet wait (explicit options still win)
   --runs N                     runs per target (default 3; presence-large 1)
   --subscribers N              fanout/cluster 2000, latency 1000, channels = --channels
   --channels N                 channels scenario: channels, one subscriber each (default 1000)
@@ -116,7 +131,9 @@ const USAGE = `usage: node loadtest/bench/run.mjs <${[...SCENARIOS, ...EXTRA_SCE
 const { values: o, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    targets: { type: 'string', default: TARGETS.join(',') },
+    targets: { type: 'string', default: DEFAULT_TARGETS.join(',') },
+    'socketio-dir': { type: 'string' },
+    quick: { type: 'boolean', default: false },
     runs: { type: 'string' },
     brokers: { type: 'string' },
     rounds: { type: 'string' },
@@ -147,7 +164,7 @@ const { values: o, positionals } = parseArgs({
     profile: { type: 'boolean', default: false },
     json: { type: 'string' },
     timeout: { type: 'string' },
-    'quiet-wait': { type: 'string', default: '5' },
+    'quiet-wait': { type: 'string' },
     rotate: { type: 'boolean', default: false },
     'pubgate-main': { type: 'string' },
     'pubgate-env': { type: 'string', multiple: true },
@@ -172,7 +189,7 @@ for (const s of scenarios) {
     process.exit(2);
   }
 }
-const targets = o.targets.split(',').map((t) => t.trim());
+const targets = o.targets === 'peers' ? [...PEERS_ALIAS] : o.targets.split(',').map((t) => t.trim());
 for (const t of targets) {
   if (!TARGETS.includes(t)) {
     process.stderr.write(`unknown target ${t} (${TARGETS.join(', ')})\n`);
@@ -203,7 +220,18 @@ const ctx = {
   pubgateEnv: envList(o['pubgate-env']),
   soketiDir: o['soketi-dir'] ?? process.env.BENCH_SOKETI_DIR ?? DEFAULT_SOKETI_DIR,
   soketiNode: o['soketi-node'] ?? (existsSync('/usr/bin/node') ? '/usr/bin/node' : process.execPath),
+  socketioDir: o['socketio-dir'] ?? process.env.BENCH_SOCKETIO_DIR ?? DEFAULT_SOCKETIO_DIR,
 };
+// A peer target that is not installed is left out, with a message (as the pusher scenarios' soketi leg).
+const peerSkipped = {};
+for (const t of targets.filter((x) => PEER_TARGETS.includes(x))) {
+  const missing = t === 'soketi' ? soketiMissing(ctx.soketiDir) : socketioMissing(ctx.socketioDir);
+  if (missing) {
+    peerSkipped[t] = missing;
+    process.stderr.write(`skipping the ${t} target: ${missing}\n`);
+  }
+}
+const quick = o.quick;
 function envList(list) {
   return Object.fromEntries((list ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 }
@@ -217,6 +245,8 @@ function deliveryParams(name) {
     cluster: { subscribers: 2000, channels: 0, batch: 100, duration: 5, rate: 0, concurrency: 4 },
     compression: { subscribers: 2000, channels: 0, batch: 1, duration: 5, rate: 0, concurrency: 32 },
   }[name];
+  // --quick: small and short, a smoke check that every target and phase works.
+  if (quick) Object.assign(d, { subscribers: d.subscribers === undefined ? undefined : name === 'latency' ? 100 : 200, channels: d.channels > 0 ? 100 : 0, duration: name === 'latency' ? 3 : 2 });
   const channels = num(o.channels, d.channels);
   const rate = num(o.rate, d.rate);
   return {
@@ -226,7 +256,7 @@ function deliveryParams(name) {
     subscribers: num(o.subscribers, d.subscribers ?? channels),
     batch: num(o.batch, rate > 0 ? 1 : d.batch),
     durationSec: num(o.duration, d.duration),
-    warmupSec: num(o.warmup, 1),
+    warmupSec: num(o.warmup, quick ? 0.5 : 1),
     rate,
     latency: rate > 0,
     size: num(o.size, 100),
@@ -403,10 +433,10 @@ function pusherParams(name) {
 function connectionParams() {
   return {
     name: 'connections',
-    connections: num(o.connections, Math.min(19_000, nofile - 1000)),
+    connections: num(o.connections, quick ? 1000 : Math.min(19_000, nofile - 1000)),
     workers: num(o.workers, 0),
     connectConcurrency: num(o['connect-concurrency'], 64),
-    settleSec: num(o.settle, 2),
+    settleSec: num(o.settle, quick ? 1 : 2),
     settleBeforeSec: num(o['settle-before'], 1),
   };
 }
@@ -450,7 +480,7 @@ function title(p) {
     return `sse-fanout: one node (embedded broker), ${p.subscribers} SSE streams and ${p.subscribers} WebSockets side by side; per round ${p.reps} publishes ` +
       `(${p.concurrency} in flight, ~${p.size}-byte frames) to the SSE channel / the WebSocket channel / a channel of both, in turn, ${p.rounds} rounds after a warm-up, ${where}`;
   }
-  if (p.name === 'connections') return `connections: ${p.connections} idle authenticated connections (token in ${ctx.tokenIn}), ${where}`;
+  if (p.name === 'connections') return `connections: ${p.connections} idle authenticated connections (token in ${ctx.tokenIn}; soketi: none, socketio: in its CONNECT), memory after a full GC, ${where}`;
   const subs = p.channels > 0 ? `${p.subscribers} subscribers over ${p.channels} channels` : `${p.subscribers} subscribers on one channel`;
   const mode = p.rate > 0 ? `${p.rate} publishes/s of batch ${p.batch}` : `as fast as accepted, batch ${p.batch}, ${p.concurrency} requests in flight`;
   const frames = `~${p.size}-byte frames${p.data === 'json' ? ' of JSON' : ''}`;
@@ -497,9 +527,14 @@ const paramsOf = (name) => {
 };
 for (const name of scenarios) for (const p of paramsOf(name)) {
   const runs = [];
-  const runs_n = num(o.runs, p.defaultRuns ?? 3);
+  const runs_n = num(o.runs, quick ? 1 : p.defaultRuns ?? 3);
   // Each run runs every leg: the targets, or (compression) pubgate with each setting.
-  const legs = p.legs ?? targets.map((t) => ({ label: t, target: t, env: {} }));
+  // The peers run in PEER_SCENARIOS only, and only when installed.
+  const legTargets = targets.filter((t) => !peerSkipped[t] && (!PEER_TARGETS.includes(t) || PEER_SCENARIOS.includes(name)));
+  for (const t of targets.filter((x) => PEER_TARGETS.includes(x) && !peerSkipped[x] && !PEER_SCENARIOS.includes(name))) {
+    if (!p.legs) process.stdout.write(`\n${name}: the ${t} target does not run in this scenario (peers run in ${PEER_SCENARIOS.join(', ')} only)\n`);
+  }
+  const legs = p.legs ?? legTargets.map((t) => ({ label: t, target: t, env: {} }));
   if (o['compare-main'] && !p.legs) legs.push({ label: 'before', target: 'pubgate', env: {}, pubgateMain: o['compare-main'], pubgateNode: o['compare-node'] });
   for (let run = 1; run <= runs_n; run++) {
     const shift = o.rotate ? (run - 1) % legs.length : 0;
@@ -508,7 +543,7 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
       // --pubgate-only-env: the pubgate target's, not --compare-main's ("before").
       const onlyEnv = leg.label === 'before' ? {} : envList(o['pubgate-only-env']);
       const legCtx = { ...ctx, pubgateEnv: { ...ctx.pubgateEnv, ...onlyEnv, ...leg.env }, pubgateMain: leg.pubgateMain ?? ctx.pubgateMain, pubgateNode: leg.pubgateNode };
-      const waitSec = num(o['quiet-wait'], 5);
+      const waitSec = num(o['quiet-wait'], quick ? 0 : 5);
       const idle = waitSec > 0 ? await waitQuiet(Object.keys(os.cpus()).map(String), waitSec * 1000) : [];
       process.stderr.write(`[${name}${p.deflate ? ` ${p.size} B` : ''}] run ${run}/${runs_n} ${target} (idle before: ${idle.map((x) => `${Math.round(x * 100)}%`).join(' ') || 'n/a'}) ... `);
       let r;
@@ -560,7 +595,8 @@ for (const name of scenarios) for (const p of paramsOf(name)) {
   }
   results.push({ name, params: p, runs, summary });
 }
-process.stdout.write(`${targetChecks(results)}\n`);
+// --quick runs are smoke checks, not measures: no verdict on the issue's targets.
+if (!quick) process.stdout.write(`${targetChecks(results)}\n`);
 if (ctx.profileDir) process.stdout.write(`\nCPU profiles of pubgate: ${ctx.profileDir} (summarise with node loadtest/bench/profile-summary.mjs <file>)\n`);
 if (o.json) {
   writeFileSync(o.json, JSON.stringify({ machine: { nproc, cpuModel, node: process.version, pin, ctx }, results }, null, 2));

@@ -7,10 +7,14 @@
 //              client cannot turn into slow-consumer closes on the server).
 //   rate mode  one /v1/publish every 1/rate s; each message carries its send
 //              time and every receipt is timed (latency).
+//
+// The peer targets (soketi, socketio; peers.mjs) run the same phases with
+// their own client (peer-worker.mjs) and publish request (publishRequest).
 import { coreBusy, coreTimes, procCpuSec, sleepMs, splitCores } from './proc.mjs';
 import { createPublisher, makeData, makeJsonData } from './publisher.mjs';
 import { LatencyHistogram } from './stats.mjs';
-import { API_KEY, SECRET, startTopology } from './targets.mjs';
+import { ONE_CHANNEL, channelPrefix, clientOf, publishRequest, startTarget, usesApiKey } from './peers.mjs';
+import { API_KEY, SECRET } from './targets.mjs';
 import { forkWorkers, localPortRange, shares, stopWorkers } from './workers.mjs';
 import { nowMs } from './ws-client.mjs';
 
@@ -27,19 +31,21 @@ const cpuMsSince = (mark) => {
  * ctx: { serverCpus, serverCores, clientCores, tokenIn, profileDir, log }
  */
 export async function runDelivery(sc, target, ctx) {
-  const topo = await startTopology(target, { cluster: sc.cluster, cpus: ctx.serverCpus, profileDir: ctx.profileDir, pubgateMain: ctx.pubgateMain, pubgateNode: ctx.pubgateNode, env: ctx.pubgateEnv });
+  const topo = await startTarget(target, { cluster: sc.cluster, batch: sc.batch, ctx });
+  const client = clientOf(target);
   const nWorkers = sc.workers || Math.max(2, Math.ceil(sc.subscribers / 5000));
   let pump = () => undefined;
-  const workers = forkWorkers(nWorkers, () => pump());
-  const pub = createPublisher({ port: topo.nodes[0].port, apiKey: API_KEY, concurrency: sc.concurrency });
+  const workers = forkWorkers(nWorkers, () => pump(), client.script);
+  const pub = createPublisher({ port: topo.nodes[0].port, apiKey: usesApiKey(target) ? API_KEY : undefined, concurrency: sc.concurrency });
   try {
     // Subscribers: worker i connects to node i % nodes (cluster: half on each node).
     await Promise.all(workers.map((w, i) => w.call('init', {
       host: '127.0.0.1', port: topo.nodes[i % topo.nodes.length].port, tokenIn: ctx.tokenIn, localPorts: localPortRange(i, nWorkers),
-      deflate: sc.deflate ?? false, inflateEvery: sc.inflateEvery ?? 61,
+      deflate: sc.deflate ?? false, inflateEvery: sc.inflateEvery ?? 61, ...client.init,
     })));
     const share = shares(sc.subscribers, nWorkers);
-    const spec = sc.channels > 0 ? { kind: 'mod', prefix: 'bench:', count: sc.channels } : { kind: 'one', name: 'bench' };
+    const prefix = channelPrefix(target);
+    const spec = sc.channels > 0 ? { kind: 'mod', prefix, count: sc.channels } : { kind: 'one', name: ONE_CHANNEL };
     let base = 0;
     const connected = await Promise.all(workers.map((w, i) => {
       const b = base;
@@ -57,7 +63,7 @@ export async function runDelivery(sc, target, ctx) {
     // Channel of the k-th message, and how many subscribers it reaches.
     const nCh = sc.channels > 0 ? sc.channels : 1;
     const subsOf = Array.from({ length: nCh }, (_, c) => (sc.channels > 0 ? Math.floor((sc.subscribers - 1 - c) / nCh) + 1 : sc.subscribers));
-    const chName = Array.from({ length: nCh }, (_, c) => (sc.channels > 0 ? `bench:${c}` : 'bench'));
+    const chName = Array.from({ length: nCh }, (_, c) => (sc.channels > 0 ? `${prefix}${c}` : ONE_CHANNEL));
     const data = (sc.data === 'json' ? makeJsonData : makeData)(sc.size);
     // The delivered frame is {"type":"message","channel":<channel>,"data":<data>}.
     const frameOverhead = '{"type":"message","channel":"","data":}'.length;
@@ -67,22 +73,21 @@ export async function runDelivery(sc, target, ctx) {
     /** Publishes for `durationMs`; resolves when every request was answered. */
     async function publishPhase(durationMs) {
       const st = { accepted: 0, expected: 0, sentDeliveries: 0, requests: 0, errors: {}, skipped: 0, frameBytes: 0 };
-      const path = sc.batch > 1 ? '/v1/publish/batch' : '/v1/publish';
       const windowDeliveries = sc.window * sc.subscribers;
       const rcv0 = received();
       const send = () => {
         const t = nowMs();
-        const parts = [];
+        const msgs = [];
         let deliveries = 0;
         let frameBytes = 0;
         for (let j = 0; j < sc.batch; j++) {
           const c = seq++ % nCh;
           const d = data(t, chName[c]);
-          parts.push(`{"channel":"${chName[c]}","data":${d}}`);
+          msgs.push([chName[c], d]);
           deliveries += subsOf[c];
           frameBytes += frameOverhead + chName[c].length + d.length;
         }
-        const body = sc.batch > 1 ? `{"messages":[${parts.join(',')}]}` : parts[0];
+        const { path, body } = publishRequest(target, msgs);
         st.sentDeliveries += deliveries;
         st.requests++;
         return pub.post(path, body).then((r) => {

@@ -13,7 +13,9 @@
 // pusher_internal:*, or a frame led by another key) is JSON-parsed; a parsed
 // frame with an app event is counted too, so a server that orders its keys
 // differently is still counted, only more slowly. Unfragmented frames only
-// (uWS sends them so); no extensions are offered.
+// (uWS sends them so); no extensions are offered. While latency is measured
+// (the `soketi` peer target in the latency scenario) an event is read whole
+// and the send time inside its data string (`{\"t\":<ms>,...`) is taken.
 //
 // Also: the signing of Pusher HTTP API requests (auth_key, auth_timestamp,
 // auth_version 1.0, body_md5, auth_signature), done here rather than with the
@@ -21,12 +23,14 @@
 // request stays small and the same for every target.
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { clientFrame, nowMs } from './ws-client.mjs';
+import { clientFrame, nowMs, readNumberAfter } from './ws-client.mjs';
 
 /** One buffer for every read of this process: each read is consumed synchronously. */
 const READ_BUF = Buffer.allocUnsafe(256 * 1024);
 const EVENT_LEAD = Buffer.from('{"event":"');
 const PUSHER = Buffer.from('pusher');
+/** The send time inside an event's data, which travels as a JSON string: {\"t\":<ms>,... */
+const T_ESCAPED_KEY = Buffer.from('\\"t\\":');
 /** Payload bytes needed to tell an app event from a control frame. */
 export const CLASSIFY_BYTES = EVENT_LEAD.length + PUSHER.length;
 
@@ -124,6 +128,10 @@ export class PusherPool {
     this.closeCodes = {};
     this.errors = {}; // socket errors, handshake statuses, pusher:error codes, bad frames
     this.pings = 0; // pusher:ping frames answered
+    // While latency is measured (the peer targets' latency scenario): a
+    // LatencyHistogram; each event is then read whole and its send time taken.
+    this.latency = undefined;
+    this.readNowMs = 0;
   }
 
   request() {
@@ -250,9 +258,11 @@ export class PusherConn {
 
   read(buf, n) {
     if (this.state === 2) {
-      const before = this.pool.messages;
+      const pool = this.pool;
+      if (pool.latency) pool.readNowMs = nowMs();
+      const before = pool.messages;
       this.feed(buf, 0, n);
-      if (this.pool.messages !== before) this.pool.lastRecvMs = nowMs();
+      if (pool.messages !== before) pool.lastRecvMs = pool.latency ? pool.readNowMs : nowMs();
       return true;
     }
     if (this.state !== 1) return true;
@@ -313,7 +323,7 @@ export class PusherConn {
       const op = buf[off] & 0x0f;
       off += hl;
       const have = end - off;
-      if (op === 1 && isAppEventLead(buf, off, off + Math.min(len, have))) {
+      if (op === 1 && pool.latency === undefined && isAppEventLead(buf, off, off + Math.min(len, have))) {
         // An app event, counted from its first bytes: skip the payload.
         pool.messages++;
         if (have >= len) off += len;
@@ -336,6 +346,12 @@ export class PusherConn {
   /** A whole frame payload in buf[from, to) that was not counted from its lead. */
   frame(op, buf, from, to) {
     const pool = this.pool;
+    if (op === 1 && pool.latency !== undefined && isAppEventLead(buf, from, to)) {
+      pool.messages++;
+      const t = readNumberAfter(buf, T_ESCAPED_KEY, from, to);
+      if (t === t) pool.latency.add(pool.readNowMs - t);
+      return;
+    }
     if (op === 1 || op === 2) {
       const f = parsePusherFrame(buf.toString('utf8', from, to));
       switch (f.kind) {

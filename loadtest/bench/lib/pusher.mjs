@@ -50,7 +50,7 @@ export const PUSHER_LEGS = ['pusher', 'soketi', 'native'];
 export const PUSHER_APP = { id: 'bench-app', key: 'bench-key', secret: 'bench-secret-0123456789abcdef' };
 /** Where --soketi-dir points by default: a directory soketi-bench beside this checkout. */
 export const DEFAULT_SOKETI_DIR = path.resolve(ROOT, '../soketi-bench');
-const PUSHER_WORKER = fileURLToPath(new URL('./pusher-worker.mjs', import.meta.url));
+export const PEER_WORKER = fileURLToPath(new URL('./peer-worker.mjs', import.meta.url));
 const CHANNEL = 'bench';
 const EVENT = 'bench';
 const SOKETI_ENTRY = 'node_modules/@soketi/soketi/bin/server.js';
@@ -77,8 +77,12 @@ function httpStatus(port, path) {
   });
 }
 
-/** Soketi, one process, the bench app, its metrics server on another loopback port (it always listens). */
-async function startSoketi(ctx) {
+/**
+ * Soketi, one process, the bench app, its metrics server on another loopback
+ * port (it always listens), its V8 inspector on a third; `extraEnv` adds
+ * SOKETI_* settings (the peer target's channels scenario raises the batch limit).
+ */
+export async function startSoketi(ctx, extraEnv = {}) {
   const port = await freePort();
   const metricsPort = await freePort();
   const inspectPort = await freePort();
@@ -92,6 +96,7 @@ async function startSoketi(ctx) {
     SOKETI_DEFAULT_APP_KEY: PUSHER_APP.key,
     SOKETI_DEFAULT_APP_SECRET: PUSHER_APP.secret,
     SOKETI_DEBUG: '0',
+    ...extraEnv,
   };
   const p = await startProcess({ name: 'soketi', cmd: ctx.soketiNode, args: [`--inspect=127.0.0.1:${inspectPort}`, `${ctx.soketiDir}/${SOKETI_ENTRY}`, 'start'], env, cpus: ctx.serverCpus, readyPorts: [port, metricsPort, inspectPort] });
   const stop = () => p.stop('SIGKILL');
@@ -134,7 +139,7 @@ export async function runPusher(sc, leg, ctx) {
   const pusherProto = leg !== 'native';
   const nWorkers = sc.workers || Math.max(2, Math.ceil(sc.subscribers / 5000));
   let pump = () => undefined;
-  const workers = forkWorkers(nWorkers, () => pump(), pusherProto ? PUSHER_WORKER : undefined);
+  const workers = forkWorkers(nWorkers, () => pump(), pusherProto ? PEER_WORKER : undefined);
   const pub = createPublisher({ port: srv.port, apiKey: pusherProto ? undefined : API_KEY, concurrency: sc.concurrency });
   try {
     await Promise.all(workers.map((w, i) => w.call('init', {

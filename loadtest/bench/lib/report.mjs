@@ -57,12 +57,12 @@ function runRows(kind, runs, rateMode) {
   }
   if (kind === 'connections') {
     return {
-      header: ['run', 'target', 'conns', 'failed', 'handshakes/s', 'srv µs/hs', 'RSS before→after MiB', 'KiB/conn', 'server core', 'client core', 'limited by'],
+      header: ['run', 'target', 'conns', 'failed', 'handshakes/s', 'srv µs/hs', 'RSS before→after MiB', 'KiB/conn', 'KiB heap/conn', 'after GC', 'server core', 'client core', 'limited by'],
       rows: runs.map((x) => (x.r.ok ? [
         x.run, x.target, fmtNum(x.r.connections), fmtNum(x.r.failed), fmtNum(x.r.handshakesPerSec), fmtNum(x.r.usPerHandshake, 1),
-        `${fmtNum(x.r.rss0Kb / 1024, 1)}→${fmtNum(x.r.rss1Kb / 1024, 1)}`, fmtNum(x.r.kbPerConn, 2),
+        `${fmtNum(x.r.rss0Kb / 1024, 1)}→${fmtNum(x.r.rss1Kb / 1024, 1)}`, fmtNum(x.r.kbPerConn, 2), fmtNum(x.r.heapKbPerConn, 2), x.r.gc ? 'yes' : 'no',
         coreCell(x.r.serverCores, x.r.serverCoreFrac), coreCell(x.r.clientCores, x.r.clientCoreFrac), limitedBy(x.r, false),
-      ] : [x.run, x.target, 'error', x.r.error.split('\n')[0], '', '', '', '', '', '', ''])),
+      ] : [x.run, x.target, 'error', x.r.error.split('\n')[0], '', '', '', '', '', '', '', '', ''])),
     };
   }
   if (rateMode) {
@@ -91,6 +91,7 @@ function figures(kind, rateMode) {
       ['handshakes/s', (r) => r.handshakesPerSec, 0, true],
       ['server µs/handshake', (r) => r.usPerHandshake, 1, false],
       ['server KiB RSS/conn', (r) => r.kbPerConn, 2, false],
+      ['server KiB heap/conn', (r) => r.heapKbPerConn, 2, false],
     ];
   }
   if (kind === 'compression' && !rateMode) {
@@ -125,7 +126,9 @@ export function summarize(kind, runs, rateMode, pair = ['pubgate', 'baseline']) 
   const [pa, pb] = pair;
   const targets = [...new Set(runs.map((x) => x.target))];
   const ok = (t) => runs.filter((x) => x.target === t && x.r.ok).map((x) => x.r);
-  const out = { targets: {}, ratios: {} };
+  // vs: with the default pair, pubgate ÷ every other target that ran (the peers beside the baseline).
+  const out = { targets: {}, ratios: {}, vs: {} };
+  const others = pa === 'pubgate' && pb === 'baseline' && targets.includes('pubgate') ? targets.filter((t) => t !== 'pubgate' && t !== 'before') : [];
   for (const [label, get] of figures(kind, rateMode)) {
     for (const t of targets) {
       const v = ok(t).map(get);
@@ -145,6 +148,15 @@ export function summarize(kind, runs, rateMode, pair = ['pubgate', 'baseline']) 
         if (y) perRun.push(get(x.r) / get(y.r));
       }
       out.ratios[label] = { ofMedians: a / b, perRun };
+    }
+    for (const t of others) {
+      const perRun = [];
+      for (const x of runs.filter((y) => y.target === 'pubgate' && y.r.ok)) {
+        const y = runs.find((z) => z.target === t && z.run === x.run && z.r.ok);
+        if (y) perRun.push(get(x.r) / get(y.r));
+      }
+      out.vs[t] ??= {};
+      out.vs[t][label] = { ofMedians: out.targets.pubgate[label].median / out.targets[t][label].median, perRun };
     }
   }
   return out;
@@ -169,6 +181,11 @@ export function formatScenario(title, kind, runs, rateMode, pair = ['pubgate', '
     if (ratio && Number.isFinite(ratio.ofMedians)) {
       lines.push(`  ratio ${pair[0]}/${pair[1]} ${label}: ${fmtNum(ratio.ofMedians, 2)}×  (per run: ${ratio.perRun.map((x) => fmtNum(x, 2)).join(', ')})`);
     }
+    for (const [t, byLabel] of Object.entries(sum.vs)) {
+      const q = byLabel[label];
+      if (t === pair[1] || !q || !Number.isFinite(q.ofMedians)) continue;
+      lines.push(`  ratio pubgate/${t} ${label}: ${fmtNum(q.ofMedians, 3)}×  (per run: ${q.perRun.map((x) => fmtNum(x, 3)).join(', ')})`);
+    }
   }
   const failures = runs.filter((x) => !x.r.ok);
   for (const f of failures) lines.push(`  run ${f.run} ${f.target} did not run: ${f.r.error.split('\n').join('\n    ')}`);
@@ -189,6 +206,10 @@ export function formatScenario(title, kind, runs, rateMode, pair = ['pubgate', '
     lines.push(`  run ${x.run} ${x.target} memory per connection (KiB, from its metrics): RSS ${fmtNum(x.r.kbPerConn, 2)} = ` +
       `V8 heap committed ${fmtNum(m.heapTotal, 2)} (young generation ${fmtNum(m.newTotal, 2)}; used ${fmtNum(m.heapUsed, 2)}: old ${fmtNum(m.oldUsed, 2)}, new ${fmtNum(m.newUsed, 2)}) ` +
       `+ external ${fmtNum(m.external, 2)} + native/other ${fmtNum(x.r.kbPerConn - m.heapTotal - m.external, 2)}`);
+  }
+  // socketio: its node and its redis-server, both in the server CPU figures.
+  for (const x of runs.filter((y) => y.r.ok && y.target === 'socketio' && y.r.serverProcs?.length > 1 && y.r.deliveries > 0)) {
+    lines.push(`  run ${x.run} ${x.target} server CPU by process: ${x.r.serverProcs.map((q) => `${q.name} ${fmtNum((q.cpuSec * 1e6) / x.r.deliveries, 3)} µs/delivery`).join(', ')}`);
   }
   for (const x of runs.filter((y) => y.r.ok && y.r.pubErrors && Object.keys(y.r.pubErrors).length)) {
     lines.push(`  run ${x.run} ${x.target} publish errors: ${JSON.stringify(x.r.pubErrors)}`);

@@ -11,7 +11,10 @@ export const PUBGATE_MAIN = `${ROOT}dist/main.js`;
 export const BASELINE_MAIN = `${ROOT}loadtest/bench/baseline/server.mjs`;
 export const SECRET = 'pubgate-bench-secret-0123456789abcdef';
 export const API_KEY = 'pubgate-bench-api-key';
-export const TARGETS = ['pubgate', 'baseline'];
+/** Every target; the peers (soketi, socketio) are installed outside the repository (peers.mjs). */
+export const TARGETS = ['pubgate', 'baseline', 'soketi', 'socketio'];
+/** What --targets defaults to. */
+export const DEFAULT_TARGETS = ['pubgate', 'baseline'];
 
 /** The runner's environment without PUBGATE_* (pubgate refuses unknown ones). */
 export function cleanEnv() {
@@ -231,12 +234,15 @@ async function startNode(target, { cpus, redisUrl, nodeId, profileDir, env: extr
     API_KEY,
     ...(redisUrl ? { REDIS_URL: redisUrl } : {}),
   };
-  const p = await startProcess({ name: `baseline ${nodeId}`, cmd: process.execPath, args: [BASELINE_MAIN], env, cpus, readyPorts: [port] });
+  // inspect (connections): the V8 inspector on a loopback port, for a full GC before memory readings (inspectMemory).
+  const inspectPort = inspect ? await freePort() : undefined;
+  const args = [...(inspectPort ? [`--inspect=127.0.0.1:${inspectPort}`] : []), BASELINE_MAIN];
+  const p = await startProcess({ name: `baseline ${nodeId}`, cmd: process.execPath, args, env, cpus, readyPorts: [port, ...(inspectPort ? [inspectPort] : [])] });
   const stop = p.stop;
-  return Object.assign(p, { port, stop: () => stop('SIGKILL') });
+  return Object.assign(p, { port, inspectPort, stop: () => stop('SIGKILL') });
 }
 
-async function startRedis(cpus) {
+export async function startRedis(cpus) {
   const port = await freePort();
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning'];
   const p = await startProcess({ name: 'redis-server', cmd: 'redis-server', args, env: cleanEnv(), cpus, readyPorts: [port] });

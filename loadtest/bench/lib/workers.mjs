@@ -67,7 +67,7 @@ class Worker {
   }
 }
 
-/** `script`: the client process to fork (default worker.mjs; the pusher scenarios: pusher-worker.mjs). */
+/** `script`: the client process to fork (default worker.mjs; the pusher scenarios and the peer targets soketi and socketio: peer-worker.mjs). */
 export function forkWorkers(n, onProgress, script = WORKER) {
   return Array.from({ length: n }, (_, i) => new Worker(i, onProgress, script));
 }

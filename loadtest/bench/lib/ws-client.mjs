@@ -97,15 +97,24 @@ function bump(obj, key) {
 
 /** Reads the number after `"t":` in buf[from, to), or NaN. */
 function readT(buf, from, to) {
-  const k = buf.indexOf(T_KEY, from);
-  if (k < 0 || k + 4 >= to) return NaN;
-  let e = k + 4;
+  return readNumberAfter(buf, T_KEY, from, to);
+}
+
+/**
+ * Reads the number right after the first `key` (a Buffer, e.g. `"t":`) in
+ * buf[from, to), or NaN: the send time a published message carries, found
+ * without parsing the frame (the peer clients use it with their own keys).
+ */
+export function readNumberAfter(buf, key, from, to) {
+  const k = buf.indexOf(key, from);
+  if (k < 0 || k + key.length >= to) return NaN;
+  let e = k + key.length;
   while (e < to) {
     const c = buf[e];
     if ((c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x2d || c === 0x65 || c === 0x2b) e++;
     else break;
   }
-  return Number(buf.toString('latin1', k + 4, e));
+  return Number(buf.toString('latin1', k + key.length, e));
 }
 
 export class WsPool {

@@ -1,12 +1,20 @@
-// A client process (child_process.fork) of the pusher scenarios: holds many
-// Pusher-protocol connections to one server (pusher-client.mjs) and answers
-// the runner's commands over IPC, with the same commands and answers as
-// worker.mjs where the pusher scenarios use them (init, connect, count,
-// stats, drop, exit), so that workers.mjs drives either.
+// A client process (child_process.fork) for the servers that do not speak
+// pubgate's protocol: the pusher scenarios (Pusher protocol, pusher-client.mjs:
+// pubgate's /app/{key} and Soketi) and the peer targets of the delivery and
+// connections scenarios (`soketi`: Pusher protocol; `socketio`: Engine.IO v4 /
+// Socket.IO v5 over a raw WebSocket, socketio-client.mjs). It holds many
+// connections to one server and answers the runner's commands over IPC, with
+// the same commands and answers as worker.mjs where those scenarios use them
+// (init, connect, count, stats, drop, exit), so that workers.mjs drives either.
+import { benchToken } from './jwt.mjs';
 import { PusherPool } from './pusher-client.mjs';
+import { SioPool } from './socketio-client.mjs';
+import { LatencyHistogram } from './stats.mjs';
 import { nowMs } from './ws-client.mjs';
 
 let pool;
+/** 'pusher' (default) or 'socketio'. */
+let proto = 'pusher';
 let progressTimer;
 let cpuMark = process.cpuUsage();
 
@@ -14,6 +22,11 @@ const cpuMsSince = (mark) => {
   const d = process.cpuUsage(mark);
   return (d.user + d.system) / 1000;
 };
+
+/** The channel of connection `i`: spec { kind: 'one', name } or { kind: 'mod', prefix, count } (as worker.mjs). */
+function channelOf(spec, i) {
+  return spec.kind === 'mod' ? `${spec.prefix}${i % spec.count}` : spec.name;
+}
 
 /** Runs `count` tasks with at most `limit` at once; resolves when all settled. */
 async function bounded(count, limit, task) {
@@ -29,12 +42,20 @@ async function bounded(count, limit, task) {
 
 const handlers = {
   init(m) {
-    pool = new PusherPool({ host: m.host, port: m.port, key: m.key, localPorts: m.localPorts });
+    proto = m.proto ?? 'pusher';
+    pool = proto === 'socketio'
+      ? new SioPool({ host: m.host, port: m.port, localPorts: m.localPorts })
+      : new PusherPool({ host: m.host, port: m.port, key: m.key, localPorts: m.localPorts });
     return {};
   },
 
-  /** Opens m.count connections, each subscribed to m.subscribe.name; retried m.retries times each. */
+  /**
+   * Opens m.count connections (users m.base…), each subscribed to its channel
+   * of m.subscribe when given; retried m.retries times each. socketio: each
+   * connection authenticates with a bench JWT (minted before the clock starts).
+   */
   async connect(m) {
+    const tokens = proto === 'socketio' ? Array.from({ length: m.count }, (_, i) => benchToken(m.secret, `bench-user-${m.base + i}`, 3600)) : [];
     const errors = {};
     let ok = 0;
     let failed = 0;
@@ -43,7 +64,7 @@ const handlers = {
     const t0 = nowMs();
     let t1 = t0;
     const deadline = t0 + m.phaseTimeoutMs;
-    await bounded(m.count, m.concurrency, async () => {
+    await bounded(m.count, m.concurrency, async (i) => {
       for (let attempt = 0; ; attempt++) {
         if (nowMs() > deadline) {
           failed++;
@@ -51,8 +72,8 @@ const handlers = {
           return;
         }
         try {
-          const c = await pool.open(m.timeoutMs);
-          if (m.subscribe) await c.subscribe(m.subscribe.name, m.timeoutMs);
+          const c = proto === 'socketio' ? await pool.open(tokens[i], m.timeoutMs) : await pool.open(m.timeoutMs);
+          if (m.subscribe) await c.subscribe(channelOf(m.subscribe, m.base + i), m.timeoutMs);
           ok++;
           t1 = nowMs();
           return;
@@ -79,6 +100,7 @@ const handlers = {
     pool.lastRecvMs = 0;
     pool.closedOpen = 0;
     pool.closeCodes = {};
+    pool.latency = m.latency ? new LatencyHistogram() : undefined;
     cpuMark = process.cpuUsage();
     clearInterval(progressTimer);
     progressTimer = setInterval(() => process.send({ progress: pool.messages }), m.progressMs ?? 20);
@@ -94,6 +116,7 @@ const handlers = {
       closeCodes: pool.closeCodes,
       open: pool.conns.size,
       cpuMs: cpuMsSince(cpuMark),
+      latency: pool.latency?.toSparse(),
       errors: pool.errors,
       pings: pool.pings,
     };
