@@ -69,7 +69,7 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
   });
 
   /** A page on node A's console, recording what must never happen (script errors, CSP violations) and every request. */
-  async function openConsole(width = 1200, height = 900): Promise<{ page: Page; problems: string[]; requests: { url: string; auth: string | undefined }[] }> {
+  async function openConsole(width = 1200, height = 900): Promise<{ page: Page; problems: string[]; requests: { url: string; auth: string | undefined }[]; polls: { inFlight: number; max: number } }> {
     const context = await browser!.newContext({ viewport: { width, height } });
     const page = await context.newPage();
     const problems: string[] = [];
@@ -79,12 +79,24 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
       if (/Content[- ]Security[- ]Policy|Refused to/i.test(m.text())) problems.push(`console: ${m.text()}`);
     });
     page.on('request', (r) => requests.push({ url: r.url(), auth: r.headers().authorization }));
+    // The most overview requests in flight at once (the console never overlaps its rounds).
+    const polls = { inFlight: 0, max: 0 };
+    page.on('request', (r) => {
+      if (!isOverviewUrl(r.url())) return;
+      polls.inFlight++;
+      polls.max = Math.max(polls.max, polls.inFlight);
+    });
+    const done = (r: { url(): string }): void => {
+      if (isOverviewUrl(r.url())) polls.inFlight--;
+    };
+    page.on('requestfinished', done);
+    page.on('requestfailed', done);
     const res = await page.goto(`${group.node(0).admin}/admin/`);
     expect(res?.status()).toBe(200);
     expect(res?.headers()['content-security-policy']).toContain("default-src 'self'");
     // The script enables the form once it runs.
     await page.waitForSelector('#token:enabled', { timeout: DEADLINE_MS });
-    return { page, problems, requests };
+    return { page, problems, requests, polls };
   }
 
   /** Waits until the element's text satisfies `pred` (checked in the page); fails with the text it last had. */
@@ -101,6 +113,8 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
         .catch(() => undefined);
     }
   }
+
+  const isOverviewUrl = (url: string): boolean => new URL(url).pathname === '/admin/api/overview';
 
   const nodeCell = (id: string, col: string): string => `#nodes tr[data-node="${id}"] td[data-col="${col}"]`;
 
@@ -149,7 +163,7 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
     subs.push(reader, victimA, victimB, ...bystanders);
     for (const s of subs) await s.subscribe(ROOM);
 
-    const { page, problems, requests } = await openConsole();
+    const { page, problems, requests, polls } = await openConsole();
     try {
       await signIn(page, ADMIN_TOKEN);
       await page.waitForSelector('#app', { state: 'visible', timeout: DEADLINE_MS });
@@ -233,6 +247,8 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
       expect(api.every((r) => r.auth === `Bearer ${ADMIN_TOKEN}`)).toBe(true);
       expect(requests.filter((r) => r.url.includes(ADMIN_TOKEN))).toEqual([]);
       expect(page.url()).not.toContain(ADMIN_TOKEN);
+      expect(requests.filter((r) => isOverviewUrl(r.url)).length).toBeGreaterThan(2); // it polled
+      expect(polls.max).toBe(1);
 
       // Sign out: back to the login form, the token forgotten.
       await page.setViewportSize({ width: 1200, height: 900 });
