@@ -5,7 +5,8 @@
  * gateway nodes sharing a real redis-server, both with PUBGATE_ADMIN_TOKEN:
  *
  * 1. A wrong token: the login form says the token was refused, the console
- *    stays hidden, nothing is kept in sessionStorage.
+ *    stays hidden, nothing is kept in sessionStorage; a kept token that the
+ *    API refuses (401 on the first refresh) brings the login form back.
  * 2. The right token (typed, submitted with Enter): the nodes table shows both
  *    nodes with the connection counts of real WebSocket clients, the totals
  *    and the busiest channel; the inspector shows subscribers per node and
@@ -19,7 +20,8 @@
  *
  * Everything waits on page or socket state with deadlines; nothing sleeps.
  * Artifacts: test-artifacts/admin-console.png (wide), admin-console-narrow.png
- * (a phone-sized viewport) and admin-console-login.png.
+ * (a phone-sized viewport), admin-console-login.png (a refused token) and
+ * admin-console-last.png (the page when the test ended, passed or not).
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -144,6 +146,15 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
       expect(await sessionToken(page)).toBeNull();
       expect(requests.some((r) => r.url.includes('/admin/api/') && r.auth === `Bearer ${WRONG_TOKEN}`)).toBe(true);
       expect(requests.filter((r) => r.url.includes(WRONG_TOKEN))).toEqual([]);
+
+      // A kept token that is no longer valid (e.g. rotated): the first refresh is refused, back to the login form with the message.
+      await page.evaluate((t) => (globalThis as unknown as { sessionStorage: { setItem(k: string, v: string): void } }).sessionStorage.setItem('pubgate-admin-token', t), WRONG_TOKEN);
+      await page.reload();
+      await page.waitForSelector('#token:enabled', { timeout: DEADLINE_MS });
+      expect(await untilText(page, '#login-error', 'the login error after a refused refresh', (t) => t !== '')).toMatch(/refused/i);
+      expect(await page.isVisible('#login')).toBe(true);
+      expect(await page.isVisible('#app')).toBe(false);
+      expect(await sessionToken(page)).toBeNull();
       expect(problems).toEqual([]);
     } finally {
       await shoot(page, 'admin-console-login');
@@ -257,6 +268,7 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
       await page.click('#signout');
       await page.waitForSelector('#login', { state: 'visible', timeout: DEADLINE_MS });
       expect(await page.isVisible('#app')).toBe(false);
+      expect(await page.textContent('#live')).toBe('Signed out');
       expect(await sessionToken(page)).toBeNull();
       expect(problems).toEqual([]);
     } finally {

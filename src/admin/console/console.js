@@ -77,8 +77,10 @@ function signOut(message) {
   lastChannels = '';
   sessionStorage.removeItem(TOKEN_KEY);
   stopPolling();
+  const wasIn = !$('app').hidden;
   showApp(false);
-  $('live').textContent = 'Signed out';
+  $('live').className = 'live';
+  $('live').textContent = wasIn ? 'Signed out' : '';
   $('login-error').textContent = message || '';
   $('token').value = '';
   $('token').focus();
