@@ -13,8 +13,9 @@
  *    presence; a publish from the console reaches real subscribers on both
  *    nodes (and shows its answer; an invalid channel shows the standard error
  *    body); a subscribe from the console makes a user's connection receive a
- *    channel; a confirmed disconnect closes the user's connections on both
- *    nodes with 4501; sign out forgets the token. The token never appears in a
+ *    channel; the disconnect dialog opens on Cancel and Escape sends nothing;
+ *    a confirmed disconnect closes the user's connections on both nodes with
+ *    4501; sign out forgets the token. Every form control has a label. The token never appears in a
  *    URL, every API request carries it as a bearer token, and the page has no
  *    CSP violation or script error.
  *
@@ -98,6 +99,14 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
     expect(res?.headers()['content-security-policy']).toContain("default-src 'self'");
     // The script enables the form once it runs.
     await page.waitForSelector('#token:enabled', { timeout: DEADLINE_MS });
+    // Every form control has a label (hidden ones included: the console is in the page from the start).
+    const unlabelled = await page.evaluate(() => {
+      const doc = (globalThis as unknown as { document: { querySelectorAll(s: string): ArrayLike<{ id: string; labels: ArrayLike<unknown> | null }> } }).document;
+      return Array.from(doc.querySelectorAll('input, select, textarea'))
+        .filter((e) => (e.labels?.length ?? 0) === 0)
+        .map((e) => e.id);
+    });
+    expect(unlabelled).toEqual([]);
     return { page, problems, requests, polls };
   }
 
@@ -235,7 +244,15 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
       expect(reader.got(EXTRA)).toEqual([{ extra: true }]);
 
       // Disconnect, after the confirmation: the victim's connections close with 4501 on both nodes.
+      // With the keyboard first: Enter opens the dialog on Cancel, Escape closes it, nothing is sent.
       await page.fill('#user', 'victim');
+      await page.focus('#user-disconnect');
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('#confirm[open]', { timeout: DEADLINE_MS });
+      expect(await page.evaluate(() => (globalThis as unknown as { document: { activeElement: { textContent: string } | null } }).document.activeElement?.textContent)).toBe('Cancel');
+      await page.keyboard.press('Escape');
+      await page.waitForSelector('#confirm', { state: 'hidden', timeout: DEADLINE_MS });
+      expect(requests.filter((r) => r.url.includes('/admin/api/disconnect'))).toEqual([]);
       await page.click('#user-disconnect');
       await page.waitForSelector('#confirm[open]', { timeout: DEADLINE_MS });
       expect(await page.textContent('#confirm-text')).toContain('"victim"');
