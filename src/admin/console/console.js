@@ -108,6 +108,7 @@ $('login-form').addEventListener('submit', async (ev) => {
   } finally {
     $('login-fields').disabled = false;
   }
+  if (!$('login').hidden) $('token').focus(); // could not while the fieldset was disabled
 });
 
 $('signout').addEventListener('click', () => signOut(''));
@@ -313,9 +314,13 @@ $('inspect-form').addEventListener('submit', (ev) => {
 
 // ---- publish ----
 
+let publishing = false;
+
 $('publish-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const out = $('publish-out');
+  // One publish at a time (a flag, not `disabled`: a disabled button would lose the keyboard focus).
+  if (publishing) return;
   const channel = $('publish-channel').value.trim();
   let data;
   try {
@@ -327,19 +332,25 @@ $('publish-form').addEventListener('submit', async (ev) => {
   }
   out.className = 'out';
   out.textContent = 'Publishing…';
+  publishing = true;
   try {
     const r = await api('publish', { channel, data });
     out.textContent = `Published: ${JSON.stringify(r)}`;
   } catch (e) {
     out.className = 'out bad';
     out.textContent = `Error: ${e}`;
+  } finally {
+    publishing = false;
   }
 });
 
 // ---- user actions ----
 
+let acting = false;
+
 async function userAction(action, needsChannel) {
   const out = $('user-out');
+  if (acting) return; // one action at a time
   const user = $('user').value.trim();
   const channel = $('user-channel').value.trim();
   out.className = 'out';
@@ -350,12 +361,17 @@ async function userAction(action, needsChannel) {
     return;
   }
   out.textContent = `${action}…`;
+  acting = true;
+  $('user-form').setAttribute('aria-busy', 'true');
   try {
     const r = await api(action, needsChannel ? { user, channel } : { user });
     out.textContent = `Done (${action}): ${JSON.stringify(r)}`;
   } catch (e) {
     out.className = 'out bad';
     out.textContent = `Error: ${e}`;
+  } finally {
+    acting = false;
+    $('user-form').removeAttribute('aria-busy');
   }
 }
 
