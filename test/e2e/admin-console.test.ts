@@ -15,7 +15,8 @@
  *    body); a subscribe from the console makes a user's connection receive a
  *    channel; the disconnect dialog opens on Cancel and Escape sends nothing;
  *    a confirmed disconnect closes the user's connections on both nodes with
- *    4501; sign out forgets the token. Every form control has a label. The token never appears in a
+ *    4501; a hidden tab pauses the refresh and a visible one resumes it; sign
+ *    out forgets the token. Every form control has a label. The token never appears in a
  *    URL, every API request carries it as a bearer token, and the page has no
  *    CSP violation or script error.
  *
@@ -30,6 +31,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT } from '../helpers/gateway.js';
 import { NodeGroup, Subscriber, closeAll, publishOne } from '../helpers/multinode.js';
+import { pollUntil } from '../helpers/redis.js';
 import { findTool, needs } from '../helpers/tools.js';
 
 const CHROMIUM = findTool('chromium');
@@ -133,6 +135,16 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
     await page.focus('#token');
     await page.keyboard.type(value);
     await page.keyboard.press('Enter');
+  }
+
+  /** Makes the page see itself hidden or visible (document.hidden, visibilityState and the visibilitychange event). */
+  async function setHidden(page: Page, hidden: boolean): Promise<void> {
+    await page.evaluate((h) => {
+      const doc = (globalThis as unknown as { document: object & { dispatchEvent(e: unknown): boolean } }).document;
+      Object.defineProperty(doc, 'hidden', { configurable: true, get: () => h });
+      Object.defineProperty(doc, 'visibilityState', { configurable: true, get: () => (h ? 'hidden' : 'visible') });
+      doc.dispatchEvent(new (globalThis as unknown as { Event: new (type: string) => unknown }).Event('visibilitychange'));
+    }, hidden);
   }
 
   async function sessionToken(page: Page): Promise<string | null> {
@@ -279,6 +291,15 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
       expect(page.url()).not.toContain(ADMIN_TOKEN);
       expect(requests.filter((r) => isOverviewUrl(r.url)).length).toBeGreaterThan(2); // it polled
       expect(polls.max).toBe(1);
+
+      // A hidden tab pauses the refresh; visible again, it resumes at once.
+      await setHidden(page, true);
+      await untilText(page, '#live', 'the paused status', (t) => t === 'Paused (tab hidden)');
+      await pollUntil(async () => polls.inFlight === 0, 'the last overview request to end', DEADLINE_MS);
+      const overviews = requests.filter((r) => isOverviewUrl(r.url)).length;
+      await setHidden(page, false);
+      await untilText(page, '#live', 'the live status after the pause', (t) => t === 'Live');
+      await pollUntil(async () => requests.filter((r) => isOverviewUrl(r.url)).length > overviews, 'an overview request after the pause', DEADLINE_MS);
 
       // Sign out: back to the login form, the token forgotten.
       await page.setViewportSize({ width: 1200, height: 900 });

@@ -79,8 +79,7 @@ function signOut(message) {
   stopPolling();
   const wasIn = !$('app').hidden;
   showApp(false);
-  $('live').className = 'live';
-  $('live').textContent = wasIn ? 'Signed out' : '';
+  setLive(wasIn ? 'Signed out' : '');
   $('login-error').textContent = message || '';
   $('token').value = '';
   $('token').focus();
@@ -148,18 +147,23 @@ async function poll() {
     if (!polling) return;
     renderOverview(overview);
     renderChannels(channels);
-    if (failures > 0 || $('live').textContent !== 'Live') $('live').textContent = 'Live';
     failures = 0;
+    if (!document.hidden) setLive('Live');
   } catch (e) {
     if (!polling) return;
     failures++;
-    $('live').textContent = `Update failed: ${e}. Retrying in ${Math.round(delay() / 1000)} s`;
-    $('live').className = 'live bad';
+    if (!document.hidden) setLive(`Update failed: ${e}. Retrying in ${Math.round(delay() / 1000)} s`, true);
   } finally {
     inFlight = false;
   }
-  if (failures === 0) $('live').className = 'live';
   schedule(delay());
+}
+
+/** The status line (a live region): written only when it changes, so screen readers hear changes only. */
+function setLive(text, bad = false) {
+  const live = $('live');
+  if (live.textContent !== text) live.textContent = text;
+  live.className = bad ? 'live bad' : 'live';
 }
 
 function delay() {
@@ -171,7 +175,7 @@ document.addEventListener('visibilitychange', () => {
   if (document.hidden) {
     window.clearTimeout(timer);
     timer = undefined;
-    $('live').textContent = 'Paused (tab hidden)';
+    setLive('Paused (tab hidden)');
   } else {
     schedule(0);
   }
