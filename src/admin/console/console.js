@@ -236,6 +236,9 @@ function renderOverview(o) {
     tr.append(broker, cell(n.draining ? 'yes' : 'no', n.draining ? 'bad' : ''));
     return tr;
   });
+  // Each cell carries its column's name: at narrow widths the rows are shown as cards (console.css).
+  const heads = [...$('nodes').tHead.rows[0].cells].map((h) => h.textContent);
+  for (const tr of rows) for (const [i, c] of [...tr.cells].entries()) if (i > 0) c.dataset.label = heads[i];
   $('nodes').tBodies[0].replaceChildren(...rows);
   $('updated').textContent = `Updated ${new Date(o.generatedAt || Date.now()).toLocaleTimeString()}`;
 }
