@@ -14,14 +14,14 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/chromium.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildClient } from '../helpers/client-build.js';
 import { startDemo, type DemoServer } from '../helpers/demo-server.js';
 import { ROOT, TEST_API_KEY, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { startForwarder, type Forwarder } from '../helpers/tcp-forwarder.js';
-import { findTool, needs } from '../helpers/tools.js';
+import { needs } from '../helpers/tools.js';
 
-const CHROMIUM = findTool('chromium');
 
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 
@@ -59,12 +59,7 @@ describe('demo page in headless Chromium', needs('chromium'), () => {
     lb = await startForwarder();
     demo = await startDemo({ PUBGATE_WS_URL: lb.url(), PUBGATE_API_URL: lb.http, DEMO_CLIENT_DIST: dist });
     lb.setTarget((await gateway('browser-1')).port);
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM!,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-    });
+    browser = await launchChromium();
   }, 120_000);
 
   afterAll(async () => {

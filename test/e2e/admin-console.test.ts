@@ -28,13 +28,13 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/chromium.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT } from '../helpers/gateway.js';
 import { NodeGroup, Subscriber, closeAll, publishOne } from '../helpers/multinode.js';
 import { pollUntil } from '../helpers/redis.js';
-import { findTool, needs } from '../helpers/tools.js';
+import { needs } from '../helpers/tools.js';
 
-const CHROMIUM = findTool('chromium');
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 const ADMIN_TOKEN = 'e2e-admin-token-0123456789abcdef';
 const WRONG_TOKEN = 'e2e-wrong-token-0123456789abcdef';
@@ -59,12 +59,7 @@ describe('admin console in headless Chromium on two nodes', needs('chromium'), (
       PUBGATE_ADMIN_TOKEN: ADMIN_TOKEN,
       PUBGATE_NAMESPACES: JSON.stringify([{ pattern: 'room:*', presence: true, history: { size: 100 } }]),
     });
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM!,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-    });
+    browser = await launchChromium();
   }, 120_000);
 
   afterAll(async () => {

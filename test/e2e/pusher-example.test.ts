@@ -19,14 +19,14 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/chromium.js';
 import Pusher from 'pusher';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { freePort } from '../helpers/ports.js';
 import { pollUntil } from '../helpers/redis.js';
-import { findTool, needs } from '../helpers/tools.js';
+import { needs } from '../helpers/tools.js';
 
-const CHROMIUM = findTool('chromium');
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 const DEADLINE_MS = 30_000;
 
@@ -138,12 +138,7 @@ describe('the Pusher example page in headless Chromium', needs('chromium'), () =
       PUBGATE_REQUIRE_ORIGIN: 'true',
     });
     example = await startExample(port, gw);
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM!,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-    });
+    browser = await launchChromium();
   }, 120_000);
 
   afterAll(async () => {

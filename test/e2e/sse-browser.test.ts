@@ -33,6 +33,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/chromium.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildClient } from '../helpers/client-build.js';
 import { token } from '../helpers/client.js';
@@ -41,9 +42,8 @@ import { startNginx, type NginxChild } from '../helpers/nginx-child.js';
 import { freePort } from '../helpers/ports.js';
 import { readDeploy } from '../helpers/proxies.js';
 import { pollUntil, startRedis, type RedisServer } from '../helpers/redis.js';
-import { findTool, needs } from '../helpers/tools.js';
+import { needs } from '../helpers/tools.js';
 
-const CHROMIUM = findTool('chromium');
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 
 /**
@@ -236,12 +236,7 @@ describe('SSE through nginx in headless Chromium: fallback, switch back, EventSo
       PUBGATE_TRUSTED_PROXIES: '127.0.0.1/32',
     });
     nginx = await startNginx(gw.port, `${staticLocations(pageDir, dist, 'broken')}\n${BROKEN_PROXY}`, { port, masterProcess: true });
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM!,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-    });
+    browser = await launchChromium();
   }, 120_000);
 
   afterAll(async () => {
