@@ -41,7 +41,8 @@ export function send(
   st.done = true;
   res.cork(() => {
     res.writeStatus(statusLine(status));
-    res.writeHeader('Content-Type', contentType);
+    // A 204 has no content, so no content type (OPTIONS /sse's preflight answer).
+    if (status !== 204) res.writeHeader('Content-Type', contentType);
     if (headers) for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
     res.end(body, closeConnection);
   });

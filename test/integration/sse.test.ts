@@ -58,6 +58,8 @@ describe('GET /sse admission (the handshake\'s statuses and bodies)', () => {
       headers: { origin: 'https://app.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization,last-event-id' },
     });
     expect(pre.status).toBe(204);
+    expect(pre.headers.get('content-type')).toBeNull(); // no content, no content type
+    expect(await pre.text()).toBe('');
     expect(pre.headers.get('access-control-allow-origin')).toBe('https://app.example');
     expect(pre.headers.get('access-control-allow-credentials')).toBe('true');
     expect(pre.headers.get('access-control-allow-headers')?.toLowerCase()).toContain('last-event-id');
