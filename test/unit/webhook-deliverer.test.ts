@@ -407,8 +407,16 @@ describe('webhook deliverer', () => {
     await deliverer.stop();
     const ok = receiver.received.slice(1);
     expect(receiver.received.every((r) => r.verified && r.eventIds.length <= 100)).toBe(true);
-    // The first (failed) body came again under the same id.
-    expect(ok.some((r) => r.id === receiver.received[0]!.id && r.body === receiver.received[0]!.body)).toBe(true);
+    // The first (failed) body's events came again under their own ids. The
+    // batch around them may be composed otherwise on the retry (which channels
+    // are due and claimed first depends on timing), and a different body has a
+    // different webhook-id (deliverer.ts); the same body has the same one
+    // (the single-channel test above).
+    const first = receiver.received[0]!;
+    const again = new Set(ok.flatMap((r) => r.eventIds));
+    expect(first.eventIds.length).toBeGreaterThan(0);
+    expect(first.eventIds.filter((id) => !again.has(id))).toEqual([]);
+    for (const r of ok) if (r.body === first.body) expect(r.id).toBe(first.id);
     for (const [channel, ids] of sent) {
       const got = ok.flatMap((r) => (JSON.parse(r.body) as { events: Array<{ id: string; channel: string }> }).events.filter((e) => e.channel === channel).map((e) => e.id));
       expect(got, channel).toEqual(ids);
