@@ -32,6 +32,7 @@ import type { ClientAddress, ClientIpResolver } from './client-ip.js';
 import type { ConnIds } from './conn-id.js';
 import { send, watch, type ResponseState } from './http.js';
 import { compileOrigins } from './origin.js';
+import type { AsyncCork } from './cork-anchor.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
 
 export interface ConnectDeps {
@@ -51,6 +52,8 @@ export interface ConnectDeps {
   readonly nowMs: () => number;
   /** Decides requests without a token when PUBGATE_CONNECT_PROXY_URL is set. */
   readonly connectProxy?: ConnectProxy | undefined;
+  /** Corks WebSocket upgrades completed after an await (cork-anchor.ts). */
+  readonly asyncCork?: AsyncCork | undefined;
 }
 
 /** A refusal decided by a transport's own checks. */
@@ -82,6 +85,8 @@ export interface Admitted {
   readonly client: ClientAddress;
   /** True while uWS's request handler still runs (the response is corked then); false after an await. */
   readonly sync: boolean;
+  /** How to cork a WebSocket upgrade completed after an await (cork-anchor.ts); absent: on the response itself. */
+  readonly asyncCork?: AsyncCork | undefined;
 }
 
 /** A transport's request-shape check: refused, or what it read (SSE: the channels). */
@@ -181,7 +186,7 @@ export function createConnectAdmission(deps: ConnectDeps): ConnectHandler {
       metrics.handshake('accepted', 'ok');
       // Logged here, where the client IP is at hand: the session does not keep it.
       log.debug({ conn: connIds.name(session.id), user, ip: client.ip, transport: kind.transport }, 'connection open');
-      kind.accept(session, shape, { res, st, head, client, sync });
+      kind.accept(session, shape, { res, st, head, client, sync, asyncCork: deps.asyncCork });
     };
 
     /**

@@ -24,6 +24,7 @@ import { createConnIds, type ConnIds } from './conn-id.js';
 import { createConnections } from './connection.js';
 import { createApiRoute } from './api-route.js';
 import { createAdminRoute } from './admin-route.js';
+import { createCorkAnchor } from './cork-anchor.js';
 import { send, watch } from './http.js';
 import { createConnectAdmission } from './connect.js';
 import { createSseRoute, SSE_PREFLIGHT_HEADERS, SseFanout, sseCors } from './sse.js';
@@ -97,6 +98,8 @@ export function createTransport(deps: TransportDeps): Transport {
   const { config, metrics, log, api } = deps;
   const app: TemplatedApp = config.tlsCert && config.tlsKey ? tlsApp(config.tlsCert, config.tlsKey) : App();
   const admin: TemplatedApp = App();
+  // Registered before the admin port's catch-all; connected once the admin port listens.
+  const anchor = createCorkAnchor(admin, log);
   let publicListener: us_listen_socket | undefined;
   let adminListener: us_listen_socket | undefined;
   const nowMs = (): number => performance.now();
@@ -129,6 +132,7 @@ export function createTransport(deps: TransportDeps): Transport {
     isDraining: deps.isDraining,
     nowMs,
     connectProxy: deps.proxies?.connect,
+    asyncCork: anchor.cork,
   });
   const upgrade = createUpgradeHandler(connect);
 
@@ -269,7 +273,9 @@ export function createTransport(deps: TransportDeps): Transport {
     async listen() {
       publicListener = await listenOn(app, config.port, 'public');
       adminListener = await listenOn(admin, config.adminPort, 'admin');
-      return { port: us_socket_local_port(publicListener), adminPort: us_socket_local_port(adminListener) };
+      const adminPort = us_socket_local_port(adminListener);
+      anchor.start(config.host, adminPort);
+      return { port: us_socket_local_port(publicListener), adminPort };
     },
     closeSocket: (ws, code) => conns.close(ws, code),
     closePublicListener() {
@@ -285,6 +291,7 @@ export function createTransport(deps: TransportDeps): Transport {
       conns.stop();
       rejections.flush();
       deps.proxies?.close();
+      anchor.stop();
     },
   };
 }

@@ -41,10 +41,15 @@ export function upgradeRefusal(head: UpgradeHead): ShapeResult<never> | undefine
   return undefined;
 }
 
-/** Upgrades an accepted connection: inside the handler the response is already corked; after an await it must be corked again. */
-export function upgradeAccepted<U>(userData: U, protocol: string, { res, head, sync }: Admitted, context: Context): void {
+/**
+ * Upgrades an accepted connection: inside the handler the response is already
+ * corked; after an await it must be corked again, on another socket when one
+ * is available (cork-anchor.ts: uWS #1928 cuts some upgrades corked on themselves).
+ */
+export function upgradeAccepted<U>(userData: U, protocol: string, { res, head, sync, asyncCork }: Admitted, context: Context): void {
   const upgrade = (): void => res.upgrade(userData, head.key, protocol, head.extensions, context);
   if (sync) upgrade();
+  else if (asyncCork) asyncCork(res, upgrade);
   else res.cork(upgrade);
 }
 

@@ -8,7 +8,10 @@
  * uWebSockets.js >= v20.69 according to issue 12). The build pubgate uses,
  * `uws-pack` 20.0.8 (upstream ~v20.49), does not carry the fix, which is why
  * pubgate completes its upgrades synchronously (src/auth/jws-sync.ts,
- * src/transport/upgrade.ts) and why this test is marked as the known failure.
+ * src/transport/upgrade.ts), why the upgrades that must complete after an
+ * await (connect proxy, JWKS) are corked on another socket
+ * (src/transport/cork-anchor.ts), and why this test is marked as the known
+ * failure.
  *
  * Mechanism (from the PR): after the callback given to `res.cork()`, uWS runs
  * its post-response HTTP logic unless it sees that the socket was upgraded,
