@@ -10,6 +10,7 @@ import { benchToken } from './jwt.mjs';
 import { PusherPool } from './pusher-client.mjs';
 import { SioPool } from './socketio-client.mjs';
 import { LatencyHistogram } from './stats.mjs';
+import { bounded, cpuMsSince, serveCommands } from './worker-ipc.mjs';
 import { nowMs } from './ws-client.mjs';
 
 let pool;
@@ -18,26 +19,9 @@ let proto = 'pusher';
 let progressTimer;
 let cpuMark = process.cpuUsage();
 
-const cpuMsSince = (mark) => {
-  const d = process.cpuUsage(mark);
-  return (d.user + d.system) / 1000;
-};
-
 /** The channel of connection `i`: spec { kind: 'one', name } or { kind: 'mod', prefix, count } (as worker.mjs). */
 function channelOf(spec, i) {
   return spec.kind === 'mod' ? `${spec.prefix}${i % spec.count}` : spec.name;
-}
-
-/** Runs `count` tasks with at most `limit` at once; resolves when all settled. */
-async function bounded(count, limit, task) {
-  let next = 0;
-  const lanes = [];
-  for (let l = 0; l < Math.min(limit, count); l++) {
-    lanes.push((async () => {
-      while (next < count) await task(next++);
-    })());
-  }
-  await Promise.all(lanes);
 }
 
 const handlers = {
@@ -130,13 +114,4 @@ const handlers = {
   },
 };
 
-process.on('message', (m) => {
-  Promise.resolve()
-    .then(() => handlers[m.cmd](m))
-    .then(
-      (r) => process.send({ ...r, seq: m.seq, status: 'ok' }),
-      (e) => process.send({ seq: m.seq, status: 'error', error: String(e?.stack ?? e) }),
-    );
-});
-// The runner going away ends this process too.
-process.on('disconnect', () => process.exit(0));
+serveCommands(handlers);

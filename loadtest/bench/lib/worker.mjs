@@ -4,6 +4,7 @@
 import { benchToken } from './jwt.mjs';
 import { SsePool } from './sse-client.mjs';
 import { LatencyHistogram } from './stats.mjs';
+import { bounded, cpuMsSince, serveCommands } from './worker-ipc.mjs';
 import { WsPool, nowMs } from './ws-client.mjs';
 
 let pool;
@@ -11,11 +12,6 @@ let pool;
 let ssePool;
 let progressTimer;
 let cpuMark = process.cpuUsage();
-
-const cpuMsSince = (mark) => {
-  const d = process.cpuUsage(mark);
-  return (d.user + d.system) / 1000;
-};
 
 function channelOf(spec, i) {
   return spec.kind === 'one' ? spec.name : `${spec.prefix}${i % spec.count}`;
@@ -71,18 +67,6 @@ async function subscribeMany(c, channels, timeoutMs, errors, failedOut) {
 
 /** churn: clients reconnecting elsewhere after the server closed them (drain). */
 let reconnect;
-
-/** Runs `count` tasks with at most `limit` at once; resolves when all settled. */
-async function bounded(count, limit, task) {
-  let next = 0;
-  const lanes = [];
-  for (let l = 0; l < Math.min(limit, count); l++) {
-    lanes.push((async () => {
-      while (next < count) await task(next++);
-    })());
-  }
-  await Promise.all(lanes);
-}
 
 const handlers = {
   init(m) {
@@ -409,13 +393,4 @@ const handlers = {
   },
 };
 
-process.on('message', (m) => {
-  Promise.resolve()
-    .then(() => handlers[m.cmd](m))
-    .then(
-      (r) => process.send({ ...r, seq: m.seq, status: 'ok' }),
-      (e) => process.send({ seq: m.seq, status: 'error', error: String(e?.stack ?? e) }),
-    );
-});
-// The runner going away ends this process too.
-process.on('disconnect', () => process.exit(0));
+serveCommands(handlers);
