@@ -2,7 +2,7 @@
 // target (pubgate's /app/{key}, Soketi): raw TCP (node:net), a hand-written
 // upgrade and frame parser, many connections per process, like ws-client.mjs
 // (the connection and frame machinery is raw-conn.mjs, shared with
-// socketio-client.mjs).
+// ws-client.mjs and socketio-client.mjs).
 //
 // Per connection: GET /app/{key}?protocol=7, wait for
 // pusher:connection_established, send pusher:subscribe for a public channel,
@@ -141,7 +141,7 @@ export class PusherConn extends RawConn {
   }
 
   open(timeoutMs) {
-    return this.dial(timeoutMs, 'closed before connection_established');
+    return this.dial(this.pool.request(), timeoutMs, 'closed before connection_established');
   }
 
   established() {

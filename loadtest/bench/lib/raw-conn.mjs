@@ -1,22 +1,64 @@
-// The connection machinery the Pusher-protocol and Socket.IO clients share
-// (pusher-client.mjs, socketio-client.mjs): many WebSocket connections per
-// process on raw TCP (node:net), a hand-written upgrade and frame parser,
-// like ws-client.mjs, so that the client costs what it costs for every target.
+// The connection machinery of the runner's WebSocket clients (ws-client.mjs
+// for pubgate's protocol, pusher-client.mjs, socketio-client.mjs): many
+// connections per process on raw TCP (node:net), a hand-written upgrade and
+// frame parser, so that the client costs what it costs for every target.
 //
 // RawPool holds the connections and the counters the client processes report
-// (messages, pings, errors, close codes, latency); a client's pool adds its
-// upgrade request (`request()`). RawConn dials (binding the pool's local
-// ports in turn), reads the 101 answer, and cuts the frames: a text frame
-// whose first bytes say it is a message (`countsLead`, given at least
-// `classifyBytes` of its payload or all of it) is counted and its payload
-// skipped; any other frame is handed whole to the client's `frame()`, which
-// leaves close and ping frames to `control()`. Unfragmented frames only (the
-// servers send them so); no extensions are offered.
+// (messages, pings, errors, close codes, latency). RawConn dials with the
+// client's upgrade request (binding the pool's local ports in turn), reads
+// the 101 answer, and cuts the frames: a text frame whose first bytes say it
+// is a message (`countsLead`, given at least `classifyBytes` of its payload
+// or all of it) is counted and its payload skipped; any other frame is
+// handed whole to the client's `frame()`, which leaves close and ping frames
+// to `control()`. Unfragmented frames only (the
+// servers send them so); no extensions are offered. ws-client.mjs reads its
+// frames itself (permessage-deflate, bytes counted) and uses the rest.
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { clientFrame, nowMs } from './ws-client.mjs';
 
 /** One buffer for every read of this process: each read is consumed synchronously. */
 const READ_BUF = Buffer.allocUnsafe(256 * 1024);
+
+// A monotonic clock shared by every process on the machine (CLOCK_MONOTONIC),
+// read cheaply through performance.now() plus a per-process offset. The offset
+// is taken after both clocks were read once (the first access to `performance`
+// loads perf_hooks, ~0.1–0.7 ms, which would otherwise skew the offset of each
+// process differently), from the tightest of a few readings.
+function monotonicOffsetMs() {
+  performance.now();
+  process.hrtime.bigint();
+  let best = Infinity;
+  let offset = 0;
+  for (let i = 0; i < 20; i++) {
+    const a = performance.now();
+    const h = Number(process.hrtime.bigint()) / 1e6;
+    const b = performance.now();
+    if (b - a < best) {
+      best = b - a;
+      offset = h - (a + b) / 2;
+    }
+  }
+  return offset;
+}
+const OFFSET_MS = monotonicOffsetMs();
+export const nowMs = () => performance.now() + OFFSET_MS;
+
+/** A masked client frame (RFC 6455 §5.3); payloads under 64 KiB. */
+export function clientFrame(opcode, payload) {
+  const len = payload.length;
+  const hl = len < 126 ? 2 : 4;
+  const out = Buffer.allocUnsafe(hl + 4 + len);
+  out[0] = 0x80 | opcode;
+  if (len < 126) out[1] = 0x80 | len;
+  else {
+    out[1] = 0x80 | 126;
+    out.writeUInt16BE(len, 2);
+  }
+  const mask = randomBytes(4);
+  mask.copy(out, hl);
+  for (let i = 0; i < len; i++) out[hl + 4 + i] = payload[i] ^ mask[i & 3];
+  return out;
+}
 
 export function bump(obj, key) {
   obj[key] = (obj[key] ?? 0) + 1;
@@ -27,7 +69,11 @@ export class RawPool {
   constructor(o) {
     this.host = o.host;
     this.port = o.port;
-    // Local ports to bind, in turn (see ws-client.mjs: the kernel's own choice gets slow with many connections).
+    // Local ports this process binds its connections to, in turn. Leaving the
+    // choice to the kernel gets slow once half the ephemeral range is in use
+    // towards one server port (connect() then scans for a free port: ~1 ms per
+    // connection past ~14 000 connections here), which would make the client
+    // the bottleneck of the connections scenario.
     this.localPorts = o.localPorts;
     this.nextLocalPort = o.localPorts ? o.localPorts[0] : 0;
     this.conns = new Set();
@@ -97,11 +143,13 @@ export class RawConn {
   }
 
   /**
-   * Dials the pool's server and sends its upgrade request; resolves once the
-   * client calls onReady, rejects on a failure, a timeout, or a close before
-   * that (with `closedWhy`).
+   * Dials the pool's server and sends `request` (the upgrade request);
+   * resolves once the client calls onReady, rejects on a failure, a timeout,
+   * or a close before that (with `closedWhy`). An established connection that
+   * closes later is counted in the pool's closedOpen and handed to its
+   * onClosed, when it has one.
    */
-  dial(timeoutMs, closedWhy) {
+  dial(request, timeoutMs, closedWhy) {
     const pool = this.pool;
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -131,7 +179,7 @@ export class RawConn {
         });
         this.sock = sock;
         sock.setNoDelay(true);
-        sock.once('connect', () => sock.write(pool.request()));
+        sock.once('connect', () => sock.write(request));
         sock.on('error', (e) => {
           // A local port someone else holds: take the next one.
           if ((e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL') && localPort && !sock.bytesWritten && tries++ < 100) {
@@ -143,14 +191,18 @@ export class RawConn {
           bump(pool.errors, e.code ?? 'error');
           fail(e.code ?? 'socket error');
         });
-        sock.on('close', () => {
-          if (this.established() && this.state === 2) pool.closedOpen++;
-          this.state = 3;
-          pool.conns.delete(this);
-          for (const w of this.waiters.values()) w.reject(new Error('closed'));
-          this.waiters.clear();
-          fail(closedWhy);
-        });
+        sock.on('close', onClose);
+      };
+      const onClose = () => {
+        const wasOpen = this.state === 2 && this.established();
+        if (wasOpen) pool.closedOpen++;
+        this.state = 3;
+        pool.conns.delete(this);
+        for (const w of this.waiters.values()) w.reject(new Error('closed'));
+        this.waiters.clear();
+        fail(closedWhy);
+        // The churn scenario reconnects a client the server closed (drain) elsewhere.
+        if (wasOpen) pool.onClosed?.(this);
       };
       this.state = 1;
       pool.conns.add(this);

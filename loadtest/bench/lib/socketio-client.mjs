@@ -2,9 +2,9 @@
 // WebSocket (`GET /socket.io/?EIO=4&transport=websocket`, no HTTP long-polling
 // first), Socket.IO protocol v5 on top, many connections per process on raw
 // TCP (node:net) with a hand-written upgrade and frame parser (raw-conn.mjs,
-// shared with pusher-client.mjs), like ws-client.mjs, so that the client
-// costs what it costs for the other targets (socket.io-client per connection
-// would not).
+// shared with ws-client.mjs and pusher-client.mjs), so that the client costs
+// what it costs for the other targets (socket.io-client per connection would
+// not).
 //
 // Per connection: upgrade, wait for the Engine.IO OPEN packet (`0{"sid":..}`),
 // send the Socket.IO CONNECT to the main namespace with the bench JWT as its
@@ -161,7 +161,7 @@ export class SioConn extends RawConn {
 
   open(token, timeoutMs) {
     this.token = token;
-    return this.dial(timeoutMs, 'closed before connect');
+    return this.dial(this.pool.request(), timeoutMs, 'closed before connect');
   }
 
   established() {
