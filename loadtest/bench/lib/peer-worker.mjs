@@ -80,11 +80,7 @@ const handlers = {
   },
 
   count(m) {
-    pool.messages = 0;
-    pool.lastRecvMs = 0;
-    pool.closedOpen = 0;
-    pool.closeCodes = {};
-    pool.latency = m.latency ? new LatencyHistogram() : undefined;
+    pool.startCount(m.latency ? new LatencyHistogram() : undefined);
     cpuMark = process.cpuUsage();
     clearInterval(progressTimer);
     progressTimer = setInterval(() => process.send({ progress: pool.messages }), m.progressMs ?? 20);
@@ -93,17 +89,8 @@ const handlers = {
 
   stats() {
     clearInterval(progressTimer);
-    return {
-      messages: pool.messages,
-      lastRecvMs: pool.lastRecvMs,
-      closedOpen: pool.closedOpen,
-      closeCodes: pool.closeCodes,
-      open: pool.conns.size,
-      cpuMs: cpuMsSince(cpuMark),
-      latency: pool.latency?.toSparse(),
-      errors: pool.errors,
-      pings: pool.pings,
-    };
+    const cpuMs = cpuMsSince(cpuMark); // before the latency histogram is serialized, as ever
+    return { ...pool.counts(), cpuMs, pings: pool.pings };
   },
 
   exit() {

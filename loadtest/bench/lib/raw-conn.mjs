@@ -88,6 +88,31 @@ export class RawPool {
     this.readNowMs = 0;
   }
 
+  /**
+   * Starts a measurement (the client processes' `count`): zeroes the counts
+   * and measures latency into `latency` (a LatencyHistogram), or not (undefined).
+   */
+  startCount(latency) {
+    this.messages = 0;
+    this.lastRecvMs = 0;
+    this.closedOpen = 0;
+    this.closeCodes = {};
+    this.latency = latency;
+  }
+
+  /** The counts the client processes report (their `stats`). */
+  counts() {
+    return {
+      messages: this.messages,
+      lastRecvMs: this.lastRecvMs,
+      closedOpen: this.closedOpen,
+      closeCodes: this.closeCodes,
+      open: this.conns.size,
+      latency: this.latency?.toSparse(),
+      errors: this.errors,
+    };
+  }
+
   takeLocalPort() {
     if (!this.localPorts) return undefined;
     const [from, to] = this.localPorts;

@@ -344,17 +344,13 @@ const handlers = {
   },
 
   count(m) {
-    pool.messages = 0;
-    pool.lastRecvMs = 0;
-    pool.closedOpen = 0;
-    pool.closeCodes = {};
+    pool.startCount(m.latency ? new LatencyHistogram() : undefined);
     pool.resetCounts();
     if (ssePool) {
       ssePool.messages = 0;
       ssePool.closeEvents = {};
       ssePool.endedOpen = 0;
     }
-    pool.latency = m.latency ? new LatencyHistogram() : undefined;
     cpuMark = process.cpuUsage();
     clearInterval(progressTimer);
     progressTimer = setInterval(() => process.send({ progress: pool.messages, presence: pool.presenceFrames, sse: ssePool?.messages ?? 0 }), m.progressMs ?? 20);
@@ -363,14 +359,10 @@ const handlers = {
 
   stats() {
     clearInterval(progressTimer);
+    const cpuMs = cpuMsSince(cpuMark); // before the latency histogram is serialized, as ever
     return {
-      messages: pool.messages,
-      lastRecvMs: pool.lastRecvMs,
-      closedOpen: pool.closedOpen,
-      closeCodes: pool.closeCodes,
-      open: pool.conns.size,
-      cpuMs: cpuMsSince(cpuMark),
-      latency: pool.latency?.toSparse(),
+      ...pool.counts(),
+      cpuMs,
       extensions: pool.extensions,
       wireBytes: pool.wireBytes,
       compressed: pool.compressed,
@@ -378,7 +370,6 @@ const handlers = {
       inflatedBytes: pool.inflatedBytes,
       inflatedWire: pool.inflatedWire,
       inflateErrors: pool.inflateErrors,
-      errors: pool.errors,
       sse: ssePool && { messages: ssePool.messages, open: ssePool.streams.size, endedOpen: ssePool.endedOpen, closeEvents: ssePool.closeEvents, errors: ssePool.errors },
     };
   },
