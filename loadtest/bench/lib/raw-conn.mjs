@@ -253,22 +253,39 @@ export class RawConn {
       return true;
     }
     if (this.state !== 1) return true;
+    const at = this.upgrade(buf, n);
+    if (at >= 0 && at < n) this.feed(buf, at, n);
+    return true;
+  }
+
+  /**
+   * Reads buf[0, n) as part of the answer to the upgrade request. Once the
+   * head is whole and a 101 the client `accept`s, the connection is open and
+   * the answer is where its first frame starts in buf (n when none came yet);
+   * -1 while the head is incomplete, or when it failed the connection.
+   */
+  upgrade(buf, n) {
     this.head += buf.toString('latin1', 0, n);
     const i = this.head.indexOf('\r\n\r\n');
     if (i < 0) {
       if (this.head.length > 16384) this.onFail('response head too long');
-      return true;
+      return -1;
     }
     if (!this.head.startsWith('HTTP/1.1 101')) {
       const status = this.head.slice(9, 12);
-      bump(pool.errors, `http_${status}`);
+      bump(this.pool.errors, `http_${status}`);
       this.onFail(`handshake answered ${status}`);
-      return true;
+      return -1;
     }
+    if (!this.accept(this.head.slice(0, i))) return -1;
     const rest = this.head.length - (i + 4);
     this.head = '';
     this.state = 2;
-    if (rest > 0) this.feed(buf, n - rest, n);
+    return n - rest;
+  }
+
+  /** Whether the client takes a 101 answer with this head (status line and headers); false fails the connection itself. */
+  accept(_head) {
     return true;
   }
 

@@ -199,35 +199,26 @@ class Conn extends RawConn {
       return true;
     }
     if (this.state !== 1) return true;
-    this.head += buf.toString('latin1', 0, n);
-    const i = this.head.indexOf('\r\n\r\n');
-    if (i < 0) {
-      if (this.head.length > 16384) this.onFail('response head too long');
-      return true;
+    const at = this.upgrade(buf, n);
+    if (at >= 0 && at < n) {
+      this.pool.wireBytes += n - at;
+      this.feed(buf, at, n);
     }
-    if (!this.head.startsWith('HTTP/1.1 101')) {
-      const status = this.head.slice(9, 12);
-      bump(this.pool.errors, `http_${status}`);
-      this.onFail(`handshake answered ${status}`);
-      return true;
-    }
-    const ext = headerValue(this.head.slice(0, i), 'sec-websocket-extensions');
+    return true;
+  }
+
+  /** The extension the server answered: permessage-deflate only as offered (no server context takeover). */
+  accept(head) {
+    const ext = headerValue(head, 'sec-websocket-extensions');
     if (this.pool.extensions === undefined) this.pool.extensions = ext ?? '';
     if (ext !== undefined && /permessage-deflate/i.test(ext)) {
       // Without server_no_context_takeover a message could only be inflated after every earlier one.
       if (!this.pool.deflate || !/server_no_context_takeover/i.test(ext)) {
         bump(this.pool.errors, 'unexpected_extension');
         this.onFail(`server answered Sec-WebSocket-Extensions: ${ext}`);
-        return true;
+        return false;
       }
       this.deflate = true;
-    }
-    const rest = this.head.length - (i + 4);
-    this.head = '';
-    this.state = 2;
-    if (rest > 0) {
-      this.pool.wireBytes += rest;
-      this.feed(buf, n - rest, n);
     }
     return true;
   }
