@@ -6,10 +6,8 @@
  * counted from their header; and the nearest-rank quantile the latency
  * figures use. A scripted TCP server plays the gateway.
  */
-import net from 'node:net';
-import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ROOT } from '../helpers/gateway.js';
+import { benchLib, closeScriptedServers, scriptedServer, serverFrame as frame, until, writeInPieces } from '../helpers/bench-wire.js';
 
 interface Reply {
   readonly id: number;
@@ -35,95 +33,33 @@ interface PresenceModule {
   quantile(xs: readonly number[], q: number): number;
 }
 
-const lib = (file: string): string => pathToFileURL(`${ROOT}loadtest/bench/lib/${file}`).href;
-const client = (await import(lib('ws-client.mjs'))) as WsClientModule;
-const { quantile } = (await import(lib('presence.mjs'))) as PresenceModule;
+const client = (await import(benchLib('ws-client.mjs'))) as WsClientModule;
+const { quantile } = (await import(benchLib('presence.mjs'))) as PresenceModule;
 
-/** An unmasked server text frame, 7-bit or 16-bit length. */
-function frame(text: string): Buffer {
-  const payload = Buffer.from(text);
-  if (payload.length < 126) return Buffer.concat([Buffer.from([0x81, payload.length]), payload]);
-  const h = Buffer.from([0x81, 126, 0, 0]);
-  h.writeUInt16BE(payload.length, 2);
-  return Buffer.concat([h, payload]);
-}
-
-/** Reads masked client frames (payloads under 64 KiB) from `buf`; answers the whole frames' texts and what is left. */
-function clientFrames(buf: Buffer): { texts: string[]; rest: Buffer } {
-  const texts: string[] = [];
-  let off = 0;
-  for (;;) {
-    if (buf.length - off < 2) break;
-    let len = buf[off + 1]! & 0x7f;
-    let hl = 2;
-    if (len === 126) {
-      if (buf.length - off < 4) break;
-      len = buf.readUInt16BE(off + 2);
-      hl = 4;
-    }
-    if (buf.length - off < hl + 4 + len) break;
-    const mask = buf.subarray(off + hl, off + hl + 4);
-    const p = Buffer.from(buf.subarray(off + hl + 4, off + hl + 4 + len));
-    for (let i = 0; i < p.length; i++) p[i]! ^= mask[i & 3]!;
-    texts.push(p.toString());
-    off += hl + 4 + len;
-  }
-  return { texts, rest: buf.subarray(off) };
-}
-
-const servers: net.Server[] = [];
-afterEach(() => {
-  for (const s of servers.splice(0)) s.close();
-});
+afterEach(closeScriptedServers);
 
 /**
  * A one-connection server: upgrade and welcome, then each client frame is
  * recorded and answered by `answer` (bytes sent in 5-byte pieces, so frames
  * arrive split at awkward places).
  */
-async function scriptedServer(answer: (f: { type: string; id: number; channel: string }) => Buffer): Promise<{ port: number; got: string[] }> {
+async function presenceServer(answer: (f: { type: string; id: number; channel: string }) => Buffer): Promise<{ port: number; got: string[] }> {
   const got: string[] = [];
-  const srv = net.createServer((sock) => {
-    let head = '';
-    let upgraded = false;
-    let pending = Buffer.alloc(0);
-    sock.on('data', (d) => {
-      if (!upgraded) {
-        head += d.toString('latin1');
-        if (!head.includes('\r\n\r\n')) return;
-        upgraded = true;
-        sock.write(Buffer.concat([
-          Buffer.from('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n', 'latin1'),
-          frame('{"type":"welcome","node":"n","conn":"c","user":"u","expiresIn":null,"ping":25}'),
-        ]));
-        return;
+  const { port } = await scriptedServer({
+    first: frame('{"type":"welcome","node":"n","conn":"c","user":"u","expiresIn":null,"ping":25}'),
+    onData(sock, sent) {
+      for (const f of sent.slice(got.length)) {
+        got.push(f.text);
+        writeInPieces(sock, answer(JSON.parse(f.text) as { type: string; id: number; channel: string }), 5);
       }
-      const { texts, rest } = clientFrames(Buffer.concat([pending, d]));
-      pending = Buffer.from(rest);
-      for (const t of texts) {
-        got.push(t);
-        const out = answer(JSON.parse(t) as { type: string; id: number; channel: string });
-        for (let i = 0; i < out.length; i += 5) sock.write(out.subarray(i, i + 5));
-      }
-    });
-    sock.on('error', () => undefined);
+    },
   });
-  servers.push(srv);
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  return { port: (srv.address() as net.AddressInfo).port, got };
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
+  return { port, got };
 }
 
 describe('bench ws-client: presence frames', () => {
   it('resolves each request with its own reply and rejects one answered with an error', async () => {
-    const { port, got } = await scriptedServer((f) => {
+    const { port, got } = await presenceServer((f) => {
       if (f.type === 'presence') return frame(`{"type":"reply","id":${f.id},"error":{"code":"bad_request","message":"no presence"}}`);
       if (f.type === 'presence_stats') return frame(`{"type":"reply","id":${f.id},"users":${f.id * 10},"connections":${f.id * 11}}`);
       return frame(`{"type":"reply","id":${f.id}}`);
@@ -154,7 +90,7 @@ describe('bench ws-client: presence frames', () => {
       frame('{"type":"leave","channel":"benchjl:f","user":"u1"}'),
       frame('{"type":"join","channel":"benchjl:f","user":"u2"}'),
     ]);
-    const { port } = await scriptedServer((f) => Buffer.concat([frame(`{"type":"reply","id":${f.id}}`), after]));
+    const { port } = await presenceServer((f) => Buffer.concat([frame(`{"type":"reply","id":${f.id}}`), after]));
     const pool = new client.WsPool({ host: '127.0.0.1', port });
     const seen: string[] = [];
     let from: Conn | undefined;

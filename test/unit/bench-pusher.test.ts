@@ -8,12 +8,11 @@
  * A scripted TCP server plays the Pusher server, splitting its frames at
  * awkward places. Soketi itself is not run here.
  */
-import net from 'node:net';
-import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeConnectionEstablished, encodeEvent, encodePing, encodeSubscriptionSucceeded } from '../../src/protocol/pusher/frames.js';
 import { verifySignedRequest } from '../../src/pusher/signing.js';
-import { ROOT } from '../helpers/gateway.js';
+import type { ScriptedServer } from '../helpers/bench-wire.js';
+import { benchLib, closeScriptedServers, scriptedServer, serverFrame as frame, until, writeInPieces } from '../helpers/bench-wire.js';
 
 interface Parsed {
   kind: string;
@@ -52,88 +51,26 @@ interface PusherModule {
   soketiMissing(dir: string): string | undefined;
 }
 
-const lib = (file: string): string => pathToFileURL(`${ROOT}loadtest/bench/lib/${file}`).href;
-const client = (await import(lib('pusher-client.mjs'))) as ClientModule;
-const bench = (await import(lib('pusher.mjs'))) as PusherModule;
+const client = (await import(benchLib('pusher-client.mjs'))) as ClientModule;
+const bench = (await import(benchLib('pusher.mjs'))) as PusherModule;
 
-/** A server frame: FIN, text (or `op`); 7-bit or 16-bit length. */
-function frame(payload: Buffer | string, op = 1): Buffer {
-  const p = Buffer.from(payload);
-  if (p.length < 126) return Buffer.concat([Buffer.from([0x80 | op, p.length]), p]);
-  const h = Buffer.from([0x80 | op, 126, 0, 0]);
-  h.writeUInt16BE(p.length, 2);
-  return Buffer.concat([h, p]);
-}
-
-/** The payloads of the masked client frames in `buf` (whole frames only). */
-function clientPayloads(buf: Buffer): { op: number; text: string }[] {
-  const out: { op: number; text: string }[] = [];
-  let off = 0;
-  while (off + 6 <= buf.length) {
-    let len = buf[off + 1]! & 0x7f;
-    let hl = 2;
-    if (len === 126) {
-      len = buf.readUInt16BE(off + 2);
-      hl = 4;
-    }
-    if (off + hl + 4 + len > buf.length) break;
-    const mask = buf.subarray(off + hl, off + hl + 4);
-    const p = Buffer.from(buf.subarray(off + hl + 4, off + hl + 4 + len));
-    for (let i = 0; i < p.length; i++) p[i] = p[i]! ^ mask[i & 3]!;
-    out.push({ op: buf[off]! & 0x0f, text: p.toString() });
-    off += hl + 4 + len;
-  }
-  return out;
-}
-
-const servers: net.Server[] = [];
-afterEach(() => {
-  for (const s of servers.splice(0)) s.close();
-});
+afterEach(closeScriptedServers);
 
 /**
  * A one-connection Pusher server: answers the upgrade with connection_established in the same write, the
  * subscribe with subscription_succeeded, then sends `after` in 5-byte pieces; records what the client sent.
  */
-async function scriptedServer(after: Buffer): Promise<{ port: number; request: Promise<string>; sent: () => { op: number; text: string }[] }> {
-  let gotRequest: (r: string) => void = () => undefined;
-  const request = new Promise<string>((resolve) => (gotRequest = resolve));
-  let fromClient = Buffer.alloc(0);
-  const srv = net.createServer((sock) => {
-    let head = '';
-    let upgraded = false;
-    let subscribed = false;
-    sock.on('data', (d) => {
-      if (!upgraded) {
-        head += d.toString('latin1');
-        if (!head.includes('\r\n\r\n')) return;
-        upgraded = true;
-        gotRequest(head);
-        sock.write(Buffer.concat([
-          Buffer.from('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n', 'latin1'),
-          frame(encodeConnectionEstablished('1.7', 120)),
-        ]));
-        return;
-      }
-      fromClient = Buffer.concat([fromClient, d]);
+function pusherServer(after: Buffer): Promise<ScriptedServer> {
+  let subscribed = false;
+  return scriptedServer({
+    first: frame(encodeConnectionEstablished('1.7', 120)),
+    onData(sock) {
       if (subscribed) return;
       subscribed = true;
       sock.write(frame(encodeSubscriptionSucceeded('bench')));
-      for (let i = 0; i < after.length; i += 5) sock.write(after.subarray(i, i + 5));
-    });
-    sock.on('error', () => undefined);
+      writeInPieces(sock, after, 5);
+    },
   });
-  servers.push(srv);
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  return { port: (srv.address() as net.AddressInfo).port, request, sent: () => clientPayloads(fromClient) };
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
 }
 
 const lead = (text: string): boolean => {
@@ -193,7 +130,7 @@ describe('bench pusher client: a connection', () => {
       frame(Buffer.from('ab'), 9), // a WebSocket ping
       frame(encodeEvent('bench', 'bench', data)),
     ]);
-    const { port, request, sent } = await scriptedServer(after);
+    const { port, request, sent } = await pusherServer(after);
     const pool = new client.PusherPool({ host: '127.0.0.1', port, key: 'bench-key' });
     try {
       const c = await pool.open();

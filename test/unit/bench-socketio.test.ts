@@ -9,11 +9,10 @@
  * sent (Soketi's signed ones pass pubgate's own signature check). Neither
  * Socket.IO nor Soketi is run here: the wire strings are the protocols' own.
  */
-import net from 'node:net';
-import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { verifySignedRequest } from '../../src/pusher/signing.js';
-import { ROOT } from '../helpers/gateway.js';
+import type { ScriptedServer } from '../helpers/bench-wire.js';
+import { benchLib, closeScriptedServers, scriptedServer, serverFrame as frame, until, writeInPieces } from '../helpers/bench-wire.js';
 
 interface Packet {
   kind: string;
@@ -63,46 +62,12 @@ interface StatsModule {
   LatencyHistogram: new () => Histogram;
 }
 
-const lib = (file: string): string => pathToFileURL(`${ROOT}loadtest/bench/lib/${file}`).href;
-const sio = (await import(lib('socketio-client.mjs'))) as SioModule;
-const peers = (await import(lib('peers.mjs'))) as PeersModule;
-const wsClient = (await import(lib('ws-client.mjs'))) as WsClientModule;
-const stats = (await import(lib('stats.mjs'))) as StatsModule;
+const sio = (await import(benchLib('socketio-client.mjs'))) as SioModule;
+const peers = (await import(benchLib('peers.mjs'))) as PeersModule;
+const wsClient = (await import(benchLib('ws-client.mjs'))) as WsClientModule;
+const stats = (await import(benchLib('stats.mjs'))) as StatsModule;
 
-/** A server frame: FIN, text (or `op`); 7-bit or 16-bit length. */
-function frame(payload: Buffer | string, op = 1): Buffer {
-  const p = Buffer.from(payload);
-  if (p.length < 126) return Buffer.concat([Buffer.from([0x80 | op, p.length]), p]);
-  const h = Buffer.from([0x80 | op, 126, 0, 0]);
-  h.writeUInt16BE(p.length, 2);
-  return Buffer.concat([h, p]);
-}
-
-/** The payloads of the masked client frames in `buf` (whole frames only). */
-function clientPayloads(buf: Buffer): { op: number; text: string }[] {
-  const out: { op: number; text: string }[] = [];
-  let off = 0;
-  while (off + 6 <= buf.length) {
-    let len = buf[off + 1]! & 0x7f;
-    let hl = 2;
-    if (len === 126) {
-      len = buf.readUInt16BE(off + 2);
-      hl = 4;
-    }
-    if (off + hl + 4 + len > buf.length) break;
-    const mask = buf.subarray(off + hl, off + hl + 4);
-    const p = Buffer.from(buf.subarray(off + hl + 4, off + hl + 4 + len));
-    for (let i = 0; i < p.length; i++) p[i] = p[i]! ^ mask[i & 3]!;
-    out.push({ op: buf[off]! & 0x0f, text: p.toString() });
-    off += hl + 4 + len;
-  }
-  return out;
-}
-
-const servers: net.Server[] = [];
-afterEach(() => {
-  for (const s of servers.splice(0)) s.close();
-});
+afterEach(closeScriptedServers);
 
 /**
  * A one-connection Socket.IO server as it looks on the wire: answers the
@@ -110,28 +75,11 @@ afterEach(() => {
  * CONNECT with `40{"sid":..}` (or `connectAnswer`), the subscribe event with
  * its ack, then sends `after` in 5-byte pieces; records what the client sent.
  */
-async function scriptedServer(after: Buffer, connectAnswer = '40{"sid":"s-1"}'): Promise<{ port: number; request: Promise<string>; sent: () => { op: number; text: string }[] }> {
-  let gotRequest: (r: string) => void = () => undefined;
-  const request = new Promise<string>((resolve) => (gotRequest = resolve));
-  let fromClient = Buffer.alloc(0);
-  const srv = net.createServer((sock) => {
-    let head = '';
-    let upgraded = false;
-    let answered = 0;
-    sock.on('data', (d) => {
-      if (!upgraded) {
-        head += d.toString('latin1');
-        if (!head.includes('\r\n\r\n')) return;
-        upgraded = true;
-        gotRequest(head);
-        sock.write(Buffer.concat([
-          Buffer.from('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n', 'latin1'),
-          frame('0{"sid":"e-1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'),
-        ]));
-        return;
-      }
-      fromClient = Buffer.concat([fromClient, d]);
-      const got = clientPayloads(fromClient);
+function sioServer(after: Buffer, connectAnswer = '40{"sid":"s-1"}'): Promise<ScriptedServer> {
+  let answered = 0;
+  return scriptedServer({
+    first: frame('0{"sid":"e-1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'),
+    onData(sock, got) {
       if (answered === 0 && got.length >= 1) {
         answered = 1;
         sock.write(frame(connectAnswer));
@@ -139,22 +87,10 @@ async function scriptedServer(after: Buffer, connectAnswer = '40{"sid":"s-1"}'):
         answered = 2;
         const id = /^42(\d+)\[/.exec(got[1]!.text)?.[1] ?? '0';
         sock.write(frame(`43${id}[{"ok":true}]`));
-        for (let i = 0; i < after.length; i += 5) sock.write(after.subarray(i, i + 5));
+        writeInPieces(sock, after, 5);
       }
-    });
-    sock.on('error', () => undefined);
+    },
   });
-  servers.push(srv);
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  return { port: (srv.address() as net.AddressInfo).port, request, sent: () => clientPayloads(fromClient) };
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
 }
 
 const lead = (text: string): boolean => {
@@ -231,7 +167,7 @@ describe('bench socketio client: a connection', () => {
       frame('4299["unexpected"]'),
       frame(big),
     ]);
-    const { port, request, sent } = await scriptedServer(after);
+    const { port, request, sent } = await sioServer(after);
     const pool = new sio.SioPool({ host: '127.0.0.1', port });
     try {
       const c = await pool.open('tok.en.x');
@@ -252,7 +188,7 @@ describe('bench socketio client: a connection', () => {
 
   it('reads each message whole and times it while latency is measured', async () => {
     const after = Buffer.concat([frame('42["message","bench",{"t":1000.25,"p":"x"}]'), frame('42["message","bench",{"t":1001.75}]')]);
-    const { port } = await scriptedServer(after);
+    const { port } = await sioServer(after);
     const pool = new sio.SioPool({ host: '127.0.0.1', port });
     pool.latency = new stats.LatencyHistogram();
     try {
@@ -267,7 +203,7 @@ describe('bench socketio client: a connection', () => {
   });
 
   it('fails the open on a CONNECT refusal', async () => {
-    const { port } = await scriptedServer(Buffer.alloc(0), '44{"message":"unauthorized"}');
+    const { port } = await sioServer(Buffer.alloc(0), '44{"message":"unauthorized"}');
     const pool = new sio.SioPool({ host: '127.0.0.1', port });
     try {
       await expect(pool.open('bad')).rejects.toThrow('connect_error unauthorized');

@@ -6,11 +6,10 @@
  * message frame, and counts the bytes read. A scripted TCP server plays the
  * gateway, splitting its frames at awkward places.
  */
-import net from 'node:net';
-import { pathToFileURL } from 'node:url';
 import { constants as zlibConstants, deflateRawSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ROOT } from '../helpers/gateway.js';
+import type { ScriptedServer } from '../helpers/bench-wire.js';
+import { benchLib, closeScriptedServers, scriptedServer, serverFrame, until, writeInPieces } from '../helpers/bench-wire.js';
 
 interface Pool {
   messages: number;
@@ -36,18 +35,11 @@ interface StatsModule {
   LatencyHistogram: new () => { n: number };
 }
 
-const lib = (file: string): string => pathToFileURL(`${ROOT}loadtest/bench/lib/${file}`).href;
-const client = (await import(lib('ws-client.mjs'))) as WsClientModule;
-const { LatencyHistogram } = (await import(lib('stats.mjs'))) as StatsModule;
+const client = (await import(benchLib('ws-client.mjs'))) as WsClientModule;
+const { LatencyHistogram } = (await import(benchLib('stats.mjs'))) as StatsModule;
 
-/** A server frame: FIN, text, RSV1 when compressed; 7-bit or 16-bit length. */
-function frame(payload: Buffer, compressed: boolean): Buffer {
-  const b0 = 0x81 | (compressed ? 0x40 : 0);
-  if (payload.length < 126) return Buffer.concat([Buffer.from([b0, payload.length]), payload]);
-  const h = Buffer.from([b0, 126, 0, 0]);
-  h.writeUInt16BE(payload.length, 2);
-  return Buffer.concat([h, payload]);
-}
+/** A server text frame, RSV1 when compressed. */
+const frame = (payload: Buffer, compressed: boolean): Buffer => serverFrame(payload, 1, compressed);
 
 /** What a permessage-deflate sender puts on the wire: deflate, sync flush, without the 00 00 ff ff tail. */
 function deflated(text: string): Buffer {
@@ -65,51 +57,22 @@ interface Script {
   readonly after: Buffer;
 }
 
-const servers: net.Server[] = [];
-afterEach(() => {
-  for (const s of servers.splice(0)) s.close();
-});
+afterEach(closeScriptedServers);
 
 /** A one-connection server: answers the upgrade (with the welcome in the same write), the subscribe, then sends `after` in small pieces. */
-async function scriptedServer(script: Script): Promise<{ port: number; request: Promise<string> }> {
-  let gotRequest: (r: string) => void = () => undefined;
-  const request = new Promise<string>((resolve) => (gotRequest = resolve));
-  const srv = net.createServer((sock) => {
-    let head = '';
-    let upgraded = false;
-    sock.on('data', (d) => {
-      if (!upgraded) {
-        head += d.toString('latin1');
-        if (!head.includes('\r\n\r\n')) return;
-        upgraded = true;
-        gotRequest(head);
-        const ext = script.extensions === undefined ? '' : `Sec-WebSocket-Extensions: ${script.extensions}\r\n`;
-        sock.write(Buffer.concat([
-          Buffer.from(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${ext}\r\n`, 'latin1'),
-          frame(Buffer.from('{"type":"welcome","node":"n","conn":"c","user":"u","expiresIn":null,"ping":25}'), false),
-        ]));
-        return;
-      }
+function wsServer(script: Script): Promise<ScriptedServer> {
+  return scriptedServer({
+    headers: script.extensions === undefined ? '' : `Sec-WebSocket-Extensions: ${script.extensions}\r\n`,
+    first: frame(Buffer.from('{"type":"welcome","node":"n","conn":"c","user":"u","expiresIn":null,"ping":25}'), false),
+    onData(sock) {
       // The subscribe (a masked client frame): reply, then the scripted bytes in 7-byte pieces.
       sock.write(frame(Buffer.from('{"type":"reply","id":1}'), false));
-      for (let i = 0; i < script.after.length; i += 7) sock.write(script.after.subarray(i, i + 7));
-    });
-    sock.on('error', () => undefined);
+      writeInPieces(sock, script.after, 7);
+    },
   });
-  servers.push(srv);
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  return { port: (srv.address() as net.AddressInfo).port, request };
 }
 
 const ANSWER = 'permessage-deflate; client_no_context_takeover; server_no_context_takeover';
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
-}
 
 describe('bench ws-client: permessage-deflate', () => {
   it('inflates a payload without its 00 00 ff ff tail, and reads response headers case-insensitively', () => {
@@ -123,7 +86,7 @@ describe('bench ws-client: permessage-deflate', () => {
     const texts = Array.from({ length: 9 }, (_, i) => message(i, i % 2 ? 200 : 3)); // 7-bit and 16-bit lengths
     const frames = texts.map((t) => frame(deflated(t), true));
     const after = Buffer.concat(frames);
-    const { port, request } = await scriptedServer({ extensions: ANSWER, after });
+    const { port, request } = await wsServer({ extensions: ANSWER, after });
     const pool = new client.WsPool({ host: '127.0.0.1', port, deflate: true, inflateEvery: 3 });
     const c = await pool.open('tok');
     expect(await request).toContain(`\r\nSec-WebSocket-Extensions: ${client.DEFLATE_OFFER}\r\n`);
@@ -147,7 +110,7 @@ describe('bench ws-client: permessage-deflate', () => {
     const bad = frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x00]), true);
     const notMessage = frame(deflated('{"type":"reply","id":7}'), true);
     const good = frame(deflated(message(1)), true);
-    const { port } = await scriptedServer({ extensions: ANSWER, after: Buffer.concat([bad, notMessage, good]) });
+    const { port } = await wsServer({ extensions: ANSWER, after: Buffer.concat([bad, notMessage, good]) });
     const pool = new client.WsPool({ host: '127.0.0.1', port, deflate: true, inflateEvery: 1 });
     const c = await pool.open('tok');
     await c.subscribe('bench');
@@ -159,7 +122,7 @@ describe('bench ws-client: permessage-deflate', () => {
   });
 
   it('inflates every compressed message when timing them, and reads the send time from the inflated text', async () => {
-    const { port } = await scriptedServer({ extensions: ANSWER, after: Buffer.concat([1, 2, 3].map((i) => frame(deflated(message(i)), true))) });
+    const { port } = await wsServer({ extensions: ANSWER, after: Buffer.concat([1, 2, 3].map((i) => frame(deflated(message(i)), true))) });
     const pool = new client.WsPool({ host: '127.0.0.1', port, deflate: true, inflateEvery: 0 });
     const c = await pool.open('tok');
     pool.latency = new LatencyHistogram();
@@ -171,11 +134,11 @@ describe('bench ws-client: permessage-deflate', () => {
   });
 
   it('refuses permessage-deflate with server context takeover (frames could not be inflated one by one), and one it did not offer', async () => {
-    const takeover = await scriptedServer({ extensions: 'permessage-deflate; client_no_context_takeover', after: Buffer.alloc(0) });
+    const takeover = await wsServer({ extensions: 'permessage-deflate; client_no_context_takeover', after: Buffer.alloc(0) });
     const pool = new client.WsPool({ host: '127.0.0.1', port: takeover.port, deflate: true });
     await expect(pool.open('tok', 5000)).rejects.toThrow(/Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover$/);
 
-    const unasked = await scriptedServer({ extensions: ANSWER, after: Buffer.alloc(0) });
+    const unasked = await wsServer({ extensions: ANSWER, after: Buffer.alloc(0) });
     const plain = new client.WsPool({ host: '127.0.0.1', port: unasked.port });
     await expect(plain.open('tok', 5000)).rejects.toThrow(/Sec-WebSocket-Extensions/);
     expect(await unasked.request).not.toContain('Sec-WebSocket-Extensions');

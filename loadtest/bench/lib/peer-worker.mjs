@@ -10,6 +10,7 @@ import { benchToken } from './jwt.mjs';
 import { PusherPool } from './pusher-client.mjs';
 import { SioPool } from './socketio-client.mjs';
 import { LatencyHistogram } from './stats.mjs';
+import { bounded, cpuMsSince, serveCommands } from './worker-ipc.mjs';
 import { nowMs } from './ws-client.mjs';
 
 let pool;
@@ -18,26 +19,9 @@ let proto = 'pusher';
 let progressTimer;
 let cpuMark = process.cpuUsage();
 
-const cpuMsSince = (mark) => {
-  const d = process.cpuUsage(mark);
-  return (d.user + d.system) / 1000;
-};
-
 /** The channel of connection `i`: spec { kind: 'one', name } or { kind: 'mod', prefix, count } (as worker.mjs). */
 function channelOf(spec, i) {
   return spec.kind === 'mod' ? `${spec.prefix}${i % spec.count}` : spec.name;
-}
-
-/** Runs `count` tasks with at most `limit` at once; resolves when all settled. */
-async function bounded(count, limit, task) {
-  let next = 0;
-  const lanes = [];
-  for (let l = 0; l < Math.min(limit, count); l++) {
-    lanes.push((async () => {
-      while (next < count) await task(next++);
-    })());
-  }
-  await Promise.all(lanes);
 }
 
 const handlers = {
@@ -96,11 +80,7 @@ const handlers = {
   },
 
   count(m) {
-    pool.messages = 0;
-    pool.lastRecvMs = 0;
-    pool.closedOpen = 0;
-    pool.closeCodes = {};
-    pool.latency = m.latency ? new LatencyHistogram() : undefined;
+    pool.startCount(m.latency ? new LatencyHistogram() : undefined);
     cpuMark = process.cpuUsage();
     clearInterval(progressTimer);
     progressTimer = setInterval(() => process.send({ progress: pool.messages }), m.progressMs ?? 20);
@@ -109,17 +89,8 @@ const handlers = {
 
   stats() {
     clearInterval(progressTimer);
-    return {
-      messages: pool.messages,
-      lastRecvMs: pool.lastRecvMs,
-      closedOpen: pool.closedOpen,
-      closeCodes: pool.closeCodes,
-      open: pool.conns.size,
-      cpuMs: cpuMsSince(cpuMark),
-      latency: pool.latency?.toSparse(),
-      errors: pool.errors,
-      pings: pool.pings,
-    };
+    const cpuMs = cpuMsSince(cpuMark); // before the latency histogram is serialized, as ever
+    return { ...pool.counts(), cpuMs, pings: pool.pings };
   },
 
   exit() {
@@ -130,13 +101,4 @@ const handlers = {
   },
 };
 
-process.on('message', (m) => {
-  Promise.resolve()
-    .then(() => handlers[m.cmd](m))
-    .then(
-      (r) => process.send({ ...r, seq: m.seq, status: 'ok' }),
-      (e) => process.send({ seq: m.seq, status: 'error', error: String(e?.stack ?? e) }),
-    );
-});
-// The runner going away ends this process too.
-process.on('disconnect', () => process.exit(0));
+serveCommands(handlers);

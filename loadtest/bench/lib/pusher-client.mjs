@@ -1,6 +1,8 @@
 // A Pusher-protocol (7) client for the pusher scenarios, the same for every
 // target (pubgate's /app/{key}, Soketi): raw TCP (node:net), a hand-written
-// upgrade and frame parser, many connections per process, like ws-client.mjs.
+// upgrade and frame parser, many connections per process, like ws-client.mjs
+// (the connection and frame machinery is raw-conn.mjs, shared with
+// ws-client.mjs and socketio-client.mjs).
 //
 // Per connection: GET /app/{key}?protocol=7, wait for
 // pusher:connection_established, send pusher:subscribe for a public channel,
@@ -22,11 +24,9 @@
 // `pusher` library so that the runner needs no dependency and its cost per
 // request stays small and the same for every target.
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import net from 'node:net';
-import { clientFrame, nowMs, readNumberAfter } from './ws-client.mjs';
+import { RawConn, RawPool, bump } from './raw-conn.mjs';
+import { readNumberAfter } from './ws-client.mjs';
 
-/** One buffer for every read of this process: each read is consumed synchronously. */
-const READ_BUF = Buffer.allocUnsafe(256 * 1024);
 const EVENT_LEAD = Buffer.from('{"event":"');
 const PUSHER = Buffer.from('pusher');
 /** The send time inside an event's data, which travels as a JSON string: {\"t\":<ms>,... */
@@ -108,30 +108,16 @@ export function signedPath(app, method, path, body, nowSec = Math.floor(Date.now
   return `${path}?${query}&auth_signature=${sig}`;
 }
 
-function bump(obj, key) {
-  obj[key] = (obj[key] ?? 0) + 1;
-}
-
-export class PusherPool {
+/**
+ * The Pusher connections of a client process: `messages` counts app events,
+ * `errors` pusher:error codes too, `pings` the pusher:ping frames answered;
+ * `latency` is set while the peer targets' latency scenario measures it.
+ */
+export class PusherPool extends RawPool {
   /** @param {{host: string, port: number, key: string, localPorts?: [number, number]}} o */
   constructor(o) {
-    this.host = o.host;
-    this.port = o.port;
+    super(o);
     this.key = o.key;
-    // Local ports to bind, in turn (see ws-client.mjs: the kernel's own choice gets slow with many connections).
-    this.localPorts = o.localPorts;
-    this.nextLocalPort = o.localPorts ? o.localPorts[0] : 0;
-    this.conns = new Set();
-    this.messages = 0; // app events received
-    this.lastRecvMs = 0;
-    this.closedOpen = 0; // established connections that closed
-    this.closeCodes = {};
-    this.errors = {}; // socket errors, handshake statuses, pusher:error codes, bad frames
-    this.pings = 0; // pusher:ping frames answered
-    // While latency is measured (the peer targets' latency scenario): a
-    // LatencyHistogram; each event is then read whole and its send time taken.
-    this.latency = undefined;
-    this.readNowMs = 0;
   }
 
   request() {
@@ -140,105 +126,30 @@ export class PusherPool {
       `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`;
   }
 
-  takeLocalPort() {
-    if (!this.localPorts) return undefined;
-    const [from, to] = this.localPorts;
-    const p = this.nextLocalPort;
-    this.nextLocalPort = p + 1 >= to ? from : p + 1;
-    return p;
-  }
-
   /** Opens one connection; resolves with it once pusher:connection_established arrived. */
   open(timeoutMs = 10_000) {
     const c = new PusherConn(this);
     return c.open(timeoutMs).then(() => c);
   }
-
-  /** Closes every connection at once with a TCP reset (no TIME_WAIT left behind). */
-  closeAll() {
-    for (const c of this.conns) c.destroy();
-    this.conns.clear();
-  }
 }
 
-export class PusherConn {
+export class PusherConn extends RawConn {
   constructor(pool) {
-    this.pool = pool;
-    this.sock = undefined;
-    this.state = 0; // 0 new, 1 upgrading, 2 open (upgraded), 3 closed
-    this.head = '';
-    this.skip = 0; // payload bytes of the current frame still to come (skipped or collected)
-    this.pend = null; // bytes of an incomplete frame header
-    this.coll = null; // chunks of a payload being collected
-    this.collOp = 0;
+    super(pool, CLASSIFY_BYTES);
     this.socketId = undefined;
-    this.waiters = new Map(); // channel -> { resolve, reject }
-    this.onEstablished = null;
-    this.onFail = null;
+    // this.waiters: channel -> { resolve, reject }
   }
 
   open(timeoutMs) {
-    const pool = this.pool;
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const timer = setTimeout(() => fail('timeout'), timeoutMs);
-      const fail = (why) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.destroy();
-        reject(new Error(why));
-      };
-      this.onFail = fail;
-      this.onEstablished = () => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        resolve();
-      };
-      let tries = 0;
-      const dial = () => {
-        const localPort = pool.takeLocalPort();
-        const sock = net.connect({
-          host: pool.host,
-          port: pool.port,
-          ...(localPort ? { localAddress: pool.host, localPort } : {}),
-          onread: { buffer: READ_BUF, callback: (n, buf) => this.read(buf, n) },
-        });
-        this.sock = sock;
-        sock.setNoDelay(true);
-        sock.once('connect', () => sock.write(pool.request()));
-        sock.on('error', (e) => {
-          if ((e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL') && localPort && !sock.bytesWritten && tries++ < 100) {
-            sock.removeAllListeners('close');
-            sock.destroy();
-            dial();
-            return;
-          }
-          bump(pool.errors, e.code ?? 'error');
-          fail(e.code ?? 'socket error');
-        });
-        sock.on('close', () => {
-          if (this.socketId !== undefined && this.state === 2) pool.closedOpen++;
-          this.state = 3;
-          pool.conns.delete(this);
-          for (const w of this.waiters.values()) w.reject(new Error('closed'));
-          this.waiters.clear();
-          fail('closed before connection_established');
-        });
-      };
-      this.state = 1;
-      pool.conns.add(this);
-      dial();
-    });
+    return this.dial(this.pool.request(), timeoutMs, 'closed before connection_established');
   }
 
-  destroy() {
-    if (this.sock && !this.sock.destroyed) this.sock.resetAndDestroy();
+  established() {
+    return this.socketId !== undefined;
   }
 
-  send(text) {
-    if (this.state === 2) this.sock.write(clientFrame(1, Buffer.from(text)));
+  countsLead(buf, from, to) {
+    return isAppEventLead(buf, from, to);
   }
 
   /** Subscribes to a public channel; resolves on subscription_succeeded, rejects on subscription_error. */
@@ -254,93 +165,6 @@ export class PusherConn {
       });
       this.send(JSON.stringify({ event: 'pusher:subscribe', data: { channel } }));
     });
-  }
-
-  read(buf, n) {
-    if (this.state === 2) {
-      const pool = this.pool;
-      if (pool.latency) pool.readNowMs = nowMs();
-      const before = pool.messages;
-      this.feed(buf, 0, n);
-      if (pool.messages !== before) pool.lastRecvMs = pool.latency ? pool.readNowMs : nowMs();
-      return true;
-    }
-    if (this.state !== 1) return true;
-    this.head += buf.toString('latin1', 0, n);
-    const i = this.head.indexOf('\r\n\r\n');
-    if (i < 0) {
-      if (this.head.length > 16384) this.onFail('response head too long');
-      return true;
-    }
-    if (!this.head.startsWith('HTTP/1.1 101')) {
-      const status = this.head.slice(9, 12);
-      bump(this.pool.errors, `http_${status}`);
-      this.onFail(`handshake answered ${status}`);
-      return true;
-    }
-    const rest = this.head.length - (i + 4);
-    this.head = '';
-    this.state = 2;
-    if (rest > 0) this.feed(buf, n - rest, n);
-    return true;
-  }
-
-  feed(buf, off, end) {
-    if (this.pend !== null) {
-      buf = Buffer.concat([this.pend, buf.subarray(off, end)]);
-      this.pend = null;
-      off = 0;
-      end = buf.length;
-    }
-    const pool = this.pool;
-    while (off < end) {
-      if (this.skip > 0) {
-        const take = Math.min(this.skip, end - off);
-        if (this.coll !== null) this.coll.push(Buffer.from(buf.subarray(off, off + take)));
-        this.skip -= take;
-        off += take;
-        if (this.skip === 0 && this.coll !== null) {
-          const payload = Buffer.concat(this.coll);
-          this.coll = null;
-          this.frame(this.collOp, payload, 0, payload.length);
-        }
-        continue;
-      }
-      const avail = end - off;
-      let len = avail >= 2 ? buf[off + 1] & 0x7f : 0;
-      const hl = len === 126 ? 4 : len === 127 ? 10 : 2;
-      // A header, and enough payload to classify the frame (or all of it), or wait for more.
-      if (avail < hl || (len === 126 && avail < 4)) {
-        this.pend = Buffer.from(buf.subarray(off, end));
-        return;
-      }
-      if (len === 126) len = buf.readUInt16BE(off + 2);
-      else if (len === 127) len = buf.readUInt32BE(off + 2) * 2 ** 32 + buf.readUInt32BE(off + 6);
-      if (avail - hl < Math.min(len, CLASSIFY_BYTES)) {
-        this.pend = Buffer.from(buf.subarray(off, end));
-        return;
-      }
-      const op = buf[off] & 0x0f;
-      off += hl;
-      const have = end - off;
-      if (op === 1 && pool.latency === undefined && isAppEventLead(buf, off, off + Math.min(len, have))) {
-        // An app event, counted from its first bytes: skip the payload.
-        pool.messages++;
-        if (have >= len) off += len;
-        else {
-          this.skip = len - have;
-          off = end;
-        }
-      } else if (have >= len) {
-        this.frame(op, buf, off, off + len);
-        off += len;
-      } else {
-        this.coll = [Buffer.from(buf.subarray(off, end))];
-        this.collOp = op;
-        this.skip = len - have;
-        off = end;
-      }
-    }
   }
 
   /** A whole frame payload in buf[from, to) that was not counted from its lead. */
@@ -360,7 +184,7 @@ export class PusherConn {
           break;
         case 'established':
           this.socketId = f.socketId;
-          this.onEstablished?.();
+          this.onReady?.();
           break;
         case 'subscribed':
           this.waiters.get(f.channel)?.resolve();
@@ -385,11 +209,8 @@ export class PusherConn {
         default:
           break;
       }
-    } else if (op === 8) {
-      bump(pool.closeCodes, to - from >= 2 ? buf.readUInt16BE(from) : 1005);
-      this.destroy();
-    } else if (op === 9) {
-      this.sock.write(clientFrame(10, Buffer.from(buf.subarray(from, to))));
+    } else {
+      this.control(op, buf, from, to);
     }
   }
 }

@@ -1,9 +1,10 @@
 // A Socket.IO client for the peer targets (socketio): Engine.IO v4 over a raw
 // WebSocket (`GET /socket.io/?EIO=4&transport=websocket`, no HTTP long-polling
 // first), Socket.IO protocol v5 on top, many connections per process on raw
-// TCP (node:net) with a hand-written upgrade and frame parser, like
-// ws-client.mjs and pusher-client.mjs, so that the client costs what it costs
-// for the other targets (socket.io-client per connection would not).
+// TCP (node:net) with a hand-written upgrade and frame parser (raw-conn.mjs,
+// shared with ws-client.mjs and pusher-client.mjs), so that the client costs
+// what it costs for the other targets (socket.io-client per connection would
+// not).
 //
 // Per connection: upgrade, wait for the Engine.IO OPEN packet (`0{"sid":..}`),
 // send the Socket.IO CONNECT to the main namespace with the bench JWT as its
@@ -19,11 +20,9 @@
 // else is parsed (parseSioPacket). Unfragmented frames only (ws sends them
 // so); no extensions are offered.
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
-import { clientFrame, nowMs, readNumberAfter } from './ws-client.mjs';
+import { RawConn, RawPool, bump } from './raw-conn.mjs';
+import { readNumberAfter } from './ws-client.mjs';
 
-/** One buffer for every read of this process: each read is consumed synchronously. */
-const READ_BUF = Buffer.allocUnsafe(256 * 1024);
 /** Payload bytes needed to tell an EVENT packet from anything else. */
 export const SIO_CLASSIFY_BYTES = 3;
 const T_KEY = Buffer.from('"t":');
@@ -134,41 +133,15 @@ export function sioEventPacket(id, name, ...args) {
   return `42${id ?? ''}${JSON.stringify([name, ...args])}`;
 }
 
-function bump(obj, key) {
-  obj[key] = (obj[key] ?? 0) + 1;
-}
-
-export class SioPool {
-  /** @param {{host: string, port: number, localPorts?: [number, number]}} o */
-  constructor(o) {
-    this.host = o.host;
-    this.port = o.port;
-    // Local ports to bind, in turn (see ws-client.mjs: the kernel's own choice gets slow with many connections).
-    this.localPorts = o.localPorts;
-    this.nextLocalPort = o.localPorts ? o.localPorts[0] : 0;
-    this.conns = new Set();
-    this.messages = 0; // EVENT packets received
-    this.lastRecvMs = 0;
-    this.latency = undefined; // a LatencyHistogram while latency is measured
-    this.readNowMs = 0;
-    this.closedOpen = 0; // connected connections that closed
-    this.closeCodes = {};
-    this.errors = {}; // socket errors, handshake statuses, connect errors, bad frames
-    this.pings = 0; // Engine.IO PINGs answered
-  }
-
+/**
+ * The Socket.IO connections of a client process: `messages` counts EVENT
+ * packets, `errors` connect errors too, `pings` the Engine.IO PINGs answered.
+ */
+export class SioPool extends RawPool {
   request() {
     const key = randomBytes(16).toString('base64');
     return `GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\n` +
       `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`;
-  }
-
-  takeLocalPort() {
-    if (!this.localPorts) return undefined;
-    const [from, to] = this.localPorts;
-    const p = this.nextLocalPort;
-    this.nextLocalPort = p + 1 >= to ? from : p + 1;
-    return p;
   }
 
   /** Opens one connection with `token` as its auth; resolves with it once the Socket.IO CONNECT was answered. */
@@ -176,94 +149,27 @@ export class SioPool {
     const c = new SioConn(this);
     return c.open(token, timeoutMs).then(() => c);
   }
-
-  /** Closes every connection at once with a TCP reset (no TIME_WAIT left behind). */
-  closeAll() {
-    for (const c of this.conns) c.destroy();
-    this.conns.clear();
-  }
 }
 
-export class SioConn {
+export class SioConn extends RawConn {
   constructor(pool) {
-    this.pool = pool;
-    this.sock = undefined;
-    this.state = 0; // 0 new, 1 upgrading, 2 open (upgraded), 3 closed
-    this.head = '';
-    this.skip = 0; // payload bytes of the current frame still to come (skipped or collected)
-    this.pend = null; // bytes of an incomplete frame header
-    this.coll = null; // chunks of a payload being collected
-    this.collOp = 0;
+    super(pool, SIO_CLASSIFY_BYTES);
     this.sid = undefined; // the Socket.IO session id, once connected
     this.nextId = 1;
-    this.waiters = new Map(); // ack id -> { resolve, reject }
-    this.onConnected = null;
-    this.onFail = null;
+    // this.waiters: ack id -> { resolve, reject }
   }
 
   open(token, timeoutMs) {
-    const pool = this.pool;
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const timer = setTimeout(() => fail('timeout'), timeoutMs);
-      const fail = (why) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.destroy();
-        reject(new Error(why));
-      };
-      this.onFail = fail;
-      this.token = token;
-      this.onConnected = () => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        resolve();
-      };
-      let tries = 0;
-      const dial = () => {
-        const localPort = pool.takeLocalPort();
-        const sock = net.connect({
-          host: pool.host,
-          port: pool.port,
-          ...(localPort ? { localAddress: pool.host, localPort } : {}),
-          onread: { buffer: READ_BUF, callback: (n, buf) => this.read(buf, n) },
-        });
-        this.sock = sock;
-        sock.setNoDelay(true);
-        sock.once('connect', () => sock.write(pool.request()));
-        sock.on('error', (e) => {
-          if ((e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL') && localPort && !sock.bytesWritten && tries++ < 100) {
-            sock.removeAllListeners('close');
-            sock.destroy();
-            dial();
-            return;
-          }
-          bump(pool.errors, e.code ?? 'error');
-          fail(e.code ?? 'socket error');
-        });
-        sock.on('close', () => {
-          if (this.sid !== undefined && this.state === 2) pool.closedOpen++;
-          this.state = 3;
-          pool.conns.delete(this);
-          for (const w of this.waiters.values()) w.reject(new Error('closed'));
-          this.waiters.clear();
-          fail('closed before connect');
-        });
-      };
-      this.state = 1;
-      pool.conns.add(this);
-      dial();
-    });
+    this.token = token;
+    return this.dial(this.pool.request(), timeoutMs, 'closed before connect');
   }
 
-  destroy() {
-    if (this.sock && !this.sock.destroyed) this.sock.resetAndDestroy();
+  established() {
+    return this.sid !== undefined;
   }
 
-  send(text) {
-    if (this.state === 2) this.sock.write(clientFrame(1, Buffer.from(text)));
+  countsLead(buf, from, to) {
+    return this.sid !== undefined && isSioEventLead(buf, from, to);
   }
 
   /** Joins the room `channel` through the peer script's `subscribe` event; resolves on its ack. */
@@ -286,93 +192,6 @@ export class SioConn {
     });
   }
 
-  read(buf, n) {
-    const pool = this.pool;
-    if (this.state === 2) {
-      if (pool.latency) pool.readNowMs = nowMs();
-      const before = pool.messages;
-      this.feed(buf, 0, n);
-      if (pool.messages !== before) pool.lastRecvMs = pool.latency ? pool.readNowMs : nowMs();
-      return true;
-    }
-    if (this.state !== 1) return true;
-    this.head += buf.toString('latin1', 0, n);
-    const i = this.head.indexOf('\r\n\r\n');
-    if (i < 0) {
-      if (this.head.length > 16384) this.onFail('response head too long');
-      return true;
-    }
-    if (!this.head.startsWith('HTTP/1.1 101')) {
-      const status = this.head.slice(9, 12);
-      bump(pool.errors, `http_${status}`);
-      this.onFail(`handshake answered ${status}`);
-      return true;
-    }
-    const rest = this.head.length - (i + 4);
-    this.head = '';
-    this.state = 2;
-    if (rest > 0) this.feed(buf, n - rest, n);
-    return true;
-  }
-
-  feed(buf, off, end) {
-    if (this.pend !== null) {
-      buf = Buffer.concat([this.pend, buf.subarray(off, end)]);
-      this.pend = null;
-      off = 0;
-      end = buf.length;
-    }
-    const pool = this.pool;
-    while (off < end) {
-      if (this.skip > 0) {
-        const take = Math.min(this.skip, end - off);
-        if (this.coll !== null) this.coll.push(Buffer.from(buf.subarray(off, off + take)));
-        this.skip -= take;
-        off += take;
-        if (this.skip === 0 && this.coll !== null) {
-          const payload = Buffer.concat(this.coll);
-          this.coll = null;
-          this.frame(this.collOp, payload, 0, payload.length);
-        }
-        continue;
-      }
-      const avail = end - off;
-      let len = avail >= 2 ? buf[off + 1] & 0x7f : 0;
-      const hl = len === 126 ? 4 : len === 127 ? 10 : 2;
-      // A header, and enough payload to classify the frame (or all of it), or wait for more.
-      if (avail < hl) {
-        this.pend = Buffer.from(buf.subarray(off, end));
-        return;
-      }
-      if (len === 126) len = buf.readUInt16BE(off + 2);
-      else if (len === 127) len = buf.readUInt32BE(off + 2) * 2 ** 32 + buf.readUInt32BE(off + 6);
-      if (avail - hl < Math.min(len, SIO_CLASSIFY_BYTES)) {
-        this.pend = Buffer.from(buf.subarray(off, end));
-        return;
-      }
-      const op = buf[off] & 0x0f;
-      off += hl;
-      const have = end - off;
-      if (op === 1 && pool.latency === undefined && this.sid !== undefined && isSioEventLead(buf, off, off + Math.min(len, have))) {
-        // A message, counted from its first bytes: skip the payload.
-        pool.messages++;
-        if (have >= len) off += len;
-        else {
-          this.skip = len - have;
-          off = end;
-        }
-      } else if (have >= len) {
-        this.frame(op, buf, off, off + len);
-        off += len;
-      } else {
-        this.coll = [Buffer.from(buf.subarray(off, end))];
-        this.collOp = op;
-        this.skip = len - have;
-        off = end;
-      }
-    }
-  }
-
   /** A whole frame payload in buf[from, to) that was not counted from its lead. */
   frame(op, buf, from, to) {
     const pool = this.pool;
@@ -392,7 +211,7 @@ export class SioConn {
           break;
         case 'connect':
           this.sid = p.sid;
-          this.onConnected?.();
+          this.onReady?.();
           break;
         case 'connectError':
           bump(pool.errors, `connect_error ${p.message}`);
@@ -423,13 +242,10 @@ export class SioConn {
         default:
           break;
       }
-    } else if (op === 8) {
-      bump(pool.closeCodes, to - from >= 2 ? buf.readUInt16BE(from) : 1005);
-      this.destroy();
-    } else if (op === 9) {
-      this.sock.write(clientFrame(10, Buffer.from(buf.subarray(from, to))));
     } else if (op === 2) {
       bump(pool.errors, 'binary_frame');
+    } else {
+      this.control(op, buf, from, to);
     }
   }
 }

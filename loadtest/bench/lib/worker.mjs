@@ -4,6 +4,7 @@
 import { benchToken } from './jwt.mjs';
 import { SsePool } from './sse-client.mjs';
 import { LatencyHistogram } from './stats.mjs';
+import { bounded, cpuMsSince, serveCommands } from './worker-ipc.mjs';
 import { WsPool, nowMs } from './ws-client.mjs';
 
 let pool;
@@ -11,11 +12,6 @@ let pool;
 let ssePool;
 let progressTimer;
 let cpuMark = process.cpuUsage();
-
-const cpuMsSince = (mark) => {
-  const d = process.cpuUsage(mark);
-  return (d.user + d.system) / 1000;
-};
 
 function channelOf(spec, i) {
   return spec.kind === 'one' ? spec.name : `${spec.prefix}${i % spec.count}`;
@@ -71,18 +67,6 @@ async function subscribeMany(c, channels, timeoutMs, errors, failedOut) {
 
 /** churn: clients reconnecting elsewhere after the server closed them (drain). */
 let reconnect;
-
-/** Runs `count` tasks with at most `limit` at once; resolves when all settled. */
-async function bounded(count, limit, task) {
-  let next = 0;
-  const lanes = [];
-  for (let l = 0; l < Math.min(limit, count); l++) {
-    lanes.push((async () => {
-      while (next < count) await task(next++);
-    })());
-  }
-  await Promise.all(lanes);
-}
 
 const handlers = {
   init(m) {
@@ -360,17 +344,13 @@ const handlers = {
   },
 
   count(m) {
-    pool.messages = 0;
-    pool.lastRecvMs = 0;
-    pool.closedOpen = 0;
-    pool.closeCodes = {};
+    pool.startCount(m.latency ? new LatencyHistogram() : undefined);
     pool.resetCounts();
     if (ssePool) {
       ssePool.messages = 0;
       ssePool.closeEvents = {};
       ssePool.endedOpen = 0;
     }
-    pool.latency = m.latency ? new LatencyHistogram() : undefined;
     cpuMark = process.cpuUsage();
     clearInterval(progressTimer);
     progressTimer = setInterval(() => process.send({ progress: pool.messages, presence: pool.presenceFrames, sse: ssePool?.messages ?? 0 }), m.progressMs ?? 20);
@@ -379,14 +359,10 @@ const handlers = {
 
   stats() {
     clearInterval(progressTimer);
+    const cpuMs = cpuMsSince(cpuMark); // before the latency histogram is serialized, as ever
     return {
-      messages: pool.messages,
-      lastRecvMs: pool.lastRecvMs,
-      closedOpen: pool.closedOpen,
-      closeCodes: pool.closeCodes,
-      open: pool.conns.size,
-      cpuMs: cpuMsSince(cpuMark),
-      latency: pool.latency?.toSparse(),
+      ...pool.counts(),
+      cpuMs,
       extensions: pool.extensions,
       wireBytes: pool.wireBytes,
       compressed: pool.compressed,
@@ -394,7 +370,6 @@ const handlers = {
       inflatedBytes: pool.inflatedBytes,
       inflatedWire: pool.inflatedWire,
       inflateErrors: pool.inflateErrors,
-      errors: pool.errors,
       sse: ssePool && { messages: ssePool.messages, open: ssePool.streams.size, endedOpen: ssePool.endedOpen, closeEvents: ssePool.closeEvents, errors: ssePool.errors },
     };
   },
@@ -409,13 +384,4 @@ const handlers = {
   },
 };
 
-process.on('message', (m) => {
-  Promise.resolve()
-    .then(() => handlers[m.cmd](m))
-    .then(
-      (r) => process.send({ ...r, seq: m.seq, status: 'ok' }),
-      (e) => process.send({ seq: m.seq, status: 'error', error: String(e?.stack ?? e) }),
-    );
-});
-// The runner going away ends this process too.
-process.on('disconnect', () => process.exit(0));
+serveCommands(handlers);

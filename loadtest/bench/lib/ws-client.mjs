@@ -17,12 +17,17 @@
 // compresses only published messages); one in `inflateEvery` is inflated and
 // checked (a JSON message frame), which keeps the client cheap. Bytes read on
 // open connections are counted, so the wire cost per message can be compared.
+//
+// The dialling, the pool's local ports, and close and ping frames are
+// raw-conn.mjs's, shared with the peer clients; reading and frames are this
+// client's own.
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { constants as zlibConstants, inflateRawSync } from 'node:zlib';
+import { RawConn, RawPool, bump, clientFrame, nowMs } from './raw-conn.mjs';
 
-/** One buffer for every read of this process: each read is consumed synchronously. */
-const READ_BUF = Buffer.allocUnsafe(256 * 1024);
+// The clock and the client frame, where the runner's modules have always found them.
+export { clientFrame, nowMs };
+
 const T_KEY = Buffer.from('"t":');
 const CHAR_M = 0x6d; // 'm' of {"type":"message"
 const TYPE_AT = 9; // offset of that 'm' in the payload
@@ -50,51 +55,6 @@ export function headerValue(head, name) {
   return undefined;
 }
 
-// A monotonic clock shared by every process on the machine (CLOCK_MONOTONIC),
-// read cheaply through performance.now() plus a per-process offset. The offset
-// is taken after both clocks were read once (the first access to `performance`
-// loads perf_hooks, ~0.1–0.7 ms, which would otherwise skew the offset of each
-// process differently), from the tightest of a few readings.
-function monotonicOffsetMs() {
-  performance.now();
-  process.hrtime.bigint();
-  let best = Infinity;
-  let offset = 0;
-  for (let i = 0; i < 20; i++) {
-    const a = performance.now();
-    const h = Number(process.hrtime.bigint()) / 1e6;
-    const b = performance.now();
-    if (b - a < best) {
-      best = b - a;
-      offset = h - (a + b) / 2;
-    }
-  }
-  return offset;
-}
-const OFFSET_MS = monotonicOffsetMs();
-export const nowMs = () => performance.now() + OFFSET_MS;
-
-/** A masked client frame (RFC 6455 §5.3); payloads under 64 KiB. */
-export function clientFrame(opcode, payload) {
-  const len = payload.length;
-  const hl = len < 126 ? 2 : 4;
-  const out = Buffer.allocUnsafe(hl + 4 + len);
-  out[0] = 0x80 | opcode;
-  if (len < 126) out[1] = 0x80 | len;
-  else {
-    out[1] = 0x80 | 126;
-    out.writeUInt16BE(len, 2);
-  }
-  const mask = randomBytes(4);
-  mask.copy(out, hl);
-  for (let i = 0; i < len; i++) out[hl + 4 + i] = payload[i] ^ mask[i & 3];
-  return out;
-}
-
-function bump(obj, key) {
-  obj[key] = (obj[key] ?? 0) + 1;
-}
-
 /** Reads the number after `"t":` in buf[from, to), or NaN. */
 function readT(buf, from, to) {
   return readNumberAfter(buf, T_KEY, from, to);
@@ -117,28 +77,13 @@ export function readNumberAfter(buf, key, from, to) {
   return Number(buf.toString('latin1', k + key.length, e));
 }
 
-export class WsPool {
+/** The pubgate connections of a client process: `messages` counts message frames, `closedOpen` open connections that closed. */
+export class WsPool extends RawPool {
   /** @param {{host: string, port: number, path?: string, tokenIn?: 'header'|'protocol'|'query', localPorts?: [number, number], deflate?: boolean, inflateEvery?: number}} o */
   constructor(o) {
-    this.host = o.host;
-    this.port = o.port;
-    // Local ports this process binds its connections to, in turn. Leaving the
-    // choice to the kernel gets slow once half the ephemeral range is in use
-    // towards one server port (connect() then scans for a free port: ~1 ms per
-    // connection past ~14 000 connections here), which would make the client
-    // the bottleneck of the connections scenario.
-    this.localPorts = o.localPorts;
-    this.nextLocalPort = o.localPorts ? o.localPorts[0] : 0;
+    super(o);
     this.path = o.path ?? '/ws';
     this.tokenIn = o.tokenIn ?? 'header';
-    this.conns = new Set();
-    this.messages = 0; // message frames received
-    this.lastRecvMs = 0;
-    this.latency = undefined; // a LatencyHistogram while latency is measured
-    this.readNowMs = 0;
-    this.closedOpen = 0; // open connections that closed
-    this.closeCodes = {};
-    this.errors = {};
     this.deflate = o.deflate ?? false; // offer permessage-deflate
     // Inflate and check one compressed message in this many (0: none). The default is
     // prime, so that it does not keep hitting the same of the publisher's 64 payloads.
@@ -179,14 +124,6 @@ export class WsPool {
       `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n${ext}${auth}\r\n`;
   }
 
-  takeLocalPort() {
-    if (!this.localPorts) return undefined;
-    const [from, to] = this.localPorts;
-    const p = this.nextLocalPort;
-    this.nextLocalPort = p + 1 >= to ? from : p + 1;
-    return p;
-  }
-
   /** Opens one connection; resolves with it once the server's welcome frame arrived. */
   open(token, timeoutMs = 10_000, tokenIn = this.tokenIn) {
     const c = new Conn(this);
@@ -196,8 +133,7 @@ export class WsPool {
   /** Closes every connection at once with a TCP reset (no TIME_WAIT left behind). */
   closeAll() {
     this.onClosed = undefined;
-    for (const c of this.conns) c.destroy();
-    this.conns.clear();
+    super.closeAll();
   }
 }
 
@@ -205,93 +141,23 @@ const COLL_FRAME = 0; // an uncompressed frame, handled whole
 const COLL_INFLATED = 1; // a compressed frame, inflated and then handled whole
 const COLL_SAMPLE = 2; // a compressed message already counted, inflated to check it
 
-class Conn {
+class Conn extends RawConn {
   constructor(pool) {
-    this.pool = pool;
-    this.sock = undefined;
-    this.state = 0; // 0 connecting, 1 upgrading, 2 open, 3 closed
-    this.head = '';
-    this.skip = 0; // payload bytes of the current frame still to come
-    this.pend = null; // bytes of an incomplete frame header
-    this.coll = null; // chunks of a payload being collected
-    this.collOp = 0;
+    super(pool, 0); // frames are classified by this client's own feed()
     this.collKind = 0; // what the collected payload is for: COLL_FRAME, COLL_INFLATED or COLL_SAMPLE
     this.deflate = false; // permessage-deflate was negotiated
     this.welcomed = false;
     this.nextId = 1;
-    this.waiters = new Map();
-    this.onWelcome = null;
-    this.onFail = null;
+    // this.waiters: request id -> { resolve, reject }
   }
 
   open(request, timeoutMs) {
-    const pool = this.pool;
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const timer = setTimeout(() => fail('timeout'), timeoutMs);
-      const fail = (why) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.destroy();
-        reject(new Error(why));
-      };
-      this.onFail = fail;
-      this.onWelcome = () => {
-        this.welcomed = true;
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        resolve();
-      };
-      let tries = 0;
-      const dial = () => {
-        const localPort = pool.takeLocalPort();
-        const sock = net.connect({
-          host: pool.host,
-          port: pool.port,
-          ...(localPort ? { localAddress: pool.host, localPort } : {}),
-          onread: { buffer: READ_BUF, callback: (n, buf) => this.read(buf, n) },
-        });
-        this.sock = sock;
-        sock.setNoDelay(true);
-        sock.once('connect', () => sock.write(request));
-        sock.on('error', (e) => {
-          // A local port someone else holds: take the next one.
-          if ((e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL') && localPort && !sock.bytesWritten && tries++ < 100) {
-            sock.removeAllListeners('close');
-            sock.destroy();
-            dial();
-            return;
-          }
-          bump(pool.errors, e.code ?? 'error');
-          fail(e.code ?? 'socket error');
-        });
-        sock.on('close', onClose);
-      };
-      const onClose = () => {
-        const wasOpen = this.state === 2;
-        if (wasOpen) pool.closedOpen++;
-        this.state = 3;
-        pool.conns.delete(this);
-        for (const w of this.waiters.values()) w.reject(new Error('closed'));
-        this.waiters.clear();
-        fail('closed before welcome');
-        // The churn scenario reconnects a client the server closed (drain) elsewhere.
-        if (wasOpen) pool.onClosed?.(this);
-      };
-      this.state = 1;
-      pool.conns.add(this);
-      dial();
-    });
+    return this.dial(request, timeoutMs, 'closed before welcome');
   }
 
-  destroy() {
-    if (this.sock && !this.sock.destroyed) this.sock.resetAndDestroy();
-  }
-
-  send(text) {
-    if (this.state === 2) this.sock.write(clientFrame(1, Buffer.from(text)));
+  /** Any open connection that closes counts in closedOpen (and, churn, is handed to pool.onClosed). */
+  established() {
+    return true;
   }
 
   /**
@@ -333,35 +199,26 @@ class Conn {
       return true;
     }
     if (this.state !== 1) return true;
-    this.head += buf.toString('latin1', 0, n);
-    const i = this.head.indexOf('\r\n\r\n');
-    if (i < 0) {
-      if (this.head.length > 16384) this.onFail('response head too long');
-      return true;
+    const at = this.upgrade(buf, n);
+    if (at >= 0 && at < n) {
+      this.pool.wireBytes += n - at;
+      this.feed(buf, at, n);
     }
-    if (!this.head.startsWith('HTTP/1.1 101')) {
-      const status = this.head.slice(9, 12);
-      bump(this.pool.errors, `http_${status}`);
-      this.onFail(`handshake answered ${status}`);
-      return true;
-    }
-    const ext = headerValue(this.head.slice(0, i), 'sec-websocket-extensions');
+    return true;
+  }
+
+  /** The extension the server answered: permessage-deflate only as offered (no server context takeover). */
+  accept(head) {
+    const ext = headerValue(head, 'sec-websocket-extensions');
     if (this.pool.extensions === undefined) this.pool.extensions = ext ?? '';
     if (ext !== undefined && /permessage-deflate/i.test(ext)) {
       // Without server_no_context_takeover a message could only be inflated after every earlier one.
       if (!this.pool.deflate || !/server_no_context_takeover/i.test(ext)) {
         bump(this.pool.errors, 'unexpected_extension');
         this.onFail(`server answered Sec-WebSocket-Extensions: ${ext}`);
-        return true;
+        return false;
       }
       this.deflate = true;
-    }
-    const rest = this.head.length - (i + 4);
-    this.head = '';
-    this.state = 2;
-    if (rest > 0) {
-      this.pool.wireBytes += rest;
-      this.feed(buf, n - rest, n);
     }
     return true;
   }
@@ -498,12 +355,8 @@ class Conn {
         return;
       }
       this.text(buf.toString('utf8', from, to));
-    } else if (op === 8) {
-      const code = to - from >= 2 ? buf.readUInt16BE(from) : 1005;
-      bump(pool.closeCodes, code);
-      this.destroy();
-    } else if (op === 9) {
-      this.sock.write(clientFrame(10, Buffer.from(buf.subarray(from, to))));
+    } else {
+      this.control(op, buf, from, to);
     }
   }
 
@@ -518,7 +371,8 @@ class Conn {
     if (f.type === 'welcome') {
       // welcome.conn: what a publish's `exclude` names (the idempotency scenario).
       this.connId = f.conn;
-      this.onWelcome?.();
+      this.welcomed = true;
+      this.onReady?.();
     }
     else if (f.type === 'join' || f.type === 'leave') {
       this.pool.presenceFrames++;
