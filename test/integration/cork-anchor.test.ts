@@ -7,9 +7,8 @@
  * refused, and a lost anchor is made again while upgrades meanwhile fall back
  * to corking on themselves.
  */
-import { randomBytes } from 'node:crypto';
-import { connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { attemptUpgrade } from '../helpers/raw-upgrade.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { createCorkAnchor, loopbackFor, type CorkAnchor } from '../../src/transport/cork-anchor.js';
 import { App, us_listen_socket_close, us_socket_local_port, type HttpResponse, type us_listen_socket } from '../../src/transport/uws.js';
@@ -75,48 +74,7 @@ async function waitUntil(cond: () => boolean, ms: number, what: string): Promise
   }
 }
 
-function textFrame(text: string): Buffer {
-  const payload = Buffer.from(text);
-  const mask = randomBytes(4);
-  return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ mask[i % 4]!)]);
-}
-
-/** One asynchronous upgrade: 'ok' once the open handler's hello arrived and an echo came back. */
-function attempt(connection: string): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect(port, '127.0.0.1');
-    let buf = Buffer.alloc(0);
-    let upgraded = false;
-    const done = (o: string): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(o);
-    };
-    const timer = setTimeout(() => done('timeout'), 5000);
-    socket.on('error', () => undefined);
-    socket.on('close', () => done(upgraded ? 'closed_after_open' : 'refused'));
-    socket.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      if (!upgraded) {
-        const end = buf.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        if (!buf.subarray(0, end).toString('latin1').startsWith('HTTP/1.1 101 ')) return done('refused');
-        upgraded = true;
-        buf = buf.subarray(end + 4);
-      }
-      while (buf.length >= 2 && buf.length >= 2 + (buf[1]! & 0x7f)) {
-        const text = buf.subarray(2, 2 + (buf[1]! & 0x7f)).toString('utf8');
-        buf = buf.subarray(2 + (buf[1]! & 0x7f));
-        if (text === 'hello') socket.write(textFrame('echo me'));
-        else if (text === 'echo me') return done('ok');
-      }
-    });
-    socket.write(
-      `GET /async HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: ${connection}\r\nUpgrade: websocket\r\n` +
-        `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`,
-    );
-  });
-}
+const attempt = (connection: string): Promise<string> => attemptUpgrade(port, '/async', connection, 5000);
 
 describe('cork anchor', () => {
   it('connects to a listener on any address through loopback', () => {

@@ -42,15 +42,14 @@
  *      runtime/uWS section and docs/benchmarks.md (which attributes 1006
  *      closes right after `open` to this issue).
  */
-import { randomBytes } from 'node:crypto';
-import { connect as tcpConnect } from 'node:net';
 import * as uws from 'uWebSockets.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { attemptUpgrade, type UpgradeOutcome } from '../helpers/raw-upgrade.js';
 
 const ATTEMPTS = 20;
 const ATTEMPT_MS = 2000;
 
-type Outcome = 'ok' | 'closed_after_open' | 'refused' | 'timeout';
+type Outcome = UpgradeOutcome;
 
 let listenSocket: uws.us_listen_socket | undefined;
 let port = 0;
@@ -111,62 +110,11 @@ afterAll(() => {
   for (const ws of [...open]) ws.close();
 });
 
-/** A masked client text frame (payload under 126 bytes). */
-function textFrame(text: string): Buffer {
-  const payload = Buffer.from(text);
-  const mask = randomBytes(4);
-  return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ mask[i % 4]!)]);
-}
-
-/**
- * One upgrade over a raw socket with the given `Connection` header: 'ok' once
- * the server's `hello` arrived and a message sent after it was echoed, i.e.
- * the WebSocket works; 'closed_after_open' when the server ended the
- * connection after `hello` instead.
- */
-function attempt(path: string, connection: string): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect(port, '127.0.0.1');
-    let buf = Buffer.alloc(0);
-    let upgraded = false;
-    const done = (o: Outcome): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(o);
-    };
-    const timer = setTimeout(() => done('timeout'), ATTEMPT_MS);
-    socket.on('error', () => undefined); // the end of the connection is what counts
-    // After the 101 the server has run `open` (which sends hello): any end now is after open.
-    socket.on('close', () => done(upgraded ? 'closed_after_open' : 'refused'));
-    socket.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      if (!upgraded) {
-        const end = buf.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        if (!buf.subarray(0, end).toString('latin1').startsWith('HTTP/1.1 101 ')) return done('refused');
-        upgraded = true;
-        buf = buf.subarray(end + 4);
-      }
-      // Unmasked server text frames, each under 126 bytes here.
-      while (buf.length >= 2 && buf.length >= 2 + (buf[1]! & 0x7f)) {
-        const text = buf.subarray(2, 2 + (buf[1]! & 0x7f)).toString('utf8');
-        buf = buf.subarray(2 + (buf[1]! & 0x7f));
-        if (text === 'hello') socket.write(textFrame('echo me'));
-        else if (text === 'echo me') return done('ok');
-      }
-    });
-    socket.write(
-      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: ${connection}\r\nUpgrade: websocket\r\n` +
-        `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`,
-    );
-  });
-}
-
 /** ATTEMPTS upgrades one after the other; how each ended. */
 async function outcomes(path: string, connection: string): Promise<Partial<Record<Outcome, number>>> {
   const counts: Partial<Record<Outcome, number>> = {};
   for (let i = 0; i < ATTEMPTS; i++) {
-    const o = await attempt(path, connection);
+    const o = await attemptUpgrade(port, path, connection, ATTEMPT_MS);
     counts[o] = (counts[o] ?? 0) + 1;
   }
   return counts;
