@@ -11,15 +11,16 @@
  * (PublishSink), so an admin publish, disconnect or server-side subscription
  * is exactly the one of /v1/*; the reads ask every node (cluster control).
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
-import type { PublishSink } from '../api/publish-api.js';
+import { timingSafeEqual } from 'node:crypto';
+import { bearerDigest, errorResponseOf, historyEntriesJson, secretDigest, type PublishSink } from '../api/publish-api.js';
 import type { BrokerStatus, NodeReport } from '../broker/broker.js';
 import type { ChannelOptions } from '../channels/namespaces.js';
-import { GatewayError, HTTP_STATUS, errorBody, isGatewayError, type ErrorCode } from '../errors.js';
+import { GatewayError, HTTP_STATUS, errorBody, type ErrorCode } from '../errors.js';
 import { MAX_QUERY_CHANNELS, MAX_QUERY_TOP } from '../broker/control.js';
 import type { CountResult, QuestionOf } from '../hub/control.js';
 import { isValidChannel } from '../protocol/channel.js';
 import { objectMembers } from '../protocol/json-scan.js';
+import { presenceMembersJson } from '../protocol/frames.js';
 import type { ConsoleFiles } from './console-files.js';
 
 export const ADMIN_ENDPOINTS = ['console', 'overview', 'channels', 'channel', 'publish', 'disconnect', 'subscribe', 'unsubscribe', 'other'] as const;
@@ -117,15 +118,11 @@ export function adminError(code: ErrorCode, message: string, status = HTTP_STATU
   return json(status, errorBody(code, message), headers);
 }
 
+/** The publish API's answer for an error, with the admin headers. */
 function fromError(e: unknown): AdminResponse {
-  if (isGatewayError(e)) {
-    const headers = e.retryAfterSec !== undefined || e.code === 'unavailable' ? { 'Retry-After': String(e.retryAfterSec ?? 1) } : undefined;
-    return adminError(e.code, e.message, HTTP_STATUS[e.code], headers);
-  }
-  return adminError('internal', 'internal error');
+  const r = errorResponseOf(e);
+  return json(r.status, r.body, r.headers ? { ...r.headers } : undefined);
 }
-
-const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 
 /** The overview's name of a broker kind. */
 function brokerName(kind: AdminApiOptions['brokerKind']): 'memory' | 'redis' | 'sentinel' | 'cluster' {
@@ -169,7 +166,7 @@ function nodeOf(r: NodeReport, o: AdminApiOptions): Record<string, unknown> {
 }
 
 export function createAdminApi(o: AdminApiOptions): AdminApi {
-  const tokenDigest = o.token !== undefined ? digest(o.token) : undefined;
+  const tokenDigest = o.token !== undefined ? secretDigest(o.token) : undefined;
   const off = !o.enabled
     ? 'the admin console is off on this node (PUBGATE_ADMIN_CONSOLE=false)'
     : o.token === undefined
@@ -177,9 +174,8 @@ export function createAdminApi(o: AdminApiOptions): AdminApi {
       : undefined;
 
   function authorized(authorization: string): boolean {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (!m || !tokenDigest) return false;
-    return timingSafeEqual(tokenDigest, digest(m[1] ?? ''));
+    const d = bearerDigest(authorization);
+    return d !== undefined && tokenDigest !== undefined && timingSafeEqual(tokenDigest, d);
   }
 
   function parseBody(body: string): Record<string, unknown> {
@@ -269,21 +265,12 @@ export function createAdminApi(o: AdminApiOptions): AdminApi {
     const nodes = (counts.byNode ?? []).map(([instance, n]) => ({ instance, id: idOf(instance, o), subscribers: n }));
     let presenceText = 'null';
     if (presence) {
-      const members = presence.members.map((m) => `{"user":${JSON.stringify(m.user)},"conns":${m.conns}${m.info !== undefined ? `,"info":${m.info}` : ''}}`);
-      presenceText = `{"users":${presence.users},"connections":${presence.connections},"members":[${members.join(',')}],"truncated":${presence.truncated}}`;
+      presenceText = `{"users":${presence.users},"connections":${presence.connections},"members":${presenceMembersJson(presence.members)},"truncated":${presence.truncated}}`;
     }
     let historyText = 'null';
     if (history) {
-      // The stored frames are whole `message` frames: offset and data cut out of their text, data byte-for-byte as published.
-      const frames = messages === 0 ? [] : history.frames;
-      const list = frames.map((f) => {
-        const m = objectMembers(f);
-        const off = m.get('offset');
-        const d = m.get('data');
-        if (!off || !d) throw new GatewayError('internal', 'a history frame has no offset or data');
-        return `{"offset":${f.slice(off.start, off.end)},"data":${f.slice(d.start, d.end)}}`;
-      });
-      historyText = `{"epoch":${JSON.stringify(history.position.epoch)},"offset":${history.position.offset},"messages":[${list.join(',')}]}`;
+      const entries = historyEntriesJson(messages === 0 ? [] : history.frames);
+      historyText = `{"epoch":${JSON.stringify(history.position.epoch)},"offset":${history.position.offset},"messages":${entries}}`;
     }
     const head = `{"channel":${JSON.stringify(channel)},"subscribers":${subscribers},"nodes":${JSON.stringify(nodes)}`;
     return json(200, `${head},"presence":${presenceText},"history":${historyText}}`);

@@ -122,7 +122,8 @@ export function errorResponse(code: ErrorCode, message: string, status = HTTP_ST
   return headers ? { status, body: errorBody(code, message), headers } : { status, body: errorBody(code, message) };
 }
 
-function fromError(e: unknown): ApiResponse {
+/** The answer for an error thrown while handling a request (a GatewayError's code and status, `Retry-After` when it says when, or 503); else 500. */
+export function errorResponseOf(e: unknown): ApiResponse {
   if (isGatewayError(e)) {
     const headers = e.retryAfterSec !== undefined || e.code === 'unavailable' ? { 'Retry-After': String(e.retryAfterSec ?? 1) } : undefined;
     return errorResponse(e.code, e.message, HTTP_STATUS[e.code], headers);
@@ -130,7 +131,30 @@ function fromError(e: unknown): ApiResponse {
   return errorResponse('internal', 'internal error');
 }
 
-const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+/** SHA-256 of a secret: secrets are compared as digests with timingSafeEqual (equal lengths, constant time). */
+export const secretDigest = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+/** The digest of the token of an `Authorization: Bearer <token>` header; undefined without one. */
+export function bearerDigest(authorization: string): Buffer | undefined {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+  return m ? secretDigest(m[1] ?? '') : undefined;
+}
+
+/**
+ * The entries of a history read: the stored frames are whole `message`
+ * frames, so each entry's `offset` and `data` are cut out of the frame text
+ * and `data` goes out byte-for-byte as published.
+ */
+export function historyEntriesJson(frames: readonly string[]): string {
+  const entries = frames.map((f) => {
+    const m = objectMembers(f);
+    const o = m.get('offset');
+    const d = m.get('data');
+    if (!o || !d) throw new GatewayError('internal', 'a history frame has no offset or data');
+    return `{"offset":${f.slice(o.start, o.end)},"data":${f.slice(d.start, d.end)}}`;
+  });
+  return `[${entries.join(',')}]`;
+}
 
 export interface PublishApi {
   preflight(head: ApiRequestHead): Preflight;
@@ -144,14 +168,13 @@ export interface PublishApi {
 export function createPublishApi(opts: PublishApiOptions): PublishApi {
   // Keys are compared as SHA-256 digests with timingSafeEqual: equal lengths,
   // constant time, and every configured key is checked (no early exit).
-  const keyDigests = opts.apiKeys.map((k) => ({ key: k, d: digest(k) }));
+  const keyDigests = opts.apiKeys.map((k) => ({ key: k, d: secretDigest(k) }));
   const limiter = createKeyedLimiter(opts.apiRate, Math.max(1, opts.apiRate * 2), Math.max(1, opts.apiKeys.length));
   const now = opts.nowMs ?? (() => performance.now());
 
   function authenticate(authorization: string): string | undefined {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (!m || keyDigests.length === 0) return undefined;
-    const d = digest(m[1] ?? '');
+    const d = bearerDigest(authorization);
+    if (!d || keyDigests.length === 0) return undefined;
     let found: string | undefined;
     for (const k of keyDigests) if (timingSafeEqual(k.d, d)) found = k.key;
     return found;
@@ -277,11 +300,7 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     return Number(v);
   }
 
-  /**
-   * GET /v1/history. The stored frames are whole `message` frames: each
-   * entry's `offset` and `data` are cut out of the frame text, so `data` goes
-   * out byte-for-byte as published.
-   */
+  /** GET /v1/history (entries: historyEntriesJson). */
   async function historyRead(query: string): Promise<ApiResponse> {
     const channel = channelParam(query);
     const q = new URLSearchParams(query);
@@ -293,15 +312,8 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
     if (epoch !== null && (epoch === '' || epoch.length > 64)) throw new GatewayError('bad_request', 'epoch must be 1 to 64 characters');
     const since = sinceOffset !== undefined && epoch !== null ? { offset: sinceOffset, epoch } : undefined;
     const r = await opts.sink.history(channel, limit, since);
-    const messages = r.frames.map((f) => {
-      const m = objectMembers(f);
-      const o = m.get('offset');
-      const d = m.get('data');
-      if (!o || !d) throw new GatewayError('internal', 'a history frame has no offset or data');
-      return `{"offset":${f.slice(o.start, o.end)},"data":${f.slice(d.start, d.end)}}`;
-    });
     const head = `{"channel":${JSON.stringify(channel)},"epoch":${JSON.stringify(r.position.epoch)},"offset":${r.position.offset}`;
-    return { status: 200, body: `${head},"messages":[${messages.join(',')}]}` };
+    return { status: 200, body: `${head},"messages":${historyEntriesJson(r.frames)}}` };
   }
 
   /** GET /v1/channels?prefix=&limit=: `{"channels":[{"channel","subscribers"}],"more"}`, in name order. */
@@ -370,7 +382,7 @@ export function createPublishApi(opts: PublishApiOptions): PublishApi {
         if (endpoint === 'channels') return await channelList(input);
         return errorResponse('not_found', 'no such route');
       } catch (e) {
-        return fromError(e);
+        return errorResponseOf(e);
       }
     },
   };

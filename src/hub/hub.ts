@@ -253,8 +253,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
   const byUser = new Map<string, Socket | Set<Socket>>();
   /** Live sessions by connection number: `exclude` finds its connection here (one entry per connection). */
   const byId = new Map<number, Socket>();
-  let sessionCount = 0;
-  /** Live sessions by transport, and subscriptions: the admin console's node counts. */
+  /** Live sessions by transport (their sum is `size`), and subscriptions: the admin console's node counts. */
   const byTransport = { ws: 0, sse: 0, pusher: 0 };
   let subscriptionTotal = 0;
   const subsChanged = (d: number): void => {
@@ -481,7 +480,6 @@ export function createHub(deps: HubDeps): HubWithBroker {
       const s = ws.getUserData();
       const other = byUser.get(s.user);
       if (other === ws || (other instanceof Set && other.has(ws))) return;
-      sessionCount++;
       byTransport[ws.transport ?? 'ws']++;
       byId.set(s.id, ws);
       indexUser(ws, s.user);
@@ -489,7 +487,6 @@ export function createHub(deps: HubDeps): HubWithBroker {
     remove(ws) {
       const s = ws.getUserData();
       if (!unindexUser(ws, s.user)) return; // not (or no longer) a live session
-      sessionCount--;
       byTransport[ws.transport ?? 'ws']--;
       byId.delete(s.id);
       for (const ch of s.channels) {
@@ -878,7 +875,7 @@ export function createHub(deps: HubDeps): HubWithBroker {
       }
     },
     get size() {
-      return sessionCount;
+      return byTransport.ws + byTransport.sse + byTransport.pusher;
     },
     forEach(fn) {
       forEachSocket(fn);

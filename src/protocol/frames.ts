@@ -219,8 +219,12 @@ export function encodePresenceReply(
 
 /** `"members":[...],"users":n,"connections":n` (+ `"truncated":true`), shared by the frame and the HTTP API. */
 export function presenceBody(p: Parameters<typeof encodePresenceReply>[1]): string {
-  const members = p.members.map((m) => `{"user":${JSON.stringify(m.user)}${m.info !== undefined ? `,"info":${m.info}` : ''},"conns":${m.conns}}`);
-  return `"members":[${members.join(',')}],"users":${p.users},"connections":${p.connections}${p.truncated ? ',"truncated":true' : ''}`;
+  return `"members":${presenceMembersJson(p.members)},"users":${p.users},"connections":${p.connections}${p.truncated ? ',"truncated":true' : ''}`;
+}
+
+/** A presence member list as JSON, each `info` inserted as stored (already JSON). */
+export function presenceMembersJson(members: Parameters<typeof encodePresenceReply>[1]['members']): string {
+  return `[${members.map((m) => `{"user":${JSON.stringify(m.user)}${m.info !== undefined ? `,"info":${m.info}` : ''},"conns":${m.conns}}`).join(',')}]`;
 }
 
 export function encodeErrorReply(id: number, code: ErrorCode, message: string): string {
