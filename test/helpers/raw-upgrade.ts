@@ -8,6 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect as tcpConnect } from 'node:net';
+import type { HttpResponse, WebSocketBehavior } from 'uWebSockets.js';
 
 export type UpgradeOutcome = 'ok' | 'closed_after_open' | 'refused' | 'timeout';
 
@@ -54,4 +55,45 @@ export function attemptUpgrade(port: number, path: string, connection: string, t
         `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`,
     );
   });
+}
+
+type Behavior = WebSocketBehavior<unknown>;
+
+/**
+ * An upgrade handler that completes the upgrade after leaving the uWS
+ * callback, as a handler that verifies a token asynchronously would: headers
+ * copied first, onAborted registered, then (setImmediate: a resolved promise
+ * alone would not leave the callback, uWS runs the handler's microtasks before
+ * it returns) `complete(res, upgrade)`, which must cork and call `upgrade`.
+ */
+export function asyncUpgrade(complete: (res: HttpResponse, upgrade: () => void) => void): NonNullable<Behavior['upgrade']> {
+  return (res, req, context) => {
+    const key = req.getHeader('sec-websocket-key');
+    const protocol = req.getHeader('sec-websocket-protocol');
+    const extensions = req.getHeader('sec-websocket-extensions');
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    setImmediate(() => {
+      if (!aborted) complete(res, () => res.upgrade({}, key, protocol, extensions, context));
+    });
+  };
+}
+
+/** The server attemptUpgrade expects: `hello` on open, every text message echoed. */
+export function echoBehavior(upgrade: Behavior['upgrade'], hooks: Pick<Behavior, 'open' | 'close'> = {}): Behavior {
+  return {
+    idleTimeout: 0,
+    maxPayloadLength: 1024,
+    upgrade,
+    open: (ws) => {
+      hooks.open?.(ws);
+      ws.send('hello', false);
+    },
+    message: (ws, message) => {
+      ws.send(Buffer.from(message).toString('utf8'), false);
+    },
+    ...(hooks.close ? { close: hooks.close } : {}),
+  };
 }

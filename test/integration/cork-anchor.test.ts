@@ -8,10 +8,10 @@
  * to corking on themselves.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { attemptUpgrade } from '../helpers/raw-upgrade.js';
+import { asyncUpgrade, attemptUpgrade, echoBehavior } from '../helpers/raw-upgrade.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { createCorkAnchor, loopbackFor, type CorkAnchor } from '../../src/transport/cork-anchor.js';
-import { App, us_listen_socket_close, us_socket_local_port, type HttpResponse, type us_listen_socket } from '../../src/transport/uws.js';
+import { App, us_listen_socket_close, us_socket_local_port, type us_listen_socket } from '../../src/transport/uws.js';
 
 let listenSocket: us_listen_socket | undefined;
 let port = 0;
@@ -22,31 +22,11 @@ const corkedOn: string[] = [];
 beforeAll(async () => {
   const app = App();
   anchor = createCorkAnchor(app, silentLogger());
-  app.ws('/async', {
-    idleTimeout: 0,
-    maxPayloadLength: 1024,
-    upgrade: (res, req, context) => {
-      const key = req.getHeader('sec-websocket-key');
-      const protocol = req.getHeader('sec-websocket-protocol');
-      const extensions = req.getHeader('sec-websocket-extensions');
-      let aborted = false;
-      res.onAborted(() => {
-        aborted = true;
-      });
-      // Leave the uWS callback, as the connect proxy's answer does.
-      setImmediate(() => {
-        if (aborted) return;
-        corkedOn.push(anchor.held() ? 'anchor' : 'self');
-        anchor.cork(res as HttpResponse, () => res.upgrade({}, key, protocol, extensions, context));
-      });
-    },
-    open: (ws) => {
-      ws.send('hello', false);
-    },
-    message: (ws, message) => {
-      ws.send(Buffer.from(message).toString('utf8'), false);
-    },
-  });
+  // Completed after leaving the uWS callback, as the connect proxy's answer is.
+  app.ws('/async', echoBehavior(asyncUpgrade((res, upgrade) => {
+    corkedOn.push(anchor.held() ? 'anchor' : 'self');
+    anchor.cork(res, upgrade);
+  })));
   app.any('/*', (res) => {
     res.writeStatus('404 Not Found').end('');
   });

@@ -44,7 +44,7 @@
  */
 import * as uws from 'uWebSockets.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { attemptUpgrade, type UpgradeOutcome } from '../helpers/raw-upgrade.js';
+import { asyncUpgrade, attemptUpgrade, echoBehavior, type UpgradeOutcome } from '../helpers/raw-upgrade.js';
 
 const ATTEMPTS = 20;
 const ATTEMPT_MS = 2000;
@@ -56,23 +56,8 @@ let port = 0;
 const open = new Set<uws.WebSocket<unknown>>();
 
 /** Sends `hello` on open and echoes every text message, like any server that greets its clients. */
-function behavior(upgrade: uws.WebSocketBehavior<unknown>['upgrade']): uws.WebSocketBehavior<unknown> {
-  return {
-    idleTimeout: 0,
-    maxPayloadLength: 1024,
-    upgrade,
-    open: (ws) => {
-      open.add(ws);
-      ws.send('hello', false);
-    },
-    message: (ws, message) => {
-      ws.send(Buffer.from(message).toString('utf8'), false);
-    },
-    close: (ws) => {
-      open.delete(ws);
-    },
-  };
-}
+const behavior = (upgrade: uws.WebSocketBehavior<unknown>['upgrade']): uws.WebSocketBehavior<unknown> =>
+  echoBehavior(upgrade, { open: (ws) => void open.add(ws), close: (ws) => void open.delete(ws) });
 
 beforeAll(async () => {
   const app = uws.App();
@@ -80,21 +65,8 @@ beforeAll(async () => {
   app.ws('/sync', behavior((res, req, context) => {
     res.upgrade({}, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
   }));
-  // Upgraded after an await, as a handler that verifies a token asynchronously
-  // would: headers copied first, onAborted registered, then cork + upgrade.
-  // The await must leave the uWS callback: a resolved promise alone would not
-  // (uWS runs the handler's microtasks before it returns), setImmediate does.
-  app.ws('/async', behavior(async (res, req, context) => {
-    const key = req.getHeader('sec-websocket-key');
-    const protocol = req.getHeader('sec-websocket-protocol');
-    const extensions = req.getHeader('sec-websocket-extensions');
-    let aborted = false;
-    res.onAborted(() => {
-      aborted = true;
-    });
-    await new Promise((resolve) => setImmediate(resolve));
-    if (!aborted) res.cork(() => res.upgrade({}, key, protocol, extensions, context));
-  }));
+  // Upgraded after an await and corked on itself, as uWS documents.
+  app.ws('/async', behavior(asyncUpgrade((res, upgrade) => res.cork(upgrade))));
   await new Promise<void>((resolve, reject) => {
     app.listen('127.0.0.1', 0, (ls) => {
       if (!ls) return reject(new Error('the canary app cannot listen on 127.0.0.1'));
