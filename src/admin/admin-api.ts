@@ -17,7 +17,7 @@ import type { BrokerStatus, NodeReport } from '../broker/broker.js';
 import type { ChannelOptions } from '../channels/namespaces.js';
 import { GatewayError, HTTP_STATUS, errorBody, type ErrorCode } from '../errors.js';
 import { MAX_QUERY_CHANNELS, MAX_QUERY_TOP } from '../broker/control.js';
-import type { CountResult, QuestionOf } from '../hub/control.js';
+import { busiestFirst, type CountResult, type QuestionOf } from '../hub/control.js';
 import { isValidChannel } from '../protocol/channel.js';
 import { objectMembers } from '../protocol/json-scan.js';
 import { presenceMembersJson } from '../protocol/frames.js';
@@ -240,11 +240,9 @@ export function createAdminApi(o: AdminApiOptions): AdminApi {
     // it is not among the busiest.
     const top = await o.counts({ app: '', prefix, top: MAX_QUERY_TOP });
     const names = top.counts.slice(0, Math.min(limit, MAX_QUERY_CHANNELS)).map(([name]) => name);
-    const exact = names.length === 0 ? new Map<string, number>() : new Map((await o.counts({ app: '', channels: names })).counts);
-    const list = names
-      .map((channel) => ({ channel, subscribers: exact.get(channel) ?? 0 }))
-      .filter((c) => c.subscribers > 0)
-      .sort((x, y) => y.subscribers - x.subscribers || (x.channel < y.channel ? -1 : x.channel > y.channel ? 1 : 0));
+    // The exact counts list only the named channels that still have subscribers.
+    const exact = names.length === 0 ? [] : [...(await o.counts({ app: '', channels: names })).counts];
+    const list = exact.sort(busiestFirst).map(([channel, subscribers]) => ({ channel, subscribers }));
     return json(200, JSON.stringify({ channels: list, more: top.more || top.counts.length > names.length }));
   }
 

@@ -88,6 +88,12 @@ export type QuestionOf =
   | { readonly app: string; readonly prefix: string; readonly top?: number }
   | { readonly app: string; readonly channels: readonly string[] };
 
+type Count = readonly [name: string, n: number];
+/** [name, count] pairs in name order. */
+export const byName = (a: Count, b: Count): number => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+/** [name, count] pairs by count, most first; ties in name order. */
+export const busiestFirst = (a: Count, b: Count): number => b[1] - a[1] || byName(a, b);
+
 /** The summed answers of a query. */
 export interface CountResult {
   /**
@@ -185,7 +191,7 @@ export class TopSum implements Summer {
   }
 
   private ordered(): [string, number][] {
-    return [...this.sums].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    return [...this.sums].sort(busiestFirst);
   }
 }
 
@@ -367,7 +373,7 @@ export function createClusterControl(deps: ClusterControlDeps): ClusterControl {
 
     async queryByNode(q) {
       const { result, answered } = await sumOf(q);
-      const byNode = [...answered].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+      const byNode = [...answered].sort(byName);
       return { ...result(), byNode };
     },
 

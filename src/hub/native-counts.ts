@@ -15,8 +15,8 @@ import type { ControlAnswer, ControlQuery } from '../broker/broker.js';
 import { MAX_ANSWER_CHANNELS } from '../broker/control.js';
 import type { LocalSubscriptions } from '../pusher/counts.js';
 import { isValidChannel } from '../protocol/channel.js';
+import { busiestFirst, byName } from './control.js';
 
-const byName = (a: readonly [string, number], b: readonly [string, number]): number => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 
 export function localNativeCounts(hub: LocalSubscriptions, q: ControlQuery, max: number = MAX_ANSWER_CHANNELS): Pick<ControlAnswer, 'counts' | 'more'> {
   const found: [string, number][] = [];
@@ -33,7 +33,7 @@ export function localNativeCounts(hub: LocalSubscriptions, q: ControlQuery, max:
   }
   if (q.top !== undefined && q.channels === undefined) {
     const top = Math.min(q.top, max);
-    found.sort((a, b) => b[1] - a[1] || byName(a, b));
+    found.sort(busiestFirst);
     return found.length > top ? { counts: found.slice(0, top), more: true } : { counts: found, more: false };
   }
   found.sort(byName);

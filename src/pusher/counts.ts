@@ -13,6 +13,7 @@ import type { ControlAnswer, ControlQuery } from '../broker/broker.js';
 import { MAX_ANSWER_CHANNELS } from '../broker/control.js';
 import type { PusherApps } from './apps.js';
 import { internalChannel, pusherChannel } from './channels.js';
+import { byName } from '../hub/control.js';
 
 /** What the hub tells about this node's subscriptions. */
 export interface LocalSubscriptions {
@@ -39,6 +40,6 @@ export function localPusherCounts(apps: PusherApps, hub: LocalSubscriptions, q: 
       found.push([p.name, n]);
     }
   }
-  found.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  found.sort(byName);
   return found.length > max ? { counts: found.slice(0, max), more: true } : { counts: found, more: false };
 }
