@@ -370,10 +370,7 @@ export function createRedisBroker(opts: RedisBrokerOptions): Broker {
       if (closed) return Promise.resolve();
       handlers = h;
       // Stored beside the lease at each renewal (the admin console's overview).
-      if (h.nodeInfo) {
-        const info = h.nodeInfo.bind(h);
-        registry.setInfo(() => info());
-      }
+      if (h.nodeInfo) registry.setInfo(h.nodeInfo.bind(h));
       startPromise = new Promise<void>((resolve) => {
         const guard = setTimeout(() => settleStart(), tuning.connectTimeoutMs * 2 + 1000);
         guard.unref();

@@ -97,8 +97,6 @@ export interface NodeRegistryOptions {
   readonly log: Log;
   readonly renewMs?: number;
   readonly leaseMs?: number;
-  /** This node's info (JSON-serializable), stored at each renewal; set later with setInfo. */
-  readonly info?: () => unknown;
 }
 
 export class NodeRegistry {
@@ -108,12 +106,12 @@ export class NodeRegistry {
   private readonly failures: LogTally;
   private readonly renewMs: number;
   private readonly leaseMs: number;
+  /** This node's info (JSON-serializable), stored at each renewal (setInfo); none until set. */
   private info: (() => unknown) | undefined;
 
   constructor(private readonly o: NodeRegistryOptions) {
     this.renewMs = o.renewMs ?? NODE_RENEW_MS;
     this.leaseMs = o.leaseMs ?? NODE_LEASE_MS;
-    this.info = o.info;
     this.failures = new LogTally(o.log, 'warn', 'node registry renewals failed', { component: 'broker' });
   }
 
